@@ -1,0 +1,171 @@
+"""The noise-predicting UNet, and an exact noise predictor for Gaussian data.
+
+The UNet follows DDPM's (Ho et al. 2020, appendix B) at any size: a
+sinusoidal embedding of t, residual blocks with GroupNorm that add the time
+embedding, self-attention at chosen resolutions, and skip connections from
+each down-sampling level to its up-sampling twin. The same class works on
+32x32x3 pixels and on 8x8x4 latents.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .schedules import at
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal features of t (as in the Transformer): sin and cos at `dim / 2`
+    geometrically spaced frequencies, so nearby steps get nearby vectors."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+
+
+class ResBlock(nn.Module):
+    """x + f(x, t): two 3x3 convolutions, with the time embedding added in between."""
+
+    def __init__(self, c_in: int, c_out: int, t_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.t_proj = nn.Linear(t_dim, c_out)
+        self.norm2, self.conv2 = norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.t_proj(t_emb)[:, :, None, None]  # the same shift at every pixel: "which t is it"
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Self-attention over the pixels of a feature map, so far-apart regions can agree."""
+
+    def __init__(self, channels: int, heads: int = 1):
+        super().__init__()
+        self.heads = heads
+        self.norm = norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        y = F.scaled_dot_product_attention(q, k, v)  # (b, heads, h*w, c/heads)
+        return x + self.out(y.transpose(-1, -2).reshape(b, c, h, w))
+
+
+@dataclass
+class UNetConfig:
+    """Everything needed to rebuild a UNet: stored as JSON beside its weights."""
+
+    in_channels: int = 3
+    image_size: int = 32
+    channels: int = 64  # width of the first level
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # width of each level, as a multiple; one downsampling between levels
+    num_res_blocks: int = 2  # per level
+    attn_resolutions: tuple[int, ...] = (16,)  # feature-map sizes that get self-attention
+    dropout: float = 0.1
+    heads: int = 1
+
+    def __post_init__(self):
+        self.channel_mult, self.attn_resolutions = tuple(self.channel_mult), tuple(self.attn_resolutions)
+        if self.image_size % 2 ** (len(self.channel_mult) - 1):
+            raise ValueError(f"image_size {self.image_size} cannot be halved {len(self.channel_mult) - 1} times")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t): predicts the noise that was added to make x_t."""
+
+    def __init__(self, config: UNetConfig | None = None, **overrides):
+        super().__init__()
+        self.config = cfg = config or UNetConfig(**overrides)
+        ch, t_dim = cfg.channels, 4 * cfg.channels
+        self.t_mlp = nn.Sequential(nn.Linear(ch, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+
+        def stage(c_in, c_out, res):
+            attn = Attention(c_out, cfg.heads) if res in cfg.attn_resolutions else nn.Identity()
+            return nn.ModuleList([ResBlock(c_in, c_out, t_dim, cfg.dropout), attn])
+
+        # Down: each level's blocks, then a stride-2 conv (except at the last level).
+        self.down, widths, c, res = nn.ModuleList(), [ch], ch, cfg.image_size
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(stage(c, ch * mult, res))
+                c = ch * mult
+                widths.append(c)
+            if level < len(cfg.channel_mult) - 1:
+                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                widths.append(c)
+                res //= 2
+        self.mid = nn.ModuleList([ResBlock(c, c, t_dim, cfg.dropout), Attention(c, cfg.heads), ResBlock(c, c, t_dim, cfg.dropout)])
+        # Up: mirror of down, one more block per level, each eating one skip connection.
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(stage(c + widths.pop(), ch * mult, res))
+                c = ch * mult
+            if level > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)))
+                res *= 2
+        self.head = nn.Sequential(norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
+        nn.init.zeros_(self.head[-1].weight)  # start by predicting eps = 0: a calm first step
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"this UNet takes inputs of shape (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
+            )
+        t = torch.as_tensor(t, device=x.device).expand(len(x))  # one t for all, or one each
+        emb = self.t_mlp(timestep_embedding(t, cfg.channels).to(x.dtype))
+        h = self.stem(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h) if isinstance(layer, nn.Conv2d) else layer[1](layer[0](h, emb))
+            skips.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        for layer in self.up:
+            if isinstance(layer, nn.Sequential):
+                h = layer(h)
+            else:
+                h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
+        return self.head(h)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class GaussianDenoiser(nn.Module):
+    """The exact noise predictor when the data is N(mean, std^2 I).
+
+    Then x_t ~ N(sqrt(ab) mean, ab std^2 + 1 - ab) and the best guess of the noise
+    is linear in x_t:  E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mean) / (ab std^2 + 1 - ab).
+    A sampler driven by it must return N(mean, std^2) samples: that is how the
+    samplers are tested, with no training involved.
+    """
+
+    def __init__(self, schedule, mean: float, std: float):
+        super().__init__()
+        self.schedule, self.mean, self.std = schedule, mean, std
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = at(self.schedule.alpha_bar, torch.as_tensor(t).expand(len(x)), x)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * self.mean) / (ab * self.std**2 + 1 - ab)

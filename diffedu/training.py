@@ -1,0 +1,127 @@
+"""The training loop: AdamW, an EMA of the weights, gradient clipping, bf16 on
+CUDA, a progress bar with the loss, and checkpoints that resume exactly.
+
+It takes any `loss_fn(model, batch) -> scalar`, so the VAE and the latent
+model train through the same loop as the pixel UNet.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .schedules import Schedule
+
+
+def eps_loss(model: nn.Module, x0: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+    """DDPM's simple loss (Ho et al. eq. 14): noise x0 to a random step t and
+    ask the model for the noise: || eps - eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps, t) ||^2."""
+    t = torch.randint(0, schedule.T, (len(x0),), device=x0.device)
+    noise = torch.randn_like(x0)
+    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
+
+
+class EMA:
+    """An exponential moving average of the weights. Its copy of the model samples
+    better than the raw weights, which jitter from batch to batch."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # Warm-up: early on, average over the few steps there are, not 1/(1-decay) of them.
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for ema, raw in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if ema.is_floating_point():
+                ema.lerp_(raw, 1 - decay)
+            else:
+                ema.copy_(raw)
+
+
+class Trainer:
+    """Holds the model, its EMA, the optimizer, the step count and the loss history."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], *,
+                 lr: float = 2e-4, weight_decay: float = 0.0, ema_decay: float = 0.999, grad_clip: float = 1.0,
+                 device: str | torch.device | None = None, meta: dict | None = None):
+        self.meta = dict(meta or {})  # saved with every checkpoint, e.g. which noise schedule the model learned
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device)
+        self.loss_fn, self.grad_clip = loss_fn, grad_clip
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.ema = EMA(model, ema_decay)
+        self.step, self.history, self.seconds = 0, [], 0.0
+
+    def fit(self, batches: Iterator[torch.Tensor], steps: int, *, log_every: int = 10,
+            callback: Callable[["Trainer"], None] | None = None, save_to: str | Path | None = None,
+            save_every: int = 0, progress: bool = True) -> "Trainer":
+        """Train for `steps` more steps. Every `log_every` steps: update the bar and
+        call `callback(self)`; every `save_every` steps (and at the end): save."""
+        self.model.train()
+        pending, start = [], time.perf_counter()
+        bar = tqdm(range(steps), desc="training", disable=not progress)
+        for i in bar:
+            loss = self.train_step(next(batches))
+            pending.append(loss.detach())
+            if len(pending) == log_every or i == steps - 1:
+                self.history += torch.stack(pending).float().cpu().tolist()  # one device sync per log
+                pending = []
+                bar.set_postfix(loss=f"{sum(self.history[-log_every:]) / len(self.history[-log_every:]):.4f}")
+                if callback:
+                    callback(self)
+            if save_to and save_every and self.step % save_every == 0:
+                self.save(save_to)
+        self.seconds += time.perf_counter() - start
+        if save_to:
+            self.save(save_to)
+        return self
+
+    def train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss = self.loss_fn(self.model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the learning rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.ema.update(self.model, self.step)
+        return loss
+
+    # ---- checkpoints -----------------------------------------------------------
+    def save(self, path: str | Path, **meta) -> Path:
+        """Everything needed to resume: raw and EMA weights, optimizer state, step, history."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"ema.{k}": v for k, v in self.ema.model.state_dict().items()}
+        state = self.optimizer.state_dict()
+        tensors |= {f"optim.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
+        return checkpoint.save(path, tensors, {
+            "kind": checkpoint.model_kind(self.model), "config": self.model.config.to_dict(),
+            "step": self.step, "seconds": self.seconds, "history": self.history,
+            "optimizer": state["param_groups"], **self.meta, **meta,
+        })
+
+    def load(self, path: str | Path) -> "Trainer":
+        """Resume from a checkpoint written by `save` (the model must match its config)."""
+        tensors, meta = checkpoint.load(path)
+        checkpoint.load_weights(self.model, checkpoint.with_prefix(tensors, "model"), str(path))
+        checkpoint.load_weights(self.ema.model, checkpoint.with_prefix(tensors, "ema"), str(path))
+        state: dict = {}
+        for key, value in checkpoint.with_prefix(tensors, "optim").items():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+        groups = [{**g, "betas": tuple(g["betas"])} for g in meta["optimizer"]]
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.step, self.history, self.seconds = meta["step"], meta["history"], meta.get("seconds", 0.0)
+        return self
