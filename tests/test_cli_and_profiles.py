@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from diffedu import checkpoint, cli
+from diffedu.profiles import PROFILES, get_profile
+
+
+def test_profiles_by_name_and_environment(monkeypatch):
+    monkeypatch.setenv("DIFFEDU_PROFILE", "smoke")
+    assert get_profile().name == "smoke" and get_profile("cpu").name == "cpu"
+    monkeypatch.delenv("DIFFEDU_PROFILE")
+    assert get_profile().name == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def test_unknown_profile_lists_the_valid_ones(monkeypatch):
+    monkeypatch.setenv("DIFFEDU_PROFILE", "fast")
+    with pytest.raises(ValueError, match="smoke, cpu, gpu"):
+        get_profile()
+
+
+def test_profiles_grow_from_smoke_to_gpu():
+    sizes = [PROFILES[n].unet["channels"] * PROFILES[n].train_steps for n in ("smoke", "cpu", "gpu")]
+    assert sizes == sorted(sizes)
+
+
+def test_cli_trains_resumes_and_samples(cifar_root, tmp_path, capsys):
+    out = tmp_path / "run" / "model"
+    assert cli.main(["train", "--profile", "smoke", "--steps", "4", "--data", str(cifar_root), "--out", str(out)]) == 0
+    assert cli.main(["train", "--profile", "smoke", "--steps", "2", "--data", str(cifar_root), "--out", str(out), "--resume"]) == 0
+    assert checkpoint.read_meta(out)["step"] == 6
+    png = tmp_path / "grid.png"
+    assert cli.main(["sample", "--ckpt", str(out), "--sampler", "ddim", "--steps", "5", "--n", "3", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "wrote 3 images (ddim, 5 steps)" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    assert cli.main(["sample", "--ckpt", str(tmp_path / "none")]) == 2
+    assert "error: no checkpoint file" in capsys.readouterr().err
+    assert cli.main(["train", "--profile", "smoke", "--data", str(tmp_path)]) == 2
+    assert "CIFAR-10 was not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--ckpt", "x", "--sampler", "euler"])

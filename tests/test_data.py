@@ -1,0 +1,93 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from diffedu import data
+
+
+def write_batch(folder, name, n, seed=0):
+    rng = np.random.default_rng(seed)
+    batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, n).tolist(),
+             "batch_label": name, "filenames": [f"{i}.png" for i in range(n)]}
+    (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return batch
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = [write_batch(folder, f"data_batch_{i}", 3 + i, seed=i) for i in range(1, 6)]
+    write_batch(folder, "test_batch", 4, seed=9)
+    return tmp_path, batches
+
+
+def test_reader_takes_any_number_of_rows(tiny_cifar, monkeypatch):
+    root, batches = tiny_cifar
+    monkeypatch.delenv("DIFFEDU_DATA", raising=False)
+    train = data.load_cifar10(root)
+    assert train.images.shape == (4 + 5 + 6 + 7 + 8, 3, 32, 32) and train.images.dtype == torch.uint8
+    first = batches[0]["data"][0].reshape(3, 32, 32)  # the original layout: 1024 red, 1024 green, 1024 blue
+    assert np.array_equal(train.images[0].numpy(), first)
+    assert train.labels.tolist()[:4] == batches[0]["labels"]
+    assert train.classes == data.CLASSES  # no batches.meta here: the built-in names
+    assert len(data.load_cifar10(root / "cifar-10-batches-py", train=False)) == 4
+
+
+def test_reader_uses_the_environment_variable(tiny_cifar, monkeypatch):
+    root, _ = tiny_cifar
+    monkeypatch.setenv("DIFFEDU_DATA", str(root))
+    assert len(data.load_cifar10()) == 30
+
+
+def test_missing_data_names_both_ways_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFEDU_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError) as error:
+        data.load_cifar10()
+    message = str(error.value)
+    assert "nowhere" in message and "download" in message and "DIFFEDU_DATA" in message
+
+
+def test_reader_refuses_pickles_that_would_run_code(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    (folder / "data_batch_1").write_bytes(pickle.dumps({"data": Evil(), "labels": []}))
+    (folder / "test_batch").write_bytes(b"")
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
+        data.load_cifar10(tmp_path)
+
+
+def test_the_shared_cifar10_sample(cifar_root):
+    train, test = data.load_cifar10(cifar_root), data.load_cifar10(cifar_root, train=False)
+    assert (len(train), len(test)) == (5170, 1017)
+    assert train.classes[:2] == ["airplane", "automobile"]
+    assert set(train.labels.tolist()) == set(range(10))
+    assert 100 < train.images.float().mean() < 150  # real photographs, not noise or zeros
+
+
+def test_scaling_round_trips_and_flip_mirrors():
+    x = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(1, 3, 16, 16)  # every byte value
+    assert data.to_float(x).min() == -1 and data.to_float(x).max() == 1
+    assert torch.equal(data.to_uint8(data.to_float(x)), x)
+    images = torch.randn(64, 3, 4, 4)
+    flipped = data.random_hflip(images, torch.Generator().manual_seed(0))
+    same = (flipped == images).flatten(1).all(1)
+    mirrored = (flipped == images.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all() and 10 < mirrored.sum() < 54
+
+
+def test_batches_are_shuffled_scaled_and_full():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
+    stream = data.batches(images, 4, flip=False, seed=1)
+    seen = torch.cat([next(stream) for _ in range(2)])
+    assert seen.shape == (8, 3, 2, 2) and seen.min() >= -1 and seen.max() <= 1
+    assert len(set(seen[:, 0, 0, 0].tolist())) == 8  # one epoch: no image twice
+    with pytest.raises(ValueError, match="larger than the data set"):
+        next(data.batches(images, 11))

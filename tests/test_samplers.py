@@ -1,0 +1,172 @@
+"""Samplers driven by the exact noise predictor for Gaussian data N(m, s^2).
+
+No training is involved: whatever a sampler returns with this model is the
+sampler's doing, so its output can be held to the data distribution.
+"""
+import pytest
+import torch
+
+from diffedu.nets import GaussianDenoiser
+from diffedu.samplers import (DDIMScheduler, DDPMScheduler, ddim_invert, ddim_sample, ddim_timesteps, ddpm_sample,
+                              make_scheduler, sample, sample_trajectory, slerp)
+from diffedu.schedules import Schedule
+
+M, S = 0.3, 0.5  # data ~ N(M, S^2), per pixel
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return Schedule.linear()
+
+
+@pytest.fixture(scope="module")
+def exact(schedule):
+    return GaussianDenoiser(schedule, M, S)
+
+
+def noise(n=4000, seed=0):
+    # 4000 x 16 independent pixels: the sample mean is good to about S / 250
+    return torch.randn(n, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_ddpm_with_the_exact_denoiser_returns_the_data_distribution(schedule, exact):
+    x = ddpm_sample(exact, schedule, noise(), clip_x0=False, progress=False, generator=torch.Generator().manual_seed(1))
+    assert x.mean().item() == pytest.approx(M, abs=0.01)
+    assert x.std().item() == pytest.approx(S, rel=0.02)
+
+
+def ddim_prediction(schedule, x_T, steps, spacing):
+    """Deterministic DDIM in closed form for Gaussian data. With x0_hat = E[x0 | x_t] and
+    eps_hat = E[eps | x_t], each step is the affine map
+        x_prev - sqrt(ab') M = k (x_t - sqrt(ab) M),  k = (sqrt(ab' ab) S^2 + sqrt((1-ab')(1-ab))) / (ab S^2 + 1 - ab).
+    By Cauchy-Schwarz k^2 <= v'/v (v = ab S^2 + 1 - ab), equal only for S = 1: with
+    few steps DDIM shrinks the spread a little; the bias vanishes as steps grow."""
+    ab_all = schedule.alpha_bar
+    ts = ddim_timesteps(schedule.T, steps, spacing)
+    x = x_T
+    for t, t_prev in zip(ts, ts[1:] + [-1]):
+        ab, ab_p = ab_all[t], (ab_all[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64))
+        k = ((ab_p * ab).sqrt() * S**2 + ((1 - ab_p) * (1 - ab)).sqrt()) / (ab * S**2 + 1 - ab)
+        x = ab_p.sqrt() * M + k * (x - ab.sqrt() * M)
+    return x
+
+
+@pytest.mark.parametrize("steps", [10, 50, 100])
+@pytest.mark.parametrize("spacing", ["uniform", "quadratic"])
+def test_ddim_eta0_with_the_exact_denoiser(schedule, exact, steps, spacing):
+    x_T = noise()
+    x = ddim_sample(exact, schedule, x_T, steps=steps, spacing=spacing, clip_x0=False, progress=False)
+    assert torch.allclose(x, ddim_prediction(schedule, x_T, steps, spacing), atol=1e-9)  # the update, to rounding
+    assert x.mean().item() == pytest.approx(M, abs=0.01)
+    # The spread: within 1.5% of S at 100 steps (quadratic), the few-step bias shrinking as steps grow.
+    tolerance = {"uniform": {10: 0.30, 50: 0.06, 100: 0.03}, "quadratic": {10: 0.20, 50: 0.03, 100: 0.015}}[spacing][steps]
+    assert x.std().item() == pytest.approx(S, rel=tolerance)
+    assert x.std().item() <= S * 1.01
+
+
+def test_ddim_spread_converges_as_steps_grow(schedule, exact):
+    stds = [ddim_sample(exact, schedule, noise(), steps=n, clip_x0=False, progress=False).std().item() for n in (10, 20, 50, 100, 1000)]
+    assert stds == sorted(stds) and stds[-1] == pytest.approx(S, rel=0.01)
+
+
+def test_ddim_eta1_over_all_steps_has_ddpms_posterior_sigma(schedule):
+    ddim = DDIMScheduler(schedule, eta=1.0).set_timesteps(schedule.T)
+    sigmas = torch.stack([ddim.sigma(t) for t in range(schedule.T)])
+    assert torch.allclose(sigmas, schedule.posterior_variance.sqrt(), rtol=1e-10, atol=1e-12)
+
+
+def test_ddim_eta1_over_all_steps_is_ddpm_sample_for_sample(schedule, exact):
+    x_T = noise(200)
+    a = ddim_sample(exact, schedule, x_T, steps=schedule.T, eta=1.0, clip_x0=False, progress=False,
+                    generator=torch.Generator().manual_seed(3))
+    b = ddpm_sample(exact, schedule, x_T, clip_x0=False, progress=False, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_ddim_eta0_is_deterministic_and_eta_adds_noise(schedule, exact):
+    x_T = noise(50)
+    run = lambda eta, seed: ddim_sample(exact, schedule, x_T, steps=20, eta=eta, clip_x0=False, progress=False,
+                                        generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(0.0, 1), run(0.0, 2))
+    assert not torch.allclose(run(0.5, 1), run(0.5, 2))
+
+
+def test_inversion_then_sampling_gives_the_image_back(schedule, exact):
+    x0 = M + S * noise(500, seed=5)
+    errors = []
+    for steps in (100, 200, 1000):
+        z = ddim_invert(exact, schedule, x0, steps=steps, progress=False)
+        back = ddim_sample(exact, schedule, z, steps=steps, clip_x0=False, progress=False)
+        errors.append((back - x0).abs().mean().item())
+    assert errors[0] < 0.03 * 2 * S and errors[-1] < 0.005  # within 3% of the data's range at 100 steps
+    assert errors[1] == pytest.approx(errors[0] / 2, rel=0.1)  # first order: twice the steps, half the error
+
+
+def test_inverted_noise_looks_like_noise(schedule, exact):
+    z = ddim_invert(exact, schedule, M + S * noise(500, seed=6), steps=200, progress=False)
+    assert z.mean().item() == pytest.approx(0, abs=0.05) and z.std().item() == pytest.approx(1, abs=0.05)
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "quadratic"])
+def test_step_spacings_run_from_T_minus_1_to_0(spacing):
+    T = 1000
+    for steps in range(1, T + 1):
+        ts = ddim_timesteps(T, steps, spacing)
+        assert len(ts) == steps and ts[0] == T - 1
+        assert all(a > b for a, b in zip(ts, ts[1:])), f"{steps} steps: not strictly decreasing"
+        assert ts[-1] == (0 if steps > 1 else T - 1)  # a single step jumps from T-1 straight to the image
+    assert ddim_timesteps(T, T, spacing) == list(range(T - 1, -1, -1))
+
+
+def test_quadratic_spacing_crowds_the_small_ts():
+    ts = ddim_timesteps(1000, 10, "quadratic")
+    assert ts[-2] - ts[-1] < ts[0] - ts[1]
+
+
+def test_bad_sampler_settings_say_what_is_allowed(schedule):
+    for steps in (0, 1001):
+        with pytest.raises(ValueError, match="between 1 and T=1000"):
+            ddim_timesteps(1000, steps)
+    with pytest.raises(ValueError, match="uniform"):
+        ddim_timesteps(1000, 10, "cubic")
+    with pytest.raises(ValueError, match="eta must be in"):
+        DDIMScheduler(schedule, eta=1.5)
+    with pytest.raises(ValueError, match="DDIMScheduler"):
+        DDPMScheduler(schedule).set_timesteps(50)
+    with pytest.raises(ValueError, match="'ddpm' or 'ddim'"):
+        make_scheduler("euler", schedule)
+
+
+def test_the_scheduler_loop_by_hand_equals_ddim_sample(schedule, exact):
+    x_T = noise(20)
+    scheduler = DDIMScheduler(schedule, eta=0.0, clip_x0=False).set_timesteps(25)
+    x = x_T
+    for t in scheduler.timesteps:
+        x, _ = scheduler.step(exact(x, torch.tensor(t)), t, x)
+    assert torch.equal(x, ddim_sample(exact, schedule, x_T, steps=25, clip_x0=False, progress=False))
+
+
+def test_trajectory_records_snapshots_and_the_same_final_images(schedule, exact):
+    x_T = noise(6)
+    scheduler = make_scheduler("ddim", schedule, steps=30)
+    traj = sample_trajectory(exact, scheduler, x_T, frames=7, progress=False)
+    assert traj.timesteps[0] == 999 and traj.timesteps[-1] == 0 and len(traj.timesteps) == 7
+    assert traj.x_t.shape == traj.x0.shape == (7, 6, 1, 4, 4)
+    assert torch.equal(traj.x_t[0], x_T.float())
+    assert torch.equal(traj.images, sample(exact, scheduler, x_T, progress=False))
+
+
+def test_clipping_keeps_predicted_images_in_range(schedule):
+    wild = GaussianDenoiser(schedule, 0.0, 3.0)  # data far outside [-1, 1]
+    x = ddpm_sample(wild, schedule, noise(100), progress=False)
+    assert x.abs().max() <= 1.0 + 1e-6
+
+
+def test_slerp_keeps_the_norm_of_noise():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(8, 3, 32, 32, generator=g), torch.randn(8, 3, 32, 32, generator=g)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-5) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
+    mid = slerp(a, b, 0.5).flatten(1).norm(dim=1)
+    assert torch.allclose(mid, a.flatten(1).norm(dim=1), rtol=0.05)  # a straight line's midpoint is ~30% shorter
+    assert ((a + b) / 2).flatten(1).norm(dim=1).mean() < 0.75 * mid.mean()
+    assert torch.allclose(slerp(a, a, 0.3), a, atol=1e-5)
