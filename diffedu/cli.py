@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
 from pathlib import Path
 
 import torch
 
 from . import checkpoint, data
-from .nets import UNet, UNetConfig, count_parameters
+from .nets import count_parameters
 from .profiles import PROFILES, get_profile, seed_everything
 from .samplers import make_scheduler, sample
 from .schedules import Schedule
-from .training import Trainer, eps_loss
+from .training import ddpm_trainer
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,15 +56,12 @@ def train(args) -> None:
     seed_everything(args.seed)
     images = data.load_cifar10(args.data).images[: profile.n_data]
     schedule = Schedule.by_name(args.schedule)
-    model = UNet(UNetConfig(**profile.unet))
-    # The schedule is saved with the weights: a sampler must use the one the model learned.
-    trainer = Trainer(model, partial(eps_loss, schedule=schedule), lr=args.lr or profile.lr, device=args.device,
-                      meta={"schedule": schedule.name, "T": schedule.T, "profile": profile.name})
+    trainer = ddpm_trainer(profile, schedule, args.device, args.lr)
     if args.resume:
         trainer.load(args.out)
     batch_size = args.batch_size or profile.batch_size
     steps = args.steps or profile.train_steps
-    print(f"{args.model}: UNet {count_parameters(model) / 1e6:.2f}M parameters, {len(images)} images, "
+    print(f"{args.model}: UNet {count_parameters(trainer.model) / 1e6:.2f}M parameters, {len(images)} images, "
           f"batch {batch_size}, steps {trainer.step} -> {trainer.step + steps}, on {trainer.device} ({profile.name} profile)")
     batches = data.batches(images, batch_size, device=trainer.device, seed=args.seed + trainer.step)
     trainer.fit(batches, steps, save_to=args.out, save_every=args.save_every)

@@ -28,7 +28,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 
 
 def norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+    """GroupNorm with up to 32 groups (DDPM's choice), at least 4 channels in each, dividing evenly."""
+    groups = next(g for g in range(min(32, max(1, channels // 4)), 0, -1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
 
 
 class ResBlock(nn.Module):

@@ -40,8 +40,8 @@ PROFILES = {
     ),
     "cpu": Profile(
         "cpu",
-        unet=dict(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), dropout=0.0),
-        batch_size=32, train_steps=150, n_samples=16, lr=1e-3,
+        unet=dict(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0),
+        batch_size=16, train_steps=150, n_samples=16, lr=1e-3,
         note="cpu profile: small nets and a short training demo, sized for a laptop.",
     ),
     "gpu": Profile(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -17,6 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint
+from .nets import UNet, UNetConfig
+from .profiles import Profile
 from .schedules import Schedule
 
 
@@ -125,3 +128,12 @@ class Trainer:
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         self.step, self.history, self.seconds = meta["step"], meta["history"], meta.get("seconds", 0.0)
         return self
+
+
+def ddpm_trainer(profile: Profile, schedule: Schedule, device=None, lr: float | None = None) -> Trainer:
+    """The profile's pixel UNet, fresh, with its Trainer: what lesson 02 and
+    `python -m diffedu train ddpm` train. The schedule is saved with every
+    checkpoint, because a sampler must use the one the model learned."""
+    model = UNet(UNetConfig(**profile.unet))
+    return Trainer(model, partial(eps_loss, schedule=schedule), lr=lr or profile.lr, device=device,
+                   meta={"schedule": schedule.name, "T": schedule.T, "profile": profile.name})
