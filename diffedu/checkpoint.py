@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .nets import UNet, UNetConfig
+from .schedules import Schedule
 
 FORMAT = "diffedu-checkpoint-1"
 KINDS = {"unet": (UNet, UNetConfig)}  # the "kind" in a checkpoint's JSON -> (model class, config class)
@@ -124,3 +125,9 @@ def build_model(meta: dict, source: str = "checkpoint") -> nn.Module:
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{source} has a config this diffedu cannot build ({error})") from error
 
+
+
+def schedule_of(path: str | Path) -> Schedule:
+    """The noise schedule a checkpoint's model learned (samplers must use the same one)."""
+    meta = read_meta(path)
+    return Schedule.by_name(meta.get("schedule", "linear"), meta.get("T", 1000))

@@ -13,6 +13,7 @@ import torch
 
 from . import checkpoint, data
 from .nets import count_parameters
+from .pretrained import RECIPES
 from .profiles import PROFILES, get_profile, seed_everything
 from .samplers import make_scheduler, sample
 from .schedules import Schedule
@@ -26,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model; sizes and defaults come from the profile")
     t.add_argument("model", nargs="?", default="ddpm", choices=["ddpm"], help="what to train (default: ddpm, the pixel UNet)")
     t.add_argument("--profile", choices=list(PROFILES), help="sizes of net, batch and run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
+    t.add_argument("--recipe", choices=list(RECIPES), help="train a shipped checkpoint's recipe instead of a profile (see diffedu.pretrained)")
     t.add_argument("--steps", type=int, help="training steps (default: the profile's)")
     t.add_argument("--batch-size", type=int, help="default: the profile's")
     t.add_argument("--lr", type=float, help="learning rate (default: the profile's)")
@@ -52,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def train(args) -> None:
-    profile = get_profile(args.profile)
+    profile = RECIPES[args.recipe] if args.recipe else get_profile(args.profile)
     seed_everything(args.seed)
     images = data.load_cifar10(args.data).images[: profile.n_data]
     schedule = Schedule.by_name(args.schedule)
@@ -62,7 +64,7 @@ def train(args) -> None:
     batch_size = args.batch_size or profile.batch_size
     steps = args.steps or profile.train_steps
     print(f"{args.model}: UNet {count_parameters(trainer.model) / 1e6:.2f}M parameters, {len(images)} images, "
-          f"batch {batch_size}, steps {trainer.step} -> {trainer.step + steps}, on {trainer.device} ({profile.name} profile)")
+          f"batch {batch_size}, steps {trainer.step} -> {trainer.step + steps}, on {trainer.device} ({profile.name})")
     batches = data.batches(images, batch_size, device=trainer.device, seed=args.seed + trainer.step)
     trainer.fit(batches, steps, save_to=args.out, save_every=args.save_every)
     print(f"saved {checkpoint.paths(args.out)[0]}; final loss {sum(trainer.history[-50:]) / len(trainer.history[-50:]):.4f}")
@@ -76,8 +78,7 @@ def sample_cmd(args) -> None:
     profile = get_profile(args.profile)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = checkpoint.load_model(args.ckpt, device)
-    meta = checkpoint.read_meta(args.ckpt)
-    schedule = Schedule.by_name(meta.get("schedule", "linear"), meta.get("T", 1000))
+    schedule = checkpoint.schedule_of(args.ckpt)
     scheduler = make_scheduler(args.sampler, schedule, args.steps, args.eta, args.spacing)
     cfg = model.config
     n = args.n or profile.n_samples
