@@ -28,6 +28,7 @@ class Profile:
     n_data: int | None = None  # use only the first n training images (None: all)
     ddim_steps: tuple[int, ...] = (100, 50, 20, 10)
     lr: float = 2e-4
+    pretrained: bool = False  # lessons sample from the shipped checkpoints instead of their own short trainings
     note: str = field(default="", compare=False)
 
 
@@ -41,8 +42,8 @@ PROFILES = {
     "cpu": Profile(
         "cpu",
         unet=dict(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0),
-        batch_size=16, train_steps=150, n_samples=16, lr=1e-3,
-        note="cpu profile: small nets and a short training demo, sized for a laptop.",
+        batch_size=16, train_steps=150, n_samples=16, lr=1e-3, pretrained=True,
+        note="cpu profile: small nets, a short training demo, and shipped trained models for the samples.",
     ),
     "gpu": Profile(
         "gpu",

@@ -90,14 +90,20 @@ assert abs(q.std() - 0.5) < 0.01  # 100 quadratic steps
 # %% [markdown]
 # ## A trained model
 #
-# We use lesson 02's model if you ran it in this profile (it saved `runs/02_ddpm_<profile>/model`); otherwise
-# we train the same model here the same way.
+# In the cpu profile we use the model that ships with `diffedu` (lesson 02 shows its card). Otherwise we use
+# lesson 02's model if you ran it in this profile (it saved `runs/02_ddpm_<profile>/model`), or train the same
+# model here the same way.
 
 # %%
+from diffedu import pretrained
+
 saved = Path(f"runs/02_ddpm_{profile.name}/model")
-if checkpoint.paths(saved)[0].exists():
+if profile.pretrained:
+    model = pretrained.load("ddpm-cifar10", device)
+    print("the shipped model ddpm-cifar10")
+elif checkpoint.paths(saved)[0].exists():
     model = checkpoint.load_model(saved, device)
-    print(f"loaded lesson 02's model from {saved} ({checkpoint.read_meta(saved)['step']} training steps)")
+    print(f"lesson 02's model from {saved} ({checkpoint.read_meta(saved)['step']} training steps)")
 else:
     seed_everything(0)
     images = load_cifar10().images[: profile.n_data]
