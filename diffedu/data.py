@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 DATA_ENV = "DIFFEDU_DATA"
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "data"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+# data/ of the course checkout; for a pip-installed package (Colab), a cache folder in the home directory
+DEFAULT_ROOT = _CHECKOUT / "data" if (_CHECKOUT / "pyproject.toml").exists() else Path.home() / ".cache" / "diffedu"
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILES = ["test_batch"]
