@@ -22,8 +22,9 @@ setup: $(BIN)/.installed
 lab: setup
 	$(BIN)/jupyter lab lessons/
 
+# nbval runs every lesson in the smoke profile unless DIFFEDU_PROFILE says otherwise.
 test: setup
-	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider
+	DIFFEDU_PROFILE=$${DIFFEDU_PROFILE:-smoke} $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV)
