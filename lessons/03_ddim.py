@@ -79,13 +79,13 @@ sigma_gap = max(abs(full.sigma(t) - schedule.posterior_variance[t].sqrt()).item(
 print(f"eta = 1, 1000 steps: largest gap between DDIM's sigma and DDPM's posterior std: {sigma_gap:.1e}")
 assert sigma_gap < 1e-10
 
-x_T = torch.randn(2000, 1, 4, 4, dtype=torch.float64)
+x_T = torch.randn(2000, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 print(f"{'steps':>5} | {'uniform std':>11} | {'quadratic std':>13}   (want mean 0.3, std 0.5)")
 for steps in (10, 20, 50, 100):
     u, q = (ddim_sample(exact, schedule, x_T, steps, spacing=s, clip_x0=False, progress=False) for s in ("uniform", "quadratic"))
     print(f"{steps:>5} | {u.std():>11.3f} | {q.std():>13.3f}   means {u.mean():.3f}, {q.mean():.3f}")
     assert abs(u.mean() - 0.3) < 0.02 and abs(q.mean() - 0.3) < 0.02
-assert abs(q.std() - 0.5) < 0.01  # 100 quadratic steps
+assert abs(q.std() - 0.5) < 0.015  # 100 quadratic steps: a 1.3% bias, plus sampling noise
 
 # %% [markdown]
 # ## A trained model
