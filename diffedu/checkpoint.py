@@ -15,9 +15,10 @@ from torch import nn
 
 from .nets import UNet, UNetConfig
 from .schedules import Schedule
+from .vae import VAE, VAEConfig
 
 FORMAT = "diffedu-checkpoint-1"
-KINDS = {"unet": (UNet, UNetConfig)}  # the "kind" in a checkpoint's JSON -> (model class, config class)
+KINDS = {"unet": (UNet, UNetConfig), "vae": (VAE, VAEConfig)}  # the "kind" in a checkpoint's JSON -> (model class, config class)
 
 
 class CheckpointError(ValueError):

@@ -153,8 +153,9 @@ def batches(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> Iterator[torch.Tensor]:
-    """Endless shuffled batches in [-1, 1] on `device`. The uint8 set moves to the
-    device once; each batch is indexed, flipped and scaled there."""
+    """Endless shuffled batches on `device`: uint8 images come out scaled to [-1, 1],
+    float tensors (latents) as they are. The set moves to the device once; each
+    batch is indexed, flipped and scaled there."""
     if len(images) < batch_size:
         raise ValueError(f"batch_size {batch_size} is larger than the data set ({len(images)} images)")
     images = images.to(device)
@@ -162,5 +163,6 @@ def batches(
     while True:
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):  # drop the ragged last batch
-            x = to_float(images[order[start:start + batch_size].to(images.device)])
+            x = images[order[start:start + batch_size].to(images.device)]
+            x = to_float(x) if x.dtype == torch.uint8 else x
             yield random_hflip(x, generator) if flip else x

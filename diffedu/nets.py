@@ -34,19 +34,21 @@ def norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """x + f(x, t): two 3x3 convolutions, with the time embedding added in between."""
+    """x + f(x, t): two 3x3 convolutions, with the time embedding added in between
+    (t_dim = 0 for a block that needs no time, as in the VAE)."""
 
-    def __init__(self, c_in: int, c_out: int, t_dim: int, dropout: float = 0.0):
+    def __init__(self, c_in: int, c_out: int, t_dim: int = 0, dropout: float = 0.0):
         super().__init__()
         self.norm1, self.conv1 = norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.t_proj = nn.Linear(t_dim, c_out)
+        self.t_proj = nn.Linear(t_dim, c_out) if t_dim else None
         self.norm2, self.conv2 = norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.t_proj(t_emb)[:, :, None, None]  # the same shift at every pixel: "which t is it"
+        if self.t_proj is not None:
+            h = h + self.t_proj(t_emb)[:, :, None, None]  # the same shift at every pixel: "which t is it"
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 

@@ -139,7 +139,8 @@ def sample_trajectory(
 ) -> Trajectory:
     """Run the sampler from x_T, keeping `frames` evenly spaced snapshots (on the CPU)."""
     model.eval()
-    keep = set(np.linspace(0, len(scheduler.timesteps) - 1, max(frames, 0)).round().astype(int).tolist()) if frames else set()
+    last = len(scheduler.timesteps) - 1
+    keep = set(np.linspace(0, last, frames).round().astype(int).tolist()) if frames > 0 else set()
     x, kept = x_T, []
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=type(scheduler).__name__, disable=not progress, leave=False)):
         x_prev, x0 = scheduler.step(model(x, _t_batch(t, x)), t, x, generator)

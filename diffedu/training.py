@@ -21,6 +21,7 @@ from . import checkpoint
 from .nets import UNet, UNetConfig
 from .profiles import Profile
 from .schedules import Schedule
+from .vae import VAE, VAEConfig, vae_loss
 
 
 def eps_loss(model: nn.Module, x0: torch.Tensor, schedule: Schedule) -> torch.Tensor:
@@ -130,10 +131,17 @@ class Trainer:
         return self
 
 
-def ddpm_trainer(profile: Profile, schedule: Schedule, device=None, lr: float | None = None) -> Trainer:
-    """The profile's pixel UNet, fresh, with its Trainer: what lesson 02 and
-    `python -m diffedu train ddpm` train. The schedule is saved with every
+def ddpm_trainer(profile: Profile, schedule: Schedule, device=None, lr: float | None = None,
+                 latent: bool = False) -> Trainer:
+    """The profile's UNet, fresh, with its Trainer: on pixels (lesson 02, `train ddpm`)
+    or on latents (lesson 05, `train latent`). The schedule is saved with every
     checkpoint, because a sampler must use the one the model learned."""
-    model = UNet(UNetConfig(**profile.unet))
+    model = UNet(UNetConfig(**(profile.latent_unet if latent else profile.unet)))
     return Trainer(model, partial(eps_loss, schedule=schedule), lr=lr or profile.lr, device=device,
                    meta={"schedule": schedule.name, "T": schedule.T, "profile": profile.name})
+
+
+def vae_trainer(profile: Profile, device=None, lr: float | None = None) -> Trainer:
+    """The profile's VAE, fresh, with its Trainer (lesson 04, `train vae`)."""
+    return Trainer(VAE(VAEConfig(**profile.vae)), vae_loss, lr=lr or profile.lr, device=device,
+                   meta={"profile": profile.name})

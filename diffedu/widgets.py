@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import io
 
+from typing import Callable
+
 import ipywidgets as W
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from .latent import decode_latents, encode_latents
 from .samplers import Trajectory
 from .schedules import Schedule
 from .viz import grid
@@ -57,13 +61,47 @@ def noising_widget(images: torch.Tensor, schedule: Schedule, frames: int = 51, s
     return _slider_view(pngs, captions, "t", ts)
 
 
-def trajectory_widget(trajectory: Trajectory, n: int = 8) -> W.VBox:
+def trajectory_widget(trajectory: Trajectory, n: int = 8, decode: Callable | None = None) -> W.VBox:
     """A slider over the recorded steps of a sampling run: top row x_t, bottom
-    row the model's prediction of x_0 at that step, for the first n images."""
+    row the model's prediction of x_0 at that step, for the first n images.
+    For a latent run, pass `decode` (latents -> images): the rows then show the
+    latents' first 3 channels as colours, and the decoded prediction beneath."""
     if not trajectory.timesteps:
         raise ValueError("the trajectory recorded no frames: sample with sample_trajectory(..., frames=20)")
     n = min(n, trajectory.x_t.shape[1])
-    pngs = [png(torch.cat([x_t[:n], x0[:n]]), nrow=n) for x_t, x0 in zip(trajectory.x_t, trajectory.x0)]
-    captions = [f"t = {t} (snapshot {i + 1} of {len(pngs)}). Top: x_t. Bottom: the model's prediction of x_0."
-                for i, t in enumerate(trajectory.timesteps)]
+    pngs = []
+    for x_t, x0 in zip(trajectory.x_t, trajectory.x0):
+        if decode is None:
+            pngs.append(png(torch.cat([x_t[:n], x0[:n]]), nrow=n))
+        else:  # latents are 8x8: enlarge them to the decoded images' size to stack the rows
+            show = lambda z: F.interpolate(z[:n, :3] / 3, size=32, mode="nearest")  # unit-variance latents, +-3 std
+            pngs.append(png(torch.cat([show(x_t), show(x0), decode(x0[:n]).cpu()]), nrow=n))
+    rows = ("Top: x_t. Bottom: the model's prediction of x_0." if decode is None else
+            "Rows: x_t and the predicted x_0 (latent channels 0-2 shown as colours), then that prediction decoded.")
+    captions = [f"t = {t} (snapshot {i + 1} of {len(pngs)}). {rows}" for i, t in enumerate(trajectory.timesteps)]
     return _slider_view(pngs, captions, "t", trajectory.timesteps)
+
+
+def latent_explorer(vae, image_a: torch.Tensor, image_b: torch.Tensor, seed: int = 0) -> W.VBox:
+    """Two images' latents, decoded live: slide between them, and scale one
+    latent channel or add noise to it. Only the small decoder runs on each move."""
+    z_a, z_b = encode_latents(vae, torch.stack([image_a, image_b])).cpu()
+    noise = torch.randn(z_a.shape[1:], generator=torch.Generator().manual_seed(seed))
+    mix = W.FloatSlider(0.0, min=0, max=1, step=0.05, description="a -> b")
+    channel = W.Dropdown(options=list(range(len(z_a))), value=0, description="channel")
+    scale = W.FloatSlider(1.0, min=-2, max=3, step=0.1, description="scale it")
+    jitter = W.FloatSlider(0.0, min=0, max=2, step=0.1, description="add noise")
+    decoded, channels, caption = W.Image(format="png"), W.Image(format="png"), W.HTML()
+
+    def update(_=None):
+        z = torch.lerp(z_a, z_b, mix.value)
+        z[channel.value] = z[channel.value] * scale.value + jitter.value * noise
+        decoded.value = png(decode_latents(vae, z[None]).cpu(), zoom=6)
+        channels.value = png((z[:, None] / 3).clamp(-1, 1), nrow=len(z), zoom=12)  # +-3 std -> black..white
+        caption.value = (f"decoded image (left), and its {len(z)} latent channels (right, grey = 0); "
+                         f"channel {channel.value} x {scale.value:.1f} + {jitter.value:.1f} noise")
+
+    for control in (mix, channel, scale, jitter):
+        control.observe(update, names="value")
+    update()
+    return W.VBox([W.HBox([mix, channel]), W.HBox([scale, jitter]), caption, W.HBox([decoded, channels])])

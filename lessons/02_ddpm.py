@@ -154,11 +154,13 @@ print(inspect.getsource(DDPMScheduler.step))
 # from the model trained above.
 
 # %%
+from IPython.display import Markdown, display
+
 from diffedu import pretrained
 
 if profile.pretrained:
     model = pretrained.load("ddpm-cifar10", device)
-    print(pretrained.card("ddpm-cifar10"))
+    display(Markdown(pretrained.card("ddpm-cifar10")))
 else:
     model = trainer.ema.model
     print(f"sampling from the model trained above ({trainer.step} steps)")

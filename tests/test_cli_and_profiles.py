@@ -41,3 +41,23 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert "CIFAR-10 was not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["sample", "--ckpt", "x", "--sampler", "euler"])
+
+
+def test_cli_trains_a_vae_then_a_latent_model_and_samples_images(cifar_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("diffedu.data.DEFAULT_ROOT", tmp_path / "data")  # where the latent cache goes
+    common = ["--profile", "smoke", "--steps", "3", "--data", str(cifar_root)]
+    vae, latent = tmp_path / "vae" / "model", tmp_path / "latent" / "model"
+    assert cli.main(["train", "vae", *common, "--out", str(vae)]) == 0
+    assert checkpoint.read_meta(vae)["config"]["scale_factor"] != 1.0  # measured on the data after training
+    assert cli.main(["train", "latent", *common, "--vae", str(vae), "--out", str(latent)]) == 0
+    assert checkpoint.read_meta(latent)["vae"] == str(vae)
+    assert len(list((tmp_path / "data" / "latents").glob("*.safetensors"))) == 1
+    png = tmp_path / "latent.png"
+    assert cli.main(["sample", "--ckpt", str(latent), "--steps", "4", "--n", "2", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and "wrote 2 images" in capsys.readouterr().out
+
+
+def test_cli_latent_without_a_vae_says_how_to_make_one(cifar_root, tmp_path, capsys):
+    args = ["train", "latent", "--profile", "smoke", "--data", str(cifar_root), "--vae", str(tmp_path / "none")]
+    assert cli.main(args) == 2
+    assert "python -m diffedu train" in capsys.readouterr().err

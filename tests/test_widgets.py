@@ -40,3 +40,24 @@ def test_noising_widget_fades_the_image():
 def test_grid_lays_out_rows():
     g = grid(torch.zeros(10, 3, 4, 4), nrow=4, pad=1)
     assert g.shape == (3 * 5 + 1, 4 * 5 + 1, 3) and g.dtype.name == "uint8"
+
+
+def test_latent_explorer_decodes_as_the_controls_move():
+    from diffedu.latent import decode_latents, encode_latents
+    from diffedu.vae import VAE, VAEConfig
+    from diffedu.widgets import latent_explorer
+
+    vae = VAE(VAEConfig(channels=8, scale_factor=0.5)).eval()
+    a, b = torch.rand(2, 3, 32, 32) * 2 - 1
+    widget = latent_explorer(vae, a, b)
+    (mix, channel), (scale, jitter) = widget.children[0].children, widget.children[1].children
+    decoded, channels = widget.children[3].children
+    z_a, z_b = encode_latents(vae, torch.stack([a, b]))
+    assert decoded.value == png(decode_latents(vae, z_a[None]), zoom=6)  # starts at image a
+    mix.value = 1.0
+    assert decoded.value == png(decode_latents(vae, z_b[None]), zoom=6)  # slid all the way to b
+    seen = decoded.value
+    channel.value, scale.value = 2, 0.0  # switch channel 2 off
+    z = z_b.clone()
+    z[2] = 0
+    assert decoded.value != seen and decoded.value == png(decode_latents(vae, z[None]), zoom=6)

@@ -1,0 +1,161 @@
+# %% [markdown]
+# # 04 · A VAE: squeezing 32x32x3 images into 8x8x4 latents
+#
+# Lessons 02-03 made each sample cheaper by taking fewer *steps*. Latent diffusion makes each step cheaper:
+# diffuse in a space 12x smaller than the pixels (lesson 00), and let a separately trained **autoencoder**
+# turn latents back into images. This lesson builds and trains that autoencoder, a VAE (Kingma & Welling
+# 2014), and looks inside its latent space.
+#
+# The price is a **reconstruction floor**: whatever detail the autoencoder loses, no diffusion model on
+# its latents can bring back. We measure it.
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+from diffedu import checkpoint
+from diffedu.data import batches, load_cifar10, to_float
+from diffedu.latent import calibrate, encode_dataset, measure_scale_factor
+from diffedu.metrics import psnr
+from diffedu.nets import count_parameters
+from diffedu.profiles import default_device, get_profile, seed_everything
+from diffedu.training import vae_trainer
+from diffedu.vae import VAE, VAEConfig, kl_divergence, reparameterize
+from diffedu.viz import LiveLoss, plot_loss, show_images
+from diffedu.widgets import latent_explorer
+
+profile, device = get_profile(), default_device()
+print(profile.note, f"Device: {device}.")
+seed_everything(0)
+
+# %% [markdown]
+# ## The architecture
+#
+# The **encoder** is the down half of a UNet without the skip connections: residual blocks, and two
+# stride-2 convolutions, 32x32 -> 16x16 -> 8x8. Its last layer outputs 8 channels: for each of the 4
+# latent channels, a **mean** and a **log-variance**. The **decoder** mirrors it back up to 32x32x3.
+
+# %%
+vae = VAE(VAEConfig(**profile.vae))
+x = to_float(load_cifar10().images[:4])
+mean, logvar = vae.encode(x)
+print(f"{count_parameters(vae) / 1e6:.2f}M parameters")
+print("image", tuple(x.shape), "-> mean", tuple(mean.shape), "and log-variance", tuple(logvar.shape),
+      "-> decoded", tuple(vae.decode(mean).shape))
+assert mean.shape == (4, 4, 8, 8) and vae.decode(mean).shape == x.shape
+
+# %% [markdown]
+# ## Why a *variational* autoencoder
+#
+# A plain autoencoder may scatter images anywhere in latent space, with gaps that decode to garbage. A VAE
+# encodes each image as a small Gaussian cloud N(mean, exp(logvar)), trains the decoder on samples from it,
+# and charges a **KL divergence** for straying from N(0, I). In closed form, per latent value:
+#
+# $$\mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big) = \tfrac12\big(\mu^2 + \sigma^2 - 1 - \log\sigma^2\big)$$
+#
+# Sampling uses the **reparameterisation trick**, z = mu + sigma * eps, so gradients flow into mu and sigma.
+
+# %%
+mu, sigma = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.5])
+print("KL of N(0,1) and N(2, 0.25) from N(0,1):", kl_divergence(mu[:1], sigma[:1].log() * 2).item(),
+      round(kl_divergence(mu[1:], sigma[1:].log() * 2).item(), 4))
+z = reparameterize(torch.full((100_000,), 2.0), torch.full((100_000,), 0.25).log())
+print(f"reparameterised samples: mean {z.mean():.3f} (want 2), std {z.std():.3f} (want 0.5)")
+assert abs(z.mean() - 2) < 0.01 and abs(z.std() - 0.5) < 0.01
+
+# %% [markdown]
+# The loss is the reconstruction error per pixel (L1, which keeps edges sharper than squared error) plus
+# a small weight times the KL. A small weight keeps reconstructions sharp; the latents then do not have
+# unit variance, and we fix their scale afterwards (below).
+#
+# ## Training
+#
+# The same `Trainer` as for the UNet, with the VAE's loss.
+
+# %%
+train, test = load_cifar10(), load_cifar10(train=False)
+images = train.images[: profile.n_data]
+trainer = vae_trainer(profile, device)
+print(f"training the VAE for {profile.vae_steps} steps, batch {profile.batch_size}")
+trainer.fit(batches(images, profile.batch_size, device=device), profile.vae_steps,
+            log_every=max(1, profile.vae_steps // 30), callback=LiveLoss("VAE loss"))
+vae = trainer.ema.model
+print(f"{trainer.seconds:.0f} s")
+if profile.name != "smoke":
+    assert sum(trainer.history[-20:]) / 20 < 0.7 * sum(trainer.history[:5]) / 5
+
+# %% [markdown]
+# ## Reconstructions, and the floor they set
+#
+# Test images the VAE never saw, beside their reconstructions. **PSNR** measures the error in decibels
+# (higher is better; +6 dB halves it).
+
+# %%
+n_test = min(len(test), 1024 if profile.name != "smoke" else 64)
+originals = to_float(test.images[:n_test]).to(device)
+with torch.inference_mode():
+    reconstructions = torch.cat([vae.decode(vae.encode(chunk)[0]).clamp(-1, 1) for chunk in originals.split(256)])
+scores = psnr(reconstructions, originals)
+print(f"reconstruction PSNR on {n_test} test images: mean {scores.mean():.2f} dB "
+      f"(worst {scores.min():.1f}, best {scores.max():.1f})")
+show_images(torch.cat([originals[:8], reconstructions[:8]]).cpu(), nrow=8, title="test images (top) and their reconstructions")
+plt.show()
+assert reconstructions.shape == originals.shape
+
+# %% [markdown]
+# ## What is in a latent?
+#
+# Each of the 4 latent channels of an image is an 8x8 picture. They keep a coarse copy of the image's layout;
+# the decoder fills in the detail.
+
+# %%
+z = vae.encode(originals[:4])[0].detach().cpu()
+fig, axes = plt.subplots(4, 5, figsize=(6.5, 5.2))
+for row, (image, latent) in enumerate(zip(originals[:4].cpu(), z)):
+    axes[row, 0].imshow(((image.permute(1, 2, 0) + 1) / 2).clamp(0, 1))
+    for c in range(4):
+        axes[row, c + 1].imshow(latent[c], cmap="RdBu")
+        axes[0, c + 1].set_title(f"channel {c}", fontsize=9)
+for ax in axes.flat:
+    ax.set_axis_off()
+axes[0, 0].set_title("image", fontsize=9)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## The latent scale factor
+#
+# The noise schedule of lesson 01 was designed for data of about unit variance: x_T is N(0, I), and the SNR
+# at each t assumes the signal's scale. Latents come out with whatever spread the VAE chose. So we measure
+# their standard deviation over the data set and divide by it: the **scale factor** (Stable Diffusion's is
+# 0.18215). It is stored in the VAE's config, so it travels with the checkpoint.
+
+# %%
+latents = encode_dataset(vae, images, flips=False)
+scale = calibrate(vae, images)
+print(f"latent std before scaling: {latents.std():.3f}; scale factor 1/std = {scale:.4f}; "
+      f"after scaling: {(latents * scale).std():.3f}")
+assert abs(scale - measure_scale_factor(latents)) < 1e-6 and abs((latents * scale).std() - 1) < 1e-3
+plt.figure(figsize=(6, 2.6))
+plt.hist(latents.flatten().numpy(), bins=100, alpha=0.6, density=True, label="raw latents")
+plt.hist((latents * scale).flatten().numpy(), bins=100, alpha=0.6, density=True, label="scaled latents")
+plt.legend(), plt.title("latent values over the data set"), plt.show()
+saved = checkpoint.save_model(f"runs/04_vae_{profile.name}/model", vae, profile=profile.name, steps=trainer.step)
+print("saved", saved, "for lesson 05")
+
+# %% [markdown]
+# ## Explore the latent space
+#
+# Pick two test images. Slide between their latents, and decode as you go; then take one channel and scale
+# it or add noise to it, to see what it controls. Only the small decoder runs on each move.
+
+# %%
+latent_explorer(vae, originals[0].cpu(), originals[3].cpu())
+
+# %% [markdown]
+# ## Summary
+#
+# - The VAE turns a 32x32x3 image into an 8x8x4 latent, 12x fewer values, and back.
+# - Its reconstruction error is a floor under any latent diffusion model built on it.
+# - Scaled by the measured factor, the latents have unit variance, ready for the noise schedule.
+# - Lesson 05 trains the lesson 02 UNet on these latents.

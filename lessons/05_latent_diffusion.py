@@ -1,0 +1,150 @@
+# %% [markdown]
+# # 05 · Latent diffusion
+#
+# Everything from lessons 01-03 carries over unchanged: the same schedule, the same `UNet` class, the same
+# loss, the same DDPM and DDIM samplers. Only the data changes: instead of 32x32x3 images, the model learns
+# lesson 04's **8x8x4 latents**, and the VAE's decoder turns sampled latents into images. This is the
+# architecture of Stable Diffusion (Rombach et al. 2022), at CIFAR-10 scale.
+
+# %%
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from diffedu import checkpoint, pretrained
+from diffedu.data import batches, load_cifar10
+from diffedu.latent import LatentDiffusion, cached_latents, calibrate
+from diffedu.nets import UNet, UNetConfig, count_parameters
+from diffedu.profiles import default_device, get_profile, seed_everything
+from diffedu.samplers import DDIMScheduler, ddim_sample
+from diffedu.schedules import Schedule
+from diffedu.training import ddpm_trainer, vae_trainer
+from diffedu.viz import LiveLoss, show_images
+from diffedu.widgets import trajectory_widget
+
+profile, device = get_profile(), default_device()
+print(profile.note, f"Device: {device}.")
+schedule = Schedule.linear()
+images = load_cifar10().images[: profile.n_data]
+
+# %% [markdown]
+# ## The VAE
+#
+# Lesson 04's VAE if you ran it in this profile (it saved `runs/04_vae_<profile>/model`), else the same
+# training here.
+
+# %%
+saved = Path(f"runs/04_vae_{profile.name}/model")
+if checkpoint.paths(saved)[0].exists():
+    vae = checkpoint.load_model(saved, device)
+    print(f"lesson 04's VAE from {saved}")
+else:
+    seed_everything(0)
+    trainer = vae_trainer(profile, device)
+    trainer.fit(batches(images, profile.batch_size, device=device), profile.vae_steps)
+    vae = trainer.ema.model
+    calibrate(vae, images)
+print(f"VAE: {count_parameters(vae) / 1e6:.2f}M parameters, latent scale factor {vae.config.scale_factor:.4f}")
+
+# %% [markdown]
+# ## Encode the data set once
+#
+# Training the latent model never needs the encoder again: we encode every image (and its mirror image, for
+# flip augmentation) once, and keep the latents, on disk too, keyed by the VAE's weights and the data.
+
+# %%
+start = time.perf_counter()
+latents = cached_latents(vae, images, "runs/latents") * vae.config.scale_factor
+print(f"{len(latents)} latents of shape {tuple(latents.shape[1:])} in {time.perf_counter() - start:.1f} s; "
+      f"mean {latents.mean():.3f}, std {latents.std():.3f}")
+assert latents.shape[1:] == (4, 8, 8) and len(latents) == 2 * len(images)
+
+# %% [markdown]
+# ## The UNet, on latents
+#
+# The same `UNet` class, built for 4 channels at 8x8, with attention at 4x4. Each step is far cheaper than in
+# pixel space: we can afford more channels and still be faster.
+
+# %%
+seed_everything(0)
+trainer = ddpm_trainer(profile, schedule, device, latent=True)
+unet = trainer.model
+print(unet.config)
+print(f"{count_parameters(unet) / 1e6:.2f}M parameters")
+trainer.fit(batches(latents, profile.batch_size, flip=False, device=device), profile.latent_steps,
+            log_every=max(1, profile.latent_steps // 30), callback=LiveLoss("latent diffusion loss"))
+print(f"{trainer.seconds:.0f} s, {1000 * trainer.seconds / trainer.step:.0f} ms per step")
+if profile.name != "smoke":
+    assert sum(trainer.history[-20:]) / 20 < 0.7 * sum(trainer.history[:5]) / 5
+
+# %% [markdown]
+# ## Sampling: DDIM in latent space, then decode
+#
+# `LatentDiffusion` holds the three pieces. `sample` draws 8x8x4 noise, runs DDIM for 50 steps with the
+# latent UNet, and decodes. Latents are not bounded like pixels, so the predicted x_0 is not clipped.
+
+# %%
+pipeline = LatentDiffusion(vae, trainer.ema.model, schedule)
+seed_everything(1)
+trajectory = pipeline.sample_trajectory(profile.n_samples, steps=50, frames=20)
+samples = trajectory.images
+assert samples.shape == (profile.n_samples, 3, 32, 32) and samples.abs().max() <= 1
+show_images(samples.cpu(), nrow=8, title=f"latent diffusion, DDIM 50 steps ({profile.name} profile)")
+plt.show()
+
+# %% [markdown]
+# With the short trainings of the cpu profile, both the VAE and the latent UNet are rough, and so are these
+# samples; the gpu profile trains both for much longer.
+#
+# ## The trajectory, decoded
+#
+# The top rows show the latents themselves (3 of their 4 channels as colours); the bottom row decodes the
+# model's current guess of x_0, so you can watch an image form in latent space.
+
+# %%
+trajectory_widget(trajectory, n=8, decode=pipeline.decode)
+
+# %% [markdown]
+# ## A first look at the cost of a step
+#
+# One UNet call on a batch of 8x8x4 latents against one on 32x32x3 pixels, and 50 DDIM steps of each (the
+# latent run includes decoding). The pixel model is the shipped one in the cpu profile, else the profile's
+# pixel UNet (its weights do not matter for timing). Lesson 06 measures all of it properly.
+
+# %%
+pixel_unet = pretrained.load("ddpm-cifar10", device) if profile.pretrained else UNet(UNetConfig(**profile.unet)).to(device).eval()
+n = profile.n_samples
+x_pixels, x_latents = torch.randn(n, 3, 32, 32, device=device), torch.randn(n, 4, 8, 8, device=device)
+
+
+def seconds(fn, repeats=3):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+with torch.inference_mode():
+    t = torch.full((n,), 500, device=device)
+    step_pixel = seconds(lambda: pixel_unet(x_pixels, t))
+    step_latent = seconds(lambda: pipeline.unet(x_latents, t))
+pixel_50 = seconds(lambda: ddim_sample(pixel_unet, schedule, x_pixels, steps=50, progress=False), repeats=1)
+latent_50 = seconds(lambda: pipeline.sample(n, steps=50, progress=False), repeats=1)
+print(f"{n} images on {device}:")
+print(f"| | pixel UNet ({count_parameters(pixel_unet) / 1e6:.2f}M) | latent UNet ({count_parameters(pipeline.unet) / 1e6:.2f}M) | ratio |")
+print("| --- | ---: | ---: | ---: |")
+print(f"| one step | {1000 * step_pixel:.1f} ms | {1000 * step_latent:.1f} ms | {step_pixel / step_latent:.1f}x |")
+print(f"| DDIM 50 (latent: + decode) | {pixel_50:.2f} s | {latent_50:.2f} s | {pixel_50 / latent_50:.1f}x |")
+
+# %% [markdown]
+# ## Summary
+#
+# - Latent diffusion is the same diffusion model on different data: 8x8x4 latents, 12x fewer values.
+# - The data set is encoded once; the encoder never runs during training.
+# - Each step is cheaper, even with a wider UNet, and a single decoder call at the end turns latents into images.
+# - Lesson 06 puts all of it side by side, with FID and KID.
