@@ -17,6 +17,7 @@ from PIL import Image
 
 from . import checkpoint, data
 from .nets import count_parameters
+from . import pretrained
 from .pretrained import RECIPES
 from .profiles import PROFILES, get_profile, seed_everything
 from .samplers import make_scheduler, sample
@@ -106,6 +107,8 @@ def sample_cmd(args) -> None:
     n = args.n or profile.n_samples
     generator = torch.Generator().manual_seed(args.seed)
     vae_path = args.vae or checkpoint.read_meta(args.ckpt).get("vae")
+    if vae_path in pretrained.available():  # a shipped latent model names its shipped VAE
+        vae_path = pretrained.path(vae_path)
     if vae_path:  # a latent model: sample latents, then decode them
         pipeline = LatentDiffusion(checkpoint.load_model(vae_path, device), model, schedule)
         images = pipeline.sample(n, args.steps, sampler=args.sampler, eta=args.eta, spacing=args.spacing, generator=generator)

@@ -79,10 +79,25 @@ trainer = vae_trainer(profile, device)
 print(f"training the VAE for {profile.vae_steps} steps, batch {profile.batch_size}")
 trainer.fit(batches(images, profile.batch_size, device=device), profile.vae_steps,
             log_every=max(1, profile.vae_steps // 30), callback=LiveLoss("VAE loss"))
-vae = trainer.ema.model
 print(f"{trainer.seconds:.0f} s")
 if profile.name != "smoke":
     assert sum(trainer.history[-20:]) / 20 < 0.7 * sum(trainer.history[:5]) / 5
+
+# %% [markdown]
+# A minute of CPU training gives a rough VAE. In the cpu profile the rest of the lesson uses the VAE that
+# ships with `diffedu`: the same class, trained by the same `Trainer` on a GPU (its card says how). In the
+# other profiles it uses the VAE you just trained.
+
+# %%
+from IPython.display import Markdown, display
+
+from diffedu import pretrained
+
+if profile.pretrained:
+    vae = pretrained.load("vae-cifar10", device)
+    display(Markdown(pretrained.card("vae-cifar10")))
+else:
+    vae = trainer.ema.model
 
 # %% [markdown]
 # ## Reconstructions, and the floor they set

@@ -32,12 +32,15 @@ images = load_cifar10().images[: profile.n_data]
 # %% [markdown]
 # ## The VAE
 #
-# Lesson 04's VAE if you ran it in this profile (it saved `runs/04_vae_<profile>/model`), else the same
-# training here.
+# In the cpu profile, the VAE that ships with `diffedu` (lesson 04 shows its card). Otherwise lesson 04's VAE
+# if you ran it in this profile (it saved `runs/04_vae_<profile>/model`), else the same training here.
 
 # %%
 saved = Path(f"runs/04_vae_{profile.name}/model")
-if checkpoint.paths(saved)[0].exists():
+if profile.pretrained:
+    vae = pretrained.load("vae-cifar10", device)
+    print("the shipped VAE vae-cifar10")
+elif checkpoint.paths(saved)[0].exists():
     vae = checkpoint.load_model(saved, device)
     print(f"lesson 04's VAE from {saved}")
 else:
@@ -70,9 +73,8 @@ assert latents.shape[1:] == (4, 8, 8) and len(latents) == 2 * len(images)
 # %%
 seed_everything(0)
 trainer = ddpm_trainer(profile, schedule, device, latent=True)
-unet = trainer.model
-print(unet.config)
-print(f"{count_parameters(unet) / 1e6:.2f}M parameters")
+print(trainer.model.config)
+print(f"{count_parameters(trainer.model) / 1e6:.2f}M parameters")
 trainer.fit(batches(latents, profile.batch_size, flip=False, device=device), profile.latent_steps,
             log_every=max(1, profile.latent_steps // 30), callback=LiveLoss("latent diffusion loss"))
 print(f"{trainer.seconds:.0f} s, {1000 * trainer.seconds / trainer.step:.0f} ms per step")
@@ -84,9 +86,18 @@ if profile.name != "smoke":
 #
 # `LatentDiffusion` holds the three pieces. `sample` draws 8x8x4 noise, runs DDIM for 50 steps with the
 # latent UNet, and decodes. Latents are not bounded like pixels, so the predicted x_0 is not clipped.
+# In the cpu profile the UNet is the shipped `ldm-cifar10`, trained on the shipped VAE's latents for 6,000
+# steps on a GPU; elsewhere it is the one you just trained.
 
 # %%
-pipeline = LatentDiffusion(vae, trainer.ema.model, schedule)
+from IPython.display import Markdown, display
+
+if profile.pretrained:
+    unet = pretrained.load("ldm-cifar10", device)
+    display(Markdown(pretrained.card("ldm-cifar10")))
+else:
+    unet = trainer.ema.model
+pipeline = LatentDiffusion(vae, unet, schedule)
 seed_everything(1)
 trajectory = pipeline.sample_trajectory(profile.n_samples, steps=50, frames=20)
 samples = trajectory.images
@@ -95,9 +106,6 @@ show_images(samples.cpu(), nrow=8, title=f"latent diffusion, DDIM 50 steps ({pro
 plt.show()
 
 # %% [markdown]
-# With the short trainings of the cpu profile, both the VAE and the latent UNet are rough, and so are these
-# samples; the gpu profile trains both for much longer.
-#
 # ## The trajectory, decoded
 #
 # The top rows show the latents themselves (3 of their 4 channels as colours); the bottom row decodes the

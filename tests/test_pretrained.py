@@ -5,30 +5,59 @@ import torch
 
 from diffedu import checkpoint, pretrained
 from diffedu.checkpoint import CheckpointError
+from diffedu.data import to_float
+from diffedu.metrics import psnr
 from diffedu.samplers import ddim_sample
 
+SHIPPED = ["ddpm-cifar10", "ldm-cifar10", "vae-cifar10"]
 
-def test_ddpm_cifar10_is_shipped_with_a_card_and_a_recipe():
-    assert "ddpm-cifar10" in pretrained.available()
-    card = pretrained.card("ddpm-cifar10")
-    for fact in ("data", "recipe", "hardware", "FID"):
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_checkpoint_ships_with_a_card_and_its_recipe(name):
+    assert name in pretrained.available()
+    card = pretrained.card(name)
+    for fact in ("data", "recipe", "reproduce", "hardware", "FID"):
         assert fact in card
-    meta = checkpoint.read_meta(pretrained.path("ddpm-cifar10"))
-    recipe = pretrained.RECIPES["ddpm-cifar10"]
-    assert meta["profile"] == "ddpm-cifar10" and meta["step"] == recipe.train_steps
-    assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in recipe.unet} == recipe.unet
+    meta = checkpoint.read_meta(pretrained.path(name))
+    recipe = pretrained.RECIPES[name]
+    config = recipe.vae or recipe.latent_unet or recipe.unet
+    steps = recipe.vae_steps or recipe.latent_steps or recipe.train_steps
+    assert meta["profile"] == name and meta["step"] == steps
+    assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in config} == config
 
 
-def test_shipped_model_samples_images_in_range():
+def test_shipped_checkpoints_fit_the_size_budget():
+    total = sum(pretrained.path(n).with_suffix(".safetensors").stat().st_size for n in SHIPPED)
+    assert total < 40 * 2**20
+
+
+def test_shipped_pixel_model_samples_images_in_range():
     model = pretrained.load("ddpm-cifar10")
     schedule = checkpoint.schedule_of(pretrained.path("ddpm-cifar10"))
     x = ddim_sample(model, schedule, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), steps=5, progress=False)
     assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1 and x.std() > 0.1
 
 
+def test_shipped_latent_pipeline_samples_images_in_range():
+    pipe = pretrained.pipeline("ldm-cifar10")
+    x = pipe.sample(2, steps=5, generator=torch.Generator().manual_seed(0), progress=False)
+    assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1 and x.std() > 0.1
+
+
+def test_shipped_vae_reconstructs_real_images(cifar_root):
+    from diffedu.data import load_cifar10
+
+    vae = pretrained.load("vae-cifar10")
+    x = to_float(load_cifar10(cifar_root, train=False).images[:64])
+    with torch.inference_mode():
+        assert psnr(vae.decode(vae.encode(x)[0]).clamp(-1, 1), x).mean() > 24  # the card says 27.1 dB on all 1,017
+
+
 def test_unknown_name_lists_what_is_shipped():
     with pytest.raises(ValueError, match="shipped: .*ddpm-cifar10"):
         pretrained.load("ddpm-imagenet")
+    with pytest.raises(ValueError, match="not a latent model"):
+        pretrained.pipeline("ddpm-cifar10")
 
 
 def test_a_damaged_copy_is_a_clear_error(tmp_path):
