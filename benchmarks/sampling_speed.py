@@ -1,4 +1,5 @@
-"""Time to sample a batch of images with DDPM (1000 steps) and DDIM (fewer), on this machine.
+"""Time to sample a batch of images with DDPM (1000 steps) and DDIM (fewer), on this machine,
+and with latent DDIM (the shipped ldm-cifar10, decoding included).
 
     python benchmarks/sampling_speed.py --n 64                 # the shipped ddpm-cifar10 model
     python benchmarks/sampling_speed.py --ckpt runs/ddpm/model --device cuda
@@ -25,6 +26,7 @@ def main():
     p.add_argument("--steps", type=int, nargs="+", default=[100, 50, 20, 10], help="DDIM step counts")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each DDIM setting (median reported)")
     p.add_argument("--ddpm-repeats", type=int, default=1)
+    p.add_argument("--latent-steps", type=int, nargs="*", default=[50], help="latent DDIM step counts (none: skip)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
@@ -33,18 +35,21 @@ def main():
     cfg = model.config
     x_T = torch.randn(args.n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0)).to(args.device)
 
-    def seconds(scheduler, repeats):
-        sample(model, DDIMScheduler(schedule).set_timesteps(2), x_T, progress=False)  # warm-up
+    def median_seconds(run, repeats):
         times = []
         for _ in range(repeats):
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            sample(model, scheduler, x_T, progress=False)
+            run()
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         return statistics.median(times)
+
+    def seconds(scheduler, repeats):
+        sample(model, DDIMScheduler(schedule).set_timesteps(2), x_T, progress=False)  # warm-up
+        return median_seconds(lambda: sample(model, scheduler, x_T, progress=False), repeats)
 
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"model: {path} ({count_parameters(model) / 1e6:.2f}M parameters), {args.n} images, {args.device} ({where}), torch {torch.__version__}\n")
@@ -55,6 +60,13 @@ def main():
     for steps in args.steps:
         t = seconds(DDIMScheduler(schedule).set_timesteps(steps), args.repeats)
         print(f"| DDIM | {steps} | {t:.2f} | {1000 * t / steps:.1f} | {ddpm / t:.1f}x |", flush=True)
+    if args.latent_steps:
+        pipe = pretrained.pipeline("ldm-cifar10", args.device)
+        pipe.sample(args.n, steps=2, progress=False)  # warm-up
+        for steps in args.latent_steps:
+            t = median_seconds(lambda: pipe.sample(args.n, steps=steps, progress=False), args.repeats)
+            print(f"| latent DDIM, decoded (ldm-cifar10, {count_parameters(pipe.unet) / 1e6:.2f}M + VAE decoder) | {steps} | "
+                  f"{t:.2f} | {1000 * t / steps:.1f} | {ddpm / t:.1f}x |", flush=True)
 
 
 if __name__ == "__main__":
