@@ -19,8 +19,9 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# (containers often run as root, where JupyterLab needs --allow-root)
 lab: setup
-	$(BIN)/jupyter lab lessons/
+	$(BIN)/jupyter lab lessons/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # nbval runs every lesson in the smoke profile unless DIFFEDU_PROFILE says otherwise.
 test: setup
