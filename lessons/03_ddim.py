@@ -155,8 +155,8 @@ reference_steps = max(profile.ddim_steps) * 4
 reference = ddim_sample(model, schedule, x_T, steps=reference_steps)
 ddpm_seconds = runs["DDPM"][1]
 print(f"{n} images on {device}. Reference for the distance: DDIM with {reference_steps} steps.\n")
-print(f"| sampler | steps | seconds | ms per step | speed-up vs DDPM | distance to reference |")
-print(f"| --- | ---: | ---: | ---: | ---: | ---: |")
+print("| sampler | steps | seconds | ms per step | speed-up vs DDPM | distance to reference |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
 rows = []
 for name, (steps, seconds, images) in runs.items():
     distance = (images - reference).abs().mean().item()

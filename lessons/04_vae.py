@@ -21,7 +21,7 @@ from diffedu.nets import count_parameters
 from diffedu.profiles import default_device, get_profile, seed_everything
 from diffedu.training import vae_trainer
 from diffedu.vae import VAE, VAEConfig, kl_divergence, reparameterize
-from diffedu.viz import LiveLoss, plot_loss, show_images
+from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import latent_explorer
 
 profile, device = get_profile(), default_device()

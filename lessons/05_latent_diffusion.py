@@ -18,7 +18,7 @@ from diffedu.data import batches, load_cifar10
 from diffedu.latent import LatentDiffusion, cached_latents, calibrate
 from diffedu.nets import UNet, UNetConfig, count_parameters
 from diffedu.profiles import default_device, get_profile, seed_everything
-from diffedu.samplers import DDIMScheduler, ddim_sample
+from diffedu.samplers import ddim_sample
 from diffedu.schedules import Schedule
 from diffedu.training import ddpm_trainer, vae_trainer
 from diffedu.viz import LiveLoss, show_images

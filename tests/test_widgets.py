@@ -61,3 +61,6 @@ def test_latent_explorer_decodes_as_the_controls_move():
     z = z_b.clone()
     z[2] = 0
     assert decoded.value != seen and decoded.value == png(decode_latents(vae, z[None]), zoom=6)
+    switched_off = decoded.value
+    jitter.value = 1.0  # noise into the switched-off channel
+    assert decoded.value != switched_off
