@@ -68,19 +68,18 @@ def train(args) -> None:
     seed_everything(args.seed)
     out = args.out or f"runs/{args.model}/model"
     images = data.load_cifar10(args.data).images[: profile.n_data]
+    train_set = images
     if args.model == "vae":
-        trainer, train_set, meta = vae_trainer(profile, args.device, args.lr), images, {}
+        trainer = vae_trainer(profile, args.device, args.lr)
     else:
         # A resumed run keeps the schedule its model has been learning.
         schedule = checkpoint.schedule_of(out) if args.resume else Schedule.by_name(args.schedule)
         trainer = ddpm_trainer(profile, schedule, args.device, args.lr, latent=args.model == "latent")
-        train_set, meta = images, {}
-        if args.model == "latent":
-            vae_path = args.vae or "runs/vae/model"
-            vae = checkpoint.load_model(vae_path, trainer.device)
-            train_set = cached_latents(vae, images, data.DEFAULT_ROOT / "latents") * vae.config.scale_factor
-            meta = {"vae": str(vae_path)}
-    trainer.meta.update(meta)
+    if args.model == "latent":  # learn the VAE's scaled latents, encoded once and cached
+        vae_path = args.vae or "runs/vae/model"
+        vae = checkpoint.load_model(vae_path, trainer.device)
+        train_set = cached_latents(vae, images, data.DEFAULT_ROOT / "latents") * vae.config.scale_factor
+        trainer.meta["vae"] = str(vae_path)  # so `sample` can decode
     if args.resume:
         trainer.load(out)
     batch_size = args.batch_size or profile.batch_size
