@@ -127,7 +127,6 @@ def build_model(meta: dict, source: str = "checkpoint") -> nn.Module:
         raise CheckpointError(f"{source} has a config this diffedu cannot build ({error})") from error
 
 
-
 def schedule_of(path: str | Path) -> Schedule:
     """The noise schedule a checkpoint's model learned (samplers must use the same one)."""
     meta = read_meta(path)

@@ -78,7 +78,7 @@ def train(args) -> None:
     if args.model == "latent":  # learn the VAE's scaled latents, encoded once and cached
         vae_path = args.vae or "runs/vae/model"
         vae = checkpoint.load_model(vae_path, trainer.device)
-        train_set = cached_latents(vae, images, data.DEFAULT_ROOT / "latents") * vae.config.scale_factor
+        train_set = cached_latents(vae, images) * vae.config.scale_factor
         trainer.meta["vae"] = str(vae_path)  # so `sample` can decode
     if args.resume:
         trainer.load(out)

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from . import data
 from .data import to_float
 from .samplers import Trajectory, make_scheduler, sample_trajectory
 from .schedules import Schedule
@@ -44,9 +45,10 @@ def fingerprint(vae: VAE, images: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_latents(vae: VAE, images: torch.Tensor, folder: str | Path, **kwargs) -> torch.Tensor:
-    """encode_dataset, computed once and kept in `folder` under this VAE's and data's fingerprint."""
-    path = Path(folder) / f"latents-{fingerprint(vae, images)}.safetensors"
+def cached_latents(vae: VAE, images: torch.Tensor, folder: str | Path | None = None, **kwargs) -> torch.Tensor:
+    """encode_dataset, computed once and kept in `folder` (default: data/latents) under
+    this VAE's and data's fingerprint."""
+    path = Path(folder or data.DEFAULT_ROOT / "latents") / f"latents-{fingerprint(vae, images)}.safetensors"
     if path.exists():
         return load_file(str(path))["latents"]
     latents = encode_dataset(vae, images, **kwargs)

@@ -59,7 +59,7 @@ print(f"VAE: {count_parameters(vae) / 1e6:.2f}M parameters, latent scale factor 
 
 # %%
 start = time.perf_counter()
-latents = cached_latents(vae, images, "runs/latents") * vae.config.scale_factor
+latents = cached_latents(vae, images) * vae.config.scale_factor  # kept in data/latents
 print(f"{len(latents)} latents of shape {tuple(latents.shape[1:])} in {time.perf_counter() - start:.1f} s; "
       f"mean {latents.mean():.3f}, std {latents.std():.3f}")
 assert latents.shape[1:] == (4, 8, 8) and len(latents) == 2 * len(images)
