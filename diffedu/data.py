@@ -6,14 +6,16 @@ bottleneck on a 2-core machine, and flip and scale whole batches at once.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 DATA_ENV = "DIFFEDU_DATA"
 _CHECKOUT = Path(__file__).resolve().parent.parent
@@ -166,3 +168,30 @@ def batches(
             x = images[order[start:start + batch_size].to(images.device)]
             x = to_float(x) if x.dtype == torch.uint8 else x
             yield random_hflip(x, generator) if flip else x
+
+
+# ---- computed once, kept on disk ------------------------------------------------
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A short hash of the tensors' contents: the key of a cache that must change when they do."""
+    h = hashlib.sha1()
+    for tensor in tensors:
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """compute() the first time, then read back from `path` (a .safetensors file of one tensor).
+    A damaged file (say, from an interrupted run) is computed again."""
+    path = Path(path)
+    try:
+        (value,) = load_file(str(path)).values()
+        return value
+    except Exception:  # missing or unreadable: (re)compute it
+        pass
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    save_file({"tensor": value.contiguous()}, str(partial))
+    partial.replace(path)  # appears whole or not at all
+    return value

@@ -7,11 +7,9 @@ noise schedule was designed for (Stable Diffusion's 0.18215 plays this role).
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import data
@@ -36,25 +34,12 @@ def encode_dataset(vae: VAE, images: torch.Tensor, batch_size: int = 500, flips:
     return torch.cat(out)
 
 
-def fingerprint(vae: VAE, images: torch.Tensor) -> str:
-    """Changes when the VAE's weights or the images change: the key of a latent cache."""
-    h = hashlib.sha1()
-    for tensor in vae.state_dict().values():
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(images.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def cached_latents(vae: VAE, images: torch.Tensor, folder: str | Path | None = None, **kwargs) -> torch.Tensor:
     """encode_dataset, computed once and kept in `folder` (default: data/latents) under
-    this VAE's and data's fingerprint."""
-    path = Path(folder or data.DEFAULT_ROOT / "latents") / f"latents-{fingerprint(vae, images)}.safetensors"
-    if path.exists():
-        return load_file(str(path))["latents"]
-    latents = encode_dataset(vae, images, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"latents": latents.contiguous()}, str(path))
-    return latents
+    a fingerprint of this VAE's weights and the images."""
+    key = data.fingerprint(*vae.state_dict().values(), images)
+    path = Path(folder or data.DEFAULT_ROOT / "latents") / f"latents-{key}.safetensors"
+    return data.cached_tensor(path, lambda: encode_dataset(vae, images, **kwargs))
 
 
 def measure_scale_factor(latents: torch.Tensor) -> float:

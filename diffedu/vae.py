@@ -79,6 +79,11 @@ class VAE(nn.Module):
             raise ValueError(f"this VAE decodes (batch, {cfg.latent_channels}, {cfg.latent_size}, {cfg.latent_size}) latents, got {tuple(z.shape)}")
         return self.decoder(z)
 
+    @torch.inference_mode()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] through the encoder's mean and back: what the decoder can redraw."""
+        return self.decode(self.encode(x)[0]).clamp(-1, 1)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, logvar = self.encode(x)
         return self.decode(reparameterize(mean, logvar)), mean, logvar
