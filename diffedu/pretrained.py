@@ -58,6 +58,11 @@ def path(name: str) -> Path:
     return CHECKPOINTS / name
 
 
+def resolve(name_or_path: str | Path) -> str | Path:
+    """A shipped checkpoint's path for its name; anything else is taken as a path."""
+    return path(name_or_path) if name_or_path in available() else name_or_path
+
+
 def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """A shipped model by name, in eval mode, weights as float32."""
     return checkpoint.load_model(path(name), device)

@@ -61,3 +61,17 @@ def test_cli_latent_without_a_vae_says_how_to_make_one(cifar_root, tmp_path, cap
     args = ["train", "latent", "--profile", "smoke", "--data", str(cifar_root), "--vae", str(tmp_path / "none")]
     assert cli.main(args) == 2
     assert "python -m diffedu train" in capsys.readouterr().err
+
+
+def test_cli_fid_scores_real_images_reconstructions_and_samples(cifar_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("diffedu.data.DEFAULT_ROOT", tmp_path)  # the reference features are cached here
+    common = ["--samples", "3", "--reference", "6", "--data", str(cifar_root), "--device", "cpu"]
+    assert cli.main(["fid", *common]) == 0
+    assert cli.main(["fid", "--ckpt", "vae-cifar10", *common]) == 0
+    assert cli.main(["fid", "--ckpt", "ldm-cifar10", "--steps", "2", "--batch", "2", *common]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("real test images: 3 images, FID ")
+    assert lines[1].startswith("vae-cifar10's reconstructions of test images: 3 images, FID ")
+    assert lines[2].startswith("ldm-cifar10, ddim 2 steps: 3 images, FID ")
+    assert all("against the first 6 training images" in line for line in lines)
+    assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 1  # one reference set, computed once
