@@ -35,8 +35,8 @@ print(profile.note, f"Device: {device}.")
 # %% [markdown]
 # ## One run of the bench
 #
-# The full bench (`python -m diffedu bench`) samples 128 images per sampler on a CPU, which takes about twenty
-# minutes, most of it DDPM's 1000 steps and the Inception network (a few images per second on a laptop CPU).
+# The full bench (`python -m diffedu bench`) scores 64 images per sampler on a CPU, which takes about 25
+# minutes on 2 cores, most of it DDPM's 1000 steps and the Inception network (about 3 images per second there).
 # Here we run its short version, or load the full run's JSON if you have run it in this profile:
 # `python -m diffedu bench --profile cpu` writes `runs/bench/cpu.json` (run it from the course folder).
 
@@ -79,11 +79,13 @@ assert abs(gflops[0] / gflops[1] - 10) < 1e-9 and abs(gflops[0] / gflops[2] - 20
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 bars = axes[0].barh(names, seconds, color=["C3", "C0", "C0", "C2"])
 axes[0].bar_label(bars, [f"{s:.2f} s ({seconds[0] / s:.0f}x)" for s in seconds], padding=3)
-axes[0].set(xscale="log", xlabel=f"seconds for {sampling[0]['images']} images (log scale)", title="time to sample")
+axes[0].set(xscale="log", xlabel=f"seconds for {sampling[0]['images']} images (log scale)", title="time to sample",
+            xlim=(min(seconds) / 2, 10 * max(seconds)))
 axes[0].invert_yaxis()
 bars = axes[1].barh(names, gflops, color=["C3", "C0", "C0", "C2"])
 axes[1].bar_label(bars, [f"{g:.3g}" for g in gflops], padding=3)
-axes[1].set(xscale="log", xlabel="GFLOPs of model work per image (log scale)", title="work per image")
+axes[1].set(xscale="log", xlabel="GFLOPs of model work per image (log scale)", title="work per image",
+            xlim=(min(gflops) / 2, 5 * max(gflops)))
 axes[1].invert_yaxis()
 fig.tight_layout()
 plt.show()
