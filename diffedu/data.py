@@ -184,11 +184,12 @@ def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torc
     """compute() the first time, then read back from `path` (a .safetensors file of one tensor).
     A damaged file (say, from an interrupted run) is computed again."""
     path = Path(path)
-    try:
-        (value,) = load_file(str(path)).values()
-        return value
-    except Exception:  # missing or unreadable: (re)compute it
-        pass
+    if path.exists():
+        try:
+            (value,) = load_file(str(path)).values()
+            return value
+        except Exception:  # truncated or not safetensors: compute it again, below
+            pass
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")

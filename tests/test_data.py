@@ -91,3 +91,23 @@ def test_batches_are_shuffled_scaled_and_full():
     assert len(set(seen[:, 0, 0, 0].tolist())) == 8  # one epoch: no image twice
     with pytest.raises(ValueError, match="larger than the data set"):
         next(data.batches(images, 11))
+
+
+def test_cached_tensor_computes_once_and_again_when_the_file_is_damaged(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(6.0).reshape(2, 3)
+
+    path = tmp_path / "cache" / "x.safetensors"
+    first, again = data.cached_tensor(path, compute), data.cached_tensor(path, compute)
+    assert len(calls) == 1 and torch.equal(first, again) and not path.with_suffix(".partial").exists()
+    path.write_bytes(path.read_bytes()[:20])  # truncated
+    assert torch.equal(data.cached_tensor(path, compute), first) and len(calls) == 2
+
+
+def test_fingerprint_changes_with_the_contents():
+    a = torch.zeros(3, dtype=torch.uint8)
+    assert data.fingerprint(a) == data.fingerprint(a.clone()) != data.fingerprint(a + 1)
+    assert data.fingerprint(a, a) != data.fingerprint(a)
