@@ -186,8 +186,8 @@ def draw(models: Models, method: tuple, n: int, seed: int, progress: bool = Fals
 
 
 def time_sampler(models: Models, method: tuple, settings: BenchSettings, device, fast: bool) -> tuple[dict, torch.Tensor]:
-    """Warm up, then `repeats` timed runs of `batch` images, then untimed runs up to `samples` images.
-    Returns the timing row and all the images (on the CPU)."""
+    """Warm up, then timed runs of `batch` images (`ddpm_repeats` of DDPM, `repeats` of the others), then
+    untimed runs up to `samples` images. Returns the timing row and the images (on the CPU)."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if fast else nullcontext()
     times, images = [], []
     with autocast, PeakMemory(device) as memory:  # the warm-up counts: after it the allocator holds the memory
@@ -346,7 +346,7 @@ def tables(result: dict) -> str:
     sampling, seconds_ref = result["sampling"], ref["sample_64_seconds"]
     ddpm, ddpm_ref = sampling[0]["seconds"], seconds_ref["DDPM 1000"]
     reference = lambda method: f"{seconds_ref[method]} s ({ddpm_ref / seconds_ref[method]:.1f}x)" if method in seconds_ref else ""  # noqa: E731
-    parts.append(f"**Sampling {s['batch']} images** (the median of the timed runs after a warm-up; the reference: 64 images on one GPU)\n\n" + _table(
+    parts.append(f"**Sampling {s['batch']} images** (the median of the timed runs after a warm-up; latent: decoding included; the reference: 64 images on one GPU)\n\n" + _table(
         ["sampler", "steps", "runs", "seconds", "ms per step", "speed-up vs DDPM 1000", "GFLOPs per image", "peak memory", "reference"],
         [[r["method"], r["steps"], r["runs"], f"{r['seconds']:.2f}", f"{r['ms_per_step']:.1f}", f"{ddpm / r['seconds']:.1f}x",
           f"{r['gflops_per_image']:.3g}", f"{r['peak_memory_mib']:.0f} MiB", reference(r["method"])] for r in sampling]))
