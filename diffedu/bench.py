@@ -1,6 +1,6 @@
 """Pixel vs latent diffusion, DDPM vs DDIM, measured side by side on this machine.
 
-    python -m diffedu bench --profile cpu          # prints markdown tables, writes runs/bench/cpu.json
+    python -m diffedu bench --profile cpu          # prints markdown tables, writes data/bench/cpu.json
 
 `run` measures, for the pixel UNet, the VAE and the latent UNet (the shipped checkpoints, or tiny
 untrained nets in the smoke profile):
@@ -312,6 +312,12 @@ def machine(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {"device": str(device), "name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
+
+
+def results_path(profile: str, quick: bool = False) -> Path:
+    """Where `python -m diffedu bench` writes its JSON and lesson 06 looks for it: data/bench, the same
+    folder from wherever either runs."""
+    return data.DEFAULT_ROOT / "bench" / f"{profile}{'-quick' if quick else ''}.json"
 
 
 def save(result: dict, path: str | Path) -> Path:

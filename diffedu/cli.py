@@ -6,7 +6,7 @@
     python -m diffedu train latent --vae runs/vae/model           # -> runs/latent/model
     python -m diffedu sample --ckpt runs/latent/model --steps 50 --out latent.png
     python -m diffedu fid --ckpt ddpm-cifar10 --steps 100 --samples 1000   # FID/KID of a model
-    python -m diffedu bench --profile cpu                         # pixel vs latent, measured -> runs/bench/cpu.json
+    python -m diffedu bench --profile cpu                         # pixel vs latent, measured -> data/bench/cpu.json
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="folder holding cifar-10-batches-py (default: $DIFFEDU_DATA, else data/)")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     b.add_argument("--compile", action="store_true", help="torch.compile the UNets first")
-    b.add_argument("--out", help="JSON file to write (default: runs/bench/<profile>.json)")
+    b.add_argument("--out", help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)")
     return p
 
 
@@ -182,7 +182,7 @@ def bench_cmd(args) -> None:
                                   batch=args.batch, repeats=args.repeats)
     result = bench.run(profile, settings, args.device, args.compile, args.pixel, args.latent, args.vae, args.data)
     print(bench.tables(result))
-    out = bench.save(result, args.out or f"runs/bench/{profile.name}{'-quick' if args.quick else ''}.json")
+    out = bench.save(result, args.out or bench.results_path(profile.name, args.quick))
     print(f"\nwrote {out}")
 
 

@@ -21,8 +21,6 @@
 # Everything here is `diffedu.bench`, which `python -m diffedu bench` runs outside the notebook too.
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
@@ -38,10 +36,10 @@ print(profile.note, f"Device: {device}.")
 # The full bench (`python -m diffedu bench`) scores 64 images per sampler on a CPU, which takes about 25
 # minutes on 2 cores, most of it DDPM's 1000 steps and the Inception network (about 3 images per second there).
 # Here we run its short version, or load the full run's JSON if you have run it in this profile:
-# `python -m diffedu bench --profile cpu` writes `runs/bench/cpu.json` (run it from the course folder).
+# `python -m diffedu bench --profile cpu` writes `data/bench/cpu.json`.
 
 # %%
-saved = Path(f"runs/bench/{profile.name}.json")
+saved = bench.results_path(profile.name)
 if saved.exists() and profile.name != "smoke":
     result = bench.load(saved)
     print(f"Loaded {saved}: the full bench, run on {result['date']}. Delete the file to measure afresh here.")
@@ -49,7 +47,7 @@ else:
     settings = bench.settings_for(profile.name, quick=True)
     print(f"Running the short bench: {settings}")
     result = bench.run(profile, settings, device)
-    bench.save(result, f"runs/bench/{profile.name}-lesson.json")
+    bench.save(result, bench.results_path(profile.name, quick=True))
 assert [r["method"] for r in result["sampling"]] == ["DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"]
 
 # %% [markdown]
