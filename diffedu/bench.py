@@ -244,9 +244,10 @@ def quality(samples: dict[str, torch.Tensor], reference: torch.Tensor, test: tor
             device, cache: str | Path | None = None) -> list[dict]:
     """FID and KID of each set of images against the reference images, with real test images and their
     VAE reconstructions as the yardsticks at the same count."""
+    reference_features = metrics.cached_features(reference, cache, device=device)  # read (or computed) once
     reconstructions = torch.cat([vae.reconstruct(data.to_float(chunk.to(device))).float().cpu() for chunk in test.split(64)])
     sets = {**samples, "real test images": test, "VAE reconstructions of them": reconstructions}
-    return [{"images": name, **metrics.score(images, reference, device, cache)}
+    return [{"images": name, **metrics.score(images, reference_features, device)}
             for name, images in tqdm(sets.items(), desc="FID/KID", leave=False)]
 
 

@@ -171,7 +171,7 @@ def fid_cmd(args) -> None:
         images = torch.cat([draw(min(args.batch, args.samples - start), torch.Generator().manual_seed(args.seed + start)).float().cpu()
                             for start in tqdm(runs, desc="sampling")])
         what = f"{args.ckpt}, {args.sampler} {1000 if args.sampler == 'ddpm' else args.steps or 50} steps"
-    row = metrics.score(images, reference, device)
+    row = metrics.score(images, metrics.cached_features(reference, device=device), device)
     print(f"{what}: {row['n']} images, FID {row['fid']:.2f}, KID x 1000 {1000 * row['kid']:.2f} ± {1000 * row['kid_std']:.2f} "
           f"against the first {len(reference)} training images of {train.source} (TF-Inception)")
 

@@ -139,10 +139,8 @@ def kid(features: torch.Tensor, reference: torch.Tensor, subsets: int = 100, sub
     return values.mean().item(), values.std().item()
 
 
-def score(images: torch.Tensor, reference: torch.Tensor, device: str | torch.device = "cpu",
-          cache: str | Path | None = None) -> dict:
-    """FID and KID of images against reference images (whose features are cached, see cached_features)."""
-    ref = cached_features(reference, cache, device=device)
+def score(images: torch.Tensor, reference_features: torch.Tensor, device: str | torch.device = "cpu") -> dict:
+    """FID and KID of images against the Inception features of the reference images (see cached_features)."""
     features = inception_features(images, device=device)
-    kid_mean, kid_std = kid(features, ref)
-    return {"n": len(images), "fid": fid(features, ref), "kid": kid_mean, "kid_std": kid_std}
+    kid_mean, kid_std = kid(features, reference_features)
+    return {"n": len(images), "fid": fid(features, reference_features), "kid": kid_mean, "kid_std": kid_std}
