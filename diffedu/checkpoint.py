@@ -1,97 +1,149 @@
-"""Checkpoints: tensors in a .safetensors file, everything else in a .json beside it.
+"""Checkpoints: tensors in a .safetensors file, a JSON config beside it.
 
-safetensors holds only tensors, so loading one can never run code (unlike
-torch.load on a pickle). A checkpoint named `runs/ddpm/model` is the pair
-`runs/ddpm/model.safetensors` + `runs/ddpm/model.json`.
+safetensors holds only tensors and a header of strings, so loading one can never run code (unlike
+torch.load on a pickle). A checkpoint named `runs/ddpm/model` is the pair `runs/ddpm/model.safetensors`
++ `runs/ddpm/model.json`; a dot in the name is part of the name (`runs/lr0.001` is `runs/lr0.001.*`).
+
+Saving is atomic: the config is written into the safetensors header too, and the file is written
+under a temporary name and renamed over the old one, so a crash or a kill at any moment leaves either
+the old checkpoint or the new one, never weights of one save with the config of another. The header
+is the authority; the JSON is a copy for people and tools. (Checkpoints without a header config, like
+the shipped ones, are read from the JSON.)
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Callable
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import env
+from .errors import CheckpointError, DiffeduError
 from .nets import UNet, UNetConfig
 from .schedules import Schedule
 from .vae import VAE, VAEConfig
 
 FORMAT = "diffedu-checkpoint-1"
-KINDS = {"unet": (UNet, UNetConfig), "vae": (VAE, VAEConfig)}  # the "kind" in a checkpoint's JSON -> (model class, config class)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, damaged, or made for another model."""
+HEADER_KEY = "diffedu"  # the config's key in the safetensors header
+KINDS = {"unet": (UNet, UNetConfig), "vae": (VAE, VAEConfig)}  # the "kind" in a checkpoint's config -> (model class, config class)
+_TRAIN = "train one with `python -m diffedu train` and pass the path it prints"
 
 
 def paths(path: str | Path) -> tuple[Path, Path]:
+    """The weights and the JSON of a checkpoint, named with or without either suffix."""
     path = Path(path)
     if path.suffix in (".safetensors", ".json"):
         path = path.with_suffix("")
-    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def exists(path: str | Path) -> bool:
+    return paths(path)[0].is_file()
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after an hour of training, when a checkpoint cannot be written at `path`."""
+    env.check_writable(paths(path)[0])
+
+
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """write(partial file), flush it to disk, then rename it over target: target is whole, old or new."""
+    partial = target.with_name(target.name + ".partial")
+    try:
+        write(partial)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+    except BaseException:  # an error, or Ctrl-C: leave no half-written file behind
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write the pair atomically enough for a lesson: tensors first, then the JSON."""
+    """Write the checkpoint atomically (see the module's docstring); returns its path without suffix."""
     weights, config = paths(path)
+    text = json.dumps({"format": FORMAT, **meta}, indent=2)  # before anything is written: a bad value fails here
     weights.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(weights))
-    config.write_text(json.dumps({"format": FORMAT, **meta}, indent=2))
-    return weights.with_suffix("")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _write_atomically(weights, lambda file: save_file(tensors, str(file), metadata={HEADER_KEY: text}))
+    _write_atomically(config, lambda file: file.write_text(text))
+    return weights.with_name(weights.name[: -len(".safetensors")])
 
 
-def read_meta(path: str | Path) -> dict:
-    """The JSON half of a checkpoint, checked to be one of ours."""
-    weights, config = paths(path)
-    for file in (weights, config):
-        if not file.is_file():
-            raise CheckpointError(
-                f"no checkpoint file {file}. A checkpoint is a .safetensors + .json pair: "
-                "train one with `python -m diffedu train` and pass the path it prints."
-            )
+def _header(weights: Path) -> tuple[dict[str, str], dict[str, tuple]]:
+    """The safetensors header: its metadata strings and each tensor's shape (no tensor is read)."""
     try:
-        meta = json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{config} is not valid JSON ({error}); the file is damaged: re-create the checkpoint") from error
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{config} is not a diffedu checkpoint config (no \"format\": \"{FORMAT}\")")
-    return meta
-
-
-def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and the metadata, or a CheckpointError that says what is wrong."""
-    meta = read_meta(path)
-    weights = paths(path)[0]
-    try:
-        tensors = load_file(str(weights))
+        with safe_open(str(weights), framework="pt") as f:
+            return f.metadata() or {}, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as error:  # safetensors raises its own error types for truncated or foreign files
         raise CheckpointError(
             f"{weights} could not be read as safetensors ({error}); it is truncated or not a checkpoint: "
             "delete it and re-create or re-download it"
         ) from error
+
+
+def read_meta(path: str | Path) -> dict:
+    """The checkpoint's config: from the safetensors header, else (older checkpoints) the JSON beside it."""
+    weights, config = paths(path)
+    if not weights.is_file():
+        raise CheckpointError(f"no checkpoint file {weights}. A checkpoint is a .safetensors + .json pair: {_TRAIN}.")
+    text, source = _header(weights)[0].get(HEADER_KEY), weights
+    if text is None:
+        if not config.is_file():
+            raise CheckpointError(f"no checkpoint file {config}, and {weights} holds no config: {_TRAIN}.")
+        try:
+            text, source = config.read_text(), config
+        except UnicodeDecodeError as error:
+            raise CheckpointError(f"{config} is not text ({error}); the file is damaged: re-create the checkpoint") from error
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{source} holds no valid JSON config ({error}); the file is damaged: re-create the checkpoint") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{source} is not a diffedu checkpoint config (no \"format\": \"{FORMAT}\")")
+    return meta
+
+
+def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and the config, or a CheckpointError that says what is wrong."""
+    meta = read_meta(path)
+    weights = paths(path)[0]
+    try:
+        tensors = load_file(str(weights))
+    except Exception as error:
+        raise CheckpointError(f"{weights} could not be read as safetensors ({error}); it is truncated or not a checkpoint: "
+                              "delete it and re-create or re-download it") from error
     return tensors, meta
 
 
-def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
-    """load_state_dict with an error that says which names or shapes disagree."""
-    own = model.state_dict()
-    missing = sorted(own.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - own.keys())
-    wrong = [f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in own.keys() & tensors.keys()
-             if tensors[k].shape != own[k].shape]
+def check_fits(model: nn.Module, shapes: dict[str, tuple], source: str = "checkpoint") -> None:
+    """An error that names the weights whose names or shapes disagree with the model's."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, unexpected = sorted(own.keys() - shapes.keys()), sorted(shapes.keys() - own.keys())
+    wrong = [f"{k}: {shapes[k]} vs {own[k]}" for k in sorted(own.keys() & shapes.keys()) if tuple(shapes[k]) != own[k]]
     if missing or unexpected or wrong:
         raise CheckpointError(
             f"{source} does not fit this {type(model).__name__}: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
             f"{len(wrong)} of the wrong shape (e.g. {wrong[:3]}). Build the model from the checkpoint's own config."
         )
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
+    """load_state_dict with an error that says which names or shapes disagree."""
+    check_fits(model, {k: tuple(v.shape) for k, v in tensors.items()}, source)
+    own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
     return model
 
 
-def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors under `prefix.`, with the prefix taken off."""
+def with_prefix(tensors: dict, prefix: str) -> dict:
+    """The entries under `prefix.`, with the prefix taken off."""
     return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
@@ -101,13 +153,22 @@ def save_model(path: str | Path, model: nn.Module, dtype: torch.dtype | None = N
     return save(path, tensors, {"kind": model_kind(model), "config": model.config.to_dict(), **meta})
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model from the config and load its weights: the EMA weights
-    of a training checkpoint when it has them, else the plain ones. Eval mode."""
-    tensors, meta = load(path)
-    model = build_model(meta, source=str(path))
-    weights = with_prefix(tensors, "ema") or with_prefix(tensors, "model")
-    return load_weights(model, weights, source=str(path)).to(device).eval()
+def load_model(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> nn.Module:
+    """Rebuild the model from the config and load its weights: the EMA weights of a training
+    checkpoint when it has them, else the plain ones. Eval mode. With `kind`, refuse any other kind.
+
+    The config is checked against the weights' shapes (read from the header) on a skeleton model
+    that holds no memory, before the real model is built: a config that asks for a huge or
+    nonsensical model fails with a message, not an out-of-memory abort."""
+    meta = read_meta(path)
+    if kind and meta.get("kind") != kind:
+        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} model, not a {kind!r} one")
+    shapes = _header(paths(path)[0])[1]
+    prefix = "ema" if with_prefix(shapes, "ema") else "model"
+    with torch.device("meta"):
+        check_fits(build_model(meta, str(path)), with_prefix(shapes, prefix), str(path))
+    model = build_model(meta, str(path))
+    return load_weights(model, with_prefix(load(path)[0], prefix), str(path)).to(device).eval()
 
 
 def model_kind(model: nn.Module) -> str:
@@ -118,16 +179,22 @@ def model_kind(model: nn.Module) -> str:
 
 
 def build_model(meta: dict, source: str = "checkpoint") -> nn.Module:
+    """A fresh model of the checkpoint's kind and config (its weights are not loaded)."""
     if meta.get("kind") not in KINDS:
         raise CheckpointError(f"{source} holds a {meta.get('kind')!r} model; this diffedu knows {sorted(KINDS)}")
     cls, config_cls = KINDS[meta["kind"]]
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{source} has no model config")
     try:
         return cls(config_cls(**meta["config"]))
-    except (TypeError, ValueError, KeyError) as error:
+    except (TypeError, DiffeduError) as error:
         raise CheckpointError(f"{source} has a config this diffedu cannot build ({error})") from error
 
 
 def schedule_of(path: str | Path) -> Schedule:
     """The noise schedule a checkpoint's model learned (samplers must use the same one)."""
     meta = read_meta(path)
-    return Schedule.by_name(meta.get("schedule", "linear"), meta.get("T", 1000))
+    try:
+        return Schedule.by_name(meta.get("schedule", "linear"), meta.get("T", 1000))
+    except DiffeduError as error:
+        raise CheckpointError(f"{path}: {error}") from error

@@ -1,176 +1,259 @@
 """Command line: train, sample, score and benchmark models, outside the notebooks.
 
-    python -m diffedu train ddpm --profile cpu --steps 2000 --out runs/ddpm/model
-    python -m diffedu sample --ckpt runs/ddpm/model --sampler ddim --steps 50 --out samples.png
+    python -m diffedu train ddpm --profile cpu --steps 2000       # -> runs/ddpm/model
+    python -m diffedu train --out runs/ddpm/model --resume        # continue it (Ctrl-C saves first)
+    python -m diffedu sample --ckpt runs/ddpm/model --steps 50 --out samples.png
     python -m diffedu train vae --profile cpu                     # -> runs/vae/model
     python -m diffedu train latent --vae runs/vae/model           # -> runs/latent/model
-    python -m diffedu sample --ckpt runs/latent/model --steps 50 --out latent.png
+    python -m diffedu train --recipe ldm-cifar10                  # a shipped model's recipe
     python -m diffedu fid --ckpt ddpm-cifar10 --steps 100 --samples 1000   # FID/KID of a model
     python -m diffedu bench --profile cpu                         # pixel vs latent, measured -> data/bench/cpu.json
+
+Bad input gets one `error:` line and exit code 2; Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import bench, checkpoint, data, metrics, pretrained
+from . import bench, checkpoint, data, env, metrics, pretrained, report
+from .errors import CheckpointError, DiffeduError
+from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
-from .pretrained import RECIPES
-from .profiles import PROFILES, get_profile, seed_everything
-from .samplers import make_scheduler, sample
-from .schedules import Schedule
-from .latent import LatentDiffusion, cached_latents, calibrate
-from .training import ddpm_trainer, vae_trainer
+from .pipelines import load_pipeline, load_vae
+from .profiles import PROFILES, get_profile
+from .recipes import KINDS, RECIPES, get_recipe
 from .viz import grid
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m diffedu", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    data_help = "folder holding cifar-10-batches-py (default: $DIFFEDU_DATA, else the diffedu home, data/)"
+    device_help = "cpu or cuda (default: cuda when available)"
 
-    t = sub.add_parser("train", help="train a model; sizes and defaults come from the profile")
-    t.add_argument("model", nargs="?", default="ddpm", choices=["ddpm", "vae", "latent"],
-                   help="ddpm: the pixel UNet (default); vae: the autoencoder; latent: a UNet on a VAE's latents (needs --vae)")
-    t.add_argument("--profile", choices=list(PROFILES), help="sizes of net, batch and run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
-    t.add_argument("--recipe", choices=list(RECIPES), help="train a shipped checkpoint's recipe instead of a profile (see diffedu.pretrained)")
-    t.add_argument("--steps", type=int, help="training steps (default: the profile's)")
-    t.add_argument("--batch-size", type=int, help="default: the profile's")
-    t.add_argument("--lr", type=float, help="learning rate (default: the profile's)")
-    t.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
-    t.add_argument("--data", help="folder holding cifar-10-batches-py (default: $DIFFEDU_DATA, else data/)")
-    t.add_argument("--vae", help="for `latent`: the VAE checkpoint whose latents to learn (default: runs/vae/model)")
-    t.add_argument("--out", help="checkpoint path, without suffix (default: runs/<model>/model)")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
-    t.add_argument("--save-every", type=int, default=500, help="save every N steps (default: 500)")
-    t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    t = sub.add_parser("train", help="train a model by a recipe: the profile's for its kind, or a named one")
+    t.add_argument("kind", nargs="?", choices=list(KINDS),
+                   help="ddpm: the pixel UNet (default); vae: the autoencoder; latent: a UNet on a VAE's latents")
+    which = t.add_mutually_exclusive_group()
+    which.add_argument("--profile", choices=list(PROFILES), help="train the profile's recipe for the kind "
+                       "(default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
+    which.add_argument("--recipe", choices=list(RECIPES), help="train a named recipe, e.g. a shipped model's (see diffedu.recipes)")
+    t.add_argument("--steps", type=positive, help="training steps (default: the recipe's; with --resume, what is left of them)")
+    t.add_argument("--batch-size", type=positive, help="default: the recipe's")
+    t.add_argument("--lr", type=positive_float, help="learning rate (default: the recipe's)")
+    t.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (default: the recipe's, linear)")
+    t.add_argument("--data", help=data_help)
+    t.add_argument("--vae", help="for latent: the VAE whose latents to learn (default: the recipe's, else runs/vae/model)")
+    t.add_argument("--out", help="checkpoint path, without suffix (default: runs/<kind>/model)")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the training saved at --out")
+    again.add_argument("--force", action="store_true", help="replace a model already saved at --out")
+    t.add_argument("--save-every", type=int, default=500, help="save every N steps, 0: only at the end (default: 500)")
+    t.add_argument("--device", help=device_help)
     t.add_argument("--seed", type=int, default=0)
 
     s = sub.add_parser("sample", help="draw images from a checkpoint into a PNG grid")
-    s.add_argument("--ckpt", required=True, help="checkpoint path (.safetensors/.json pair, suffix optional)")
-    s.add_argument("--vae", help="for a latent model: its VAE checkpoint (default: the one it was trained with)")
-    s.add_argument("--n", type=int, help="number of images (default: the profile's)")
+    s.add_argument("--ckpt", required=True, help="checkpoint path (suffix optional) or shipped name")
+    s.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
+    s.add_argument("--samples", type=positive, default=16, help="number of images (default: 16)")
     s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
-    s.add_argument("--steps", type=int, help="DDIM steps (default: 50; DDPM always uses all T)")
+    s.add_argument("--steps", type=positive, help="DDIM steps (default: 50; DDPM always uses all T)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
     s.add_argument("--spacing", default="uniform", choices=["uniform", "quadratic"])
     s.add_argument("--out", default="samples.png")
-    s.add_argument("--profile", choices=list(PROFILES))
-    s.add_argument("--device")
+    s.add_argument("--device", help=device_help)
     s.add_argument("--seed", type=int, default=0)
 
     f = sub.add_parser("fid", help="FID/KID of a model's samples, a VAE's reconstructions, or real test images")
     f.add_argument("--ckpt", help="checkpoint path or shipped name (ddpm-cifar10, ldm-cifar10, vae-cifar10); "
                                   "none: score real test images, the yardstick at this count")
     f.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
-    f.add_argument("--samples", type=int, default=1000, help="images to score (default: 1000)")
-    f.add_argument("--reference", type=int, help="first N training images as the reference (default: all)")
+    f.add_argument("--samples", type=positive, default=1000, help="images to score (default: 1000)")
+    f.add_argument("--reference", type=positive, help="first N training images as the reference (default: all)")
     f.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
-    f.add_argument("--steps", type=int, help="DDIM steps (default: 50)")
+    f.add_argument("--steps", type=positive, help="DDIM steps (default: 50)")
     f.add_argument("--eta", type=float, default=0.0)
-    f.add_argument("--batch", type=int, default=100, help="images per sampling run (default: 100)")
-    f.add_argument("--data", help="folder holding cifar-10-batches-py (default: $DIFFEDU_DATA, else data/)")
-    f.add_argument("--device")
+    f.add_argument("--batch-size", type=positive, default=100, help="images per sampling run (default: 100)")
+    f.add_argument("--data", help=data_help)
+    f.add_argument("--device", help=device_help)
     f.add_argument("--seed", type=int, default=0)
 
     b = sub.add_parser("bench", help="measure pixel vs latent diffusion and DDPM vs DDIM: time, memory, FID/KID")
     b.add_argument("--profile", choices=list(PROFILES), help="sizes the run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
     b.add_argument("--quick", action="store_true", help="the short version lesson 06 runs (cpu: 16 images, minutes)")
-    b.add_argument("--samples", type=int, help="images per sampler for FID/KID (default: the profile's)")
-    b.add_argument("--reference", type=int, help="real training images for the FID/KID reference (default: the profile's)")
-    b.add_argument("--batch", type=int, help="images per timed sampling run (default: 64)")
-    b.add_argument("--repeats", type=int, help="timed sampling runs per sampler (the median is reported)")
+    b.add_argument("--samples", type=positive, help="images per sampler for FID/KID (default: the profile's)")
+    b.add_argument("--reference", type=positive, help="real training images for the FID/KID reference (default: the profile's)")
+    b.add_argument("--batch-size", type=positive, help="images per timed sampling run (default: 64)")
+    b.add_argument("--repeats", type=positive, help="timed sampling runs per sampler (the median is reported)")
+    b.add_argument("--ddim-steps", type=positive, nargs="+", help="the pixel DDIM step counts to time (default: 100 50)")
+    b.add_argument("--no-fid", action="store_true", help="skip FID/KID: sizes and timings only")
     b.add_argument("--pixel", help="pixel UNet checkpoint (default: the shipped ddpm-cifar10)")
     b.add_argument("--latent", help="latent UNet checkpoint (default: the shipped ldm-cifar10)")
     b.add_argument("--vae", help="the latent model's VAE (default: the one its checkpoint names)")
-    b.add_argument("--data", help="folder holding cifar-10-batches-py (default: $DIFFEDU_DATA, else data/)")
-    b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    b.add_argument("--data", help=data_help)
+    b.add_argument("--device", help=device_help)
     b.add_argument("--compile", action="store_true", help="torch.compile the UNets first")
     b.add_argument("--out", help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)")
     return p
 
 
-def train(args) -> None:
-    profile = RECIPES[args.recipe] if args.recipe else get_profile(args.profile)
-    seed_everything(args.seed)
-    out = args.out or f"runs/{args.model}/model"
-    images = data.load_cifar10(args.data).images[: profile.n_data]
-    train_set = images
-    if args.model == "vae":
-        trainer = vae_trainer(profile, args.device, args.lr)
+# ---- train -----------------------------------------------------------------------
+
+def choose_recipe(args, saved: dict | None):
+    """The recipe to train: the named one, else (on --resume) the saved run's, else the profile's for the kind.
+    Refused when it trains another kind than asked for, or than the run being resumed."""
+    if args.recipe:
+        recipe = get_recipe(args.recipe)
+    elif saved and not args.profile:
+        recipe = get_recipe(saved["recipe"])
     else:
-        # A resumed run keeps the schedule its model has been learning.
-        schedule = checkpoint.schedule_of(out) if args.resume else Schedule.by_name(args.schedule)
-        trainer = ddpm_trainer(profile, schedule, args.device, args.lr, latent=args.model == "latent")
-    if args.model == "latent":  # learn the VAE's scaled latents, encoded once and cached
-        vae_path = args.vae or "runs/vae/model"
-        vae = checkpoint.load_model(vae_path, trainer.device)
-        train_set = cached_latents(vae, images) * vae.config.scale_factor
-        trainer.meta["vae"] = str(vae_path)  # so `sample` can decode
+        recipe = get_profile(args.profile).recipe(args.kind or (get_recipe(saved["recipe"]).kind if saved else "ddpm"))
+    check_kind(recipe, args.kind)
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule}
+    if saved:
+        if get_recipe(saved["recipe"]).kind != recipe.kind:
+            raise DiffeduError(f"the run you are resuming trains a {get_recipe(saved['recipe']).kind} model, recipe "
+                               f"{recipe.name} a {recipe.kind} one: resume it without --recipe/--profile")
+        if args.schedule and saved.get("schedule") not in (None, args.schedule):
+            raise DiffeduError(f"the run you are resuming learned the {saved['schedule']} schedule, and a model keeps its schedule")
+        overrides["schedule"] = saved.get("schedule", args.schedule)
+    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def check_out(args, out: str) -> dict | None:
+    """Never overwrite a model without being asked; fail before training if `out` cannot be written.
+    Returns the saved run's config on --resume."""
+    saved = None
     if args.resume:
+        if not checkpoint.exists(out):
+            raise CheckpointError(f"nothing to resume at {out}: train without --resume first")
+        saved = checkpoint.read_meta(out)
+        if "optimizer" not in saved or saved.get("recipe") not in RECIPES:
+            raise CheckpointError(f"{out} was not saved by a training run this diffedu can resume (no optimizer state "
+                                  "or recipe): train a new one with another --out")
+    elif checkpoint.exists(out) and not args.force:
+        step = checkpoint.read_meta(out).get("step", "?")
+        raise CheckpointError(f"{checkpoint.paths(out)[0]} already holds a model ({step} steps). Continue it with --resume, "
+                              "choose another --out, or replace it with --force")
+    checkpoint.check_writable(out)
+    return saved
+
+
+def vae_for_latent(args, recipe, saved: dict | None, device):
+    """The VAE a latent run learns; a resumed run keeps the one it started with."""
+    name = saved["vae"] if saved else (args.vae or recipe.vae or "runs/vae/model")
+    if saved and args.vae and pretrained.reference(args.vae) != name:
+        raise DiffeduError(f"this run learns the latents of {name}; resuming it with {args.vae} would mix two latent spaces. "
+                           "Resume without --vae, or train a new run with another --out")
+    vae = load_vae(name, device)
+    if saved and saved.get("vae_fingerprint") not in (None, vae_fingerprint(vae)):
+        raise CheckpointError(f"the VAE at {name} has changed since this run started: it cannot be resumed on it")
+    return vae, pretrained.reference(name)
+
+
+def check_kind(recipe, kind: str | None) -> None:
+    if recipe and kind and kind != recipe.kind:
+        raise DiffeduError(f"recipe {recipe.name} trains a {recipe.kind} model, not a {kind} one: "
+                           f"drop `{kind}`, or choose a {kind} recipe")
+
+
+def train(args) -> None:
+    asked = get_recipe(args.recipe) if args.recipe else None
+    check_kind(asked, args.kind)  # before anything is built or written
+    out = args.out or f"runs/{asked.kind if asked else args.kind or 'ddpm'}/model"
+    saved = check_out(args, out)
+    recipe = choose_recipe(args, saved)
+    device = env.get_device(args.device)
+    env.seed_everything(args.seed)
+    model = checkpoint.build_model(saved, out) if saved else None  # a resumed run keeps its own architecture
+    trainer = recipe.trainer(device, model)
+    images = data.load_cifar10(args.data).images[: recipe.n_data]
+    train_set = images
+    if recipe.kind == "latent":  # learn the VAE's scaled latents, encoded once and cached
+        vae, reference = vae_for_latent(args, recipe, saved, trainer.device)
+        train_set = cached_latents(vae, images)
+        trainer.meta |= {"vae": reference, "vae_fingerprint": vae_fingerprint(vae)}
+    if saved:
         trainer.load(out)
-    batch_size = args.batch_size or profile.batch_size
-    steps = args.steps or {"ddpm": profile.train_steps, "vae": profile.vae_steps, "latent": profile.latent_steps}[args.model]
-    print(f"{args.model}: {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
-          f"{len(train_set)} training examples, batch {batch_size}, steps {trainer.step} -> {trainer.step + steps}, "
-          f"on {trainer.device} ({profile.name})")
-    batches = data.batches(train_set, batch_size, flip=args.model != "latent", device=trainer.device, seed=args.seed + trainer.step)
-    trainer.fit(batches, steps, save_to=out, save_every=args.save_every)
-    if args.model == "vae":  # the latent scale factor belongs to the finished VAE, so it is measured last
-        scale = calibrate(trainer.ema.model, images)
-        trainer.model.config.scale_factor = scale
+        for group in trainer.optimizer.param_groups if args.lr else []:
+            group["lr"] = args.lr  # the saved optimizer state carries the old rate
+    steps = args.steps or recipe.steps - trainer.step
+    if steps < 1:
+        raise DiffeduError(f"{out} has already trained {trainer.step} steps of the recipe's {recipe.steps}: "
+                           "pass --steps N to train N more")
+    print(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
+          f"{len(train_set)} training examples, batch {recipe.batch_size}, steps {trainer.step} -> {trainer.step + steps}, "
+          f"on {trainer.device}")
+    batches = data.batches(train_set, recipe.batch_size, flip=recipe.kind != "latent", device=trainer.device,
+                           seed=args.seed + trainer.step)
+    try:
+        trainer.fit(batches, steps, save_to=out, save_every=args.save_every)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted: saved {trainer.step} steps to {checkpoint.paths(out)[0]}; "
+                                f"continue with: python -m diffedu train --out {out} --resume") from None
+    if recipe.kind == "vae":  # the latent scale factor belongs to the finished VAE, so it is measured last
+        print(f"latent scale factor {calibrate(trainer.ema.model, images):.4f}")
         trainer.save(out)
-        print(f"latent scale factor {scale:.4f}")
-    print(f"saved {checkpoint.paths(out)[0]}; final loss {sum(trainer.history[-50:]) / len(trainer.history[-50:]):.4f}")
+    recent = trainer.history[-50:]
+    print(f"saved {checkpoint.paths(out)[0]}; final loss {sum(recent) / max(1, len(recent)):.4f}")
 
 
-def sampler_from(ckpt: str, vae: str | None, sampler: str, steps: int | None, eta: float, spacing: str, device):
-    """draw(n, generator) -> n images in [-1, 1] from a checkpoint (a path or a shipped name). A latent
-    model samples latents and decodes them with its VAE (the one it names, unless `vae` is given)."""
-    ckpt = pretrained.resolve(ckpt)
-    model, schedule = checkpoint.load_model(ckpt, device), checkpoint.schedule_of(ckpt)
-    vae = vae or checkpoint.read_meta(ckpt).get("vae")
-    if vae:
-        pipeline = LatentDiffusion(checkpoint.load_model(pretrained.resolve(vae), device), model, schedule)
-        return lambda n, g: pipeline.sample(n, steps, sampler=sampler, eta=eta, spacing=spacing, generator=g)
-    scheduler, cfg = make_scheduler(sampler, schedule, steps, eta, spacing), model.config
-    return lambda n, g: sample(model, scheduler, torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g).to(device), generator=g)
-
-
-def device_of(args) -> torch.device:
-    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
+# ---- sample, fid, bench ----------------------------------------------------------
 
 def sample_cmd(args) -> None:
-    n = args.n or get_profile(args.profile).n_samples
-    draw = sampler_from(args.ckpt, args.vae, args.sampler, args.steps, args.eta, args.spacing, device_of(args))
-    images = draw(n, torch.Generator().manual_seed(args.seed))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    env.check_writable(args.out)  # before the sampling, which can take minutes
+    pipe = load_pipeline(args.ckpt, args.device, args.vae)
+    images = pipe.sample(args.samples, args.steps, sampler=args.sampler, eta=args.eta, spacing=args.spacing,
+                         generator=torch.Generator().manual_seed(args.seed))
     Image.fromarray(grid(images, nrow=8)).save(args.out)
-    steps = 1000 if args.sampler == "ddpm" else args.steps or 50
-    print(f"wrote {n} images ({args.sampler}, {steps} steps) to {args.out}")
+    print(f"wrote {args.samples} images ({args.sampler}, {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps) to {args.out}")
 
 
 def fid_cmd(args) -> None:
-    device = device_of(args)
+    device = env.get_device(args.device)
     train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
     reference = train.images[: args.reference]
     if args.ckpt is None:
         images, what = test.images[: args.samples], "real test images"
     elif checkpoint.read_meta(pretrained.resolve(args.ckpt)).get("kind") == "vae":
-        vae = checkpoint.load_model(pretrained.resolve(args.ckpt), device)
+        vae = load_vae(args.ckpt, device)
         images = torch.cat([vae.reconstruct(data.to_float(chunk.to(device))).cpu() for chunk in test.images[: args.samples].split(256)])
         what = f"{args.ckpt}'s reconstructions of test images"
     else:
-        draw = sampler_from(args.ckpt, args.vae, args.sampler, args.steps, args.eta, "uniform", device)
-        runs = range(0, args.samples, args.batch)
-        images = torch.cat([draw(min(args.batch, args.samples - start), torch.Generator().manual_seed(args.seed + start)).float().cpu()
+        pipe = load_pipeline(args.ckpt, device, args.vae)
+        runs = range(0, args.samples, args.batch_size)
+        images = torch.cat([pipe.sample(min(args.batch_size, args.samples - start), args.steps, sampler=args.sampler, eta=args.eta,
+                                        generator=torch.Generator().manual_seed(args.seed + start)).float().cpu()
                             for start in tqdm(runs, desc="sampling")])
-        what = f"{args.ckpt}, {args.sampler} {1000 if args.sampler == 'ddpm' else args.steps or 50} steps"
+        what = f"{args.ckpt}, {args.sampler} {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps"
     row = metrics.score(images, metrics.cached_features(reference, device=device), device)
     print(f"{what}: {row['n']} images, FID {row['fid']:.2f}, KID x 1000 {1000 * row['kid']:.2f} ± {1000 * row['kid_std']:.2f} "
           f"against the first {len(reference)} training images of {train.source} (TF-Inception)")
@@ -178,19 +261,29 @@ def fid_cmd(args) -> None:
 
 def bench_cmd(args) -> None:
     profile = get_profile(args.profile)
+    out = args.out or bench.results_path(profile.name, args.quick)
+    env.check_writable(out)
     settings = bench.settings_for(profile.name, args.quick, samples=args.samples, reference=args.reference,
-                                  batch=args.batch, repeats=args.repeats)
+                                  batch=args.batch_size, repeats=args.repeats,
+                                  ddim_steps=tuple(args.ddim_steps) if args.ddim_steps else None, fid=False if args.no_fid else None)
     result = bench.run(profile, settings, args.device, args.compile, args.pixel, args.latent, args.vae, args.data)
-    print(bench.tables(result))
-    out = bench.save(result, args.out or bench.results_path(profile.name, args.quick))
-    print(f"\nwrote {out}")
+    print(report.tables(result))
+    print(f"\nwrote {bench.save(result, out)}")
+
+
+COMMANDS = {"train": train, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        {"train": train, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd}[args.command](args)
-    except (FileNotFoundError, ModuleNotFoundError, ValueError) as error:  # CheckpointError is a ValueError
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt as interrupt:
+        print(f"\n{interrupt or 'interrupted'}", file=sys.stderr)
+        return 130
+    # Expected failures (bad input, files, a missing package, a diverging loss) are one line; anything else is a
+    # bug and keeps its traceback.
+    except (DiffeduError, OSError, ModuleNotFoundError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

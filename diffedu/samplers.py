@@ -9,48 +9,35 @@ Each sampler is a scheduler with the shape of diffusers' schedulers:
         x, x0 = scheduler.step(eps, t, x)      # x_t -> x_{t_prev}, and the predicted clean image
 
 `sample` and `sample_trajectory` run exactly that loop; `ddpm_sample` and
-`ddim_sample` are one-line shortcuts for it.
+`ddim_sample` are one-line shortcuts for it, and `ddim_invert` runs it backwards.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import DiffeduError
 from .schedules import Schedule, at
+
+SAMPLERS = ("ddpm", "ddim")
+SPACINGS = ("uniform", "quadratic")
+
+
+class StepOutput(NamedTuple):
+    """What one step returns: x at the next (smaller) timestep, and the clean image predicted on the way."""
+
+    prev: torch.Tensor
+    x0: torch.Tensor
 
 
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
-
-
-class DDPMScheduler:
-    """Ancestral sampling (Ho et al. 2020, Algorithm 2): all T steps, each one a
-    draw from the posterior q(x_{t-1} | x_t, x_0) with x_0 replaced by the model's guess."""
-
-    def __init__(self, schedule: Schedule, clip_x0: bool = True):
-        self.schedule, self.clip_x0 = schedule, clip_x0
-        self.set_timesteps()
-
-    def set_timesteps(self, steps: int | None = None) -> "DDPMScheduler":
-        if steps not in (None, self.schedule.T):
-            raise ValueError(f"DDPM visits every step (steps={self.schedule.T}); use DDIMScheduler for fewer")
-        self.timesteps = list(range(self.schedule.T - 1, -1, -1))
-        return self
-
-    def step(self, eps, t: int, x_t, generator=None):
-        s = self.schedule
-        x0 = s.predict_x0(x_t, t, eps)
-        if self.clip_x0:
-            x0 = x0.clamp(-1, 1)  # pixels live in [-1, 1]: a guess outside it is surely wrong
-        mean = at(s.posterior_coef_x0, t, x_t) * x0 + at(s.posterior_coef_xt, t, x_t) * x_t
-        if t == 0:
-            return mean, x0  # the posterior variance at t = 0 is 0
-        return mean + at(s.posterior_variance, t, x_t).sqrt() * _noise_like(x_t, generator), x0
 
 
 def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
@@ -60,10 +47,10 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
     quadratic: spaced as i^2, so more of them near t = 0 where details form
                (the DDIM paper's choice for CIFAR-10).
     """
-    if not 1 <= steps <= T:
-        raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
-    if spacing not in ("uniform", "quadratic"):
-        raise ValueError(f"unknown spacing {spacing!r}; choose 'uniform' or 'quadratic'")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise DiffeduError(f"steps must be a whole number between 1 and T={T}, got {steps!r}")
+    if spacing not in SPACINGS:
+        raise DiffeduError(f"unknown spacing {spacing!r}; choose 'uniform' or 'quadratic'")
     if steps == 1:
         return [T - 1]
     frac = np.linspace(0, 1, steps)
@@ -74,7 +61,63 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
     return t[::-1].tolist()
 
 
-class DDIMScheduler:
+class Scheduler:
+    """What every sampler shares: the timesteps it visits (largest first), the step after each one
+    (-1: the clean image), and the model's prediction of x_0, clipped to the pixel range [-1, 1]
+    when `clip_x0` (latents are not bounded, so latent pipelines turn it off)."""
+
+    def __init__(self, schedule: Schedule, clip_x0: bool = True):
+        self.schedule, self.clip_x0 = schedule, clip_x0
+        self.set_timesteps()
+
+    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> "Scheduler":
+        """Visit `steps` timesteps (None: all T), spaced uniformly or quadratically."""
+        self.timesteps = ddim_timesteps(self.schedule.T, self.schedule.T if steps is None else steps, spacing)
+        self._prev = dict(zip(self.timesteps, self.timesteps[1:] + [-1]))
+        return self
+
+    def prev_timestep(self, t: int) -> int:
+        """The timestep the step from t lands on (-1 for the clean image)."""
+        t = int(t)
+        if t not in self._prev:
+            shown = self.timesteps if len(self.timesteps) <= 6 else [*self.timesteps[:3], "...", *self.timesteps[-2:]]
+            raise DiffeduError(f"t = {t} is not one of this scheduler's {len(self.timesteps)} timesteps "
+                               f"({', '.join(map(str, shown))}): step through scheduler.timesteps")
+        return self._prev[t]
+
+    def alpha_bar(self, t: int, like: torch.Tensor) -> torch.Tensor:
+        """alpha_bar_t as a scalar of `like`'s dtype, with alpha_bar_{-1} = 1 (no noise: the clean image)."""
+        return at(self.schedule.alpha_bar, t, like).flatten()[0] if t >= 0 else like.new_ones(())
+
+    def predict(self, eps: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's clean image (clipped, if so set) and the noise that agrees with it."""
+        x0 = self.schedule.predict_x0(x_t, t, eps)
+        if self.clip_x0:
+            x0 = x0.clamp(-1, 1)  # pixels live in [-1, 1]: a guess outside it is surely wrong
+            eps = self.schedule.predict_eps(x_t, t, x0)
+        return x0, eps
+
+
+class DDPMScheduler(Scheduler):
+    """Ancestral sampling (Ho et al. 2020, Algorithm 2): all T steps, each one a
+    draw from the posterior q(x_{t-1} | x_t, x_0) with x_0 replaced by the model's guess."""
+
+    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> "DDPMScheduler":
+        if steps not in (None, self.schedule.T):
+            raise DiffeduError(f"DDPM visits every step (steps={self.schedule.T}); use DDIMScheduler for fewer")
+        return super().set_timesteps(None, spacing)
+
+    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator=None) -> StepOutput:
+        self.prev_timestep(t)  # a t outside the schedule is an error, not a wrap-around
+        s = self.schedule
+        x0, _ = self.predict(eps, t, x_t)
+        mean = at(s.posterior_coef_x0, t, x_t) * x0 + at(s.posterior_coef_xt, t, x_t) * x_t
+        if t == 0:
+            return StepOutput(mean, x0)  # the posterior variance at t = 0 is 0
+        return StepOutput(mean + at(s.posterior_variance, t, x_t).sqrt() * _noise_like(x_t, generator), x0)
+
+
+class DDIMScheduler(Scheduler):
     """DDIM (Song et al. 2021, eq. 12): the same trained model, a non-Markovian
     process with the same marginals q(x_t | x_0), so it can skip steps.
 
@@ -86,36 +129,32 @@ class DDIMScheduler:
 
     def __init__(self, schedule: Schedule, eta: float = 0.0, clip_x0: bool = True):
         if not 0 <= eta <= 1:
-            raise ValueError(f"eta must be in [0, 1], got {eta}")
-        self.schedule, self.eta, self.clip_x0 = schedule, eta, clip_x0
-        self.set_timesteps(schedule.T)
-
-    def set_timesteps(self, steps: int, spacing: str = "uniform") -> "DDIMScheduler":
-        self.timesteps = ddim_timesteps(self.schedule.T, steps, spacing)
-        self._prev = dict(zip(self.timesteps, self.timesteps[1:] + [-1]))  # -1: the clean image
-        return self
-
-    def _alpha_bars(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ab = self.schedule.alpha_bar
-        t_prev = self._prev[t]
-        return ab[t], (ab[t_prev] if t_prev >= 0 else ab.new_tensor(1.0))
+            raise DiffeduError(f"eta must be in [0, 1], got {eta}")
+        self.eta = eta
+        super().__init__(schedule, clip_x0)
 
     def sigma(self, t: int) -> torch.Tensor:
         """Standard deviation of the noise added on the step from t."""
-        ab, ab_prev = self._alpha_bars(t)
+        like = self.schedule.alpha_bar
+        ab, ab_prev = self.alpha_bar(t, like), self.alpha_bar(self.prev_timestep(t), like)
         return self.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
 
-    def step(self, eps, t: int, x_t, generator=None):
-        ab, ab_prev = (v.to(x_t.dtype) for v in self._alpha_bars(t))
-        x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
-        if self.clip_x0:
-            x0 = x0.clamp(-1, 1)
-            eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()  # the noise that agrees with the clipped x0
-        sigma = self.sigma(t).to(x_t.dtype)
+    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator=None) -> StepOutput:
+        t_prev = self.prev_timestep(t)
+        x0, eps = self.predict(eps, t, x_t)
+        ab_prev, sigma = self.alpha_bar(t_prev, x_t), self.sigma(t).to(x_t.dtype)
         x_prev = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).sqrt() * eps
-        if self.eta > 0 and self._prev[t] >= 0:
+        if self.eta > 0 and t_prev >= 0:
             x_prev = x_prev + sigma * _noise_like(x_t, generator)
-        return x_prev, x0
+        return StepOutput(x_prev, x0)
+
+    def invert_step(self, eps: torch.Tensor, t: int, x: torch.Tensor) -> StepOutput:
+        """The deterministic step run backwards: from x at the step after t (prev_timestep(t), the clean
+        image for t = 0) up to x_t. `eps` is the model's noise prediction at x. Always eta = 0, unclipped."""
+        t_prev = self.prev_timestep(t)
+        x0 = x if t_prev < 0 else self.schedule.predict_x0(x, t_prev, eps)
+        ab = self.alpha_bar(t, x)
+        return StepOutput(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, x0)
 
 
 def _t_batch(t: int, x: torch.Tensor) -> torch.Tensor:
@@ -135,9 +174,11 @@ class Trajectory:
 
 @torch.inference_mode()
 def sample_trajectory(
-    model: nn.Module, scheduler, x_T: torch.Tensor, frames: int = 20, generator=None, progress: bool = True
+    model: nn.Module, scheduler: Scheduler, x_T: torch.Tensor, frames: int = 20, generator=None, progress: bool = True
 ) -> Trajectory:
     """Run the sampler from x_T, keeping `frames` evenly spaced snapshots (on the CPU)."""
+    if frames < 0:
+        raise DiffeduError(f"frames must be 0 (keep none) or more, got {frames}")
     model.eval()
     last = len(scheduler.timesteps) - 1
     keep = set(np.linspace(0, last, frames).round().astype(int).tolist()) if frames > 0 else set()
@@ -153,7 +194,7 @@ def sample_trajectory(
     return Trajectory(list(ts), torch.stack(xs), torch.stack(x0s), x)
 
 
-def sample(model: nn.Module, scheduler, x_T: torch.Tensor, generator=None, progress: bool = True) -> torch.Tensor:
+def sample(model: nn.Module, scheduler: Scheduler, x_T: torch.Tensor, generator=None, progress: bool = True) -> torch.Tensor:
     """The final images only."""
     return sample_trajectory(model, scheduler, x_T, frames=0, generator=generator, progress=progress).images
 
@@ -168,29 +209,26 @@ def ddim_sample(model, schedule: Schedule, x_T, steps: int = 50, eta: float = 0.
 
 
 def make_scheduler(name: str, schedule: Schedule, steps: int | None = None, eta: float = 0.0,
-                   spacing: str = "uniform", clip_x0: bool = True):
-    """A scheduler by name: 'ddpm' (always all T steps) or 'ddim'."""
+                   spacing: str = "uniform", clip_x0: bool = True) -> Scheduler:
+    """A scheduler by name: 'ddpm' (always all T steps) or 'ddim' (steps=None: 50)."""
     if name == "ddpm":
-        return DDPMScheduler(schedule, clip_x0).set_timesteps(steps)
+        return DDPMScheduler(schedule, clip_x0).set_timesteps(steps, spacing)
     if name == "ddim":
-        return DDIMScheduler(schedule, eta, clip_x0).set_timesteps(steps or 50, spacing)
-    raise ValueError(f"unknown sampler {name!r}; choose 'ddpm' or 'ddim'")
+        return DDIMScheduler(schedule, eta, clip_x0).set_timesteps(50 if steps is None else steps, spacing)
+    raise DiffeduError(f"unknown sampler {name!r}; choose 'ddpm' or 'ddim'")
 
 
 @torch.inference_mode()
 def ddim_invert(model: nn.Module, schedule: Schedule, x0: torch.Tensor, steps: int = 100,
                 spacing: str = "uniform", progress: bool = True) -> torch.Tensor:
-    """Run deterministic DDIM backwards, image -> noise x_T: the same update as
-    sampling with eta = 0, but from t to the next larger t. Sampling the result
-    with the same steps gives the image back (exactly, as steps grow)."""
+    """Run deterministic DDIM backwards, image -> noise x_T, through the timesteps that sampling
+    with the same steps visits, in reverse. Sampling the result gives the image back (exactly, as steps grow)."""
     model.eval()
-    ts = ddim_timesteps(schedule.T, steps, spacing)[::-1]  # 0 ... T-1
-    ab = schedule.alpha_bar.to(x0.dtype)
-    x, t_cur = x0, ts[0]
-    for t_next in tqdm(ts, desc="DDIM inversion", disable=not progress, leave=False):
-        eps = model(x, _t_batch(t_cur, x))
-        clean = x if t_next == ts[0] else (x - (1 - ab[t_cur]).sqrt() * eps) / ab[t_cur].sqrt()
-        x, t_cur = ab[t_next].sqrt() * clean + (1 - ab[t_next]).sqrt() * eps, t_next
+    scheduler = DDIMScheduler(schedule).set_timesteps(steps, spacing)
+    x = x0
+    for t in tqdm(scheduler.timesteps[::-1], desc="DDIM inversion", disable=not progress, leave=False):
+        here = max(scheduler.prev_timestep(t), 0)  # the clean image asks the model at t = 0
+        x = scheduler.invert_step(model(x, _t_batch(here, x)), t, x).prev
     return x
 
 

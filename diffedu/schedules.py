@@ -11,7 +11,10 @@ cast to the data's dtype when used.
 from __future__ import annotations
 
 import math
+
 import torch
+
+from .errors import DiffeduError
 
 
 def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -34,8 +37,8 @@ class Schedule:
 
     def __init__(self, betas: torch.Tensor, name: str = "custom"):
         betas = torch.as_tensor(betas, dtype=torch.float64)
-        if betas.dim() != 1 or not ((betas > 0) & (betas < 1)).all():
-            raise ValueError("betas must be a 1-d tensor with every value in (0, 1)")
+        if betas.dim() != 1 or len(betas) == 0 or not ((betas > 0) & (betas < 1)).all():
+            raise DiffeduError(f"betas must be a non-empty 1-d tensor with every value in (0, 1), got shape {tuple(betas.shape)}")
         self.name, self.betas = name, betas
         self.alphas = 1 - betas
         self.alpha_bar = torch.cumprod(self.alphas, 0)
@@ -59,7 +62,9 @@ class Schedule:
     def by_name(cls, name: str, T: int = 1000) -> "Schedule":
         makers = {"linear": cls.linear, "cosine": cls.cosine}
         if name not in makers:
-            raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(makers)}")
+            raise DiffeduError(f"unknown schedule {name!r}; choose one of {sorted(makers)}")
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise DiffeduError(f"T, the number of diffusion steps, must be a positive whole number, got {T!r}")
         return makers[name](T)
 
     @property
@@ -76,14 +81,24 @@ class Schedule:
         ab = at(self.alpha_bar, t, x0)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Invert q_sample given the noise: the model's guess of the clean image."""
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
+        """Invert q_sample given the noise: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
+        With the model's eps, the model's guess of the clean image."""
         ab = at(self.alpha_bar, t, x_t)
         return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
+        """Invert q_sample given the clean image: the noise that takes x_0 to x_t."""
+        ab = at(self.alpha_bar, t, x_t)
+        return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 
 def at(table: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
     """table[t] shaped to broadcast over a batch like `like`: (B,) -> (B, 1, 1, 1)."""
-    t = torch.as_tensor(t, device=table.device).long()
-    values = table[t].to(device=like.device, dtype=like.dtype)
+    t = torch.as_tensor(t, device=table.device)
+    if t.is_floating_point() or t.is_complex():
+        raise DiffeduError(f"timesteps must be whole numbers, got {t.dtype}")
+    if t.numel() and (t.min() < 0 or t.max() >= len(table)):  # a negative t would silently index from the end
+        raise DiffeduError(f"timesteps must be in 0..{len(table) - 1}, got {t.min().item()}..{t.max().item()}")
+    values = table[t.long()].to(device=like.device, dtype=like.dtype)
     return values.reshape(-1, *([1] * (like.dim() - 1)))

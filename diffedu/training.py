@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import time
-from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -18,10 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .nets import UNet, UNetConfig
-from .profiles import Profile
+from .env import get_device
 from .schedules import Schedule
-from .vae import VAE, VAEConfig, vae_loss
 
 
 def eps_loss(model: nn.Module, x0: torch.Tensor, schedule: Schedule) -> torch.Tensor:
@@ -39,6 +36,7 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float = 0.999):
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model.config = model.config  # one architecture, one config: a change to it (a VAE's scale factor) reaches both
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
@@ -58,7 +56,7 @@ class Trainer:
                  lr: float = 2e-4, weight_decay: float = 0.0, ema_decay: float = 0.999, grad_clip: float = 1.0,
                  device: str | torch.device | None = None, meta: dict | None = None):
         self.meta = dict(meta or {})  # saved with every checkpoint, e.g. which noise schedule the model learned
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = get_device(device)
         self.model = model.to(self.device)
         self.loss_fn, self.grad_clip = loss_fn, grad_clip
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -69,25 +67,43 @@ class Trainer:
             callback: Callable[["Trainer"], None] | None = None, save_to: str | Path | None = None,
             save_every: int = 0, progress: bool = True) -> "Trainer":
         """Train for `steps` more steps. Every `log_every` steps: update the bar and
-        call `callback(self)`; every `save_every` steps (and at the end): save."""
+        call `callback(self)`; every `save_every` steps, at the end, and on Ctrl-C: save."""
         self.model.train()
         pending, start = [], time.perf_counter()
         bar = tqdm(range(steps), desc="training", disable=not progress)
-        for i in bar:
-            loss = self.train_step(next(batches))
-            pending.append(loss.detach())
-            if len(pending) == log_every or i == steps - 1:
-                self.history += torch.stack(pending).float().cpu().tolist()  # one device sync per log
-                pending = []
-                bar.set_postfix(loss=f"{sum(self.history[-log_every:]) / len(self.history[-log_every:]):.4f}")
-                if callback:
-                    callback(self)
-            if save_to and save_every and self.step % save_every == 0:
-                self.save(save_to)
+        try:
+            for i in bar:
+                loss = self.train_step(next(batches))
+                pending.append(loss.detach())
+                saving = bool(save_to and save_every and self.step % save_every == 0)
+                if len(pending) == log_every or i == steps - 1 or saving:  # a save holds the whole history
+                    self._log(pending, bar, log_every)
+                    pending = []
+                    if callback:
+                        callback(self)
+                if saving:
+                    self._save_timed(save_to, start)
+                    start = time.perf_counter()
+        except KeyboardInterrupt:  # keep every finished step: the next run can --resume from here
+            if save_to:
+                self._log(pending, bar, log_every)
+                self._save_timed(save_to, start)
+            raise
         self.seconds += time.perf_counter() - start
         if save_to:
             self.save(save_to)
         return self
+
+    def _log(self, pending: list[torch.Tensor], bar, window: int) -> None:
+        self.history += torch.stack(pending).float().cpu().tolist() if pending else []  # one device sync per log
+        recent = self.history[-window:]
+        if recent:
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+
+    def _save_timed(self, path: str | Path, start: float) -> None:
+        """Save with the training time so far counted in."""
+        self.seconds += time.perf_counter() - start
+        self.save(path)
 
     def train_step(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
@@ -129,19 +145,3 @@ class Trainer:
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         self.step, self.history, self.seconds = meta["step"], meta["history"], meta.get("seconds", 0.0)
         return self
-
-
-def ddpm_trainer(profile: Profile, schedule: Schedule, device=None, lr: float | None = None,
-                 latent: bool = False) -> Trainer:
-    """The profile's UNet, fresh, with its Trainer: on pixels (lesson 02, `train ddpm`)
-    or on latents (lesson 05, `train latent`). The schedule is saved with every
-    checkpoint, because a sampler must use the one the model learned."""
-    model = UNet(UNetConfig(**(profile.latent_unet if latent else profile.unet)))
-    return Trainer(model, partial(eps_loss, schedule=schedule), lr=lr or profile.lr, device=device,
-                   meta={"schedule": schedule.name, "T": schedule.T, "profile": profile.name})
-
-
-def vae_trainer(profile: Profile, device=None, lr: float | None = None) -> Trainer:
-    """The profile's VAE, fresh, with its Trainer (lesson 04, `train vae`)."""
-    return Trainer(VAE(VAEConfig(**profile.vae)), vae_loss, lr=lr or profile.lr, device=device,
-                   meta={"profile": profile.name})

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nets import ResBlock, norm
+from .errors import DiffeduError
+from .nets import ResBlock, check_positive, norm
 
 
 @dataclass
@@ -28,6 +29,11 @@ class VAEConfig:
 
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)
+        check_positive(self, "in_channels", "image_size", "latent_channels", "channels", "channel_mult", "num_res_blocks")
+        if self.image_size % 2 ** (len(self.channel_mult) - 1):
+            raise DiffeduError(f"image_size {self.image_size} cannot be halved {len(self.channel_mult) - 1} times")
+        if isinstance(self.scale_factor, bool) or not isinstance(self.scale_factor, (int, float)) or not 0 < self.scale_factor < float("inf"):
+            raise DiffeduError(f"scale_factor must be a positive number, got {self.scale_factor!r}")
 
     @property
     def latent_size(self) -> int:
@@ -69,14 +75,14 @@ class VAE(nn.Module):
         """The mean and log-variance of q(z | x), each (B, latent_channels, 8, 8)."""
         cfg = self.config
         if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
-            raise ValueError(f"this VAE encodes (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}) images, got {tuple(x.shape)}")
+            raise DiffeduError(f"this VAE encodes (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}) images, got {tuple(x.shape)}")
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         return mean, logvar.clamp(-30, 20)  # keeps exp(logvar) finite
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if z.shape[1:] != (cfg.latent_channels, cfg.latent_size, cfg.latent_size):
-            raise ValueError(f"this VAE decodes (batch, {cfg.latent_channels}, {cfg.latent_size}, {cfg.latent_size}) latents, got {tuple(z.shape)}")
+            raise DiffeduError(f"this VAE decodes (batch, {cfg.latent_channels}, {cfg.latent_size}, {cfg.latent_size}) latents, got {tuple(z.shape)}")
         return self.decoder(z)
 
     @torch.inference_mode()

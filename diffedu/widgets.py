@@ -7,7 +7,6 @@ instant on a CPU.
 from __future__ import annotations
 
 import io
-
 from typing import Callable
 
 import ipywidgets as W
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .errors import DiffeduError
 from .latent import decode_latents, encode_latents
 from .samplers import Trajectory
 from .schedules import Schedule
@@ -50,6 +50,8 @@ def _slider_view(frames: list[bytes], captions: list[str], description: str, val
 def noising_widget(images: torch.Tensor, schedule: Schedule, frames: int = 51, seed: int = 0) -> W.VBox:
     """A slider over t that shows q(x_t | x_0) of the given images: one fixed
     noise draw, so moving t shows the signal fading, not the noise changing."""
+    if frames < 2 or len(images) == 0:
+        raise DiffeduError(f"the noising widget needs at least 1 image and 2 frames, got {len(images)} images and {frames} frames")
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     ts = torch.linspace(0, schedule.T - 1, frames).round().long().tolist()
     pngs, captions = [], []
@@ -67,7 +69,9 @@ def trajectory_widget(trajectory: Trajectory, n: int = 8, decode: Callable | Non
     For a latent run, pass `decode` (latents -> images): the rows then show the
     latents' first 3 channels as colours, and the decoded prediction beneath."""
     if not trajectory.timesteps:
-        raise ValueError("the trajectory recorded no frames: sample with sample_trajectory(..., frames=20)")
+        raise DiffeduError("the trajectory recorded no frames: sample with sample_trajectory(..., frames=20)")
+    if n < 1:
+        raise DiffeduError(f"n, the number of samples to show, must be at least 1, got {n}")
     n = min(n, trajectory.x_t.shape[1])
     pngs = []
     for x_t, x0 in zip(trajectory.x_t, trajectory.x0):

@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from diffedu.data import load_cifar10, to_float
-from diffedu.profiles import get_profile, seed_everything
+from diffedu.env import seed_everything
+from diffedu.profiles import get_profile
 from diffedu.schedules import Schedule
 from diffedu.viz import show_images
 from diffedu.widgets import noising_widget

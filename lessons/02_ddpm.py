@@ -14,15 +14,18 @@ import matplotlib.pyplot as plt
 import torch
 
 from diffedu.data import batches, load_cifar10
+from diffedu.env import get_device, seed_everything
 from diffedu.nets import Attention, GaussianDenoiser, ResBlock, UNet, UNetConfig, count_parameters, timestep_embedding
-from diffedu.profiles import default_device, get_profile, seed_everything
-from diffedu.samplers import DDPMScheduler, ddim_sample, ddpm_sample, sample_trajectory
+from diffedu.pipelines import PixelDiffusion, load_pipeline
+from diffedu.profiles import get_profile
+from diffedu.samplers import DDPMScheduler, Scheduler, ddpm_sample
 from diffedu.schedules import Schedule
-from diffedu.training import ddpm_trainer, eps_loss
+from diffedu.training import eps_loss
 from diffedu.viz import LiveLoss, plot_loss, show_images
 from diffedu.widgets import trajectory_widget
 
-profile, device = get_profile(), default_device()
+profile, device = get_profile(), get_device()
+recipe = profile.recipe("ddpm")  # the size of the net this lesson trains, and of its training run
 print(profile.note, f"Device: {device}.")
 seed_everything(0)
 schedule = Schedule.linear()
@@ -67,7 +70,7 @@ print("Attention:", tuple(block(h, t_emb).shape), "->", tuple(attention(block(h,
 # untrained net predicts "no noise".
 
 # %%
-config = UNetConfig(**profile.unet)
+config = UNetConfig(**recipe.model)
 model = UNet(config)
 print(config)
 print(f"{count_parameters(model) / 1e6:.2f}M parameters (DDPM's CIFAR-10 model: 35.7M)")
@@ -90,7 +93,7 @@ print(inspect.getsource(eps_loss))
 
 # %%
 train = load_cifar10()
-images = train.images[: profile.n_data]
+images = train.images[: recipe.n_data]
 x0 = next(batches(images, 64 if len(images) >= 64 else len(images), device=device))
 print(f"loss of the untrained net: {eps_loss(model.to(device), x0, schedule).item():.3f}")
 
@@ -111,19 +114,21 @@ assert abs(check.mean() - 0.3) < 0.02 and abs(check.std() - 0.5) < 0.02
 # ## Training
 #
 # `Trainer` runs the loop: AdamW, gradient clipping, and an **exponential moving average** (EMA) of the
-# weights, which samples better than the raw weights that jitter from batch to batch. `ddpm_trainer` builds
-# a fresh UNet of the profile's size and its Trainer, the same one `python -m diffedu train ddpm` uses.
+# weights, which samples better than the raw weights that jitter from batch to batch. A **recipe** names
+# everything one training run needs: the kind of model, its size, the steps, the batch size and the learning
+# rate. This profile's recipe for the pixel UNet is the one `python -m diffedu train ddpm` uses; the shipped
+# model below has a recipe too. `recipe.trainer()` builds a fresh UNet and its Trainer with the epsilon loss.
 # The loss curve redraws as it trains.
 
 # %%
-print(inspect.getsource(ddpm_trainer))
+print(recipe)
 
 # %%
 seed_everything(0)
-trainer = ddpm_trainer(profile, schedule, device)
-print(f"training {profile.train_steps} steps, batch {profile.batch_size}, on {len(images)} images")
-trainer.fit(batches(images, profile.batch_size, device=device), profile.train_steps,
-            log_every=max(1, profile.train_steps // 30), callback=LiveLoss())
+trainer = recipe.trainer(device)
+print(f"training {recipe.steps} steps, batch {recipe.batch_size}, on {len(images)} images")
+trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps,
+            log_every=max(1, recipe.steps // 30), callback=LiveLoss())
 print(f"{trainer.seconds:.0f} s, {trainer.seconds / trainer.step * 1000:.0f} ms per step")
 
 # %%
@@ -134,7 +139,7 @@ print(f"loss: {first:.3f} at the start -> {last:.3f} at the end")
 assert all(l == l for l in trainer.history)  # no NaN
 if profile.name != "smoke":
     assert last < 0.5 * first, "the loss should at least halve"
-trainer.save(f"runs/02_ddpm_{profile.name}/model")  # lesson 03 samples from it
+trainer.save(profile.lesson_run("02_ddpm"))  # lesson 03 samples from it
 
 # %% [markdown]
 # ## Sampling: 1000 steps back from noise
@@ -142,9 +147,11 @@ trainer.save(f"runs/02_ddpm_{profile.name}/model")  # lesson 03 samples from it
 # DDPM's sampler (Algorithm 2 of the paper) starts from x_T ~ N(0, I). At each t it asks the model for the
 # noise, turns that into a guess of the clean image x_0, and draws x_{t-1} from the Gaussian
 # q(x_{t-1} | x_t, x_0) with the guess plugged in: the *posterior* whose mean and variance lesson 01's
-# `Schedule` already tabulates. Pixels live in [-1, 1], so the guess of x_0 is clipped to that range.
+# `Schedule` already tabulates. Pixels live in [-1, 1], so the guess of x_0 is clipped to that range
+# (`predict`, which every sampler shares), and the step draws from the posterior with it:
 
 # %%
+print(inspect.getsource(Scheduler.predict))
 print(inspect.getsource(DDPMScheduler.step))
 
 # %% [markdown]
@@ -152,6 +159,9 @@ print(inspect.getsource(DDPMScheduler.step))
 # cpu profile we sample from a model that ships with `diffedu`: the *same* architecture, trained by the same
 # `Trainer` for 9,000 steps on a GPU (its model card below says exactly how). In the other profiles we sample
 # from the model trained above.
+#
+# A **pipeline** holds a trained model with the noise schedule it learned: `load_pipeline` reads both from a
+# checkpoint, and `PixelDiffusion` puts them together for the model we just trained.
 
 # %%
 from IPython.display import Markdown, display
@@ -159,20 +169,21 @@ from IPython.display import Markdown, display
 from diffedu import pretrained
 
 if profile.pretrained:
-    model = pretrained.load("ddpm-cifar10", device)
+    pipe = load_pipeline("ddpm-cifar10", device)
     display(Markdown(pretrained.card("ddpm-cifar10")))
 else:
-    model = trainer.ema.model
+    pipe = PixelDiffusion(trainer.ema.model, schedule)
     print(f"sampling from the model trained above ({trainer.step} steps)")
+print(pipe.schedule)
 
 # %% [markdown]
 # `sample_trajectory` runs the loop and keeps snapshots of x_t and of the predicted x_0 along the way.
 
 # %%
 seed_everything(1)
-x_T = torch.randn(profile.n_samples, 3, 32, 32, device=device)
+x_T = pipe.noise(profile.n_samples)
 start = time.perf_counter()
-trajectory = sample_trajectory(model, DDPMScheduler(schedule), x_T, frames=20)
+trajectory = pipe.sample_trajectory(sampler="ddpm", x_T=x_T, frames=20)
 seconds = time.perf_counter() - start
 print(f"{profile.n_samples} images in {seconds:.1f} s: 1000 model calls, {seconds:.1f} ms each")
 samples = trajectory.images
@@ -186,7 +197,7 @@ plt.show()
 # samples above is GPU training time (`DIFFEDU_PROFILE=gpu`, or `python -m diffedu train --profile gpu`).
 
 # %%
-show_images(ddim_sample(trainer.ema.model, schedule, x_T, steps=50), nrow=8,
+show_images(PixelDiffusion(trainer.ema.model, schedule).sample(steps=50, x_T=x_T), nrow=8,
             title=f"your model after {trainer.step} steps ({profile.name} profile)")
 plt.show()
 

@@ -22,23 +22,22 @@
 # %%
 import inspect
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
-from diffedu import checkpoint
 from diffedu.data import batches, load_cifar10, to_float
+from diffedu.env import get_device, seed_everything
 from diffedu.nets import GaussianDenoiser, count_parameters
-from diffedu.profiles import default_device, get_profile, seed_everything
+from diffedu.pipelines import load_pipeline
+from diffedu.profiles import get_profile
 from diffedu.samplers import (DDIMScheduler, DDPMScheduler, ddim_invert, ddim_sample, ddim_timesteps, sample,
                               sample_trajectory, slerp)
 from diffedu.schedules import Schedule
-from diffedu.training import ddpm_trainer
 from diffedu.viz import show_images
 from diffedu.widgets import trajectory_widget
 
-profile, device = get_profile(), default_device()
+profile, device = get_profile(), get_device()
 print(profile.note, f"Device: {device}.")
 schedule = Schedule.linear()
 
@@ -92,25 +91,20 @@ assert abs(q.std() - 0.5) < 0.015  # 100 quadratic steps: a 1.3% bias, plus samp
 #
 # In the cpu profile we use the model that ships with `diffedu` (lesson 02 shows its card). Otherwise we use
 # lesson 02's model if you ran it in this profile (it saved `runs/02_ddpm_<profile>/model`), or train the same
-# model here the same way.
+# model here the same way. The pipeline reads the noise schedule the model learned from its checkpoint.
 
 # %%
-from diffedu import pretrained
-
-saved = Path(f"runs/02_ddpm_{profile.name}/model")
-if profile.pretrained:
-    model = pretrained.load("ddpm-cifar10", device)
-    print("the shipped model ddpm-cifar10")
-elif checkpoint.paths(saved)[0].exists():
-    model = checkpoint.load_model(saved, device)
-    print(f"lesson 02's model from {saved} ({checkpoint.read_meta(saved)['step']} training steps)")
-else:
+def train_as_in_lesson_02(path):
     seed_everything(0)
-    images = load_cifar10().images[: profile.n_data]
-    trainer = ddpm_trainer(profile, schedule, device)
-    trainer.fit(batches(images, profile.batch_size, device=device), profile.train_steps).save(saved)
-    model = trainer.ema.model
-print(f"UNet with {count_parameters(model) / 1e6:.2f}M parameters")
+    recipe = profile.recipe("ddpm")
+    trainer = recipe.trainer(device)
+    trainer.fit(batches(load_cifar10().images[: recipe.n_data], recipe.batch_size, device=device), recipe.steps).save(path)
+
+
+which = profile.lesson_checkpoint("ddpm-cifar10", "02_ddpm", train_as_in_lesson_02)
+pipe = load_pipeline(which, device)
+model, schedule = pipe.unet, pipe.schedule  # the trained noise predictor, and the schedule it learned
+print(f"{which}: a UNet with {count_parameters(model) / 1e6:.2f}M parameters, {schedule}")
 
 # %% [markdown]
 # ## The same noise through DDPM and DDIM

@@ -15,16 +15,18 @@ import torch
 
 from diffedu import checkpoint
 from diffedu.data import batches, load_cifar10, to_float
-from diffedu.latent import encode_dataset, measure_scale_factor
+from diffedu.env import get_device, seed_everything
+from diffedu.latent import encode_means, measure_scale_factor
 from diffedu.metrics import psnr
 from diffedu.nets import count_parameters
-from diffedu.profiles import default_device, get_profile, seed_everything
-from diffedu.training import vae_trainer
+from diffedu.pipelines import load_vae
+from diffedu.profiles import get_profile
 from diffedu.vae import VAE, VAEConfig, kl_divergence, reparameterize
 from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import latent_explorer
 
-profile, device = get_profile(), default_device()
+profile, device = get_profile(), get_device()
+recipe = profile.recipe("vae")
 print(profile.note, f"Device: {device}.")
 seed_everything(0)
 
@@ -36,7 +38,7 @@ seed_everything(0)
 # latent channels, a **mean** and a **log-variance**. The **decoder** mirrors it back up to 32x32x3.
 
 # %%
-vae = VAE(VAEConfig(**profile.vae))
+vae = VAE(VAEConfig(**recipe.model))
 x = to_float(load_cifar10().images[:4])
 mean, logvar = vae.encode(x)
 print(f"{count_parameters(vae) / 1e6:.2f}M parameters")
@@ -74,11 +76,11 @@ assert abs(z.mean() - 2) < 0.01 and abs(z.std() - 0.5) < 0.01
 
 # %%
 train, test = load_cifar10(), load_cifar10(train=False)
-images = train.images[: profile.n_data]
-trainer = vae_trainer(profile, device)
-print(f"training the VAE for {profile.vae_steps} steps, batch {profile.batch_size}")
-trainer.fit(batches(images, profile.batch_size, device=device), profile.vae_steps,
-            log_every=max(1, profile.vae_steps // 30), callback=LiveLoss("VAE loss"))
+images = train.images[: recipe.n_data]
+trainer = recipe.trainer(device)
+print(f"training the VAE for {recipe.steps} steps, batch {recipe.batch_size} (recipe {recipe.name})")
+trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps,
+            log_every=max(1, recipe.steps // 30), callback=LiveLoss("VAE loss"))
 print(f"{trainer.seconds:.0f} s")
 if profile.name != "smoke":
     assert sum(trainer.history[-20:]) / 20 < 0.7 * sum(trainer.history[:5]) / 5
@@ -94,7 +96,7 @@ from IPython.display import Markdown, display
 from diffedu import pretrained
 
 if profile.pretrained:
-    vae = pretrained.load("vae-cifar10", device)
+    vae = load_vae("vae-cifar10", device)
     display(Markdown(pretrained.card("vae-cifar10")))
 else:
     vae = trainer.ema.model
@@ -142,20 +144,21 @@ plt.show()
 # The noise schedule of lesson 01 was designed for data of about unit variance: x_T is N(0, I), and the SNR
 # at each t assumes the signal's scale. Latents come out with whatever spread the VAE chose. So we measure
 # their standard deviation over the data set and divide by it: the **scale factor** (Stable Diffusion's is
-# 0.18215). It is stored in the VAE's config, so it travels with the checkpoint.
+# 0.18215). It is stored in the VAE's config, so it travels with the checkpoint. From here on, in `diffedu`,
+# "latents" always means *scaled* latents.
 
 # %%
-latents = encode_dataset(vae, images, flips=False)
-scale = measure_scale_factor(latents)
+means = encode_means(vae, images)  # the encoder's means, in the VAE's own (raw) units
+scale = measure_scale_factor(means)
 vae.config.scale_factor = scale  # in the config, so it is saved with the checkpoint (diffedu.latent.calibrate does both)
-print(f"latent std before scaling: {latents.std():.3f}; scale factor 1/std = {scale:.4f}; "
-      f"after scaling: {(latents * scale).std():.3f}")
-assert abs((latents * scale).std() - 1) < 1e-3
+print(f"latent std before scaling: {means.std():.3f}; scale factor 1/std = {scale:.4f}; "
+      f"after scaling: {(means * scale).std():.3f}")
+assert abs((means * scale).std() - 1) < 1e-3
 plt.figure(figsize=(6, 2.6))
-plt.hist(latents.flatten().numpy(), bins=100, alpha=0.6, density=True, label="raw latents")
-plt.hist((latents * scale).flatten().numpy(), bins=100, alpha=0.6, density=True, label="scaled latents")
+plt.hist(means.flatten().numpy(), bins=100, alpha=0.6, density=True, label="raw latents")
+plt.hist((means * scale).flatten().numpy(), bins=100, alpha=0.6, density=True, label="scaled latents")
 plt.legend(), plt.title("latent values over the data set"), plt.show()
-saved = checkpoint.save_model(f"runs/04_vae_{profile.name}/model", vae, profile=profile.name, steps=trainer.step)
+saved = checkpoint.save_model(profile.lesson_run("04_vae"), vae, recipe=recipe.name, step=trainer.step)
 print("saved", saved, "for lesson 05")
 
 # %% [markdown]

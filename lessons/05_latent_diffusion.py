@@ -8,26 +8,25 @@
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
 from diffedu import checkpoint, pretrained
 from diffedu.data import batches, load_cifar10
-from diffedu.latent import LatentDiffusion, cached_latents, calibrate
-from diffedu.nets import UNet, UNetConfig, count_parameters
-from diffedu.profiles import default_device, get_profile, seed_everything
-from diffedu.samplers import ddim_sample
-from diffedu.schedules import Schedule
-from diffedu.training import ddpm_trainer, vae_trainer
+from diffedu.env import get_device, seed_everything
+from diffedu.latent import cached_latents, calibrate
+from diffedu.measure import median_seconds
+from diffedu.nets import count_parameters
+from diffedu.pipelines import LatentDiffusion, PixelDiffusion, load_pipeline, load_vae
+from diffedu.profiles import get_profile
 from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import trajectory_widget
 
-profile, device = get_profile(), default_device()
+profile, device = get_profile(), get_device()
+recipe = profile.recipe("latent")
 print(profile.note, f"Device: {device}.")
-schedule = Schedule.linear()
-images = load_cifar10().images[: profile.n_data]
+images = load_cifar10().images[: recipe.n_data]
 
 # %% [markdown]
 # ## The VAE
@@ -36,20 +35,18 @@ images = load_cifar10().images[: profile.n_data]
 # if you ran it in this profile (it saved `runs/04_vae_<profile>/model`), else the same training here.
 
 # %%
-saved = Path(f"runs/04_vae_{profile.name}/model")
-if profile.pretrained:
-    vae = pretrained.load("vae-cifar10", device)
-    print("the shipped VAE vae-cifar10")
-elif checkpoint.paths(saved)[0].exists():
-    vae = checkpoint.load_model(saved, device)
-    print(f"lesson 04's VAE from {saved}")
-else:
+def train_as_in_lesson_04(path):
     seed_everything(0)
-    trainer = vae_trainer(profile, device)
-    trainer.fit(batches(images, profile.batch_size, device=device), profile.vae_steps)
-    vae = trainer.ema.model
-    calibrate(vae, images)
-print(f"VAE: {count_parameters(vae) / 1e6:.2f}M parameters, latent scale factor {vae.config.scale_factor:.4f}")
+    vae_recipe = profile.recipe("vae")
+    trainer = vae_recipe.trainer(device)
+    trainer.fit(batches(images, vae_recipe.batch_size, device=device), vae_recipe.steps)
+    calibrate(trainer.ema.model, images)
+    checkpoint.save_model(path, trainer.ema.model, recipe=vae_recipe.name, step=trainer.step)
+
+
+which = profile.lesson_checkpoint("vae-cifar10", "04_vae", train_as_in_lesson_04)
+vae = load_vae(which, device)
+print(f"VAE {which}: {count_parameters(vae) / 1e6:.2f}M parameters, latent scale factor {vae.config.scale_factor:.4f}")
 
 # %% [markdown]
 # ## Encode the data set once
@@ -59,7 +56,7 @@ print(f"VAE: {count_parameters(vae) / 1e6:.2f}M parameters, latent scale factor 
 
 # %%
 start = time.perf_counter()
-latents = cached_latents(vae, images) * vae.config.scale_factor  # kept in data/latents
+latents = cached_latents(vae, images)  # scaled by the VAE's factor; kept in data/latents
 print(f"{len(latents)} latents of shape {tuple(latents.shape[1:])} in {time.perf_counter() - start:.1f} s; "
       f"mean {latents.mean():.3f}, std {latents.std():.3f}")
 assert latents.shape[1:] == (4, 8, 8) and len(latents) == 2 * len(images)
@@ -72,11 +69,11 @@ assert latents.shape[1:] == (4, 8, 8) and len(latents) == 2 * len(images)
 
 # %%
 seed_everything(0)
-trainer = ddpm_trainer(profile, schedule, device, latent=True)
-print(trainer.model.config)
+trainer = recipe.trainer(device)
+print(recipe)
 print(f"{count_parameters(trainer.model) / 1e6:.2f}M parameters")
-trainer.fit(batches(latents, profile.batch_size, flip=False, device=device), profile.latent_steps,
-            log_every=max(1, profile.latent_steps // 30), callback=LiveLoss("latent diffusion loss"))
+trainer.fit(batches(latents, recipe.batch_size, flip=False, device=device), recipe.steps,
+            log_every=max(1, recipe.steps // 30), callback=LiveLoss("latent diffusion loss"))
 print(f"{trainer.seconds:.0f} s, {1000 * trainer.seconds / trainer.step:.0f} ms per step")
 if profile.name != "smoke":
     assert sum(trainer.history[-20:]) / 20 < 0.7 * sum(trainer.history[:5]) / 5
@@ -93,11 +90,10 @@ if profile.name != "smoke":
 from IPython.display import Markdown, display
 
 if profile.pretrained:
-    unet = pretrained.load("ldm-cifar10", device)
+    pipeline = load_pipeline("ldm-cifar10", device)  # with the VAE and the schedule its checkpoint names
     display(Markdown(pretrained.card("ldm-cifar10")))
 else:
-    unet = trainer.ema.model
-pipeline = LatentDiffusion(vae, unet, schedule)
+    pipeline = LatentDiffusion(vae, trainer.ema.model, recipe.noise_schedule())
 seed_everything(1)
 trajectory = pipeline.sample_trajectory(profile.n_samples, steps=50, frames=20)
 samples = trajectory.images
@@ -122,29 +118,19 @@ trajectory_widget(trajectory, n=8, decode=pipeline.decode)
 # pixel UNet (its weights do not matter for timing). Lesson 06 measures all of it properly.
 
 # %%
-pixel_unet = pretrained.load("ddpm-cifar10", device) if profile.pretrained else UNet(UNetConfig(**profile.unet)).to(device).eval()
+pixel = load_pipeline("ddpm-cifar10", device) if profile.pretrained else PixelDiffusion(
+    profile.recipe("ddpm").build().to(device), pipeline.schedule)
 n = profile.n_samples
-x_pixels, x_latents = torch.randn(n, 3, 32, 32, device=device), torch.randn(n, 4, 8, 8, device=device)
-
-
-def seconds(fn, repeats=3):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
+x_pixels, x_latents = pixel.noise(n), pipeline.noise(n)
 
 with torch.inference_mode():
     t = torch.full((n,), 500, device=device)
-    step_pixel = seconds(lambda: pixel_unet(x_pixels, t))
-    step_latent = seconds(lambda: pipeline.unet(x_latents, t))
-pixel_50 = seconds(lambda: ddim_sample(pixel_unet, schedule, x_pixels, steps=50, progress=False), repeats=1)
-latent_50 = seconds(lambda: pipeline.sample(n, steps=50, progress=False), repeats=1)
+    step_pixel = median_seconds(lambda: pixel.unet(x_pixels, t))
+    step_latent = median_seconds(lambda: pipeline.unet(x_latents, t))
+pixel_50 = median_seconds(lambda: pixel.sample(steps=50, x_T=x_pixels, progress=False), repeats=1)
+latent_50 = median_seconds(lambda: pipeline.sample(steps=50, x_T=x_latents, progress=False), repeats=1)
 print(f"{n} images on {device}:")
-print(f"| | pixel UNet ({count_parameters(pixel_unet) / 1e6:.2f}M) | latent UNet ({count_parameters(pipeline.unet) / 1e6:.2f}M) | ratio |")
+print(f"| | pixel UNet ({count_parameters(pixel.unet) / 1e6:.2f}M) | latent UNet ({count_parameters(pipeline.unet) / 1e6:.2f}M) | ratio |")
 print("| --- | ---: | ---: | ---: |")
 print(f"| one step | {1000 * step_pixel:.1f} ms | {1000 * step_latent:.1f} ms | {step_pixel / step_latent:.1f}x |")
 print(f"| DDIM 50 (latent: + decode) | {pixel_50:.2f} s | {latent_50:.2f} s | {pixel_50 / latent_50:.1f}x |")

@@ -24,10 +24,11 @@
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from diffedu import bench
-from diffedu.profiles import default_device, get_profile
+from diffedu import bench, report
+from diffedu.env import get_device
+from diffedu.profiles import get_profile
 
-profile, device = get_profile(), default_device()
+profile, device = get_profile(), get_device()
 print(profile.note, f"Device: {device}.")
 
 # %% [markdown]
@@ -39,16 +40,17 @@ print(profile.note, f"Device: {device}.")
 # `python -m diffedu bench --profile cpu` writes `data/bench/cpu.json`.
 
 # %%
-saved = bench.results_path(profile.name)
-if saved.exists() and profile.name != "smoke":
-    result = bench.load(saved)
-    print(f"Loaded {saved}: the full bench, run on {result['date']}. Delete the file to measure afresh here.")
+result = None if profile.name == "smoke" else bench.saved_result(profile.name)
+if result:
+    print(f"Loaded {bench.results_path(profile.name)}: the full bench, run on {result['date']}. "
+          "Delete the file to measure afresh here.")
 else:
     settings = bench.settings_for(profile.name, quick=True)
     print(f"Running the short bench: {settings}")
     result = bench.run(profile, settings, device)
     bench.save(result, bench.results_path(profile.name, quick=True))
-assert [r["method"] for r in result["sampling"]] == ["DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"]
+sampling, training, quality = result["sampling"], result["training"], result["quality"]["scores"]
+assert list(sampling) == ["DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"]
 
 # %% [markdown]
 # ## The tables
@@ -57,7 +59,7 @@ assert [r["method"] for r in result["sampling"]] == ["DDPM 1000", "DDIM 100", "D
 # GPU, and its models trained for 100 epochs on the full 50,000 CIFAR-10 images.
 
 # %%
-display(Markdown(bench.tables(result)))
+display(Markdown(report.tables(result)))
 
 # %% [markdown]
 # ## Sampling time
@@ -68,16 +70,17 @@ display(Markdown(bench.tables(result)))
 # machine made of it.
 
 # %%
-sampling = result["sampling"]
-names = [r["method"] for r in sampling]
-seconds = [r["seconds"] for r in sampling]
-gflops = [r["gflops_per_image"] for r in sampling]
-assert abs(gflops[0] / gflops[1] - 10) < 1e-9 and abs(gflops[0] / gflops[2] - 20) < 1e-9  # 1000 vs 100 vs 50 UNet calls
+names = list(sampling)
+seconds = [r["seconds"] for r in sampling.values()]
+gflops = [r["gflops_per_image"] for r in sampling.values()]
+ddpm_work = sampling["DDPM 1000"]["gflops_per_image"]  # 1000 UNet calls against 100 and 50
+assert abs(ddpm_work / sampling["DDIM 100"]["gflops_per_image"] - 10) < 1e-9
+assert abs(ddpm_work / sampling["DDIM 50"]["gflops_per_image"] - 20) < 1e-9
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 bars = axes[0].barh(names, seconds, color=["C3", "C0", "C0", "C2"])
-axes[0].bar_label(bars, [f"{s:.2f} s ({seconds[0] / s:.0f}x)" for s in seconds], padding=3)
-axes[0].set(xscale="log", xlabel=f"seconds for {sampling[0]['images']} images (log scale)", title="time to sample",
+axes[0].bar_label(bars, [f"{s:.2f} s ({sampling['DDPM 1000']['seconds'] / s:.0f}x)" for s in seconds], padding=3)
+axes[0].set(xscale="log", xlabel=f"seconds for {sampling['DDPM 1000']['images']} images (log scale)", title="time to sample",
             xlim=(min(seconds) / 2, 10 * max(seconds)))
 axes[0].invert_yaxis()
 bars = axes[1].barh(names, gflops, color=["C3", "C0", "C0", "C2"])
@@ -99,10 +102,9 @@ plt.show()
 #   produce what the decoder can draw, so it cannot beat its own autoencoder.
 
 # %%
-quality = {r["images"]: r for r in result["quality"]["rows"]}
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 for ax, key, label in ((axes[0], "fid", "FID"), (axes[1], "kid", "KID")):
-    pixel = [(r["steps"], quality[r["method"]][key]) for r in sampling if not r["method"].startswith("latent")]
+    pixel = [(r["steps"], quality[name][key]) for name, r in sampling.items() if not name.startswith("latent")]
     ax.plot(*zip(*sorted(pixel)), "o-", color="C0", label="pixel (DDIM 50, 100; DDPM 1000)")
     ax.plot([50], [quality["latent DDIM 50"][key]], "s", color="C2", markersize=9, label="latent DDIM 50")
     ax.axhline(quality["real test images"][key], color="k", ls="--", lw=1, label="real test images")
@@ -123,11 +125,11 @@ print("reference set:", result["quality"]["reference"])
 # the cache is what makes latent training cheap.
 
 # %%
-training = result["training"]
 fig, ax = plt.subplots(figsize=(7, 2.8))
-rates = [r["images_per_second"] for r in training]
-bars = ax.barh([r["run"] for r in training], rates, color=["C3", "C2", "C1"])
-ax.bar_label(bars, [f"{r:.0f}/s, {h['hours_per_100_epochs']:.1f} h per 100 epochs" for r, h in zip(rates, training)], padding=3)
+rates = [r["images_per_second"] for r in training.values()]
+bars = ax.barh(list(training), rates, color=["C3", "C2", "C1"])
+ax.bar_label(bars, [f"{r['images_per_second']:.0f}/s, {r['hours_per_100_epochs']:.1f} h per 100 epochs" for r in training.values()],
+             padding=3)
 ax.set(xlabel="training images per second", title="training throughput", xlim=(0, 1.6 * max(rates)))
 ax.invert_yaxis()
 fig.tight_layout()
@@ -162,16 +164,17 @@ plt.show()
 # The ratios from this run, in words:
 
 # %%
-ddpm, ddim100, ddim50, latent50 = seconds
-pixel_rate, cached_rate, encoded_rate = rates
+ddpm, ddim100, ddim50, latent50 = (sampling[name]["seconds"] for name in ("DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"))
+pixel_rate, cached_rate, encoded_rate = (training[name]["images_per_second"]
+                                         for name in ("pixel", "latent, cached latents", "latent, encoder run per batch"))
+sizes = result["sizes"]
 print(f"DDIM 100 samples {ddpm / ddim100:.1f}x faster than DDPM 1000 (reference: 13.5x), DDIM 50 {ddpm / ddim50:.1f}x.")
 print(f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 (reference: 7.9x) "
       f"and {ddim50 / latent50:.1f}x faster than pixel DDIM 50, with a UNet of "
-      f"{result['sizes'][1]['params'] / result['sizes'][0]['params']:.1f}x the parameters.")
+      f"{sizes['latent UNet']['params'] / sizes['pixel UNet']['params']:.1f}x the parameters.")
 print(f"Latent training from cached latents runs at {cached_rate / pixel_rate:.2f}x the pixel rate "
       f"(reference: 1.3x); with the encoder run per batch at {encoded_rate / pixel_rate:.2f}x.")
-for name in names + ["real test images", "VAE reconstructions of them"]:
-    q = quality[name]
+for name, q in quality.items():
     print(f"{name:>28}: FID {q['fid']:7.2f}   KID x 1000 {1000 * q['kid']:6.2f} ± {1000 * q['kid_std']:.2f}   ({q['n']} images)")
 if profile.name == "smoke":
     print("\nThe smoke profile's nets are untrained: these numbers only show that the code runs.")

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from diffedu import bench, data
+from diffedu import bench, measure, report
 from diffedu.cli import main
 
 
 def test_flops_of_a_linear_layer_and_a_convolution_match_their_closed_forms():
-    assert bench.forward_flops(nn.Linear(10, 20, bias=False), torch.zeros(3, 10)) == 2 * 3 * 10 * 20
+    assert measure.forward_flops(nn.Linear(10, 20, bias=False), torch.zeros(3, 10)) == 2 * 3 * 10 * 20
     # a 3x3 conv, 4 -> 8 channels, on 5x5 with padding 1: 2 * (out pixels) * (out channels) * (in channels * 9)
-    assert bench.forward_flops(nn.Conv2d(4, 8, 3, padding=1, bias=False), torch.zeros(1, 4, 5, 5)) == 2 * 25 * 8 * 4 * 9
+    assert measure.forward_flops(nn.Conv2d(4, 8, 3, padding=1, bias=False), torch.zeros(1, 4, 5, 5)) == 2 * 25 * 8 * 4 * 9
 
 
 def test_scaling_table_ratios():
@@ -31,21 +31,21 @@ def test_settings_come_from_the_profile_and_the_arguments():
 
 
 def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data, "DEFAULT_ROOT", tmp_path)  # the Inception cache goes to tmp_path/fid
+    monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path))  # the Inception cache goes to tmp_path/fid
     out = tmp_path / "bench.json"
     assert main(["bench", "--profile", "smoke", "--device", "cpu", "--data", str(cifar_root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    result = json.loads(out.read_text())
-    assert result["profile"] == "smoke" and result["settings"] == vars(bench.settings_for("smoke"))
-    assert set(result) >= {"models", "machine", "options", "sizes", "sampling", "training", "quality", "scaling",
-                           "course_reference", "seconds", "date"}
+    result = bench.load(out)
+    assert result["profile"] == "smoke" and result["settings"] == json.loads(json.dumps(vars(bench.settings_for("smoke"))))
+    assert set(result) >= {"format", "models", "machine", "options", "sizes", "sampling", "training", "quality", "scaling",
+                           "seconds", "date"}
     assert result["options"] == {"inference_mode": True, "bf16_autocast": False, "channels_last": False, "torch_compile": False}
 
-    sizes = {r["model"]: r for r in result["sizes"]}
-    assert set(sizes) == {"pixel UNet", "latent UNet", "VAE encoder", "VAE decoder"}
+    sizes = result["sizes"]
+    assert list(sizes) == ["pixel UNet", "latent UNet", "VAE encoder", "VAE decoder"]
     assert all(r["params"] > 0 and r["gflops"] > 0 for r in sizes.values())
 
-    sampling = {r["method"]: r for r in result["sampling"]}
+    sampling = result["sampling"]
     assert list(sampling) == ["DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"]
     for r in sampling.values():
         assert r["seconds"] > 0 and r["runs"] == len(r["all_seconds"]) >= 1 and r["peak_memory_mib"] >= 0
@@ -53,16 +53,40 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
     assert sampling["latent DDIM 50"]["gflops_per_image"] == pytest.approx(
         50 * sizes["latent UNet"]["gflops"] + sizes["VAE decoder"]["gflops"])
 
-    assert [r["run"] for r in result["training"]] == ["pixel", "latent, cached latents", "latent, encoder run per batch"]
-    for r in result["training"]:
+    assert list(result["training"]) == ["pixel", "latent, cached latents", "latent, encoder run per batch"]
+    for r in result["training"].values():
         assert r["images_per_second"] > 0
         assert r["hours_per_100_epochs"] == pytest.approx(100 * 50_000 / r["images_per_second"] / 3600)
 
-    rows = {r["images"]: r for r in result["quality"]["rows"]}
-    assert set(rows) == set(sampling) | {"real test images", "VAE reconstructions of them"}
-    assert all(r["n"] == 4 and math.isfinite(r["fid"]) and math.isfinite(r["kid"]) for r in rows.values())
+    scores = result["quality"]["scores"]
+    assert list(scores) == [*sampling, "real test images", "VAE reconstructions of them"]
+    assert all(r["n"] == 4 and math.isfinite(r["fid"]) and math.isfinite(r["kid"]) for r in scores.values())
     assert "first 16 CIFAR-10 training images" in result["quality"]["reference"]
     assert len(list((tmp_path / "fid").glob("inception-*.safetensors"))) == 1  # the reference, cached
 
+    assert printed.startswith(report.tables(result))
     for line in ("| DDPM 1000 | 1000 |", "| latent, cached latents |", "| real test images | 4 |", "| 32x32x3 | 3,072 | 256 | 12x |"):
         assert line in printed
+
+
+def test_bench_times_other_step_counts_without_fid(cifar_root, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--profile", "smoke", "--device", "cpu", "--data", str(cifar_root), "--out", str(out)]
+    assert main([*args, "--ddim-steps", "20", "10", "--no-fid"]) == 0
+    result = bench.load(out)
+    assert list(result["sampling"]) == ["DDPM 1000", "DDIM 20", "DDIM 10", "latent DDIM 50"] and result["quality"] is None
+    assert "FID and KID" not in capsys.readouterr().out
+
+
+def test_an_old_or_damaged_result_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path))
+    assert bench.saved_result("cpu") is None
+    bench.results_path("cpu").parent.mkdir(parents=True)
+    bench.results_path("cpu").write_text('{"sampling": []}')  # the list-shaped result of an earlier diffedu
+    assert bench.saved_result("cpu") is None
+    rows = {m.label: {} for m in bench.methods()}
+    bench.save({"format": bench.FORMAT, "sampling": rows, "quality": None}, bench.results_path("cpu"))
+    assert bench.saved_result("cpu") is None  # measured with --no-fid: lesson 06 needs FID/KID
+    complete = {"format": bench.FORMAT, "sampling": rows, "quality": {"scores": {}}}
+    bench.save(complete, bench.results_path("cpu"))
+    assert bench.saved_result("cpu") == complete

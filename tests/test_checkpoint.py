@@ -1,7 +1,9 @@
+import json
 from functools import partial
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from diffedu import checkpoint
 from diffedu.checkpoint import CheckpointError
@@ -76,17 +78,32 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_foreign_files_are_clear_errors(tmp_path):
-    path = checkpoint.save_model(tmp_path / "m", UNet(CONFIG))
-    path.with_suffix(".json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="not valid JSON"):
-        checkpoint.load_model(path)
-    path.with_suffix(".json").write_text('{"kind": "unet"}')
+    weights = checkpoint.paths(checkpoint.save_model(tmp_path / "m", UNet(CONFIG)))[0]
+    tensors = load_file(str(weights))
+    save_file(tensors, str(weights), metadata={checkpoint.HEADER_KEY: "{not json"})
+    with pytest.raises(CheckpointError, match="no valid JSON"):
+        checkpoint.load_model(weights)
+    save_file(tensors, str(weights), metadata={checkpoint.HEADER_KEY: '{"kind": "unet"}'})
     with pytest.raises(CheckpointError, match="not a diffedu checkpoint"):
-        checkpoint.load_model(path)
+        checkpoint.load_model(weights)
     (tmp_path / "x.safetensors").write_bytes(b"PK\x03\x04 a zip, say a pickled torch file")
     (tmp_path / "x.json").write_text('{"format": "%s", "kind": "unet", "config": {}}' % checkpoint.FORMAT)
     with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
         checkpoint.load_model(tmp_path / "x")
+
+
+def test_checkpoints_without_a_header_config_are_read_from_their_json(tmp_path):
+    """The shipped checkpoints (and those of older diffedu) keep their config only in the JSON."""
+    model = UNet(CONFIG)
+    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "old.safetensors"))
+    (tmp_path / "old.json").write_text(json.dumps({"format": checkpoint.FORMAT, "kind": "unet", "config": CONFIG.to_dict()}))
+    assert torch.equal(checkpoint.load_model(tmp_path / "old").stem.weight, model.stem.weight)
+    (tmp_path / "old.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="old.json holds no valid JSON"):
+        checkpoint.load_model(tmp_path / "old")
+    (tmp_path / "old.json").unlink()
+    with pytest.raises(CheckpointError, match="holds no config"):
+        checkpoint.load_model(tmp_path / "old")
 
 
 def test_mismatched_checkpoint_names_the_disagreement(tmp_path):
@@ -94,7 +111,7 @@ def test_mismatched_checkpoint_names_the_disagreement(tmp_path):
     bigger = UNet(UNetConfig(**{**CONFIG.to_dict(), "channels": 16}))
     with pytest.raises(CheckpointError, match="wrong shape"):
         checkpoint.load_weights(bigger, checkpoint.with_prefix(checkpoint.load(path)[0], "model"), str(path))
-    meta = path.with_suffix(".json")
-    meta.write_text(meta.read_text().replace('"kind": "unet"', '"kind": "transformer"'))
+    tensors, meta = checkpoint.load(path)
+    checkpoint.save(path, tensors, {**meta, "kind": "transformer"})
     with pytest.raises(CheckpointError, match="knows"):
         checkpoint.load_model(path)

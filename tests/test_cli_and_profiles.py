@@ -19,8 +19,9 @@ def test_unknown_profile_lists_the_valid_ones(monkeypatch):
 
 
 def test_profiles_grow_from_smoke_to_gpu():
-    sizes = [PROFILES[n].unet["channels"] * PROFILES[n].train_steps for n in ("smoke", "cpu", "gpu")]
-    assert sizes == sorted(sizes)
+    for kind in ("ddpm", "vae", "latent"):
+        sizes = [PROFILES[n].recipe(kind).model["channels"] * PROFILES[n].recipe(kind).steps for n in ("smoke", "cpu", "gpu")]
+        assert sizes == sorted(sizes)
 
 
 def test_cli_trains_resumes_and_samples(cifar_root, tmp_path, capsys):
@@ -29,7 +30,7 @@ def test_cli_trains_resumes_and_samples(cifar_root, tmp_path, capsys):
     assert cli.main(["train", "--profile", "smoke", "--steps", "2", "--data", str(cifar_root), "--out", str(out), "--resume"]) == 0
     assert checkpoint.read_meta(out)["step"] == 6
     png = tmp_path / "grid.png"
-    assert cli.main(["sample", "--ckpt", str(out), "--sampler", "ddim", "--steps", "5", "--n", "3", "--out", str(png)]) == 0
+    assert cli.main(["sample", "--ckpt", str(out), "--sampler", "ddim", "--steps", "5", "--samples", "3", "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "wrote 3 images (ddim, 5 steps)" in capsys.readouterr().out
 
@@ -37,23 +38,23 @@ def test_cli_trains_resumes_and_samples(cifar_root, tmp_path, capsys):
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert cli.main(["sample", "--ckpt", str(tmp_path / "none")]) == 2
     assert "error: no checkpoint file" in capsys.readouterr().err
-    assert cli.main(["train", "--profile", "smoke", "--data", str(tmp_path)]) == 2
-    assert "CIFAR-10 was not found" in capsys.readouterr().err
+    assert cli.main(["train", "--profile", "smoke", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "was not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["sample", "--ckpt", "x", "--sampler", "euler"])
 
 
 def test_cli_trains_a_vae_then_a_latent_model_and_samples_images(cifar_root, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("diffedu.data.DEFAULT_ROOT", tmp_path / "data")  # where the latent cache goes
+    monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path / "data"))  # where the latent cache goes
     common = ["--profile", "smoke", "--steps", "3", "--data", str(cifar_root)]
     vae, latent = tmp_path / "vae" / "model", tmp_path / "latent" / "model"
     assert cli.main(["train", "vae", *common, "--out", str(vae)]) == 0
     assert checkpoint.read_meta(vae)["config"]["scale_factor"] != 1.0  # measured on the data after training
     assert cli.main(["train", "latent", *common, "--vae", str(vae), "--out", str(latent)]) == 0
-    assert checkpoint.read_meta(latent)["vae"] == str(vae)
+    assert checkpoint.read_meta(latent)["vae"] == str(vae.resolve())  # absolute: it resolves from any folder
     assert len(list((tmp_path / "data" / "latents").glob("*.safetensors"))) == 1
     png = tmp_path / "latent.png"
-    assert cli.main(["sample", "--ckpt", str(latent), "--steps", "4", "--n", "2", "--out", str(png)]) == 0
+    assert cli.main(["sample", "--ckpt", str(latent), "--steps", "4", "--samples", "2", "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and "wrote 2 images" in capsys.readouterr().out
 
 
@@ -64,11 +65,11 @@ def test_cli_latent_without_a_vae_says_how_to_make_one(cifar_root, tmp_path, cap
 
 
 def test_cli_fid_scores_real_images_reconstructions_and_samples(cifar_root, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("diffedu.data.DEFAULT_ROOT", tmp_path)  # the reference features are cached here
+    monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path))  # the reference features are cached here
     common = ["--samples", "3", "--reference", "6", "--data", str(cifar_root), "--device", "cpu"]
     assert cli.main(["fid", *common]) == 0
     assert cli.main(["fid", "--ckpt", "vae-cifar10", *common]) == 0
-    assert cli.main(["fid", "--ckpt", "ldm-cifar10", "--steps", "2", "--batch", "2", *common]) == 0
+    assert cli.main(["fid", "--ckpt", "ldm-cifar10", "--steps", "2", "--batch-size", "2", *common]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("real test images: 3 images, FID ")
     assert lines[1].startswith("vae-cifar10's reconstructions of test images: 3 images, FID ")

@@ -7,8 +7,10 @@ import torch
 from diffedu import checkpoint, pretrained
 from diffedu.checkpoint import CheckpointError
 from diffedu.data import to_float
+from diffedu.errors import DiffeduError
 from diffedu.metrics import psnr
-from diffedu.samplers import ddim_sample
+from diffedu.pipelines import LatentDiffusion, PixelDiffusion, load_pipeline
+from diffedu.recipes import get_recipe
 
 SHIPPED = ["ddpm-cifar10", "ldm-cifar10", "vae-cifar10"]
 
@@ -21,11 +23,10 @@ def test_each_checkpoint_ships_with_a_card_and_its_recipe(name):
         assert fact in card
     assert re.search(r"FID [0-9.]+, KID x 1000 [0-9.]+", card), "the card gives its measured FID and KID"
     meta = checkpoint.read_meta(pretrained.path(name))
-    recipe = pretrained.RECIPES[name]
-    config = recipe.vae or recipe.latent_unet or recipe.unet
-    steps = recipe.vae_steps or recipe.latent_steps or recipe.train_steps
-    assert meta["profile"] == name and meta["step"] == steps
-    assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in config} == config
+    recipe = get_recipe(name)
+    assert meta["recipe"] == name and meta["step"] == recipe.steps
+    assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in recipe.model} == recipe.model
+    assert meta["kind"] == ("vae" if recipe.kind == "vae" else "unet") and meta.get("vae") == recipe.vae
 
 
 def test_shipped_checkpoints_fit_the_size_budget():
@@ -33,15 +34,10 @@ def test_shipped_checkpoints_fit_the_size_budget():
     assert total < 40 * 2**20
 
 
-def test_shipped_pixel_model_samples_images_in_range():
-    model = pretrained.load("ddpm-cifar10")
-    schedule = checkpoint.schedule_of(pretrained.path("ddpm-cifar10"))
-    x = ddim_sample(model, schedule, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), steps=5, progress=False)
-    assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1 and x.std() > 0.1
-
-
-def test_shipped_latent_pipeline_samples_images_in_range():
-    pipe = pretrained.pipeline("ldm-cifar10")
+@pytest.mark.parametrize("name, kind", [("ddpm-cifar10", PixelDiffusion), ("ldm-cifar10", LatentDiffusion)])
+def test_shipped_pipelines_sample_images_in_range(name, kind):
+    pipe = load_pipeline(name, "cpu")
+    assert type(pipe) is kind and pipe.schedule.name == "linear" and pipe.schedule.T == 1000
     x = pipe.sample(2, steps=5, generator=torch.Generator().manual_seed(0), progress=False)
     assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1 and x.std() > 0.1
 
@@ -55,10 +51,8 @@ def test_shipped_vae_reconstructs_real_images(cifar_root):
 
 
 def test_unknown_name_lists_what_is_shipped():
-    with pytest.raises(ValueError, match="shipped: .*ddpm-cifar10"):
+    with pytest.raises(DiffeduError, match="shipped: .*ddpm-cifar10"):
         pretrained.load("ddpm-imagenet")
-    with pytest.raises(ValueError, match="not a latent model"):
-        pretrained.pipeline("ddpm-cifar10")
 
 
 def test_a_damaged_copy_is_a_clear_error(tmp_path):

@@ -2,8 +2,12 @@
 import pytest
 import torch
 
-from diffedu.latent import LatentDiffusion, cached_latents, encode_dataset, measure_scale_factor
+from diffedu.data import to_float
+from diffedu.errors import DiffeduError
+
+from diffedu.latent import cached_latents, calibrate, encode_latents, encode_means, measure_scale_factor
 from diffedu.nets import UNet, UNetConfig
+from diffedu.pipelines import LatentDiffusion
 from diffedu.schedules import Schedule
 from diffedu.vae import VAE, VAEConfig, kl_divergence, reparameterize, vae_loss
 
@@ -48,16 +52,28 @@ def test_vae_overfits_a_small_batch():
     assert error() < before / 10
 
 
-def test_cached_latents_equal_encoding_directly(tmp_path):
-    vae = VAE(SMALL)
+def test_cached_latents_are_the_scaled_encoding_computed_once(tmp_path):
+    vae = VAE(VAEConfig(**{**SMALL.to_dict(), "scale_factor": 0.5}))
     images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
-    direct = encode_dataset(vae, images, batch_size=4, progress=False)
-    assert direct.shape == (20, 4, 8, 8)  # the images, then their mirror images
+    means = encode_means(vae, images, flips=True, batch_size=4, progress=False)
+    assert means.shape == (20, 4, 8, 8)  # the images, then their mirror images
+    assert torch.allclose(means[:10], vae.encode(to_float(images))[0], atol=1e-5)
     first = cached_latents(vae, images, tmp_path, batch_size=4, progress=False)
     again = cached_latents(vae, images, tmp_path, batch_size=4, progress=False)  # from the file
     assert len(list(tmp_path.glob("latents-*.safetensors"))) == 1
-    assert torch.allclose(first, direct, atol=1e-6) and torch.equal(first, again)
-    assert measure_scale_factor(direct * 3) == pytest.approx(measure_scale_factor(direct) / 3, rel=1e-5)
+    assert torch.allclose(first, 0.5 * means, atol=1e-6) and torch.equal(first, again)  # scaled, like encode_latents
+    assert torch.allclose(first[:10], encode_latents(vae, to_float(images)), atol=1e-5)
+    assert len(cached_latents(vae, images, tmp_path, flips=False, progress=False)) == 10  # its own cache entry
+
+
+def test_the_scale_factor_gives_unit_variance_latents():
+    vae = VAE(SMALL)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    means = encode_means(vae, images, progress=False)
+    assert measure_scale_factor(means * 3) == pytest.approx(measure_scale_factor(means) / 3, rel=1e-5)
+    scale = calibrate(vae, images, progress=False)
+    assert vae.config.scale_factor == scale == pytest.approx(1 / means.std().item(), rel=1e-5)
+    assert encode_latents(vae, to_float(images)).std().item() == pytest.approx(1, rel=1e-4)
 
 
 def test_latent_pipeline_uses_the_scale_factor_both_ways():
@@ -70,5 +86,5 @@ def test_latent_pipeline_uses_the_scale_factor_both_ways():
     assert torch.allclose(pipe.decode(z), vae.decode(z / 0.25).clamp(-1, 1))
     images = pipe.sample(2, steps=3, progress=False)
     assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1
-    with pytest.raises(ValueError, match="latents are 4x8x8"):
+    with pytest.raises(DiffeduError, match="latents are 4x8x8"):
         LatentDiffusion(vae, UNet(UNetConfig(in_channels=3, image_size=32, channels=8, channel_mult=(1, 2))), Schedule.linear())

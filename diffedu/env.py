@@ -1,0 +1,93 @@
+"""Where diffedu keeps its files and where it computes: the home folder for downloads and caches,
+results computed once and kept there, the device, and seeds.
+
+    DIFFEDU_HOME   the home folder (default: data/ of the course checkout; for a pip-installed
+                   package, ~/.cache/diffedu). CIFAR-10 downloads there; caches live in its
+                   subfolders latents/, fid/ and bench/.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import DiffeduError
+
+HOME_ENV = "DIFFEDU_HOME"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def home() -> Path:
+    """$DIFFEDU_HOME, else data/ of the course checkout, else (a pip install, as on Colab) ~/.cache/diffedu."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser()
+    return _CHECKOUT / "data" if (_CHECKOUT / "pyproject.toml").exists() else Path.home() / ".cache" / "diffedu"
+
+
+def get_device(name: str | torch.device | None = None) -> torch.device:
+    """The named device, checked; with no name, CUDA when a GPU is there, else the CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DiffeduError(f"unknown device {str(name)!r}: use cpu or cuda (or cuda:N for the N-th GPU)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DiffeduError(f"device {str(name)!r} asked for, but torch sees no CUDA GPU on this machine: use cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise DiffeduError(f"diffedu runs on cpu or cuda, not {device.type}")
+    return device
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Same seed, same figures: Python's, NumPy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after an hour of work, when a file cannot be written at `path` (its folder is
+    made if need be)."""
+    path = Path(path)
+    probe = path.with_name(path.name + ".probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise DiffeduError(f"cannot write {path} ({error.strerror or error}): choose another place") from error
+
+
+# ---- computed once, kept on disk ------------------------------------------------
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A short hash of the tensors' contents: the key of a cache that must change when they do."""
+    h = hashlib.sha1()
+    for tensor in tensors:
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """compute() the first time, then read back from `path` (a .safetensors file of one tensor).
+    A damaged file (say, from an interrupted run) is computed again."""
+    path = Path(path)
+    if path.exists():
+        try:
+            (value,) = load_file(str(path)).values()
+            return value
+        except Exception:  # truncated or not safetensors: compute it again, below
+            pass
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file({"tensor": value.contiguous()}, str(partial))
+    partial.replace(path)  # appears whole or not at all
+    return value

@@ -1,0 +1,122 @@
+"""Pipelines: a trained noise predictor with everything it needs to make images, as one object.
+
+    pipe = load_pipeline("ddpm-cifar10")        # or "ldm-cifar10", or a checkpoint path
+    images = pipe.sample(16, steps=50)          # DDIM 50; sampler="ddpm" for all 1000 steps
+
+`PixelDiffusion` samples 32x32x3 images directly. `LatentDiffusion` samples 8x8x4 latents and decodes
+them with its VAE. Both have the same `sample` and `sample_trajectory`, and `load_pipeline` builds
+either from a checkpoint, reading the noise schedule, the VAE and its scale factor from it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint, env, pretrained
+from .errors import CheckpointError, DiffeduError
+from .latent import decode_latents, encode_latents, vae_fingerprint
+from .samplers import Scheduler, Trajectory, make_scheduler, sample_trajectory
+from .schedules import Schedule
+from .vae import VAE
+
+
+class Diffusion:
+    """A noise predictor and the schedule it learned. `clip_x0`: clip predicted images to [-1, 1]."""
+
+    clip_x0 = True
+
+    def __init__(self, unet: nn.Module, schedule: Schedule):
+        self.unet, self.schedule = unet.eval(), schedule
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_T: n draws of N(0, I) in the shape the UNet denoises (drawn on the CPU, so a seed
+        gives the same noise on every device)."""
+        if n < 1:
+            raise DiffeduError(f"the number of images must be at least 1, got {n}")
+        cfg = self.unet.config
+        return torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator).to(self.device)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """What the UNet denoises -> images in [-1, 1]."""
+        return x
+
+    def scheduler(self, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
+                  spacing: str = "uniform") -> Scheduler:
+        """'ddim' in `steps` steps (None: 50), or 'ddpm' (always all T)."""
+        return make_scheduler(sampler, self.schedule, steps, eta, spacing, clip_x0=self.clip_x0)
+
+    def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = "ddim", eta: float = 0.0,
+                          spacing: str = "uniform", frames: int = 20, x_T: torch.Tensor | None = None,
+                          generator: torch.Generator | None = None, progress: bool = True) -> Trajectory:
+        """Sample from x_T (default: fresh noise for n images), keeping `frames` snapshots of x_t and the
+        predicted x_0; `images` are the decoded results."""
+        x_T = self.noise(n, generator) if x_T is None else x_T.to(self.device)
+        trajectory = sample_trajectory(self.unet, self.scheduler(sampler, steps, eta, spacing), x_T, frames,
+                                       generator, progress)
+        trajectory.images = self.decode(trajectory.images)
+        return trajectory
+
+    def sample(self, n: int = 16, steps: int | None = None, **kwargs) -> torch.Tensor:
+        """n images in [-1, 1]; the same options as sample_trajectory."""
+        return self.sample_trajectory(n, steps, frames=0, **kwargs).images
+
+
+class PixelDiffusion(Diffusion):
+    """Diffusion on 32x32x3 pixels: what the UNet denoises is the image."""
+
+
+class LatentDiffusion(Diffusion):
+    """VAE + latent UNet + noise schedule: sample scaled latents, then decode them. Latents are not
+    bounded like pixels, so predicted latents are not clipped."""
+
+    clip_x0 = False
+
+    def __init__(self, vae: VAE, unet: nn.Module, schedule: Schedule):
+        if (unet.config.in_channels, unet.config.image_size) != (vae.config.latent_channels, vae.config.latent_size):
+            raise DiffeduError(f"the UNet takes {unet.config.in_channels}x{unet.config.image_size}x{unet.config.image_size} "
+                               f"inputs but the VAE's latents are {vae.config.latent_channels}x{vae.config.latent_size}x{vae.config.latent_size}")
+        super().__init__(unet, schedule)
+        self.vae = vae.eval()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> scaled latents."""
+        return encode_latents(self.vae, images)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return decode_latents(self.vae, latents)
+
+
+def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = None,
+                  vae: str | Path | None = None) -> Diffusion:
+    """A shipped model's name or a checkpoint's path -> a pipeline ready to sample, on `device`
+    (default: CUDA when there is a GPU). A latent model decodes with the VAE its checkpoint names,
+    unless `vae` names another one."""
+    device = env.get_device(device)
+    path = pretrained.resolve(name_or_path)
+    meta = checkpoint.read_meta(path)
+    if meta.get("kind") == "vae":
+        raise CheckpointError(f"{name_or_path} is a VAE, not a diffusion model: sample a UNet checkpoint "
+                              f"(e.g. ddpm-cifar10 or ldm-cifar10), or score its reconstructions with "
+                              f"`python -m diffedu fid --ckpt {name_or_path}`")
+    unet, schedule = checkpoint.load_model(path, device, kind="unet"), checkpoint.schedule_of(path)
+    vae_ref = vae or meta.get("vae")
+    if vae_ref is None:
+        if unet.config.in_channels != 3:
+            raise CheckpointError(f"{name_or_path} is a latent model whose checkpoint names no VAE: pass the VAE it was trained on")
+        return PixelDiffusion(unet, schedule)
+    vae_model = load_vae(vae_ref, device)
+    if not vae and meta.get("vae_fingerprint") not in (None, vae_fingerprint(vae_model)):
+        raise CheckpointError(f"the VAE at {vae_ref} has changed since {name_or_path} was trained on its latents: "
+                              "decoding with it would give garbage. Retrain the latent model, or pass the original VAE")
+    return LatentDiffusion(vae_model, unet, schedule)
+
+
+def load_vae(name_or_path: str | Path, device: str | torch.device | None = None) -> VAE:
+    """A VAE by shipped name or path, refusing checkpoints of another kind."""
+    return checkpoint.load_model(pretrained.resolve(name_or_path), env.get_device(device), kind="vae")

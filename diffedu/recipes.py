@@ -1,0 +1,108 @@
+"""Recipes: how to train one model, by name. A recipe knows its kind, its architecture and its run.
+
+    kind     "ddpm"   a UNet on 32x32x3 pixels, DDPM's epsilon loss
+             "vae"    the VAE 32x32x3 <-> 8x8x4, reconstruction + KL
+             "latent" a UNet on a VAE's scaled 8x8x4 latents, DDPM's epsilon loss
+
+The shipped models' recipes (`ddpm-cifar10`, `vae-cifar10`, `ldm-cifar10`) and each profile's
+lesson-sized ones (`cpu-ddpm`, `smoke-vae`, ...) live in one table, so the lessons, the command
+line (`python -m diffedu train --recipe NAME`) and the shipped checkpoints train the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from torch import nn
+
+from .errors import DiffeduError
+from .nets import UNet, UNetConfig
+from .schedules import Schedule
+from .training import Trainer, eps_loss
+from .vae import VAE, VAEConfig, vae_loss
+
+KINDS = {"ddpm": "the pixel UNet", "vae": "the autoencoder", "latent": "a UNet on a VAE's latents"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    kind: str  # one of KINDS
+    model: dict  # UNetConfig fields (ddpm, latent) or VAEConfig fields (vae)
+    steps: int
+    batch_size: int
+    lr: float
+    schedule: str = "linear"  # the noise schedule, T = 1000 (ddpm, latent)
+    n_data: int | None = None  # train on the first n images only (None: all)
+    vae: str | None = None  # latent: the shipped VAE whose latents it learns, if it is made for one
+    note: str = ""
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise DiffeduError(f"recipe {self.name}: unknown kind {self.kind!r}; kinds: {', '.join(KINDS)}")
+
+    def build(self) -> nn.Module:
+        """A fresh, untrained model of this recipe's architecture."""
+        return VAE(VAEConfig(**self.model)) if self.kind == "vae" else UNet(UNetConfig(**self.model))
+
+    def noise_schedule(self) -> Schedule:
+        return Schedule.by_name(self.schedule)
+
+    def trainer(self, device=None, model: nn.Module | None = None) -> Trainer:
+        """A Trainer with this recipe's loss and learning rate, for a fresh model (or the given one,
+        e.g. rebuilt from a checkpoint to resume). A diffusion model's checkpoints record the noise
+        schedule, because a sampler must use the one the model learned."""
+        model = model or self.build()
+        meta = {"recipe": self.name}
+        if self.kind == "vae":
+            return Trainer(model, vae_loss, lr=self.lr, device=device, meta=meta)
+        schedule = self.noise_schedule()
+        return Trainer(model, partial(eps_loss, schedule=schedule), lr=self.lr, device=device,
+                       meta={**meta, "schedule": schedule.name, "T": schedule.T})
+
+
+def _unet(**fields) -> dict:
+    """UNetConfig fields for 32x32x3 pixels, no dropout unless given."""
+    return {"dropout": 0.0, **fields}
+
+
+def _latent_unet(**fields) -> dict:
+    """UNetConfig fields for 8x8x4 latents."""
+    return _unet(in_channels=4, image_size=8, **fields)
+
+
+SMOKE_DATA = 256  # the smoke profile trains on this many images: only to show that the code runs
+_RECIPES = [
+    # The shipped models (diffedu.pretrained), trained on a GPU. The pixel net is the cpu profile's:
+    # small enough that 1000 sampling steps stay bearable on a laptop.
+    Recipe("ddpm-cifar10", "ddpm", _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.1),
+           steps=9000, batch_size=256, lr=4e-4, note="pixel DDPM for CIFAR-10 32x32, linear schedule, T = 1000"),
+    Recipe("vae-cifar10", "vae", dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1),
+           steps=3000, batch_size=256, lr=4e-4, note="VAE 32x32x3 <-> 8x8x4 for CIFAR-10, L1 + 1e-4 KL"),
+    Recipe("ldm-cifar10", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
+           steps=6000, batch_size=256, lr=4e-4, vae="vae-cifar10",
+           note="latent DDPM on vae-cifar10's scaled latents, linear schedule, T = 1000"),
+    # Lesson-sized ones, one of each kind per profile (diffedu.profiles).
+    Recipe("smoke-ddpm", "ddpm", _unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
+           steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
+    Recipe("smoke-vae", "vae", dict(channels=8), steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
+    Recipe("smoke-latent", "latent", _latent_unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
+           steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
+    Recipe("cpu-ddpm", "ddpm", _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
+           steps=150, batch_size=16, lr=1e-3),
+    Recipe("cpu-vae", "vae", dict(channels=32), steps=400, batch_size=16, lr=1e-3),
+    Recipe("cpu-latent", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
+           steps=400, batch_size=16, lr=1e-3),
+    Recipe("gpu-ddpm", "ddpm", _unet(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
+           steps=4000, batch_size=128, lr=2e-4),
+    Recipe("gpu-vae", "vae", dict(channels=64, num_res_blocks=2), steps=4000, batch_size=128, lr=2e-4),
+    Recipe("gpu-latent", "latent", _latent_unet(channels=128, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
+           steps=4000, batch_size=128, lr=2e-4),
+]
+RECIPES = {recipe.name: recipe for recipe in _RECIPES}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise DiffeduError(f"no recipe named {name!r}; recipes: {', '.join(RECIPES)}")
+    return RECIPES[name]

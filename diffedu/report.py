@@ -1,0 +1,77 @@
+"""A bench result (diffedu.bench) as markdown tables, beside the course's reference numbers."""
+from __future__ import annotations
+
+from .bench import CIFAR_TRAIN_IMAGES
+
+# The course's source material (CIFAR-10, one GPU, 100 epochs): what the measurements stand beside.
+REFERENCE = {
+    "train_hours_per_100_epochs": {"pixel": 4.0, "latent": 3.0},
+    "sample_64_seconds": {"DDPM 1000": 11.10, "DDIM 100": 0.82, "latent DDIM 50": 1.41},
+    "fid": {"DDPM 1000": "90.93", "DDIM 100": "88.91", "latent DDIM 50": "85-90"},
+}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(header))) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def tables(result: dict) -> str:
+    """All of the result, one table per measurement."""
+    m = result["machine"]
+    on = [k for k, v in result["options"].items() if v] or ["none"]
+    parts = [f"Measured on {m['device']} ({m['name']}, {m['threads']} threads, torch {m['torch']}), profile "
+             f"`{result['profile']}`, {result['models']}; options on: {', '.join(on)}; {result['seconds']:.0f} s in all.",
+             sizes_table(result), sampling_table(result), training_table(result)]
+    if result["quality"]:
+        parts.append(quality_table(result))
+    parts.append(scaling_table(result))
+    return "\n\n".join(parts)
+
+
+def sizes_table(result: dict) -> str:
+    return "**The networks** (GFLOPs of one forward pass for one image)\n\n" + table(
+        ["network", "parameters", "GFLOPs"],
+        [[name, f"{r['params'] / 1e6:.2f}M", f"{r['gflops']:.3f}"] for name, r in result["sizes"].items()])
+
+
+def sampling_table(result: dict) -> str:
+    sampling, seconds_ref = result["sampling"], REFERENCE["sample_64_seconds"]
+    ddpm, ddpm_ref = sampling["DDPM 1000"]["seconds"], seconds_ref["DDPM 1000"]
+
+    def reference(name):
+        return f"{seconds_ref[name]} s ({ddpm_ref / seconds_ref[name]:.1f}x)" if name in seconds_ref else ""
+
+    return (f"**Sampling {result['settings']['batch']} images** (the median of the timed runs after a warm-up; latent: "
+            "decoding included; the reference: 64 images on one GPU)\n\n" + table(
+                ["sampler", "steps", "runs", "seconds", "ms per step", "speed-up vs DDPM 1000", "GFLOPs per image",
+                 "peak memory", "reference"],
+                [[name, r["steps"], r["runs"], f"{r['seconds']:.2f}", f"{r['ms_per_step']:.1f}", f"{ddpm / r['seconds']:.1f}x",
+                  f"{r['gflops_per_image']:.3g}", f"{r['peak_memory_mib']:.0f} MiB", reference(name)] for name, r in sampling.items()]))
+
+
+def training_table(result: dict) -> str:
+    training, s = result["training"], result["settings"]
+    pixel_rate, ref_hours = training["pixel"]["images_per_second"], REFERENCE["train_hours_per_100_epochs"]
+    return (f"**Training throughput** (batch {s['train_batch']}, {s['train_steps']} timed steps; 100 epochs = "
+            f"{100 * CIFAR_TRAIN_IMAGES:,} images)\n\n" + table(
+                ["run", "images/s", "vs pixel", "hours per 100 epochs", "reference hours"],
+                [[name, f"{r['images_per_second']:.1f}", f"{r['images_per_second'] / pixel_rate:.2f}x",
+                  f"{r['hours_per_100_epochs']:.2f}", ref_hours["pixel" if name == "pixel" else "latent"]] for name, r in training.items()]))
+
+
+def quality_table(result: dict) -> str:
+    q = result["quality"]
+    return (f"**FID and KID** against {q['reference']} (TF-Inception; lower is better; KID x 1000 as mean ± std "
+            "over subsets). FID depends on the count: compare rows of equal n only.\n\n" + table(
+                ["images", "n", "FID", "KID x 1000", "reference FID"],
+                [[name, r["n"], f"{r['fid']:.2f}", f"{1000 * r['kid']:.2f} ± {1000 * r['kid_std']:.2f}",
+                  REFERENCE["fid"].get(name, "")] for name, r in q["scores"].items()]))
+
+
+def scaling_table(result: dict) -> str:
+    return "**What the diffusion model denoises per image** (4 latent channels)\n\n" + table(
+        ["image", "pixel values", "f = 4 latent", "ratio", "f = 8 latent", "ratio"],
+        [[f"{r['side']}x{r['side']}x3", f"{r['pixel']:,}", f"{r['f4']:,}", f"{r['f4_ratio']:.0f}x", f"{r['f8']:,}",
+          f"{r['f8_ratio']:.0f}x"] for r in result["scaling"]])

@@ -1,0 +1,203 @@
+"""Bad input gets a clear error that says what to do: from the command line one `error:` line and exit
+code 2, from the API a DiffeduError (a ValueError). Nothing hangs, nothing is silently wrong."""
+import numpy as np
+import pytest
+import torch
+from conftest import write_batch
+
+from diffedu import checkpoint, cli, data, env, pretrained
+from diffedu.errors import CheckpointError, DataError, DiffeduError
+from diffedu.nets import GaussianDenoiser, UNet, UNetConfig
+from diffedu.pipelines import load_pipeline
+from diffedu.samplers import DDIMScheduler, DDPMScheduler, make_scheduler, sample_trajectory
+from diffedu.schedules import Schedule
+from diffedu.vae import VAE, VAEConfig
+from diffedu.widgets import noising_widget, trajectory_widget
+
+
+def fails(argv, capsys) -> str:
+    """Run the command line; it must fail with exit code 2 and say why on stderr, without a traceback."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit:  # argparse's own checks
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "Traceback" not in err, err
+    return err
+
+
+# ---- numbers on the command line ---------------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--batch-size", "-4"],  # used to hang forever
+    ["train", "--batch-size", "0"], ["train", "--steps", "0"], ["train", "--steps", "many"], ["train", "--lr", "-1"],
+    ["sample", "--ckpt", "ddpm-cifar10", "--samples", "0"], ["sample", "--ckpt", "ddpm-cifar10", "--steps", "0"],
+    ["fid", "--samples", "0"], ["fid", "--batch-size", "0"], ["bench", "--repeats", "0"],
+])
+def test_zero_negative_and_non_numbers_are_refused(argv, capsys):
+    err = fails(argv, capsys)
+    assert "must be a whole number of at least 1" in err or "must be a positive number" in err
+
+
+def test_a_step_count_beyond_the_schedule_or_a_bad_eta_is_one_line(tmp_path, capsys):
+    out = str(tmp_path / "x.png")
+    assert "between 1 and T=1000" in fails(["sample", "--ckpt", "ddpm-cifar10", "--steps", "5000", "--out", out], capsys)
+    assert "eta must be in [0, 1]" in fails(["sample", "--ckpt", "ddpm-cifar10", "--eta", "2", "--out", out], capsys)
+
+
+def test_profile_and_recipe_together_are_refused(capsys):
+    assert "not allowed with argument" in fails(["train", "--profile", "cpu", "--recipe", "ddpm-cifar10"], capsys)
+
+
+@pytest.mark.parametrize("device, message", [("banana", "unknown device 'banana'"), ("cuda", "no CUDA GPU")])
+def test_a_device_that_is_not_there_is_one_line(device, message, tmp_path, capsys):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert message in fails(["sample", "--ckpt", "ddpm-cifar10", "--device", device, "--out", str(tmp_path / "x.png")], capsys)
+    with pytest.raises(DiffeduError, match=message):
+        env.get_device(device)
+
+
+# ---- data files --------------------------------------------------------------------
+
+def cifar_with(tmp_path, **replace):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir(exist_ok=True)
+    write_batch(folder, "data_batch_1", 6, **replace)
+    return tmp_path
+
+
+@pytest.mark.parametrize("replace, message", [
+    ({"data": np.random.rand(6, 3072)}, "'data' must be uint8 of shape \\(N, 3072\\).*float64"),  # pixels in [0, 1]: used to load all black
+    ({"data": np.zeros((6, 3072), np.int16)}, "'data' must be uint8.*int16"),
+    ({"data": np.zeros((6, 32, 32, 3), np.uint8)}, "'data' must be uint8 of shape \\(N, 3072\\).*\\(6, 32, 32, 3\\)"),  # HWC
+    ({"labels": [0, 1, 2]}, "'labels' must be 6 whole numbers in 0..9"),
+    ({"labels": [0, 1, 2, 3, 4, 10]}, "'labels' must be 6 whole numbers in 0..9"),
+    ({"labels": ["cat"] * 6}, "'labels' must be 6 whole numbers"),
+])
+def test_malformed_batch_files_are_refused_by_name(replace, message, tmp_path):
+    root = cifar_with(tmp_path, **replace)
+    with pytest.raises(DataError, match=f"data_batch_1: {message}"):
+        data.load_cifar10(root)
+
+
+def test_a_missing_test_batch_does_not_block_training(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIFFEDU_DATA", raising=False)
+    root = cifar_with(tmp_path)
+    assert len(data.load_cifar10(root)) == 6
+    with pytest.raises(FileNotFoundError, match="test_batch"):
+        data.load_cifar10(root, train=False)
+
+
+def test_a_damaged_batch_file_is_named(tmp_path):
+    root = cifar_with(tmp_path)
+    path = root / "cifar-10-batches-py" / "data_batch_1"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match="data_batch_1 could not be read"):
+        data.load_cifar10(root)
+
+
+# ---- models of the wrong kind or shape ---------------------------------------------
+
+def test_sampling_a_vae_or_decoding_with_a_unet_says_what_fits(tmp_path, capsys):
+    out = str(tmp_path / "x.png")
+    assert "is a VAE, not a diffusion model" in fails(["sample", "--ckpt", "vae-cifar10", "--out", out], capsys)
+    err = fails(["sample", "--ckpt", "ldm-cifar10", "--vae", "ddpm-cifar10", "--out", out], capsys)
+    assert "holds a 'unet' model, not a 'vae' one" in err
+
+
+def test_a_vae_of_the_wrong_shape_is_refused(tmp_path):
+    other = checkpoint.save_model(tmp_path / "vae8", VAE(VAEConfig(channels=8, latent_channels=8)))
+    with pytest.raises(DiffeduError, match="the UNet takes 4x8x8 inputs but the VAE's latents are 8x8x8"):
+        load_pipeline("ldm-cifar10", "cpu", vae=other)
+    with pytest.raises(DiffeduError, match="takes 3x32x32 inputs but the VAE's latents are 8x8x8"):
+        load_pipeline("ddpm-cifar10", "cpu", vae=other)  # a pixel model decodes with no VAE
+
+
+SMALL = UNetConfig(in_channels=3, image_size=32, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"channels": 4096}, "does not fit this UNet.*wrong shape"),  # used to abort with std::bad_alloc
+    ({"channels": -8}, "channels must be a positive whole number, got -8"),
+    ({"channel_mult": []}, "channel_mult must be a non-empty tuple"),
+    ({"dropout": 2}, "dropout must be in"),
+    ({"image_size": 33}, "cannot be halved"),
+    ({"colour": "blue"}, "unexpected keyword argument 'colour'"),
+])
+def test_a_config_is_checked_before_a_model_is_built(change, message, tmp_path):
+    path = checkpoint.save_model(tmp_path / "m", UNet(SMALL))
+    tensors, meta = checkpoint.load(path)
+    checkpoint.save(path, tensors, {**meta, "config": {**meta["config"], **change}})
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.load_model(path)
+
+
+@pytest.mark.parametrize("T", ["abc", -5, 0, 2.5])
+def test_a_schedule_in_a_config_is_checked(T, tmp_path, capsys):
+    path = checkpoint.save_model(tmp_path / "m", UNet(SMALL), schedule="linear", T=T)
+    with pytest.raises(CheckpointError, match="T, the number of diffusion steps, must be a positive whole number"):
+        checkpoint.schedule_of(path)
+    assert "must be a positive whole number" in fails(["sample", "--ckpt", str(path), "--out", str(tmp_path / "x.png")], capsys)
+
+
+# ---- schedules, samplers and widgets -----------------------------------------------
+
+def test_timesteps_outside_the_schedule_are_errors_not_wrap_arounds():
+    schedule, x = Schedule.linear(), torch.zeros(2, 1, 4, 4)
+    for t in (-1, 1000):
+        with pytest.raises(DiffeduError, match="timesteps must be in 0..999"):
+            schedule.q_sample(x, torch.tensor([t, 0]))
+        with pytest.raises(DiffeduError, match="not one of this scheduler's 1000 timesteps"):
+            DDPMScheduler(schedule).step(x, t, x)
+    ddim = DDIMScheduler(schedule).set_timesteps(10)
+    with pytest.raises(DiffeduError, match="t = 500 is not one of this scheduler's 10 timesteps \\(999, 888, 777, ..., 111, 0\\)"):
+        ddim.step(x, 500, x)
+    with pytest.raises(DiffeduError, match="whole numbers"):
+        schedule.q_sample(x, torch.tensor([0.5, 1.0]))
+
+
+def test_an_empty_schedule_is_refused():
+    with pytest.raises(DiffeduError, match="non-empty"):
+        Schedule(torch.tensor([]))
+
+
+def test_widgets_with_nothing_to_show_say_so():
+    schedule = Schedule.linear()
+    with pytest.raises(DiffeduError, match="2 frames"):
+        noising_widget(torch.zeros(2, 3, 32, 32), schedule, frames=0)
+    with pytest.raises(DiffeduError, match="at least 1 image"):
+        noising_widget(torch.zeros(0, 3, 32, 32), schedule)
+    traj = sample_trajectory(GaussianDenoiser(schedule, 0, 1), make_scheduler("ddim", schedule, 4), torch.zeros(2, 3, 32, 32),
+                             frames=2, progress=False)
+    with pytest.raises(DiffeduError, match="at least 1, got 0"):
+        trajectory_widget(traj, n=0)
+    with pytest.raises(DiffeduError, match="frames must be 0"):
+        sample_trajectory(GaussianDenoiser(schedule, 0, 1), make_scheduler("ddim", schedule, 4), torch.zeros(2, 3, 32, 32), frames=-1)
+
+
+def test_unknown_names_list_the_known_ones(capsys):
+    with pytest.raises(DiffeduError, match="shipped: ddpm-cifar10"):
+        pretrained.path("ddpm-imagenet")
+    assert "invalid choice" in fails(["train", "--recipe", "nope"], capsys)
+    assert "invalid choice" in fails(["train", "--profile", "fast"], capsys)
+
+
+# ---- the command line's last line of defence ----------------------------------------
+
+def test_a_genuine_bug_keeps_its_traceback(monkeypatch):
+    def bug(args):
+        raise RuntimeError("a bug in diffedu")
+
+    monkeypatch.setitem(cli.COMMANDS, "sample", bug)
+    with pytest.raises(RuntimeError, match="a bug in diffedu"):
+        cli.main(["sample", "--ckpt", "ddpm-cifar10"])
+
+
+def test_expected_failures_are_one_error_line(monkeypatch, capsys):
+    for error in (PermissionError(13, "Permission denied", "/root/x"), DataError("a bad file"), FloatingPointError("loss became nan")):
+        def fail(args, error=error):
+            raise error
+
+        monkeypatch.setitem(cli.COMMANDS, "sample", fail)
+        assert str(error) in fails(["sample", "--ckpt", "ddpm-cifar10"], capsys)

@@ -1,0 +1,225 @@
+"""Nothing lost: trained work survives overwrites, odd names, Ctrl-C, crashes and moves between folders.
+
+Each test reproduces one way the command line or the API used to lose a model, and holds the fix to it.
+"""
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffedu import checkpoint, cli
+from diffedu.nets import UNet, UNetConfig
+from diffedu.schedules import Schedule
+from diffedu.training import Trainer, eps_loss
+
+SMOKE = ["--profile", "smoke"]
+
+
+def train(tiny_cifar, out, *extra) -> int:
+    return cli.main(["train", *SMOKE, "--data", str(tiny_cifar), "--out", str(out), "--steps", "2", *extra])
+
+
+def weights_of(path) -> bytes:
+    return checkpoint.paths(path)[0].read_bytes()
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith((".partial", ".probe"))]
+
+
+# 1. An existing model is never replaced without being asked.
+def test_train_refuses_to_overwrite_a_model(tiny_cifar, tmp_path, capsys):
+    out = tmp_path / "run" / "model"
+    assert train(tiny_cifar, out, "--steps", "3") == 0
+    before = weights_of(out)
+    assert train(tiny_cifar, out) == 2
+    err = capsys.readouterr().err
+    assert "already holds a model (3 steps)" in err and "--resume" in err and "--force" in err
+    assert weights_of(out) == before
+    assert train(tiny_cifar, out, "--resume") == 0 and checkpoint.read_meta(out)["step"] == 5
+    assert train(tiny_cifar, out, "--force") == 0 and checkpoint.read_meta(out)["step"] == 2
+
+
+# 2. A recipe of another kind is refused before anything is built or written.
+@pytest.mark.parametrize("kind, recipe", [("latent", "ddpm-cifar10"), ("vae", "ddpm-cifar10"), ("ddpm", "vae-cifar10")])
+def test_a_recipe_of_another_kind_is_refused_first(kind, recipe, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", kind, "--recipe", recipe, "--data", str(tmp_path / "none")]) == 2
+    assert f"not a {kind} one" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no runs/ folder, no checkpoint
+
+
+def test_a_recipe_knows_its_kind(tiny_cifar, tmp_path):
+    """`train --recipe vae-cifar10` with no kind used to build a UNet, train 0 steps and overwrite runs/ddpm/model."""
+    out = tmp_path / "vae"
+    assert cli.main(["train", "--recipe", "vae-cifar10", "--steps", "1", "--batch-size", "4", "--data", str(tiny_cifar),
+                     "--out", str(out)]) == 0
+    meta = checkpoint.read_meta(out)
+    assert meta["kind"] == "vae" and meta["recipe"] == "vae-cifar10" and meta["step"] == 1
+    assert meta["config"]["scale_factor"] != 1.0  # measured when the VAE finished
+
+
+# 3. A dot in a name is part of the name.
+def test_a_dot_in_the_name_does_not_reach_another_model(tmp_path):
+    model = UNet(UNetConfig(in_channels=1, image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=()))
+    checkpoint.save_model(tmp_path / "model", model, step=1)
+    checkpoint.save_model(tmp_path / "model.v2", model, step=2)
+    checkpoint.save_model(tmp_path / "lr0.001", model, step=3)
+    assert checkpoint.read_meta(tmp_path / "model")["step"] == 1
+    assert checkpoint.read_meta(tmp_path / "model.v2")["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lr0.001.json", "lr0.001.safetensors", "model.json", "model.safetensors", "model.v2.json", "model.v2.safetensors"]
+    assert checkpoint.paths(tmp_path / "model.v2.safetensors") == checkpoint.paths(tmp_path / "model.v2")
+
+
+# 4. Ctrl-C saves every finished step, and the loss history survives resuming.
+def batches_then(n, stop):
+    """Batches for a tiny UNet; the (n+1)-th request raises `stop` (KeyboardInterrupt: a Ctrl-C)."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(n):
+        yield torch.randn(4, 1, 8, 8, generator=g)
+    raise stop
+
+
+def tiny_trainer():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=1, image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=()))
+    return Trainer(net, partial(eps_loss, schedule=Schedule.linear()), device="cpu", meta={"schedule": "linear"})
+
+
+def test_ctrl_c_in_fit_saves_every_finished_step(tmp_path):
+    trainer = tiny_trainer()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(batches_then(7, KeyboardInterrupt), 100, save_to=tmp_path / "run", save_every=5, log_every=3, progress=False)
+    meta = checkpoint.read_meta(tmp_path / "run")
+    assert meta["step"] == 7 and len(meta["history"]) == 7 and meta["seconds"] > 0
+    resumed = tiny_trainer().load(tmp_path / "run")
+    resumed.fit(batches_then(4, KeyboardInterrupt), 4, save_to=tmp_path / "run", save_every=3, log_every=10, progress=False)
+    meta = checkpoint.read_meta(tmp_path / "run")
+    assert meta["step"] == 11 and meta["history"] == resumed.history and len(resumed.history) == 11
+
+
+def test_a_periodic_save_holds_the_whole_history(tmp_path):
+    """A crash (not Ctrl-C) saves nothing: what is on disk is the periodic save at step 5, with 5 losses."""
+    with pytest.raises(RuntimeError):
+        tiny_trainer().fit(batches_then(7, RuntimeError("a crash")), 100, save_to=tmp_path / "run", save_every=5,
+                           log_every=4, progress=False)
+    meta = checkpoint.read_meta(tmp_path / "run")
+    assert meta["step"] == 5 and len(meta["history"]) == 5
+
+
+def test_ctrl_c_during_the_command_saves_and_says_how_to_resume(tiny_cifar, tmp_path):
+    out = tmp_path / "run" / "model"
+    command = [sys.executable, "-m", "diffedu", "train", *SMOKE, "--data", str(tiny_cifar), "--out", str(out),
+               "--steps", "1000000", "--save-every", "0", "--device", "cpu"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "steps 0 -> 1000000" in child.stdout.readline()  # printed just before training starts
+    time.sleep(3)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    meta = checkpoint.read_meta(out)
+    assert meta["step"] > 0 and len(meta["history"]) == meta["step"]
+    assert f"interrupted: saved {meta['step']} steps" in err and "--resume" in err
+    assert leftovers(tmp_path) == []
+    assert cli.main(["train", "--data", str(tiny_cifar), "--out", str(out), "--resume", "--steps", "2"]) == 0
+    assert checkpoint.read_meta(out)["step"] == meta["step"] + 2
+
+
+# 5. The weights and their config are saved atomically: a kill at any moment leaves a matching pair.
+SAVER = textwrap.dedent("""
+    import sys, torch
+    from diffedu import checkpoint
+    path = sys.argv[1]
+    for step in range(1, 10_000):  # each save: every tensor holds the step number, and so does the config
+        checkpoint.save(path, {f"w{i}": torch.full((512, 1024), float(step)) for i in range(8)}, {"step": step})
+        print(step, flush=True)
+""")
+
+
+def test_a_checkpoint_killed_while_saving_is_the_old_or_the_new_one_never_a_mix(tmp_path):
+    path, rng = tmp_path / "ckpt", random.Random(0)
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER)
+    steps = []
+    for _ in range(6):
+        child = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
+        child.stdout.readline()  # one save done: the kill falls somewhere in the saves after it
+        time.sleep(rng.uniform(0.0, 0.5))
+        child.kill()
+        child.wait()
+        meta = checkpoint.read_meta(path)
+        tensors = load_file(str(checkpoint.paths(path)[0]))
+        assert all(torch.all(t == meta["step"]) for t in tensors.values()), "weights of one save, config of another"
+        steps.append(meta["step"])
+    assert len(set(steps)) > 1  # the kills fell at different moments
+    checkpoint.save(path, {"w": torch.zeros(1)}, {"step": 0})  # the next save clears what a kill left behind
+    assert leftovers(tmp_path) == []
+
+
+def test_an_interrupted_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        Path(args[1]).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path / "m", {"w": torch.zeros(1)}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+# 6. An output that cannot be written is found before training, not after.
+def test_an_unwritable_out_is_refused_before_training(tiny_cifar, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    assert train(tiny_cifar, tmp_path / "a_file" / "model") == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_refused_before_training(tiny_cifar, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert train(tiny_cifar, locked / "model") == 2
+        assert "cannot write" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+# 7. A latent run keeps the VAE it learned, by a reference that resolves from anywhere.
+def test_a_latent_run_keeps_its_vae(tiny_cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    common = [*SMOKE, "--data", str(tiny_cifar), "--steps", "2"]
+    assert cli.main(["train", "vae", *common, "--out", "vaes/a"]) == 0
+    assert cli.main(["train", "vae", *common, "--out", "vaes/b", "--seed", "1"]) == 0
+    assert cli.main(["train", "latent", *common, "--vae", "vaes/a", "--out", "latent"]) == 0  # a relative path
+    assert checkpoint.read_meta("latent")["vae"] == str((tmp_path / "vaes" / "a").resolve())
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # sampling from another folder finds the VAE
+    assert cli.main(["sample", "--ckpt", str(tmp_path / "latent"), "--steps", "2", "--samples", "2"]) == 0
+    monkeypatch.chdir(tmp_path)
+
+    assert cli.main(["train", "latent", *common, "--out", "latent", "--resume", "--vae", "vaes/b"]) == 2
+    assert "would mix two latent spaces" in capsys.readouterr().err
+    assert cli.main(["train", "latent", *common, "--out", "latent", "--resume"]) == 0  # keeps vaes/a, without --vae
+    assert checkpoint.read_meta("latent")["step"] == 4
+
+    assert cli.main(["train", "vae", *common, "--out", "vaes/a", "--force", "--seed", "2"]) == 0  # replace the VAE
+    capsys.readouterr()
+    assert cli.main(["sample", "--ckpt", "latent", "--steps", "2", "--samples", "2"]) == 2
+    assert "has changed since" in capsys.readouterr().err
+    assert cli.main(["train", "latent", *common, "--out", "latent", "--resume"]) == 2
+    assert "has changed since" in capsys.readouterr().err
