@@ -32,15 +32,21 @@ from .recipes import KINDS, RECIPES, get_recipe
 from .viz import grid
 
 
-def positive(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
+def at_least(minimum: int):
+    """argparse type: a whole number of at least `minimum` (so 0 and -4 fail here, not in a hang later)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive = at_least(1)
 
 
 def positive_float(text: str) -> float:
@@ -76,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the training saved at --out")
     again.add_argument("--force", action="store_true", help="replace a model already saved at --out")
-    t.add_argument("--save-every", type=int, default=500, help="save every N steps, 0: only at the end (default: 500)")
+    t.add_argument("--save-every", type=at_least(0), default=500, help="save every N steps, 0: only at the end (default: 500)")
     t.add_argument("--device", help=device_help)
     t.add_argument("--seed", type=int, default=0)
 
@@ -176,6 +182,9 @@ def vae_for_latent(args, recipe, saved: dict | None, device):
     vae = load_vae(name, device)
     if saved and saved.get("vae_fingerprint") not in (None, vae_fingerprint(vae)):
         raise CheckpointError(f"the VAE at {name} has changed since this run started: it cannot be resumed on it")
+    if vae.config.scale_factor == 1.0:  # the default: calibrate() has never measured it
+        raise CheckpointError(f"the latent scale factor of the VAE at {name} was never measured (its training did not "
+                              f"finish): finish it with `python -m diffedu train --out {name} --resume`")
     return vae, pretrained.reference(name)
 
 

@@ -114,6 +114,13 @@ def test_a_vae_of_the_wrong_shape_is_refused(tmp_path):
         load_pipeline("ddpm-cifar10", "cpu", vae=other)  # a pixel model decodes with no VAE
 
 
+def test_a_vae_whose_training_did_not_finish_is_refused_for_latents(tiny_cifar, tmp_path, capsys):
+    vae = checkpoint.save_model(tmp_path / "vae", VAE(VAEConfig(channels=8)))  # its scale factor was never measured
+    argv = ["train", "latent", "--profile", "smoke", "--data", str(tiny_cifar), "--vae", str(vae), "--out", str(tmp_path / "l")]
+    err = fails(argv, capsys)
+    assert "scale factor of the VAE" in err and "never measured" in err and "--resume" in err
+
+
 SMALL = UNetConfig(in_channels=3, image_size=32, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
 
 

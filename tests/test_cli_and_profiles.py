@@ -76,3 +76,29 @@ def test_cli_fid_scores_real_images_reconstructions_and_samples(cifar_root, tmp_
     assert lines[2].startswith("ldm-cifar10, ddim 2 steps: 3 images, FID ")
     assert all("against the first 6 training images" in line for line in lines)
     assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 1  # one reference set, computed once
+
+
+def test_every_recipe_knows_its_kind_and_builds_its_model():
+    from diffedu.recipes import RECIPES
+    from diffedu.nets import UNet
+    from diffedu.vae import VAE
+
+    for recipe in RECIPES.values():
+        model = recipe.build()
+        assert isinstance(model, VAE if recipe.kind == "vae" else UNet), recipe.name
+        if recipe.kind == "latent":
+            assert (model.config.in_channels, model.config.image_size) == (4, 8)
+        trainer = recipe.trainer("cpu", model)
+        assert trainer.meta["recipe"] == recipe.name and ("schedule" in trainer.meta) == (recipe.kind != "vae")
+    for profile in PROFILES.values():  # a profile names one lesson-sized recipe per kind, and sizes nothing else
+        assert [profile.recipe(k).name for k in ("ddpm", "vae", "latent")] == [f"{profile.name}-{k}" for k in ("ddpm", "vae", "latent")]
+    assert {"ddpm-cifar10", "vae-cifar10", "ldm-cifar10"} <= set(RECIPES)
+
+
+def test_the_commands_share_their_flag_names():
+    commands = next(a for a in cli.parser()._actions if a.dest == "command").choices
+    dests = {name: {a.dest for a in command._actions} for name, command in commands.items()}
+    assert {"samples", "batch_size"} <= dests["fid"] and {"samples", "batch_size"} <= dests["bench"]
+    assert "samples" in dests["sample"] and "batch_size" in dests["train"]
+    for name, names in dests.items():
+        assert not names & {"n", "batch"}, f"{name}: the flags are --samples and --batch-size"

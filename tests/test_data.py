@@ -103,6 +103,13 @@ def test_cached_tensor_computes_once_and_again_when_the_file_is_damaged(tmp_path
     assert torch.equal(env.cached_tensor(path, compute), first) and len(calls) == 2
 
 
+def test_the_home_folder_follows_its_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path / "elsewhere"))
+    assert env.home() == tmp_path / "elsewhere"
+    monkeypatch.delenv("DIFFEDU_HOME")
+    assert env.home().name == "data"  # in the course checkout: its data/ folder
+
+
 def test_fingerprint_changes_with_the_contents():
     a = torch.zeros(3, dtype=torch.uint8)
     assert env.fingerprint(a) == env.fingerprint(a.clone()) != env.fingerprint(a + 1)

@@ -11,6 +11,7 @@ from diffedu.errors import DiffeduError
 from diffedu.metrics import psnr
 from diffedu.pipelines import LatentDiffusion, PixelDiffusion, load_pipeline
 from diffedu.recipes import get_recipe
+from diffedu.samplers import DDIMScheduler, sample
 
 SHIPPED = ["ddpm-cifar10", "ldm-cifar10", "vae-cifar10"]
 
@@ -40,6 +41,14 @@ def test_shipped_pipelines_sample_images_in_range(name, kind):
     assert type(pipe) is kind and pipe.schedule.name == "linear" and pipe.schedule.T == 1000
     x = pipe.sample(2, steps=5, generator=torch.Generator().manual_seed(0), progress=False)
     assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1 and x.std() > 0.1
+
+
+def test_a_pipeline_samples_what_the_sampling_loop_gives():
+    pipe = load_pipeline("ddpm-cifar10", "cpu")
+    x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    scheduler = DDIMScheduler(checkpoint.schedule_of(pretrained.path("ddpm-cifar10"))).set_timesteps(3)
+    by_hand = sample(pipe.unet, scheduler, x_T, progress=False)
+    assert torch.equal(pipe.sample(2, steps=3, generator=torch.Generator().manual_seed(0), progress=False), by_hand)
 
 
 def test_shipped_vae_reconstructs_real_images(cifar_root):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from diffedu.nets import GaussianDenoiser
-from diffedu.samplers import (DDIMScheduler, DDPMScheduler, ddim_invert, ddim_sample, ddim_timesteps, ddpm_sample,
-                              make_scheduler, sample, sample_trajectory, slerp)
+from diffedu.samplers import (DDIMScheduler, DDPMScheduler, StepOutput, ddim_invert, ddim_sample, ddim_timesteps,
+                              ddpm_sample, make_scheduler, sample, sample_trajectory, slerp)
 from diffedu.schedules import Schedule
 
 M, S = 0.3, 0.5  # data ~ N(M, S^2), per pixel
@@ -170,3 +170,22 @@ def test_slerp_keeps_the_norm_of_noise():
     assert torch.allclose(mid, a.flatten(1).norm(dim=1), rtol=0.05)  # a straight line's midpoint is ~30% shorter
     assert ((a + b) / 2).flatten(1).norm(dim=1).mean() < 0.75 * mid.mean()
     assert torch.allclose(slerp(a, a, 0.3), a, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [DDPMScheduler, DDIMScheduler])
+def test_both_schedulers_share_one_protocol(make, schedule, exact):
+    scheduler = make(schedule).set_timesteps(None if make is DDPMScheduler else 20, "uniform")
+    x = noise(3)
+    out = scheduler.step(exact(x, torch.tensor(scheduler.timesteps[0])), scheduler.timesteps[0], x)
+    assert isinstance(out, StepOutput) and out.prev.shape == out.x0.shape == x.shape
+    prev, x0 = out  # unpacks like a tuple, as the sampling loop does
+    assert torch.equal(x0, schedule.predict_x0(x, scheduler.timesteps[0], exact(x, torch.tensor(scheduler.timesteps[0]))).clamp(-1, 1))
+
+
+def test_inversion_is_the_ddim_step_backwards(schedule, exact):
+    """invert_step from t_prev to t, then step from t back to t_prev, returns the start (same eps)."""
+    scheduler = DDIMScheduler(schedule, clip_x0=False).set_timesteps(10)
+    x, t = noise(4), scheduler.timesteps[3]
+    eps = exact(x, torch.tensor(scheduler.prev_timestep(t)))
+    up = scheduler.invert_step(eps, t, x).prev
+    assert torch.allclose(scheduler.step(eps, t, up).prev, x, atol=1e-10)
