@@ -153,16 +153,14 @@ def save_model(path: str | Path, model: nn.Module, dtype: torch.dtype | None = N
     return save(path, tensors, {"kind": model_kind(model), "config": model.config.to_dict(), **meta})
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", kind: str | None = None) -> nn.Module:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model from the config and load its weights: the EMA weights of a training
-    checkpoint when it has them, else the plain ones. Eval mode. With `kind`, refuse any other kind.
+    checkpoint when it has them, else the plain ones. Eval mode.
 
     The config is checked against the weights' shapes (read from the header) on a skeleton model
     that holds no memory, before the real model is built: a config that asks for a huge or
     nonsensical model fails with a message, not an out-of-memory abort."""
     meta = read_meta(path)
-    if kind and meta.get("kind") != kind:
-        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} model, not a {kind!r} one")
     shapes = _header(paths(path)[0])[1]
     prefix = "ema" if with_prefix(shapes, "ema") else "model"
     with torch.device("meta"):

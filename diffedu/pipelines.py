@@ -104,7 +104,7 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
         raise CheckpointError(f"{name_or_path} is a VAE, not a diffusion model: sample a UNet checkpoint "
                               f"(e.g. ddpm-cifar10 or ldm-cifar10), or score its reconstructions with "
                               f"`python -m diffedu fid --ckpt {name_or_path}`")
-    unet, schedule = checkpoint.load_model(path, device, kind="unet"), checkpoint.schedule_of(path)
+    unet, schedule = checkpoint.load_model(path, device), checkpoint.schedule_of(path)
     vae_ref = vae or meta.get("vae")
     if vae_ref is None:
         if unet.config.in_channels != 3:
@@ -119,4 +119,8 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
 
 def load_vae(name_or_path: str | Path, device: str | torch.device | None = None) -> VAE:
     """A VAE by shipped name or path, refusing checkpoints of another kind."""
-    return checkpoint.load_model(pretrained.resolve(name_or_path), env.get_device(device), kind="vae")
+    path = pretrained.resolve(name_or_path)
+    kind = checkpoint.read_meta(path).get("kind")
+    if kind != "vae":
+        raise CheckpointError(f"{name_or_path} holds a {kind} model, not a VAE: pass a VAE checkpoint (e.g. vae-cifar10)")
+    return checkpoint.load_model(path, env.get_device(device))

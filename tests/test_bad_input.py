@@ -103,7 +103,7 @@ def test_sampling_a_vae_or_decoding_with_a_unet_says_what_fits(tmp_path, capsys)
     out = str(tmp_path / "x.png")
     assert "is a VAE, not a diffusion model" in fails(["sample", "--ckpt", "vae-cifar10", "--out", out], capsys)
     err = fails(["sample", "--ckpt", "ldm-cifar10", "--vae", "ddpm-cifar10", "--out", out], capsys)
-    assert "holds a 'unet' model, not a 'vae' one" in err
+    assert "ddpm-cifar10 holds a unet model, not a VAE" in err
 
 
 def test_a_vae_of_the_wrong_shape_is_refused(tmp_path):
