@@ -48,16 +48,16 @@ class Recipe:
     def noise_schedule(self) -> Schedule:
         return Schedule.by_name(self.schedule)
 
-    def trainer(self, device=None, model: nn.Module | None = None) -> Trainer:
-        """A Trainer with this recipe's loss and learning rate, for a fresh model (or the given one,
-        e.g. rebuilt from a checkpoint to resume). A diffusion model's checkpoints record the noise
-        schedule, because a sampler must use the one the model learned."""
+    def trainer(self, device=None, model: nn.Module | None = None, loss_fn=None) -> Trainer:
+        """A Trainer with this recipe's learning rate and loss (or `loss_fn(model, batch)`, e.g. one a learner
+        wrote), for a fresh model (or the given one, e.g. rebuilt from a checkpoint to resume). A diffusion
+        model's checkpoints record the noise schedule, because a sampler must use the one the model learned."""
         model = model or self.build()
         meta = {"recipe": self.name}
         if self.kind == "vae":
-            return Trainer(model, vae_loss, lr=self.lr, device=device, meta=meta)
+            return Trainer(model, loss_fn or vae_loss, lr=self.lr, device=device, meta=meta)
         schedule = self.noise_schedule()
-        return Trainer(model, partial(eps_loss, schedule=schedule), lr=self.lr, device=device,
+        return Trainer(model, loss_fn or partial(eps_loss, schedule=schedule), lr=self.lr, device=device,
                        meta={**meta, "schedule": schedule.name, "T": schedule.T})
 
 

@@ -107,14 +107,16 @@ class DDPMScheduler(Scheduler):
             raise DiffeduError(f"DDPM visits every step (steps={self.schedule.T}); use DDIMScheduler for fewer")
         return super().set_timesteps(None, spacing)
 
-    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator=None) -> StepOutput:
+    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator=None, noise=None) -> StepOutput:
+        """x_t -> x_{t-1}; `noise` (default: drawn from `generator`) is the fresh N(0, I) draw."""
         self.prev_timestep(t)  # a t outside the schedule is an error, not a wrap-around
         s = self.schedule
         x0, _ = self.predict(eps, t, x_t)
         mean = at(s.posterior_coef_x0, t, x_t) * x0 + at(s.posterior_coef_xt, t, x_t) * x_t
         if t == 0:
             return StepOutput(mean, x0)  # the posterior variance at t = 0 is 0
-        return StepOutput(mean + at(s.posterior_variance, t, x_t).sqrt() * _noise_like(x_t, generator), x0)
+        noise = _noise_like(x_t, generator) if noise is None else noise
+        return StepOutput(mean + at(s.posterior_variance, t, x_t).sqrt() * noise, x0)
 
 
 class DDIMScheduler(Scheduler):
@@ -139,13 +141,14 @@ class DDIMScheduler(Scheduler):
         ab, ab_prev = self.alpha_bar(t, like), self.alpha_bar(self.prev_timestep(t), like)
         return self.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
 
-    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator=None) -> StepOutput:
+    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator=None, noise=None) -> StepOutput:
+        """x_t -> x_{t_prev}; with eta > 0, `noise` (default: drawn from `generator`) is the fresh N(0, I) draw."""
         t_prev = self.prev_timestep(t)
         x0, eps = self.predict(eps, t, x_t)
         ab_prev, sigma = self.alpha_bar(t_prev, x_t), self.sigma(t).to(x_t.dtype)
         x_prev = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).sqrt() * eps
         if self.eta > 0 and t_prev >= 0:
-            x_prev = x_prev + sigma * _noise_like(x_t, generator)
+            x_prev = x_prev + sigma * (_noise_like(x_t, generator) if noise is None else noise)
         return StepOutput(x_prev, x0)
 
     def invert_step(self, eps: torch.Tensor, t: int, x: torch.Tensor) -> StepOutput:

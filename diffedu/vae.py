@@ -95,9 +95,10 @@ class VAE(nn.Module):
         return self.decode(reparameterize(mean, logvar)), mean, logvar
 
 
-def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mean + std * eps: a sample of N(mean, exp(logvar)) that gradients can flow through."""
-    return mean + (0.5 * logvar).exp() * torch.randn_like(mean)
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mean + std * eps: a sample of N(mean, exp(logvar)) that gradients can flow through
+    (eps: `noise`, default a fresh N(0, I) draw)."""
+    return mean + (0.5 * logvar).exp() * (torch.randn_like(mean) if noise is None else noise)
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

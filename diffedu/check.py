@@ -1,0 +1,735 @@
+"""Checks for the lessons' exercises: write the function, then call its check in the next cell.
+
+    check.q_sample(q_sample)
+
+A check runs your function on inputs whose right answers are known (closed forms, diffedu's own
+reference, and for the sampler steps Hugging Face diffusers' schedulers too), in a second or two on a
+CPU. It prints what it verified, or stops with the mistake it found: the common ones it names ("the
+variance where the standard deviation belongs"), any other it locates.
+
+While your function is missing or wrong, the check puts diffedu's reference in its place under the
+same name, so the rest of the lesson still runs: come back to the exercise when you like.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics
+from .latent import measure_scale_factor
+from .nets import UNet, UNetConfig
+from .pipelines import LatentDiffusion
+from .samplers import DDIMScheduler, DDPMScheduler, ddim_timesteps as _ddim_timesteps
+from .schedules import Schedule, at, cosine_betas, linear_betas
+from .vae import VAE, VAEConfig, kl_divergence as _kl_divergence, reparameterize as _reparameterize
+
+F64 = torch.float64
+
+
+class ExerciseError(AssertionError):
+    """An exercise not done yet, or not right (an AssertionError, so nbgrader counts it as failed)."""
+
+
+class Mistake(Exception):
+    """What a check found wrong, in words."""
+
+
+def exercise(reference: Callable):
+    """Turn `check(fn) -> what it verified` into the check of the exercise of the same name, with
+    `reference` (the same signature as the learner's function) standing in while it fails."""
+    def wrap(check):
+        name = check.__name__
+
+        @functools.wraps(check)
+        def run(fn: Callable) -> None:
+            try:
+                verified = check(fn)
+            except NotImplementedError:
+                problem = "not implemented yet: write the function's body in place of `raise NotImplementedError`"
+            except Mistake as mistake:
+                problem = str(mistake)
+            except Exception as error:  # the learner's code failed: say how, and where that usually comes from
+                problem = f"calling it raised {type(error).__name__}: {error}{_hint(error)}"
+            else:
+                print(f"✓ {name}: {verified}")
+                return
+            sys._getframe(1).f_globals[name] = reference  # so that the lesson's later cells still run
+            raise ExerciseError(f"✗ {name}: {problem}\n(Until it passes, the rest of this lesson uses diffedu's "
+                                f"reference {name}.)") from None
+
+        run.reference = reference
+        return run
+    return wrap
+
+
+def _hint(error: Exception) -> str:
+    if isinstance(error, IndexError):
+        return " (a timestep outside 0..T-1? t counts from 0 here)"
+    if isinstance(error, RuntimeError) and "size of tensor" in str(error):
+        return " (a table value per image has shape (B,): reshape it to (B, 1, 1, 1) to scale whole images)"
+    return ""
+
+
+# ---- comparing answers ----------------------------------------------------------------
+
+def _close(got, want, rtol: float = 1e-5, atol: float = 1e-7) -> bool:
+    if isinstance(want, (tuple, list)):
+        return isinstance(got, (tuple, list)) and len(got) == len(want) and all(_close(g, w, rtol, atol) for g, w in zip(got, want))
+    try:
+        got, want = torch.as_tensor(got, dtype=F64), torch.as_tensor(want, dtype=F64)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return got.shape == want.shape and bool(torch.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def _describe(got, want) -> str:
+    """Where a wrong answer is wrong, when no known mistake explains it."""
+    if isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            return f"it should return {len(want)} values, it returned {type(got).__name__}"
+        i = next(i for i, (g, w) in enumerate(zip(got, want)) if not _close(g, w))
+        return f"value {i + 1} of {len(want)} is wrong: {_describe(got[i], want[i])}"
+    try:
+        got = torch.as_tensor(got, dtype=F64)
+    except (TypeError, ValueError, RuntimeError):
+        return f"it returned a {type(got).__name__}, not numbers"
+    want = torch.as_tensor(want, dtype=F64)
+    if got.shape != want.shape:
+        return f"it returned shape {tuple(got.shape)} where {tuple(want.shape)} is expected"
+    if not torch.isfinite(got).all():
+        return "it returned NaN or infinity (a division by zero, or the log or square root of a negative number?)"
+    error = (got - want).abs()
+    worst = np.unravel_index(int(error.argmax()), tuple(error.shape)) if error.dim() else ()
+    return (f"it is off by up to {error.max().item():.3g} (at index {tuple(int(i) for i in worst)}: got "
+            f"{got[worst].item():.6g}, expected {want[worst].item():.6g})")
+
+
+def _compare(fn: Callable, cases: Callable[[], list[tuple]], expected: list, mistakes: dict[str, Callable] | None = None,
+             rtol: float = 1e-5, atol: float = 1e-7) -> None:
+    """fn(*case) must equal the expected answer for every case; else name the known mistake it makes,
+    or say where it is wrong. `cases()` gives fresh inputs each time, so that in-place changes cannot leak."""
+    got = [fn(*case) for case in cases()]
+    right = [_close(g, w, rtol, atol) for g, w in zip(got, expected)]
+    if all(right):
+        return
+    for message, wrong in (mistakes or {}).items():  # the mistake explains every wrong answer, and the rest are right
+        like = [_close(g, wrong(*case), rtol, atol) for g, case in zip(got, cases())]
+        if all(r or m for r, m in zip(right, like)):
+            raise Mistake(message)
+    i = right.index(False)
+    raise Mistake(f"wrong on test case {i + 1} of {len(expected)}: {_describe(got[i], expected[i])}")
+
+
+def _randn(*shape, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+LINEAR = Schedule.linear()
+
+
+_DIFFUSERS_LOCK = threading.Lock()  # diffusers' lazy module must not be imported from two threads at once
+
+
+def _diffusers(name: str):
+    """diffusers' scheduler class, or None when it is not installed (the comparison is then skipped)."""
+    with _DIFFUSERS_LOCK:
+        try:
+            import diffusers
+        except ImportError:
+            return None
+        return getattr(diffusers, name)
+
+
+def _import_diffusers_early() -> None:
+    for name in ("DDPMScheduler", "DDIMScheduler"):
+        _diffusers(name)
+
+
+# diffusers takes seconds to import: start now, in the background, so the step checks stay quick.
+threading.Thread(target=_import_diffusers_early, daemon=True).start()
+
+
+SKIPPED = " (diffusers is not installed: the comparison with its {} was skipped; pip install diffusers)"
+
+
+# ---- lesson 01 --------------------------------------------------------------------------
+
+def _ref_alpha_bar(betas):
+    return Schedule(betas).alpha_bar
+
+
+@exercise(_ref_alpha_bar)
+def alpha_bar(fn):
+    tables = [linear_betas(1000), cosine_betas(1000), torch.rand(12, generator=torch.Generator().manual_seed(0), dtype=F64) / 2]
+    _compare(fn, lambda: [(b.clone(),) for b in tables], [Schedule(b).alpha_bar for b in tables], {
+        "that multiplies the betas; alpha_bar multiplies the alphas, alpha_t = 1 - beta_t": lambda b: torch.cumprod(b, 0),
+        "a sum where a product belongs: alpha_bar_t = prod_{s <= t} (1 - beta_s) (torch.cumprod)": lambda b: torch.cumsum(1 - b, 0),
+        "off by one: the product includes step t itself, so alpha_bar_0 = 1 - beta_0, not 1":
+            lambda b: torch.cat([b.new_ones(1), torch.cumprod(1 - b, 0)[:-1]]),
+        "that is 1 - prod(beta_s); alpha_bar is prod(1 - beta_s)": lambda b: 1 - torch.cumprod(b, 0),
+    })
+    return "equals diffedu's alpha_bar for the linear, cosine and a random schedule (linear: 0.9999 at t = 0, 4.0e-05 at t = 999)"
+
+
+def _ref_q_sample(x0, t, noise, alpha_bar):
+    ab = at(alpha_bar, t, x0)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def _q_sample_cases():
+    t = torch.tensor([0, 1, 250, 500, 998, 999, 10, 600])
+    return [(_randn(8, 3, 4, 4, seed=1).clamp(-1, 1), t.clone(), _randn(8, 3, 4, 4, seed=2), LINEAR.alpha_bar.clone())]
+
+
+@exercise(_ref_q_sample)
+def q_sample(fn):
+    (x0, t, noise, _), = _q_sample_cases()
+    _compare(fn, _q_sample_cases, [LINEAR.q_sample(x0, t, noise)], {
+        "the signal is scaled by sqrt(alpha_bar_t) and the noise by sqrt(1 - alpha_bar_t): the square roots are missing":
+            lambda x0, t, n, ab: ab[t].view(-1, 1, 1, 1) * x0 + (1 - ab[t].view(-1, 1, 1, 1)) * n,
+        "the noise's factor is sqrt(1 - alpha_bar_t), a standard deviation: its square root is missing":
+            lambda x0, t, n, ab: ab[t].view(-1, 1, 1, 1).sqrt() * x0 + (1 - ab[t].view(-1, 1, 1, 1)) * n,
+        "off by one: alpha_bar[t] is the table's value at t (t counts from 0)":
+            lambda x0, t, n, ab: _ref_q_sample(x0, (t - 1).clamp(min=0), n, ab),
+        "each image has its own t: index alpha_bar with the whole tensor t, not t[0]":
+            lambda x0, t, n, ab: _ref_q_sample(x0, t[:1].expand(len(t)), n, ab),
+        "x_0 and the noise are swapped: sqrt(alpha_bar_t) scales the image":
+            lambda x0, t, n, ab: _ref_q_sample(n, t, x0, ab),
+    })
+    return "x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, with one t per image, at t = 0, 1, ..., 999"
+
+
+def _ref_next_noise_variance(alpha_t, alpha_bar_prev):
+    return 1 - alpha_t * alpha_bar_prev  # = 1 - alpha_bar_t: the claim being proved
+
+
+@exercise(_ref_next_noise_variance)
+def next_noise_variance(fn):
+    alpha, ab_prev = 1 - _randn(50, seed=3).abs() / 50, torch.rand(50, generator=torch.Generator().manual_seed(4), dtype=F64)
+    _compare(fn, lambda: [(alpha.clone(), ab_prev.clone())], [1 - alpha * ab_prev], {
+        "standard deviations added: independent noises add their variances, not their standard deviations":
+            lambda a, p: (a * (1 - p)).sqrt() + (1 - a).sqrt(),
+        "scaling x_{t-1} by sqrt(alpha_t) scales its noise's variance by alpha_t (the square of the factor), not sqrt(alpha_t)":
+            lambda a, p: a.sqrt() * (1 - p) + (1 - a),
+        "the old noise shrinks too: it is inside x_{t-1}, which is multiplied by sqrt(alpha_t)":
+            lambda a, p: (1 - p) + (1 - a),
+    })
+    return "alpha_t (1 - alpha_bar_{t-1}) + beta_t = 1 - alpha_bar_t: the noise stays one Gaussian, and the induction holds"
+
+
+# ---- lesson 02 --------------------------------------------------------------------------
+
+class Spy(nn.Module):
+    """A stand-in for the UNet: it records what it is given and answers with fixed numbers."""
+
+    def __init__(self, answer: torch.Tensor):
+        super().__init__()
+        self.answer, self.calls = answer, []
+
+    def forward(self, x, t):
+        self.calls.append((x.detach().clone(), torch.as_tensor(t).detach().clone()))
+        return self.answer
+
+
+def _ref_eps_loss(model, x0, alpha_bar):
+    t = torch.randint(0, len(alpha_bar), (len(x0),), device=x0.device)
+    noise = torch.randn_like(x0)
+    return torch.nn.functional.mse_loss(model(_ref_q_sample(x0, t, noise, alpha_bar.to(x0.device)), t), noise)
+
+
+def _gaussian(x: torch.Tensor) -> bool:
+    return abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+
+
+@exercise(_ref_eps_loss)
+def eps_loss(fn):
+    n, ab = 16384, LINEAR.alpha_bar  # many images: every t in 0..999 is drawn, and the noise's statistics are sharp
+    x0 = (torch.rand(n, 1, 2, 2, generator=torch.Generator().manual_seed(5), dtype=F64) * 2 - 1)
+    spy = Spy(_randn(n, 1, 2, 2, seed=6))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        loss = fn(spy, x0.clone(), ab.clone())
+    if len(spy.calls) != 1:
+        raise Mistake(f"it called the model {len(spy.calls)} times: call it once, on the whole noisy batch")
+    x_t, t = spy.calls[0]
+    if x_t.shape != x0.shape:
+        raise Mistake(f"the model was given shape {tuple(x_t.shape)}; give it x_t, shaped like x0 {tuple(x0.shape)}")
+    if t.shape != (n,) or t.is_floating_point():
+        raise Mistake(f"t must be one whole-number step per image, shape ({n},); it was {t.dtype} of shape {tuple(t.shape)}")
+    if len(t.unique()) == 1:
+        raise Mistake("one t for the whole batch: draw one per image, torch.randint(0, T, (len(x0),))")
+    if t.min() > 0:
+        raise Mistake("t starts at 0 here (Ho et al. count from 1): torch.randint(0, T, ...)")
+    if t.max() < len(ab) - 1:
+        raise Mistake("t never reaches T - 1: torch.randint's upper bound is exclusive, so torch.randint(0, T, ...)")
+    a = ab[t].view(-1, 1, 1, 1)
+    noise = (x_t - a.sqrt() * x0) / (1 - a).sqrt()  # the noise that made x_t, if x_t was made right
+    if not _gaussian(noise):
+        if _gaussian((x_t - a * x0) / (1 - a)):
+            raise Mistake("x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps: the square roots are missing")
+        if abs(noise.mean().item() - 0.5) < 0.05:
+            raise Mistake("the noise must be Gaussian: torch.randn_like, not torch.rand_like (uniform in [0, 1))")
+        raise Mistake("x_t is not sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps with Gaussian eps")
+    answer = spy.answer
+    if not _close(loss, ((answer - noise) ** 2).mean()):
+        for message, wrong in {
+            "the target is the noise eps, not the clean image x_0": ((answer - x0) ** 2).mean(),
+            "the target is the noise eps, not the noisy x_t": ((answer - x_t) ** 2).mean(),
+            "summed over every value: take the mean (F.mse_loss's default), so the loss does not grow with the batch":
+                ((answer - noise) ** 2).sum(),
+            "a mean absolute error: the loss is the mean *squared* error": (answer - noise).abs().mean(),
+        }.items():
+            if _close(loss, wrong):
+                raise Mistake(message)
+        raise Mistake(f"the loss should be mean((model(x_t, t) - eps)^2) = {((answer - noise) ** 2).mean().item():.6g}; "
+                      f"it returned {float(loss):.6g}")
+    return ("one uniform t in 0..999 per image, Gaussian noise, x_t made from them, and the loss is the mean squared "
+            "error between the model's answer and that noise (Ho et al. eq. 14)")
+
+
+def _ref_posterior(betas, alpha_bar):
+    s = Schedule(betas)
+    return s.posterior_coef_x0, s.posterior_coef_xt, s.posterior_variance
+
+
+@exercise(_ref_posterior)
+def posterior(fn):
+    schedules = [LINEAR, Schedule.cosine()]
+
+    def prev(ab):
+        return torch.cat([ab.new_ones(1), ab[:-1]])
+
+    _compare(fn, lambda: [(s.betas.clone(), s.alpha_bar.clone()) for s in schedules],
+             [(s.posterior_coef_x0, s.posterior_coef_xt, s.posterior_variance) for s in schedules], {
+        "the variance is beta-tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t): beta_t itself is Ho et al.'s "
+        "other choice of sigma_t^2, an upper bound, not the posterior's":
+            lambda b, ab: (*_ref_posterior(b, ab)[:2], b),
+        "alpha_bar_{t-1} where the formulas say t - 1: shift alpha_bar by one step, with alpha_bar_{-1} = 1":
+            lambda b, ab: (b * ab.sqrt() / (1 - ab), (1 - ab) * (1 - b).sqrt() / (1 - ab), b * (1 - ab) / (1 - ab)),
+        "the x_t coefficient has sqrt(alpha_t), not alpha_t":
+            lambda b, ab: (b * prev(ab).sqrt() / (1 - ab), (1 - prev(ab)) * (1 - b) / (1 - ab), _ref_posterior(b, ab)[2]),
+        "the two mean coefficients are swapped: beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) multiplies x_0":
+            lambda b, ab: (_ref_posterior(b, ab)[1], _ref_posterior(b, ab)[0], _ref_posterior(b, ab)[2]),
+    })
+    return ("the mean coefficients and variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7) for the linear and cosine "
+            "schedules; the variance is 0 at t = 0, where x_0 is known")
+
+
+def _ref_ddpm_step(eps, t, x_t, noise, alpha_bar, posterior):
+    coef_x0, coef_xt, variance = posterior
+    ab = alpha_bar[t]
+    x0 = ((x_t - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+    return coef_x0[t] * x0 + coef_xt[t] * x_t + variance[t].sqrt() * noise
+
+
+def _ddpm_cases():
+    post = (LINEAR.posterior_coef_x0, LINEAR.posterior_coef_xt, LINEAR.posterior_variance)
+    return [(_randn(4, 3, 4, 4, seed=10 + t) * 0.8, t, _randn(4, 3, 4, 4, seed=20 + t) * 1.3, _randn(4, 3, 4, 4, seed=t),
+             LINEAR.alpha_bar.clone(), tuple(p.clone() for p in post)) for t in (999, 700, 300, 40, 1, 0)]
+
+
+@exercise(_ref_ddpm_step)
+def ddpm_step(fn):
+    scheduler = DDPMScheduler(LINEAR)
+    expected = [scheduler.step(eps, t, x, noise=noise).prev for eps, t, x, noise, _, _ in _ddpm_cases()]
+
+    def shifted(eps, t, x, n, ab, post):
+        return _ref_ddpm_step(eps, max(t - 1, 0), x, n, ab, post)
+
+    def unclipped(eps, t, x, n, ab, post):
+        x0 = (x - (1 - ab[t]).sqrt() * eps) / ab[t].sqrt()
+        return post[0][t] * x0 + post[1][t] * x + post[2][t].sqrt() * n
+
+    _compare(fn, _ddpm_cases, expected, {
+        "clip the predicted x_0 to [-1, 1] before the posterior mean: at large t the guess strays far outside the "
+        "pixel range (Algorithm 2 as diffusers runs it)": unclipped,
+        "the noise is scaled by the standard deviation sqrt(variance_t), not by the variance":
+            lambda eps, t, x, n, ab, post: _ref_ddpm_step(eps, t, x, n, ab, post) - post[2][t].sqrt() * n + post[2][t] * n,
+        "x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): the square root on (1 - alpha_bar_t) is missing":
+            lambda eps, t, x, n, ab, post: _ref_ddpm_step((1 - ab[t]).sqrt() * eps, t, x, n, ab, post),
+        "off by one: the tables are indexed at t itself": shifted,
+    })
+    compared = _against_diffusers_ddpm(fn)
+    return ("Algorithm 2 of Ho et al.: x_0 from eps, clipped to [-1, 1], then the posterior mean plus its standard "
+            f"deviation times the noise, at t = 999 ... 0, equal to diffedu's DDPMScheduler{compared}")
+
+
+def _against_diffusers_ddpm(fn) -> str:
+    cls = _diffusers("DDPMScheduler")
+    if cls is None:
+        return SKIPPED.format("DDPMScheduler")
+    theirs = cls(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True, variance_type="fixed_small")
+    theirs.betas, theirs.alphas, theirs.alphas_cumprod = LINEAR.betas.clone(), LINEAR.alphas.clone(), LINEAR.alpha_bar.clone()
+    for eps, t, x, _, ab, post in _ddpm_cases():
+        seed = 100 + t  # diffusers draws its own noise: give both the same draw
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        want = theirs.step(eps, t, x, generator=torch.Generator().manual_seed(seed)).prev_sample
+        if not _close(fn(eps, t, x, noise, ab, post), want, rtol=1e-8, atol=1e-10):
+            raise Mistake(f"it differs from diffusers' DDPMScheduler.step at t = {t}")
+    return f", and to diffusers {_diffusers_version()}'s DDPMScheduler.step on the same inputs and noise"
+
+
+def _diffusers_version() -> str:
+    import diffusers
+    return diffusers.__version__
+
+
+# ---- lesson 03 --------------------------------------------------------------------------
+
+def _ref_ddim_sigma(alpha_bar_t, alpha_bar_prev, eta):
+    return eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)).sqrt()
+
+
+def _ddim_pairs(steps: int = 10):
+    """(t, alpha_bar_t, alpha_bar_prev) for each step of a DDIM run, the last one landing on the clean image."""
+    scheduler = DDIMScheduler(LINEAR).set_timesteps(steps)
+    return [(t, LINEAR.alpha_bar[t], scheduler.alpha_bar(scheduler.prev_timestep(t), LINEAR.alpha_bar)) for t in scheduler.timesteps]
+
+
+@exercise(_ref_ddim_sigma)
+def ddim_sigma(fn):
+    pairs, etas = _ddim_pairs(), (0.0, 0.5, 1.0)
+    ab = torch.stack([p[1] for p in pairs])
+    ab_prev = torch.stack([p[2] for p in pairs])
+    expected = [torch.stack([DDIMScheduler(LINEAR, eta).set_timesteps(10).sigma(t) for t, _, _ in pairs]) for eta in etas]
+    _compare(fn, lambda: [(ab.clone(), ab_prev.clone(), eta) for eta in etas], expected, {
+        "eta multiplies sigma: eta = 0 must give sigma = 0 (deterministic DDIM), eta = 1 DDPM's amount":
+            lambda a, p, eta: _ref_ddim_sigma(a, p, 1.0),
+        "sigma is a standard deviation: take the square root of the product":
+            lambda a, p, eta: eta * ((1 - p) / (1 - a) * (1 - a / p)),
+        "the first ratio is (1 - alpha_bar_prev) / (1 - alpha_bar_t), not its inverse":
+            lambda a, p, eta: eta * ((1 - a) / (1 - p) * (1 - a / p)).sqrt(),
+    })
+    return "Song et al. eq. 16 at each step of a 10-step run for eta = 0, 0.5, 1 (0 on the last step, into the clean image)"
+
+
+def _ref_ddim_step(eps, x_t, alpha_bar_t, alpha_bar_prev, eta, noise):
+    x0 = ((x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()).clamp(-1, 1)
+    eps = (x_t - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()  # the noise that agrees with the clipped x_0
+    sigma = _ref_ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
+    return alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).sqrt() * eps + sigma * noise
+
+
+def _ddim_step_cases(pairs):
+    return [(_randn(4, 3, 4, 4, seed=30 + i), _randn(4, 3, 4, 4, seed=40 + i) * 1.3, a.clone(), p.clone(), eta,
+             _randn(4, 3, 4, 4, seed=50 + i)) for i, (_, a, p) in enumerate(pairs) for eta in (0.0, 0.6, 1.0)]
+
+
+@exercise(_ref_ddim_step)
+def ddim_step(fn):
+    pairs = _ddim_pairs()
+    cases = lambda: _ddim_step_cases(pairs)  # noqa: E731
+    expected = [DDIMScheduler(LINEAR, eta).set_timesteps(10).step(eps, t, x, noise=noise).prev
+                for (t, _, _), (eps, x, _, _, eta, noise) in zip([p for p in pairs for _ in range(3)], cases())]
+
+    def unclipped(eps, x, a, p, eta, n):
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        s = _ref_ddim_sigma(a, p, eta)
+        return p.sqrt() * x0 + (1 - p - s**2).sqrt() * eps + s * n
+
+    def eps_not_recomputed(eps, x, a, p, eta, n):
+        x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+        s = _ref_ddim_sigma(a, p, eta)
+        return p.sqrt() * x0 + (1 - p - s**2).sqrt() * eps + s * n
+
+    def direction_keeps_all(eps, x, a, p, eta, n):
+        s = _ref_ddim_sigma(a, p, eta)
+        return _ref_ddim_step(eps, x, a, p, eta, n) - (1 - p - s**2).sqrt() * _clipped_eps(eps, x, a) + (1 - p).sqrt() * _clipped_eps(eps, x, a)
+
+    _compare(fn, cases, expected, {
+        "eta multiplies sigma: with eta = 0 no noise is added and the step is deterministic":
+            lambda eps, x, a, p, eta, n: _ref_ddim_step(eps, x, a, p, 1.0, n),
+        "the direction term is sqrt(1 - alpha_bar_prev - sigma^2) eps: the noise's share of the variance comes out of it":
+            direction_keeps_all,
+        "clip the predicted x_0 to [-1, 1] (pixels live there), then recompute eps from the clipped x_0": unclipped,
+        "after clipping x_0, recompute eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t), so that the step "
+        "stays consistent (diffusers' use_clipped_model_output)": eps_not_recomputed,
+        "x_prev = sqrt(alpha_bar_prev) x_0 + ...: the square root is missing":
+            lambda eps, x, a, p, eta, n: _ref_ddim_step(eps, x, a, p, eta, n) + (p - p.sqrt()) * _clipped_x0(eps, x, a),
+    })
+    compared = _against_diffusers_ddim(fn)
+    return ("Song et al. eq. 12: x_0 from eps (clipped), the direction to x_t and sigma's fresh noise, at every step of a "
+            f"10-step run for eta = 0, 0.6, 1, equal to diffedu's DDIMScheduler{compared}")
+
+
+def _clipped_x0(eps, x, a):
+    return ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+
+
+def _clipped_eps(eps, x, a):
+    return (x - a.sqrt() * _clipped_x0(eps, x, a)) / (1 - a).sqrt()
+
+
+def _against_diffusers_ddim(fn) -> str:
+    cls = _diffusers("DDIMScheduler")
+    if cls is None:
+        return SKIPPED.format("DDIMScheduler")
+    theirs = cls(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True, set_alpha_to_one=True)
+    theirs.alphas_cumprod, theirs.final_alpha_cumprod = LINEAR.alpha_bar.clone(), torch.tensor(1.0, dtype=F64)
+    theirs.set_timesteps(10)  # diffusers steps by T // 10: 900, 800, ..., 0, each to the one 100 below
+    pairs = [(int(t), LINEAR.alpha_bar[int(t)], LINEAR.alpha_bar[int(t) - 100] if t >= 100 else torch.tensor(1.0, dtype=F64))
+             for t in theirs.timesteps]
+    for (t, _, _), (eps, x, a, p, eta, noise) in zip([p for p in pairs for _ in range(3)], _ddim_step_cases(pairs)):
+        want = theirs.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise).prev_sample
+        if not _close(fn(eps, x, a, p, eta, noise), want, rtol=1e-8, atol=1e-10):
+            raise Mistake(f"it differs from diffusers' DDIMScheduler.step at t = {t}, eta = {eta}")
+    return f", and to diffusers {_diffusers_version()}'s DDIMScheduler.step (its own timesteps 900, 800, ..., 0) on the same inputs"
+
+
+def _ref_ddim_timesteps(T, steps, spacing="uniform"):
+    return _ddim_timesteps(T, steps, spacing)
+
+
+@exercise(_ref_ddim_timesteps)
+def ddim_timesteps(fn):
+    cases = [(1000, n, s) for n in (1, 2, 10, 50, 100, 1000) for s in ("uniform", "quadratic")] + [(20, 7, "quadratic")]
+
+    def as_list(f):
+        return lambda *case: [int(v) for v in f(*case)]
+
+    def leading(T, n, s):
+        return list(range(0, T, T // n))[::-1] if s == "uniform" else _ddim_timesteps(T, n, s)
+
+    def no_fix(T, n, s):
+        if n == 1:
+            return [T - 1]
+        frac = np.linspace(0, 1, n)
+        return np.round((T - 1) * (frac if s == "uniform" else frac**2)).astype(int)[::-1].tolist()
+
+    _compare(as_list(fn), lambda: cases, [_ddim_timesteps(*case) for case in cases], {
+        "largest first: sampling runs from t = T - 1 (pure noise) down to 0": lambda *c: _ddim_timesteps(*c)[::-1],
+        "start at T - 1 = 999, where x_T is pure noise: range(0, T, T // steps) (diffusers' 'leading' spacing) "
+        "never reaches it": leading,
+        "quadratic spacing repeats timesteps near 0 (round((T-1) (i/(n-1))^2) is 0 several times): take max(t_i, i)": no_fix,
+        "np.linspace(T, 0, ...) starts at T, outside 0..T-1: end the range at T - 1":
+            lambda T, n, s: np.round(np.linspace(T, 0, n)).astype(int).tolist() if s == "uniform" else _ddim_timesteps(T, n, s),
+    })
+    return "strictly decreasing from T - 1 to 0 for 1 to 1000 steps, uniform and quadratic, as diffedu's sampler visits them"
+
+
+def _ref_ddim_invert_step(eps, x, alpha_bar_t, alpha_bar_prev):
+    x0 = (x - (1 - alpha_bar_prev).sqrt() * eps) / alpha_bar_prev.sqrt()
+    return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * eps
+
+
+@exercise(_ref_ddim_invert_step)
+def ddim_invert_step(fn):
+    scheduler = DDIMScheduler(LINEAR, clip_x0=False).set_timesteps(10)
+    pairs = _ddim_pairs()
+    cases = lambda: [(_randn(4, 3, 4, 4, seed=60 + i), _randn(4, 3, 4, 4, seed=70 + i) * 1.2, a.clone(), p.clone())  # noqa: E731
+                     for i, (_, a, p) in enumerate(pairs)]
+    expected = [scheduler.invert_step(eps, t, x).prev for (t, _, _), (eps, x, _, _) in zip(pairs, cases())]
+    _compare(fn, cases, expected, {
+        "that is the sampling step, from t down to t_prev: inversion goes up from t_prev to t, so the two alpha-bars "
+        "swap roles": lambda eps, x, a, p: _ref_ddim_invert_step(eps, x, p, a),
+        "x_0 = (x - sqrt(1 - alpha_bar_prev) eps) / sqrt(alpha_bar_prev): subtract the noise, do not add it":
+            lambda eps, x, a, p: a.sqrt() * (x + (1 - p).sqrt() * eps) / p.sqrt() + (1 - a).sqrt() * eps,
+        "do not clip x_0 when inverting: clipping throws information away, and sampling can no longer find the way back":
+            lambda eps, x, a, p: a.sqrt() * ((x - (1 - p).sqrt() * eps) / p.sqrt()).clamp(-1, 1) + (1 - a).sqrt() * eps,
+        "the new noise term is sqrt(1 - alpha_bar_t) eps, at the step you move to":
+            lambda eps, x, a, p: a.sqrt() * (x - (1 - p).sqrt() * eps) / p.sqrt() + (1 - p).sqrt() * eps,
+    })
+    return "deterministic DDIM run backwards, from t_prev up to t, equal to diffedu's DDIMScheduler.invert_step at every step of a 10-step run"
+
+
+# ---- lesson 04 --------------------------------------------------------------------------
+
+def _ref_reparameterize(mean, logvar, noise):
+    return _reparameterize(mean, logvar, noise)
+
+
+@exercise(_ref_reparameterize)
+def reparameterize(fn):
+    mean, logvar, noise = _randn(64, 4, seed=80), _randn(64, 4, seed=81) - 1, _randn(64, 4, seed=82)
+    cases = lambda: [(mean.clone(), logvar.clone(), noise.clone())]  # noqa: E731
+    _compare(fn, cases, [_reparameterize(mean, logvar, noise)], {
+        "exp(logvar) is the variance; the noise is scaled by the standard deviation exp(logvar / 2)":
+            lambda m, lv, n: m + lv.exp() * n,
+        "logvar is the log of the variance, not the standard deviation: std = exp(0.5 * logvar)": lambda m, lv, n: m + lv * n,
+        "the noise is scaled by the standard deviation, not added to it": lambda m, lv, n: m + (0.5 * lv).exp() + n,
+    })
+    m, lv = mean.clone().requires_grad_(), logvar.clone().requires_grad_()
+    try:
+        fn(m, lv, noise).sum().backward()
+    except RuntimeError:  # "does not require grad": the graph was cut
+        pass
+    if m.grad is None or lv.grad is None or not _close(lv.grad, 0.5 * (0.5 * logvar).exp() * noise):
+        raise Mistake("gradients must flow into mean and logvar: compute z from them with torch operations, without .detach()")
+    return "z = mean + exp(logvar / 2) eps, and its gradients reach the mean and the log-variance"
+
+
+def _ref_kl_divergence(mean, logvar):
+    return _kl_divergence(mean, logvar)
+
+
+@exercise(_ref_kl_divergence)
+def kl_divergence(fn):
+    cases = lambda: [(_randn(8, 4, 8, 8, seed=90), _randn(8, 4, 8, 8, seed=91)), (torch.zeros(2, 4, dtype=F64), torch.zeros(2, 4, dtype=F64))]  # noqa: E731
+    _compare(fn, cases, [_kl_divergence(*case) for case in cases()], {
+        "summed: average over every latent value (and the batch), so the weight of the KL does not depend on the batch size":
+            lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 - lv).sum(),
+        "the factor 1/2 is missing": lambda m, lv: (m**2 + lv.exp() - 1 - lv).mean(),
+        "the log term enters with a minus: KL = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2)": lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 + lv).mean(),
+        "sigma^2 = exp(logvar), not exp(2 logvar): logvar is already the log of the variance":
+            lambda m, lv: 0.5 * (m**2 + (2 * lv).exp() - 1 - lv).mean(),
+    })
+    return "KL(N(mu, sigma^2) || N(0, 1)) = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2), averaged over values; 0 for N(0, 1) itself"
+
+
+def _ref_scale_factor(means):
+    return measure_scale_factor(means)
+
+
+@exercise(_ref_scale_factor)
+def scale_factor(fn):
+    means = _randn(200, 4, 8, 8, seed=95) * torch.tensor([0.5, 1.0, 2.0, 3.0], dtype=F64).view(1, 4, 1, 1) + 0.3
+    cases = lambda: [(means.clone(),)]  # noqa: E731
+    def as_number(m):
+        out = fn(m)
+        return float(out) if torch.as_tensor(out).numel() == 1 else out
+
+    _compare(as_number, cases, [measure_scale_factor(means)], {
+        "that is the standard deviation; the scale factor is its inverse, 1 / std, which brings the latents to unit variance":
+            lambda m: m.std().item(),
+        "1 / variance over-corrects: divide by the standard deviation, 1 / std": lambda m: 1 / m.var().item(),
+        "one number for the whole latent space (as Stable Diffusion's 0.18215), not one per channel":
+            lambda m: 1 / m.transpose(0, 1).flatten(1).std(dim=1),
+        "the spread is the standard deviation, not the mean absolute value": lambda m: 1 / m.abs().mean().item(),
+    }, rtol=1e-4)
+    return f"1 / std of the latents ({measure_scale_factor(means):.4f} here): multiplied by it, they have unit variance"
+
+
+# ---- lesson 05 --------------------------------------------------------------------------
+
+@torch.inference_mode()
+def _ref_sample_latents(unet, vae, scheduler, n, generator):
+    cfg = unet.config
+    x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator).to(next(unet.parameters()).device)
+    for t in scheduler.timesteps:
+        x = scheduler.step(unet(x, t), t, x).prev
+    return vae.decode(x / vae.config.scale_factor).clamp(-1, 1)
+
+
+def _tiny_latent_models():
+    """A small UNet on 4x8x8 latents and a VAE with scale factor 0.5, random but fixed (no training needed)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        unet = UNet(UNetConfig(in_channels=4, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()))
+        nn.init.normal_(unet.head[-1].weight, std=0.05)  # a zero head would predict eps = 0 and hide mistakes
+        vae = VAE(VAEConfig(channels=8, scale_factor=0.5))
+    return unet.eval(), vae.eval()
+
+
+@exercise(_ref_sample_latents)
+def sample_latents(fn):
+    unet, vae = _tiny_latent_models()
+
+    def scheduler():
+        return DDIMScheduler(LINEAR, clip_x0=False).set_timesteps(5)
+
+    def run(f):
+        with torch.inference_mode():
+            return f(unet, vae, scheduler(), 3, torch.Generator().manual_seed(7))
+
+    got, expected = run(fn), LatentDiffusion(vae, unet, LINEAR).sample(3, steps=5, generator=torch.Generator().manual_seed(7), progress=False)
+    if _close(got, expected):
+        return "noise in latent space drawn with the generator, every DDIM step from T - 1 down, then unscaled and decoded to 3x32x32 images in [-1, 1]"
+    if not _close(got, run(fn)):
+        raise Mistake("the same seed gave different images: draw the noise with the generator, "
+                      "torch.randn(..., generator=generator)")
+    with torch.inference_mode():
+        def loop(forward=True, unscale=True, clamp=True):
+            cfg, s = unet.config, scheduler()
+            x = torch.randn(3, cfg.in_channels, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(7))
+            for t in s.timesteps if forward else s.timesteps[::-1]:
+                x = s.step(unet(x, t), t, x).prev
+            images = vae.decode(x / vae.config.scale_factor if unscale else x)
+            return images.clamp(-1, 1) if clamp else images
+
+        for message, wrong in {
+            "divide the latents by vae.config.scale_factor before decoding: the decoder was trained on unscaled latents": lambda: loop(unscale=False),
+            "step from the largest timestep down: for t in scheduler.timesteps": lambda: loop(forward=False),
+            "clamp the decoded images to [-1, 1], the range images live in": lambda: loop(clamp=False),
+        }.items():
+            if _close(got, wrong()):
+                raise Mistake(message)
+    raise Mistake(f"the images differ from LatentDiffusion.sample's with the same seed and steps: {_describe(got, expected)}")
+
+
+# ---- lesson 06 --------------------------------------------------------------------------
+
+def _ref_frechet_distance(mu1, sigma1, mu2, sigma2):
+    return metrics.frechet_distance(mu1, sigma1, mu2, sigma2)
+
+
+def _covariance(d: int, seed: int) -> torch.Tensor:
+    a = _randn(d, 2 * d, seed=seed)
+    return a @ a.T / (2 * d)
+
+
+def _sqrtm(s: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(s)
+    return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+
+
+@exercise(_ref_frechet_distance)
+def frechet_distance(fn):
+    d = 8
+    diag1, diag2 = torch.diag(_randn(d, seed=106).abs() + 0.1), torch.diag(_randn(d, seed=107).abs() + 0.1)
+    cases = lambda: [  # noqa: E731
+        (_randn(d, seed=100), _covariance(d, 101), _randn(d, seed=102), _covariance(d, 103)),
+        (_randn(d, seed=104), _covariance(d, 105), _randn(d, seed=104), _covariance(d, 105)),  # identical: 0
+        (torch.zeros(d, dtype=F64), diag1.clone(), torch.ones(d, dtype=F64), diag2.clone()),  # diagonal: a closed form
+    ]
+    expected = [metrics.frechet_distance(*case) for case in cases()]
+    expected[2] = float(d + ((diag1.diagonal().sqrt() - diag2.diagonal().sqrt()) ** 2).sum())
+    mean_term = lambda m1, s1, m2, s2: float(((m1 - m2) ** 2).sum())  # noqa: E731
+    _compare(lambda *c: float(fn(*c)), cases, expected, {
+        "the covariance term is missing: FID = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)); the means alone miss "
+        "differences in spread": mean_term,
+        "the cross term is 2 Tr((S1 S2)^(1/2)): the 2 is missing":
+            lambda m1, s1, m2, s2: mean_term(m1, s1, m2, s2) + float(torch.trace(s1 + s2 - _sqrtm(_sqrtm(s1) @ s2 @ _sqrtm(s1)))),
+        "(S1 S2)^(1/2) is a matrix square root (scipy.linalg.sqrtm, or eigenvalues), not the square root of each entry":
+            lambda m1, s1, m2, s2: mean_term(m1, s1, m2, s2) + float(torch.trace(s1 + s2) - 2 * (s1 @ s2).diagonal().sqrt().sum()),
+        "|mu1 - mu2|^2 is the squared distance between the means: square the norm":
+            lambda m1, s1, m2, s2: metrics.frechet_distance(m1, s1, m2, s2) - mean_term(m1, s1, m2, s2) + float((m1 - m2).norm()),
+    }, rtol=1e-6, atol=1e-8)
+    return ("the Frechet distance of two Gaussians: diffedu's value on random covariances, 0 for identical ones, and "
+            "|mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2 for diagonal ones")
+
+
+def _ref_mmd2_unbiased(x, y):
+    return metrics.mmd2_unbiased(x, y)
+
+
+@exercise(_ref_mmd2_unbiased)
+def mmd2_unbiased(fn):
+    cases = lambda: [(_randn(20, 16, seed=110), _randn(30, 16, seed=111) + 0.3), (_randn(25, 16, seed=112), _randn(25, 16, seed=113))]  # noqa: E731
+
+    def kernel(a, b, scale=True, degree=3, plus=1.0):
+        return (a @ b.T / (a.shape[1] if scale else 1) + plus) ** degree
+
+    def mmd(x, y, unbiased=True, cross=2.0, **k):
+        m, n = len(x), len(y)
+        kxx, kyy, kxy = kernel(x, x, **k), kernel(y, y, **k), kernel(x, y, **k)
+        if unbiased:
+            within = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+        else:
+            within = kxx.mean() + kyy.mean()
+        return float(within - cross * kxy.mean())
+
+    _compare(lambda *c: float(fn(*c)), cases, [metrics.mmd2_unbiased(*case) for case in cases()], {
+        "unbiased: leave k(x_i, x_i) out of the within-set means (sum over i != j, divided by m (m - 1))":
+            lambda x, y: mmd(x, y, unbiased=False),
+        "the kernel is (x . y / d + 1)^3: divide the dot product by the feature dimension d": lambda x, y: mmd(x, y, scale=False),
+        "the kernel is cubic, (x . y / d + 1)^3": lambda x, y: mmd(x, y, degree=2),
+        "the kernel adds 1 before cubing: (x . y / d + 1)^3": lambda x, y: mmd(x, y, plus=0.0),
+        "the cross term counts twice: MMD^2 = mean k(x, x') + mean k(y, y') - 2 mean k(x, y)": lambda x, y: mmd(x, y, cross=1.0),
+    }, rtol=1e-6, atol=1e-8)
+    return "the unbiased MMD^2 with KID's cubic kernel, equal to diffedu's on sets of equal and unequal sizes"

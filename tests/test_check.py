@@ -1,0 +1,400 @@
+"""The exercise checks, held to a catalogue of typical wrong answers, written as a learner would write them.
+
+Each wrong answer must be rejected with the message that names its mistake: a check that accepts a wrong
+answer, or blames the wrong mistake, is a bug. And every check must pass diffedu's own reference.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffedu import check
+from diffedu.check import ExerciseError
+
+EXERCISES = ["alpha_bar", "q_sample", "next_noise_variance", "eps_loss", "posterior", "ddpm_step", "ddim_sigma", "ddim_step",
+             "ddim_timesteps", "ddim_invert_step", "reparameterize", "kl_divergence", "scale_factor", "sample_latents",
+             "frechet_distance", "mmd2_unbiased"]
+
+
+def rejects(name, fn, *fragments):
+    with pytest.raises(ExerciseError) as error:
+        getattr(check, name)(fn)
+    message = str(error.value)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_each_check_passes_the_reference_and_says_what_it_verified(name, capsys):
+    exercise = getattr(check, name)
+    exercise(exercise.reference)
+    assert capsys.readouterr().out.startswith(f"✓ {name}: ")
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_a_stub_is_not_implemented_and_the_lesson_goes_on_with_the_reference(name):
+    def stub(*args):
+        raise NotImplementedError(f"exercise {name}")
+
+    namespace = {name: stub, "check": check}
+    with pytest.raises(ExerciseError, match=f"✗ {name}: not implemented yet"):
+        exec(f"check.{name}({name})", namespace)  # as a notebook cell runs it
+    assert namespace[name] is getattr(check, name).reference
+
+
+def test_a_crash_in_the_learners_code_is_reported_with_a_hint():
+    rejects("q_sample", lambda x0, t, noise, ab: ab[t] * x0, "raised RuntimeError", "reshape it to (B, 1, 1, 1)")
+
+
+# ---- lesson 01 --------------------------------------------------------------------
+
+ALPHA_BAR_WRONG = {
+    "that multiplies the betas": lambda betas: torch.cumprod(betas, 0),
+    "a sum where a product belongs": lambda betas: torch.cumsum(1 - betas, 0),
+    "off by one": lambda betas: torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(1 - betas, 0)[:-1]]),
+    "1 - prod(beta_s)": lambda betas: 1 - torch.cumprod(betas, 0),
+    "wrong on test case": lambda betas: torch.cumprod(1 - betas, 0) * 0.999,  # no known mistake: located instead
+}
+
+
+@pytest.mark.parametrize("message", ALPHA_BAR_WRONG)
+def test_alpha_bar_catalogue(message):
+    rejects("alpha_bar", ALPHA_BAR_WRONG[message], message)
+
+
+def q_no_sqrt(x0, t, noise, alpha_bar):
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    return ab * x0 + (1 - ab) * noise
+
+
+def q_noise_no_sqrt(x0, t, noise, alpha_bar):
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab) * noise
+
+
+def q_off_by_one(x0, t, noise, alpha_bar):
+    ab = alpha_bar[(t - 1).clamp(min=0)].view(-1, 1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def q_one_t(x0, t, noise, alpha_bar):
+    ab = alpha_bar[t[0]]
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def q_swapped(x0, t, noise, alpha_bar):
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    return (1 - ab).sqrt() * x0 + ab.sqrt() * noise
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (q_no_sqrt, "the square roots are missing"), (q_noise_no_sqrt, "its square root is missing"),
+    (q_off_by_one, "off by one"), (q_one_t, "each image has its own t"), (q_swapped, "x_0 and the noise are swapped"),
+])
+def test_q_sample_catalogue(wrong, message):
+    rejects("q_sample", wrong, message)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda a, p: (a * (1 - p)).sqrt() + (1 - a).sqrt(), "standard deviations added"),
+    (lambda a, p: a.sqrt() * (1 - p) + (1 - a), "scales its noise's variance by alpha_t"),
+    (lambda a, p: (1 - p) + (1 - a), "the old noise shrinks too"),
+])
+def test_next_noise_variance_catalogue(wrong, message):
+    rejects("next_noise_variance", wrong, message)
+
+
+# ---- lesson 02 --------------------------------------------------------------------
+
+def loss_with(target="noise", reduction="mean", t_low=0, t_high=None, one_t=False, sqrt=True, uniform=False, l1=False):
+    """eps_loss as a learner might write it, with one thing changed."""
+    def eps_loss(model, x0, alpha_bar):
+        T = len(alpha_bar)
+        t = torch.randint(t_low, t_high or T, (1,) if one_t else (len(x0),)).expand(len(x0))
+        noise = torch.rand_like(x0) if uniform else torch.randn_like(x0)
+        ab = alpha_bar[t].view(-1, 1, 1, 1)
+        x_t = (ab.sqrt() * x0 + (1 - ab).sqrt() * noise) if sqrt else ab * x0 + (1 - ab) * noise
+        out = model(x_t, t)
+        goal = {"noise": noise, "x0": x0, "x_t": x_t}[target]
+        return F.l1_loss(out, goal) if l1 else F.mse_loss(out, goal, reduction=reduction)
+    return eps_loss
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (loss_with(target="x0"), "the target is the noise eps, not the clean image"),
+    (loss_with(target="x_t"), "not the noisy x_t"),
+    (loss_with(reduction="sum"), "summed over every value"),
+    (loss_with(l1=True), "a mean absolute error"),
+    (loss_with(one_t=True), "one t for the whole batch"),
+    (loss_with(t_low=1), "t starts at 0 here"),
+    (loss_with(t_high=999), "t never reaches T - 1"),
+    (loss_with(t_low=1, t_high=1001), "raised IndexError"),  # Ho et al.'s t = 1..T, indexed from 0
+    (loss_with(sqrt=False), "the square roots are missing"),
+    (loss_with(uniform=True), "must be Gaussian: torch.randn_like, not torch.rand_like"),
+])
+def test_eps_loss_catalogue(wrong, message):
+    rejects("eps_loss", wrong, message)
+
+
+def test_eps_loss_that_calls_the_model_per_image_is_told_to_batch():
+    def per_image(model, x0, alpha_bar):
+        return sum(loss_with()(model, x[None], alpha_bar) for x in x0[:3])
+    rejects("eps_loss", per_image, "called the model 3 times")
+
+
+def posterior_with(variance="tilde", prev=True, sqrt_alpha=True, swap=False):
+    def posterior(betas, alpha_bar):
+        alphas = 1 - betas
+        ab_prev = torch.cat([torch.ones(1, dtype=betas.dtype), alpha_bar[:-1]]) if prev else alpha_bar
+        coef_x0 = betas * ab_prev.sqrt() / (1 - alpha_bar)
+        coef_xt = (1 - ab_prev) * (alphas.sqrt() if sqrt_alpha else alphas) / (1 - alpha_bar)
+        var = betas * (1 - ab_prev) / (1 - alpha_bar) if variance == "tilde" else betas
+        return (coef_xt, coef_x0, var) if swap else (coef_x0, coef_xt, var)
+    return posterior
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (posterior_with(variance="beta"), "beta_t itself is Ho et al.'s other choice"),
+    (posterior_with(prev=False), "shift alpha_bar by one step"),
+    (posterior_with(sqrt_alpha=False), "sqrt(alpha_t), not alpha_t"),
+    (posterior_with(swap=True), "swapped"),
+])
+def test_posterior_catalogue(wrong, message):
+    rejects("posterior", wrong, message)
+
+
+def ddpm_step_with(clip=True, scale="std", eps_sqrt=True, shift=0):
+    def ddpm_step(eps, t, x_t, noise, alpha_bar, posterior):
+        coef_x0, coef_xt, variance = posterior
+        i = max(t - shift, 0)
+        ab = alpha_bar[i]
+        x0 = (x_t - ((1 - ab).sqrt() if eps_sqrt else 1 - ab) * eps) / ab.sqrt()
+        if clip:
+            x0 = x0.clamp(-1, 1)
+        mean = coef_x0[i] * x0 + coef_xt[i] * x_t
+        return mean + (variance[i].sqrt() if scale == "std" else variance[i]) * noise
+    return ddpm_step
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (ddpm_step_with(clip=False), "clip the predicted x_0 to [-1, 1]"),
+    (ddpm_step_with(scale="variance"), "scaled by the standard deviation sqrt(variance_t), not by the variance"),
+    (ddpm_step_with(eps_sqrt=False), "the square root on (1 - alpha_bar_t) is missing"),
+    (ddpm_step_with(shift=1), "off by one"),
+])
+def test_ddpm_step_catalogue(wrong, message):
+    rejects("ddpm_step", wrong, message)
+
+
+def test_ddpm_step_matches_diffusers_or_says_it_skipped(capsys):
+    check.ddpm_step(check.ddpm_step.reference)
+    out = capsys.readouterr().out
+    pytest.importorskip("diffusers")
+    assert "and to diffusers" in out and "DDPMScheduler.step on the same inputs and noise" in out
+
+
+# ---- lesson 03 --------------------------------------------------------------------
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda a, p, eta: ((1 - p) / (1 - a) * (1 - a / p)).sqrt(), "eta multiplies sigma"),
+    (lambda a, p, eta: eta * (1 - p) / (1 - a) * (1 - a / p), "take the square root"),
+    (lambda a, p, eta: eta * ((1 - a) / (1 - p) * (1 - a / p)).sqrt(), "not its inverse"),
+])
+def test_ddim_sigma_catalogue(wrong, message):
+    rejects("ddim_sigma", wrong, message)
+
+
+def ddim_step_with(eta_used=True, direction="with sigma", clip=True, recompute=True, sqrt_prev=True):
+    def ddim_step(eps, x_t, alpha_bar_t, alpha_bar_prev, eta, noise):
+        a, p = alpha_bar_t, alpha_bar_prev
+        x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        if clip:
+            x0 = x0.clamp(-1, 1)
+            if recompute:
+                eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        sigma = (eta if eta_used else 1.0) * ((1 - p) / (1 - a) * (1 - a / p)).sqrt()
+        share = (1 - p - sigma**2).sqrt() if direction == "with sigma" else (1 - p).sqrt()
+        return (p.sqrt() if sqrt_prev else p) * x0 + share * eps + sigma * noise
+    return ddim_step
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (ddim_step_with(eta_used=False), "eta multiplies sigma"),
+    (ddim_step_with(direction="all"), "the noise's share of the variance comes out of it"),
+    (ddim_step_with(clip=False), "clip the predicted x_0 to [-1, 1]"),
+    (ddim_step_with(recompute=False), "after clipping x_0, recompute eps"),
+    (ddim_step_with(sqrt_prev=False), "the square root is missing"),
+])
+def test_ddim_step_catalogue(wrong, message):
+    rejects("ddim_step", wrong, message)
+
+
+def test_ddim_step_matches_diffusers_or_says_it_skipped(capsys):
+    check.ddim_step(check.ddim_step.reference)
+    pytest.importorskip("diffusers")
+    assert "DDIMScheduler.step (its own timesteps 900, 800, ..., 0)" in capsys.readouterr().out
+
+
+def timesteps_with(order="down", spacing_fix=True, leading=False, from_T=False):
+    def ddim_timesteps(T, steps, spacing="uniform"):
+        if steps == 1:
+            return [T - 1]
+        if leading and spacing == "uniform":
+            return list(range(0, T, T // steps))[::-1]
+        if from_T and spacing == "uniform":
+            return np.round(np.linspace(T, 0, steps)).astype(int).tolist()
+        frac = np.linspace(0, 1, steps)
+        t = np.round((T - 1) * (frac if spacing == "uniform" else frac**2)).astype(int)
+        if spacing_fix:
+            t = np.maximum(t, np.arange(steps))
+        return t[::-1].tolist() if order == "down" else t.tolist()
+    return ddim_timesteps
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (timesteps_with(order="up"), "largest first"),
+    (timesteps_with(leading=True), "'leading' spacing"),
+    (timesteps_with(spacing_fix=False), "quadratic spacing repeats timesteps"),
+    (timesteps_with(from_T=True), "starts at T, outside 0..T-1"),
+])
+def test_ddim_timesteps_catalogue(wrong, message):
+    rejects("ddim_timesteps", wrong, message)
+
+
+def invert_with(swap=False, plus=False, clip=False, noise_at_prev=False):
+    def ddim_invert_step(eps, x, alpha_bar_t, alpha_bar_prev):
+        a, p = (alpha_bar_prev, alpha_bar_t) if swap else (alpha_bar_t, alpha_bar_prev)
+        x0 = (x + (1 - p).sqrt() * eps) / p.sqrt() if plus else (x - (1 - p).sqrt() * eps) / p.sqrt()
+        if clip:
+            x0 = x0.clamp(-1, 1)
+        return a.sqrt() * x0 + ((1 - p) if noise_at_prev else (1 - a)).sqrt() * eps
+    return ddim_invert_step
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (invert_with(swap=True), "that is the sampling step"),
+    (invert_with(plus=True), "subtract the noise"),
+    (invert_with(clip=True), "do not clip x_0 when inverting"),
+    (invert_with(noise_at_prev=True), "at the step you move to"),
+])
+def test_ddim_invert_step_catalogue(wrong, message):
+    rejects("ddim_invert_step", wrong, message)
+
+
+# ---- lesson 04 --------------------------------------------------------------------
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda mean, logvar, noise: mean + logvar.exp() * noise, "exp(logvar) is the variance"),
+    (lambda mean, logvar, noise: mean + logvar * noise, "logvar is the log of the variance"),
+    (lambda mean, logvar, noise: mean + (0.5 * logvar).exp() + noise, "not added to it"),
+    (lambda mean, logvar, noise: mean.detach() + (0.5 * logvar.detach()).exp() * noise, "gradients must flow"),
+])
+def test_reparameterize_catalogue(wrong, message):
+    rejects("reparameterize", wrong, message)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda mean, logvar: 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(), "summed"),
+    (lambda mean, logvar: (mean**2 + logvar.exp() - 1 - logvar).mean(), "the factor 1/2 is missing"),
+    (lambda mean, logvar: 0.5 * (mean**2 + logvar.exp() - 1 + logvar).mean(), "the log term enters with a minus"),
+    (lambda mean, logvar: 0.5 * (mean**2 + (2 * logvar).exp() - 1 - logvar).mean(), "not exp(2 logvar)"),
+])
+def test_kl_divergence_catalogue(wrong, message):
+    rejects("kl_divergence", wrong, message)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda latents: latents.std().item(), "that is the standard deviation"),
+    (lambda latents: 1 / latents.var().item(), "1 / variance over-corrects"),
+    (lambda latents: 1 / latents.std(dim=(0, 2, 3)), "not one per channel"),
+    (lambda latents: 1 / latents.abs().mean().item(), "not the mean absolute value"),
+])
+def test_scale_factor_catalogue(wrong, message):
+    rejects("scale_factor", wrong, message)
+
+
+# ---- lesson 05 --------------------------------------------------------------------
+
+def sampler_with(unscale=True, order="down", clamp=True, seeded=True):
+    @torch.inference_mode()
+    def sample_latents(unet, vae, scheduler, n, generator):
+        cfg = unet.config
+        x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator if seeded else None)
+        for t in scheduler.timesteps if order == "down" else scheduler.timesteps[::-1]:
+            x = scheduler.step(unet(x, t), t, x).prev
+        images = vae.decode(x / vae.config.scale_factor if unscale else x)
+        return images.clamp(-1, 1) if clamp else images
+    return sample_latents
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (sampler_with(unscale=False), "divide the latents by vae.config.scale_factor before decoding"),
+    (sampler_with(order="up"), "step from the largest timestep down"),
+    (sampler_with(clamp=False), "clamp the decoded images"),
+    (sampler_with(seeded=False), "the same seed gave different images"),
+])
+def test_sample_latents_catalogue(wrong, message):
+    rejects("sample_latents", wrong, message)
+
+
+# ---- lesson 06 --------------------------------------------------------------------
+
+def sqrtm(s):
+    values, vectors = torch.linalg.eigh(s)
+    return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+
+
+def fid_with(trace=True, two=2.0, matrix_sqrt=True, squared=True):
+    def frechet_distance(mu1, sigma1, mu2, sigma2):
+        mean = ((mu1 - mu2) ** 2).sum() if squared else (mu1 - mu2).norm()
+        if not trace:
+            return mean
+        root = torch.trace(sqrtm(sqrtm(sigma1) @ sigma2 @ sqrtm(sigma1))) if matrix_sqrt else (sigma1 @ sigma2).diagonal().sqrt().sum()
+        return mean + torch.trace(sigma1) + torch.trace(sigma2) - two * root
+    return frechet_distance
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (fid_with(trace=False), "the covariance term is missing"),
+    (fid_with(two=1.0), "the 2 is missing"),
+    (fid_with(matrix_sqrt=False), "a matrix square root"),
+    (fid_with(squared=False), "square the norm"),
+])
+def test_frechet_distance_catalogue(wrong, message):
+    rejects("frechet_distance", wrong, message)
+
+
+def test_frechet_distance_with_scipy_passes(capsys):
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+
+    def frechet_distance(mu1, sigma1, mu2, sigma2):
+        root = scipy_linalg.sqrtm(sigma1.numpy() @ sigma2.numpy()).real
+        return float(((mu1 - mu2) ** 2).sum() + torch.trace(sigma1 + sigma2) - 2 * np.trace(root))
+
+    check.frechet_distance(frechet_distance)
+    assert capsys.readouterr().out.startswith("✓ frechet_distance")
+
+
+def mmd_with(unbiased=True, scaled=True, degree=3, plus=1.0, cross=2.0):
+    def mmd2_unbiased(x, y):
+        d = x.shape[1]
+        k = lambda a, b: (a @ b.T / (d if scaled else 1) + plus) ** degree  # noqa: E731
+        m, n = len(x), len(y)
+        kxx, kyy = k(x, x), k(y, y)
+        if unbiased:
+            within = (kxx.sum() - kxx.trace()) / (m * (m - 1)) + (kyy.sum() - kyy.trace()) / (n * (n - 1))
+        else:
+            within = kxx.mean() + kyy.mean()
+        return within - cross * k(x, y).mean()
+    return mmd2_unbiased
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (mmd_with(unbiased=False), "leave k(x_i, x_i) out"),
+    (mmd_with(scaled=False), "divide the dot product by the feature dimension"),
+    (mmd_with(degree=2), "the kernel is cubic"),
+    (mmd_with(plus=0.0), "adds 1 before cubing"),
+    (mmd_with(cross=1.0), "the cross term counts twice"),
+])
+def test_mmd2_unbiased_catalogue(wrong, message):
+    rejects("mmd2_unbiased", wrong, message)
