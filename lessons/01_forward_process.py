@@ -6,14 +6,23 @@
 #
 # $$x_t = \sqrt{1-\beta_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t, \qquad \varepsilon_t \sim \mathcal N(0, I)$$
 #
-# The sequence beta_1 ... beta_T is the **noise schedule**. This lesson plots two schedules, derives the
-# shortcut that jumps from x_0 to any x_t in one go, checks it against the step-by-step chain, and lets you
-# slide t to watch images dissolve.
+# The sequence of betas is the **noise schedule**. This lesson plots two schedules, derives the shortcut that
+# jumps from the clean image to any x_t in one go (you write it), checks it against the step-by-step chain,
+# and lets you slide t to watch images dissolve.
+#
+# **Counting steps.** Code counts from 0, so here t runs over 0, 1, ..., T - 1 = 999, and x_t is the image
+# after step t: x_t at t = 0 already carries one step of noise (beta_0 = 1e-4, invisible to the eye). Ho et
+# al. count from 1, so their step t is our t - 1. We keep their name x_0 for the clean image.
+#
+# **Exercises.** In the cells marked *exercise*, you write the body of a function; the cell after it checks it
+# in a second and tells you what is right or which mistake it found. If you skip one, the rest of the lesson
+# uses diffedu's version of that function, and says so.
 
 # %%
 import matplotlib.pyplot as plt
 import torch
 
+from diffedu import check
 from diffedu.data import load_cifar10, to_float
 from diffedu.env import seed_everything
 from diffedu.profiles import get_profile
@@ -29,27 +38,48 @@ seed_everything(0)
 # ## Two schedules
 #
 # **Linear** (DDPM, Ho et al. 2020): beta rises from 1e-4 to 0.02. **Cosine** (Nichol & Dhariwal 2021):
-# chosen so that the *remaining signal* alpha_bar_t = prod (1 - beta_s) follows a cos² curve.
-# From the betas, `Schedule` precomputes every table the later lessons need.
+# chosen so that the *remaining signal* alpha_bar_t follows a cos² curve. From the betas, `Schedule`
+# precomputes every table the later lessons need.
 
 # %%
 linear, cosine = Schedule.linear(), Schedule.cosine()
 print(linear, cosine)
 for s in (linear, cosine):
-    print(f"{s.name:>6}: beta_1 = {s.betas[0]:.2e}, beta_T = {s.betas[-1]:.3f}, alpha_bar_T = {s.alpha_bar[-1]:.2e}")
+    print(f"{s.name:>6}: beta_0 = {s.betas[0]:.2e}, beta_999 = {s.betas[-1]:.3f}")
 
 # %% [markdown]
-# alpha_t = 1 - beta_t, and **alpha_bar_t** is their product: the fraction of the original signal's variance
-# left at step t. The **signal-to-noise ratio** SNR_t = alpha_bar_t / (1 - alpha_bar_t) says how visible the
-# image still is. The linear schedule destroys the image early and then spends hundreds of steps on what is
-# already almost pure noise; the cosine schedule spreads the destruction more evenly.
+# ### Exercise 1.1: how much signal is left
+#
+# Write alpha_t = 1 - beta_t. After steps 0..t the image has been multiplied by sqrt(alpha_s) at every step,
+# so the fraction of its variance left is
+#
+# $$\bar\alpha_t = \prod_{s=0}^{t} \alpha_s = \prod_{s=0}^{t} (1 - \beta_s)$$
+#
+# Write `alpha_bar(betas)`: all T values at once, for a 1-d tensor of betas. (`torch.cumprod` helps.)
+
+# %% nbgrader={"grade": false, "grade_id": "alpha_bar", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def alpha_bar(betas: torch.Tensor) -> torch.Tensor:
+    """alpha_bar_t = prod_{s <= t} (1 - beta_s), for every t."""
+    ### BEGIN SOLUTION
+    return torch.cumprod(1 - betas, dim=0)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_alpha_bar", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.alpha_bar(alpha_bar)
+
+# %% [markdown]
+# The **signal-to-noise ratio** SNR_t = alpha_bar_t / (1 - alpha_bar_t) says how visible the image still is.
+# The linear schedule destroys the image early and then spends hundreds of steps on what is already almost
+# pure noise; the cosine schedule spreads the destruction more evenly.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
 for s in (linear, cosine):
+    ab = alpha_bar(s.betas)
     axes[0].plot(s.betas, label=s.name)
-    axes[1].plot(s.alpha_bar, label=s.name)
-    axes[2].plot(s.snr.log10(), label=s.name)
+    axes[1].plot(ab, label=s.name)
+    axes[2].plot((ab / (1 - ab)).log10(), label=s.name)
 axes[0].set(title="beta_t (noise added per step)", xlabel="t", yscale="log")
 axes[1].set(title="alpha_bar_t (signal left)", xlabel="t")
 axes[2].set(title="log10 SNR_t", xlabel="t")
@@ -57,33 +87,84 @@ for ax in axes:
     ax.legend()
 plt.tight_layout()
 plt.show()
+print(f"alpha_bar at t = 999: linear {alpha_bar(linear.betas)[-1]:.2e}, cosine {alpha_bar(cosine.betas)[-1]:.2e}")
 
 # %% [markdown]
 # ## Jumping straight to step t
 #
-# Unrolling the chain, the noises of all steps add up to one Gaussian (sums of independent Gaussians are
-# Gaussian, and their variances add). The result is a closed form:
+# Claim: for every t,
 #
-# $$q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big)
-# \quad\Longleftrightarrow\quad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$$
+# $$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon, \qquad \varepsilon \sim \mathcal N(0, I),
+# \qquad\text{that is}\qquad q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big)$$
 #
+# **Proof, by induction.** At t = 0 it is the step itself. Suppose it holds at t - 1, with noise eps'. One more
+# step gives
+#
+# $$x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t
+#       = \sqrt{\alpha_t \bar\alpha_{t-1}}\,x_0 + \Big[\sqrt{\alpha_t (1-\bar\alpha_{t-1})}\,\varepsilon' + \sqrt{\beta_t}\,\varepsilon_t\Big]$$
+#
+# The signal's factor is sqrt(alpha_bar_t), as claimed. The bracket is a sum of two independent Gaussians, so it
+# is one Gaussian; for the claim to hold, its variance must be 1 - alpha_bar_t.
+#
+# ### Exercise 1.2: the line that makes the induction work
+#
+# Write `next_noise_variance(alpha_t, alpha_bar_prev)`: the variance of the bracket, from alpha_t and
+# alpha_bar_{t-1}. (Variances of independent noises add; a factor c on a noise multiplies its variance by c².)
+# The check tests that it equals 1 - alpha_t alpha_bar_{t-1} = 1 - alpha_bar_t.
+
+# %% nbgrader={"grade": false, "grade_id": "next_noise_variance", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def next_noise_variance(alpha_t: torch.Tensor, alpha_bar_prev: torch.Tensor) -> torch.Tensor:
+    """Var[ sqrt(alpha_t (1 - alpha_bar_prev)) eps' + sqrt(1 - alpha_t) eps ] for independent N(0, 1) eps', eps."""
+    ### BEGIN SOLUTION
+    return alpha_t * (1 - alpha_bar_prev) + (1 - alpha_t)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_next_noise_variance", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.next_noise_variance(next_noise_variance)
+
+# %% [markdown]
 # This is what makes training cheap: to make a training example at step t we never run t steps, we jump.
-# `Schedule.q_sample` is exactly that line. Let us check it against the chain, on real images: run 300 single
-# steps for many noise draws, and compare the mean and spread of every pixel with the closed form.
+#
+# ### Exercise 1.3: x_t in one jump
+#
+# Write `q_sample(x0, t, noise, alpha_bar)`: a batch of clean images x0 of shape (B, C, H, W), one timestep per
+# image in t (a tensor of B whole numbers), the noise (shaped like x0) and the alpha_bar table. Each image gets
+# its own alpha_bar[t]: reshape those B numbers to (B, 1, 1, 1) so that they scale whole images.
+
+# %% nbgrader={"grade": false, "grade_id": "q_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, with t per image."""
+    ### BEGIN SOLUTION
+    ab = alpha_bar[t].view(-1, *([1] * (x0.dim() - 1)))
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_q_sample", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.q_sample(q_sample)
+
+# %% [markdown]
+# ## Your shortcut against the chain
+#
+# On a real image: run 300 single steps for many noise draws, and compare the mean and spread of every pixel
+# with what your `q_sample` says (with zero noise it gives the mean; on a zero image with unit noise, the
+# standard deviation).
 
 # %%
 train = load_cifar10()
-x0 = to_float(train.images[:1])  # one image: 3,072 pixels, each checked on its own
+x0 = to_float(train.images[:1]).double()  # one image: 3,072 pixels, each checked on its own
 draws, t_end = 1000 if profile.name != "smoke" else 200, 300
 
 chain = x0.repeat(draws, 1, 1, 1)  # the image, `draws` times, each copy noised independently
 for t in range(t_end):
-    chain = linear.alphas[t].sqrt().float() * chain + linear.betas[t].sqrt().float() * torch.randn_like(chain)
+    chain = linear.alphas[t].sqrt() * chain + linear.betas[t].sqrt() * torch.randn_like(chain)
 
-ab = linear.alpha_bar[t_end - 1].float()
-mean_error = (chain.mean(0) - ab.sqrt() * x0[0]).abs().max().item()
-std_error = (chain.std(0) - (1 - ab).sqrt()).abs().max().item()
-print(f"after {t_end} steps: alpha_bar = {ab:.4f}")
+t = torch.tensor([t_end - 1])
+mean = q_sample(x0, t, torch.zeros_like(x0), linear.alpha_bar)[0]
+std = q_sample(torch.zeros_like(x0), t, torch.ones_like(x0), linear.alpha_bar)[0]
+mean_error, std_error = (chain.mean(0) - mean).abs().max().item(), (chain.std(0) - std).abs().max().item()
+print(f"after {t_end} steps: alpha_bar = {linear.alpha_bar[t_end - 1]:.4f}")
 print(f"largest gap over 3,072 pixels, chain vs closed form: mean {mean_error:.3f}, std {std_error:.3f} "
       f"(one pixel's estimate is good to about {1 / draws ** 0.5:.3f})")
 assert mean_error < 5 / draws**0.5 and std_error < 5 / draws**0.5
@@ -91,16 +172,17 @@ assert mean_error < 5 / draws**0.5 and std_error < 5 / draws**0.5
 # %% [markdown]
 # ## What the model will see
 #
-# The same 8 images at increasing t, under both schedules. Under the linear schedule they are gone by about
-# t = 500; under the cosine schedule some shape survives much longer.
+# The same images at increasing t, under both schedules, made with your `q_sample`. Under the linear schedule
+# they are gone by about t = 500; under the cosine schedule some shape survives much longer.
 
 # %%
 images = to_float(train.images[:8])
 noise = torch.randn_like(images)
-ts = [0, 50, 100, 200, 350, 500, 750, 999]
+ts = torch.tensor([0, 50, 100, 200, 350, 500, 750, 999])
 for s in (linear, cosine):
-    rows = torch.cat([s.q_sample(images[i:i + 1].expand(len(ts), -1, -1, -1), torch.tensor(ts), noise[i:i + 1]) for i in range(4)])
-    show_images(rows, nrow=len(ts), title=f"{s.name} schedule, t = {ts}")
+    rows = torch.cat([q_sample(images[i:i + 1].expand(len(ts), -1, -1, -1), ts, noise[i:i + 1].expand(len(ts), -1, -1, -1),
+                               s.alpha_bar.float()) for i in range(4)])
+    show_images(rows, nrow=len(ts), title=f"{s.name} schedule, t = {ts.tolist()}")
     plt.show()
 
 # %% [markdown]
@@ -116,8 +198,9 @@ noising_widget(images, linear)
 # ## What the model must learn
 #
 # Noising is easy and exact. Lesson 02 trains a network to go the other way: given x_t and t, predict the
-# noise eps that was added. With that prediction we can estimate x_0 (`Schedule.predict_x0` inverts the
-# closed form above) and take a step back towards the image.
+# noise eps that was added. With that prediction we can estimate x_0 by solving the closed form for it,
+# x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) (`Schedule.predict_x0`), and take a step back
+# towards the image.
 
 # %%
 t = torch.tensor([600])

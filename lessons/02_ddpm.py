@@ -3,24 +3,25 @@
 #
 # Lesson 01 gave us a way to make x_t from x_0 in one jump. A **DDPM** (Ho et al. 2020) trains a network
 # eps_theta(x_t, t) to predict the noise in x_t, and then generates images by starting from pure noise and
-# removing a little predicted noise, 1000 times. This lesson builds each part, trains a model live and
-# samples from it.
+# removing a little predicted noise, 1000 times. This lesson builds each part: you write the loss, the
+# posterior the sampler draws from, and the sampling step; then you train a model with your loss and sample
+# with your step.
 
 # %%
-import inspect
 import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import torch
 
+from diffedu import check
 from diffedu.data import batches, load_cifar10
 from diffedu.env import get_device, seed_everything
 from diffedu.nets import Attention, GaussianDenoiser, ResBlock, UNet, UNetConfig, count_parameters, timestep_embedding
 from diffedu.pipelines import PixelDiffusion, load_pipeline
 from diffedu.profiles import get_profile
-from diffedu.samplers import DDPMScheduler, Scheduler, ddpm_sample
+from diffedu.samplers import Trajectory
 from diffedu.schedules import Schedule
-from diffedu.training import eps_loss
 from diffedu.viz import LiveLoss, plot_loss, show_images
 from diffedu.widgets import trajectory_widget
 
@@ -79,13 +80,48 @@ out = model(x, torch.tensor([0, 10, 500, 999]))
 assert out.shape == x.shape
 
 # %% [markdown]
-# ## The loss: predict the noise
+# ## The loss: from the likelihood to "predict the noise"
 #
-# Take a clean image x_0, a random step t and noise eps; make x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
-# in one jump (lesson 01); ask the model for eps. The loss is the mean squared error (Ho et al. eq. 14):
+# A DDPM is a latent-variable model: the reverse chain p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t² I),
+# started from x_T ~ N(0, I), defines p_theta(x_0). Training maximises a lower bound on log p_theta(x_0), the ELBO
+# (Ho et al. eq. 5, in their notation where t runs from 1 to T):
+#
+# $$-\log p_\theta(x_0) \le \underbrace{D_{KL}(q(x_T|x_0)\,\|\,p(x_T))}_{L_T}
+#   + \sum_{t>1} \underbrace{D_{KL}(q(x_{t-1}|x_t,x_0)\,\|\,p_\theta(x_{t-1}|x_t))}_{L_{t-1}}
+#   \underbrace{-\log p_\theta(x_0|x_1)}_{L_0}$$
+#
+# - L_T has no parameters: the schedule makes q(x_T | x_0) nearly N(0, I).
+# - Each L_{t-1} compares two Gaussians. The true posterior q(x_{t-1} | x_t, x_0) is Gaussian with a mean that
+#   mixes x_0 and x_t (you write it below). Two Gaussians with the same variance differ by the squared
+#   distance of their means: L_{t-1} = E[ |mu~_t(x_t, x_0) - mu_theta(x_t, t)|² / (2 sigma_t²) ] + C.
+# - Write x_0 in terms of x_t and the noise (lesson 01's jump, solved for x_0), and let the network predict the
+#   noise: mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t). Then
+#   L_{t-1} = E[ beta_t² / (2 sigma_t² alpha_t (1 - alpha_bar_t)) |eps - eps_theta(x_t, t)|² ] + C (eq. 12).
+# - Ho et al. drop the weight in front: the **simple loss** (eq. 14), a plain regression on the noise at a
+#   uniformly drawn t, samples better.
+#
+# $$L_\text{simple} = \mathbb E_{t,\,x_0,\,\varepsilon}\Big[\big\|\varepsilon - \varepsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon,\ t\big)\big\|^2\Big]$$
+#
+# ### Exercise 2.1: the training loss
+#
+# Write `eps_loss(model, x0, alpha_bar)` for a batch x0: draw one t per image, uniformly in 0..T-1
+# (`torch.randint`, on x0's device), and Gaussian noise shaped like x0; make x_t (your `q_sample` from
+# lesson 01, written again here); call `model(x_t, t)` once; return the mean squared error against the noise.
 
-# %%
-print(inspect.getsource(eps_loss))
+# %% nbgrader={"grade": false, "grade_id": "eps_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def eps_loss(model, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Ho et al.'s simple loss for one batch: || eps - model(x_t, t) ||^2, averaged."""
+    ### BEGIN SOLUTION
+    t = torch.randint(0, len(alpha_bar), (len(x0),), device=x0.device)
+    noise = torch.randn_like(x0)
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    return ((model(x_t, t) - noise) ** 2).mean()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_eps_loss", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.eps_loss(eps_loss)
 
 # %% [markdown]
 # Guessing eps = 0 scores exactly 1 (the variance of the noise), and so does our untrained net, whose last
@@ -95,20 +131,8 @@ print(inspect.getsource(eps_loss))
 train = load_cifar10()
 images = train.images[: recipe.n_data]
 x0 = next(batches(images, 64 if len(images) >= 64 else len(images), device=device))
-print(f"loss of the untrained net: {eps_loss(model.to(device), x0, schedule).item():.3f}")
-
-# %% [markdown]
-# ## First, check the sampler with a model we know is exact
-#
-# Sampling (below) is a loop that trusts the model. To test the loop alone, use data we know: if every pixel
-# is drawn from N(m, s²), the best possible noise prediction has a closed form (see `GaussianDenoiser`). A
-# correct sampler driven by it must return samples with mean m and standard deviation s.
-
-# %%
-exact = GaussianDenoiser(schedule, mean=0.3, std=0.5)
-check = ddpm_sample(exact, schedule, torch.randn(2000, 1, 4, 4, dtype=torch.float64), clip_x0=False)
-print(f"DDPM with the exact denoiser: mean {check.mean():.3f} (want 0.3), std {check.std():.3f} (want 0.5)")
-assert abs(check.mean() - 0.3) < 0.02 and abs(check.std() - 0.5) < 0.02
+alpha_bar = schedule.alpha_bar.float().to(device)  # the model works in float32
+print(f"loss of the untrained net: {eps_loss(model.to(device), x0, alpha_bar).item():.3f}")
 
 # %% [markdown]
 # ## Training
@@ -117,15 +141,15 @@ assert abs(check.mean() - 0.3) < 0.02 and abs(check.std() - 0.5) < 0.02
 # weights, which samples better than the raw weights that jitter from batch to batch. A **recipe** names
 # everything one training run needs: the kind of model, its size, the steps, the batch size and the learning
 # rate. This profile's recipe for the pixel UNet is the one `python -m diffedu train ddpm` uses; the shipped
-# model below has a recipe too. `recipe.trainer()` builds a fresh UNet and its Trainer with the epsilon loss.
-# The loss curve redraws as it trains.
+# model below has a recipe too. `recipe.trainer()` builds a fresh UNet and its Trainer; we hand it **your**
+# loss. The loss curve redraws as it trains.
 
 # %%
 print(recipe)
 
 # %%
 seed_everything(0)
-trainer = recipe.trainer(device)
+trainer = recipe.trainer(device, loss_fn=partial(eps_loss, alpha_bar=alpha_bar))
 print(f"training {recipe.steps} steps, batch {recipe.batch_size}, on {len(images)} images")
 trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps,
             log_every=max(1, recipe.steps // 30), callback=LiveLoss())
@@ -142,23 +166,112 @@ if profile.name != "smoke":
 trainer.save(profile.lesson_run("02_ddpm"))  # lesson 03 samples from it
 
 # %% [markdown]
-# ## Sampling: 1000 steps back from noise
+# ## Sampling, step 1: the posterior
 #
-# DDPM's sampler (Algorithm 2 of the paper) starts from x_T ~ N(0, I). At each t it asks the model for the
-# noise, turns that into a guess of the clean image x_0, and draws x_{t-1} from the Gaussian
-# q(x_{t-1} | x_t, x_0) with the guess plugged in: the *posterior* whose mean and variance lesson 01's
-# `Schedule` already tabulates. Pixels live in [-1, 1], so the guess of x_0 is clipped to that range
-# (`predict`, which every sampler shares), and the step draws from the posterior with it:
+# To go back from x_t to x_{t-1} we need q(x_{t-1} | x_t, x_0): the forward process run backwards, knowing where
+# it started. Bayes' rule on three Gaussians gives a Gaussian (Ho et al. eq. 6-7):
+#
+# $$q(x_{t-1} \mid x_t, x_0) = \mathcal N\big(\tilde\mu_t,\ \tilde\beta_t I\big), \qquad
+# \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t}\,x_0 + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}\,x_t,
+# \qquad \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t$$
+#
+# with alpha_bar_{-1} = 1 for the step into the clean image (there beta-tilde is 0: x_0 is known).
+#
+# **Which variance?** The reverse step p_theta(x_{t-1} | x_t) needs a variance sigma_t². Ho et al. tried two and
+# found them equally good: sigma_t² = beta-tilde_t, the posterior's, which is right when x_0 is one fixed
+# image, and sigma_t² = beta_t, right when x_0 ~ N(0, I). They are the lower and upper bounds of the variance
+# a reverse step can have. We use beta-tilde, as diffusers' default ("fixed_small") does.
+#
+# ### Exercise 2.2: the posterior's tables
+#
+# Write `posterior(betas, alpha_bar)`: the coefficient of x_0, the coefficient of x_t, and the variance, each
+# as a table over t = 0..T-1. Shift alpha_bar by one step for alpha_bar_{t-1}, starting with 1.
 
-# %%
-print(inspect.getsource(Scheduler.predict))
-print(inspect.getsource(DDPMScheduler.step))
+# %% nbgrader={"grade": false, "grade_id": "posterior", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def posterior(betas: torch.Tensor, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(coef_x0, coef_xt, variance) of q(x_{t-1} | x_t, x_0), for every t."""
+    ### BEGIN SOLUTION
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    coef_x0 = alpha_bar_prev.sqrt() * betas / (1 - alpha_bar)
+    coef_xt = (1 - betas).sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    variance = (1 - alpha_bar_prev) / (1 - alpha_bar) * betas
+    return coef_x0, coef_xt, variance
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_posterior", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.posterior(posterior)
 
 # %% [markdown]
-# Sampling uses the EMA weights. A couple of minutes of CPU training cannot make a good image model, so in the
-# cpu profile we sample from a model that ships with `diffedu`: the *same* architecture, trained by the same
-# `Trainer` for 9,000 steps on a GPU (its model card below says exactly how). In the other profiles we sample
-# from the model trained above.
+# ## Sampling, step 2: one step back
+#
+# DDPM's sampler (Algorithm 2) starts from x_T ~ N(0, I). At each t it asks the model for the noise, turns that
+# into a guess of the clean image, x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), and draws
+# x_{t-1} from the posterior with the guess plugged in: its mean plus its standard deviation times fresh noise.
+# Pixels live in [-1, 1], so the guess of x_0 is **clipped** to that range first (at large t the guess is wild).
+#
+# ### Exercise 2.3: the ancestral step
+#
+# Write `ddpm_step(eps, t, x_t, noise, alpha_bar, posterior)` for one whole-number t (the same for the batch),
+# with `noise` the fresh N(0, I) draw and `posterior` your three tables. The check also compares your step with
+# Hugging Face diffusers' `DDPMScheduler.step` on the same inputs: the library you will likely use next.
+
+# %% nbgrader={"grade": false, "grade_id": "ddpm_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def ddpm_step(eps: torch.Tensor, t: int, x_t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
+              posterior: tuple) -> torch.Tensor:
+    """x_t -> x_{t-1}: Algorithm 2 of Ho et al., with x_0 clipped to [-1, 1]."""
+    ### BEGIN SOLUTION
+    coef_x0, coef_xt, variance = posterior
+    ab = alpha_bar[t]
+    x0 = ((x_t - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+    return coef_x0[t] * x0 + coef_xt[t] * x_t + variance[t].sqrt() * noise
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_ddpm_step", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.ddpm_step(ddpm_step)
+
+# %% [markdown]
+# ## Your sampler, all 1000 steps
+#
+# The loop: from pure noise, 1000 of your steps, keeping snapshots of x_t and of the predicted x_0 along the
+# way for the pictures below.
+
+# %%
+@torch.inference_mode()
+def sample_ddpm(model, x_T: torch.Tensor, schedule: Schedule, frames: int = 20) -> Trajectory:
+    alpha_bar = schedule.alpha_bar.float().to(x_T.device)
+    tables = tuple(p.float().to(x_T.device) for p in posterior(schedule.betas, schedule.alpha_bar))
+    keep = set(torch.linspace(schedule.T - 1, 0, frames).round().long().tolist())
+    x, snapshots = x_T, []
+    for t in range(schedule.T - 1, -1, -1):
+        eps = model(x, torch.full((len(x),), t, device=x.device))
+        if t in keep:
+            x0 = ((x - (1 - alpha_bar[t]).sqrt() * eps) / alpha_bar[t].sqrt()).clamp(-1, 1)
+            snapshots.append((t, x.cpu(), x0.cpu()))
+        x = ddpm_step(eps, t, x, torch.randn_like(x), alpha_bar, tables)
+    ts, xs, x0s = zip(*snapshots)
+    return Trajectory(list(ts), torch.stack(xs), torch.stack(x0s), x)
+
+
+# %% [markdown]
+# First, a test with a model we know is exact. If every pixel is drawn from N(m, s²), the best possible noise
+# prediction has a closed form (`GaussianDenoiser`), so a correct sampler driven by it must return samples with
+# mean m and standard deviation s. (We pick data well inside [-1, 1], so that the clip does not matter.)
+
+# %%
+exact_schedule = Schedule.linear()
+exact = GaussianDenoiser(exact_schedule, mean=0.2, std=0.3)
+torch.manual_seed(0)
+result = sample_ddpm(exact, torch.randn(4000, 1, 4, 4, dtype=torch.float64), exact_schedule).images
+print(f"your sampler with the exact denoiser: mean {result.mean():.3f} (want 0.2), std {result.std():.3f} (want 0.3)")
+assert abs(result.mean() - 0.2) < 0.01 and abs(result.std() - 0.3) < 0.01
+
+# %% [markdown]
+# Now with a trained model, using its EMA weights. A couple of minutes of CPU training cannot make a good
+# image model, so in the cpu profile we sample from a model that ships with `diffedu`: the *same* architecture,
+# trained by the same `Trainer` for 9,000 steps on a GPU (its model card below says exactly how). In the other
+# profiles we sample from the model trained above.
 #
 # A **pipeline** holds a trained model with the noise schedule it learned: `load_pipeline` reads both from a
 # checkpoint, and `PixelDiffusion` puts them together for the model we just trained.
@@ -176,19 +289,16 @@ else:
     print(f"sampling from the model trained above ({trainer.step} steps)")
 print(pipe.schedule)
 
-# %% [markdown]
-# `sample_trajectory` runs the loop and keeps snapshots of x_t and of the predicted x_0 along the way.
-
 # %%
 seed_everything(1)
 x_T = pipe.noise(profile.n_samples)
 start = time.perf_counter()
-trajectory = pipe.sample_trajectory(sampler="ddpm", x_T=x_T, frames=20)
+trajectory = sample_ddpm(pipe.unet, x_T, pipe.schedule)
 seconds = time.perf_counter() - start
 print(f"{profile.n_samples} images in {seconds:.1f} s: 1000 model calls, {seconds:.1f} ms each")
 samples = trajectory.images
 assert samples.shape == (profile.n_samples, 3, 32, 32) and samples.abs().max() <= 1
-show_images(samples, nrow=8, title="DDPM samples, 1000 steps")
+show_images(samples, nrow=8, title="DDPM samples, 1000 steps of your sampler")
 plt.show()
 
 # %% [markdown]
@@ -224,6 +334,6 @@ trajectory_widget(trajectory, n=8)
 # %% [markdown]
 # ## Summary
 #
-# - The model predicts noise; the loss is a plain MSE at random steps t.
+# - The model predicts noise; the loss is a plain MSE at random steps t, the ELBO with its weights dropped.
 # - Sampling undoes the noise one posterior draw at a time: 1000 model calls per image batch.
 # - Those 1000 calls are what makes DDPM slow. Lesson 03 samples from the *same* trained model in 10-100 steps.

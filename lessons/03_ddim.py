@@ -2,8 +2,8 @@
 # # 03 · DDIM: the same model, 10-100x fewer steps
 #
 # DDPM needs 1000 model calls per sample. **DDIM** (Song, Meng & Ermon 2021) samples from the *same trained
-# model* in far fewer, and can do it deterministically. This lesson derives the idea in short, builds the
-# sampler, and measures on your machine what fewer steps buy and cost.
+# model* in far fewer, and can do it deterministically. This lesson derives the idea in short, has you build
+# the sampler, and measures on your machine what fewer steps buy and cost.
 #
 # ## The idea in four lines
 #
@@ -17,45 +17,112 @@
 #    noise x_T maps to one image, like solving an ODE. With sigma_t equal to DDPM's posterior standard
 #    deviation (eta = 1), it *is* DDPM.
 # 4. Nothing ties the formula to consecutive steps: only the marginals at the visited t's matter, so we can
-#    visit a subsequence, say 50 of the 1000 t's, and jump between them.
+#    visit a subsequence, say 50 of the 1000 t's, and jump between them, for any eta.
+#
+# You write the pieces: sigma, the step, the timesteps to visit, and the step run backwards (inversion).
 
 # %%
-import inspect
 import time
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
+from diffedu import check
 from diffedu.data import batches, load_cifar10, to_float
 from diffedu.env import get_device, seed_everything
 from diffedu.nets import GaussianDenoiser, count_parameters
 from diffedu.pipelines import load_pipeline
 from diffedu.profiles import get_profile
-from diffedu.samplers import (DDIMScheduler, DDPMScheduler, ddim_invert, ddim_sample, ddim_timesteps, sample,
-                              sample_trajectory, slerp)
+from diffedu.samplers import slerp
 from diffedu.schedules import Schedule
 from diffedu.viz import show_images
 from diffedu.widgets import trajectory_widget
 
 profile, device = get_profile(), get_device()
 print(profile.note, f"Device: {device}.")
-schedule = Schedule.linear()
 
 # %% [markdown]
-# ## The sampler
+# ## The step
 #
-# `DDIMScheduler.step` is eq. 12 of the paper. `eta` scales sigma between 0 (deterministic) and 1 (DDPM's
-# amount of noise).
+# Plug the model's noise eps into the formula of point 2, with x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) /
+# sqrt(alpha_bar_t), and sample (Song et al. eq. 12):
+#
+# $$x_{t_\text{prev}} = \sqrt{\bar\alpha_{t_\text{prev}}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t_\text{prev}}-\sigma_t^2}\;\hat\varepsilon + \sigma_t\,z,
+# \qquad \sigma_t = \eta\,\sqrt{\frac{1-\bar\alpha_{t_\text{prev}}}{1-\bar\alpha_t}}\,\sqrt{1-\frac{\bar\alpha_t}{\bar\alpha_{t_\text{prev}}}}\quad\text{(eq. 16)}$$
+#
+# where t_prev is the next timestep visited (alpha_bar = 1 after the last one: the clean image). eta = 0 is
+# deterministic; eta = 1 adds DDPM's amount of noise, and over all 1000 steps it *is* DDPM.
+#
+# ### Exercise 3.1: sigma
+
+# %% nbgrader={"grade": false, "grade_id": "ddim_sigma", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def ddim_sigma(alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor, eta: float) -> torch.Tensor:
+    """The standard deviation of the noise DDIM adds on the step from t to t_prev (eq. 16)."""
+    ### BEGIN SOLUTION
+    return eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)).sqrt()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_ddim_sigma", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.ddim_sigma(ddim_sigma)
+
+# %% [markdown]
+# With eta = 1 and every step visited, your sigma should be DDPM's posterior standard deviation (lesson 02):
 
 # %%
-print(inspect.getsource(DDIMScheduler.step))
-print(inspect.getsource(DDIMScheduler.sigma))
+linear = Schedule.linear()
+ab, ab_prev = linear.alpha_bar, torch.cat([torch.ones(1, dtype=torch.float64), linear.alpha_bar[:-1]])
+sigma_gap = (ddim_sigma(ab, ab_prev, 1.0) - linear.posterior_variance.sqrt()).abs().max().item()
+print(f"eta = 1, 1000 steps: largest gap between DDIM's sigma and DDPM's posterior std: {sigma_gap:.1e}")
+assert sigma_gap < 1e-10
 
 # %% [markdown]
-# It has the interface of diffusers' schedulers, the library you will likely meet next: choose the number of
-# steps, then call `step` once per timestep. Which timesteps? **Uniform** spacing spreads them evenly;
-# **quadratic** spacing (the DDIM paper's choice for CIFAR-10) puts more of them near t = 0, where fine detail
-# is decided. Both start at T - 1 = 999 and end at 0.
+# ### Exercise 3.2: the DDIM step
+#
+# Write `ddim_step(eps, x_t, alpha_bar_t, alpha_bar_prev, eta, noise)` with your `ddim_sigma`. As in DDPM, clip
+# the predicted x_0 to [-1, 1]; then recompute eps from the clipped x_0 (eps = (x_t - sqrt(alpha_bar_t) x_0) /
+# sqrt(1 - alpha_bar_t)), so that the two terms agree. The check also compares your step with diffusers'
+# `DDIMScheduler.step` (`use_clipped_model_output=True`) at its own timesteps.
+
+# %% nbgrader={"grade": false, "grade_id": "ddim_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def ddim_step(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor,
+              eta: float, noise: torch.Tensor) -> torch.Tensor:
+    """x_t -> x_{t_prev} (Song et al. eq. 12), with x_0 clipped to [-1, 1]."""
+    ### BEGIN SOLUTION
+    x0 = ((x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()).clamp(-1, 1)
+    eps = (x_t - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()
+    sigma = ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
+    return alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).sqrt() * eps + sigma * noise
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_ddim_step", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.ddim_step(ddim_step)
+
+# %% [markdown]
+# ### Exercise 3.3: which timesteps to visit
+#
+# `steps` timesteps from T - 1 (pure noise) down to 0, strictly decreasing. **Uniform** spacing spreads them
+# evenly: round((T - 1) i / (n - 1)) for i = 0..n-1, largest first. **Quadratic** spacing (the DDIM paper's choice
+# for CIFAR-10) uses round((T - 1) (i / (n - 1))²), which puts more of them near t = 0, where fine detail is
+# decided; near 0 that formula repeats values, so take max(t_i, i) to keep them distinct. With one step, visit
+# just T - 1. (diffusers' default, "leading" spacing, is range(0, T, T // n): it never starts at T - 1.)
+
+# %% nbgrader={"grade": false, "grade_id": "ddim_timesteps", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
+    """The timesteps DDIM visits, from T - 1 down to 0."""
+    ### BEGIN SOLUTION
+    if steps == 1:
+        return [T - 1]
+    frac = np.linspace(0, 1, steps)
+    t = np.round((T - 1) * (frac if spacing == "uniform" else frac**2)).astype(int)
+    return np.maximum(t, np.arange(steps))[::-1].tolist()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_ddim_timesteps", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.ddim_timesteps(ddim_timesteps)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -63,28 +130,42 @@ for spacing in ("uniform", "quadratic"):
     print(f"{spacing:>9}, 10 steps:", ddim_timesteps(1000, 10, spacing))
 
 # %% [markdown]
-# ## Check it with the exact denoiser first
+# ## Your sampler
 #
-# As in lesson 02, data drawn from N(0.3, 0.5²) has an exact noise predictor, so any error below is the
-# sampler's own. Two facts show up:
-# - with eta = 1 over all 1000 steps, the per-step sigma equals DDPM's posterior standard deviation;
-# - with eta = 0 and few steps, the spread comes out a little too *small*. Each big jump averages over what it
-#   skips; the shortfall vanishes as steps grow (and, for this data, quadratic spacing shrinks it faster).
+# The loop visits your timesteps and takes your step between each one and the next (the last one lands on
+# the clean image, alpha_bar = 1).
 
 # %%
-exact = GaussianDenoiser(schedule, mean=0.3, std=0.5)
-full = DDIMScheduler(schedule, eta=1.0).set_timesteps(1000)
-sigma_gap = max(abs(full.sigma(t) - schedule.posterior_variance[t].sqrt()).item() for t in range(1000))
-print(f"eta = 1, 1000 steps: largest gap between DDIM's sigma and DDPM's posterior std: {sigma_gap:.1e}")
-assert sigma_gap < 1e-10
+@torch.inference_mode()
+def sample_ddim(model, x_T: torch.Tensor, alpha_bar: torch.Tensor, steps: int, eta: float = 0.0,
+                spacing: str = "uniform", generator: torch.Generator | None = None) -> torch.Tensor:
+    alpha_bar = alpha_bar.to(x_T)
+    ts = ddim_timesteps(len(alpha_bar), steps, spacing)
+    x = x_T
+    for t, t_prev in zip(ts, ts[1:] + [-1]):
+        eps = model(x, torch.full((len(x),), t, device=x.device))
+        ab_prev = alpha_bar[t_prev] if t_prev >= 0 else alpha_bar.new_tensor(1.0)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = ddim_step(eps, x, alpha_bar[t], ab_prev, eta, noise)
+    return x
 
+
+# %% [markdown]
+# ## Check it with the exact denoiser first
+#
+# As in lesson 02, data drawn from N(0.2, 0.3²) has an exact noise predictor, so any error below is the
+# sampler's own. With eta = 0 and few steps, the spread comes out a little too *small*: each big jump averages
+# over what it skips. The shortfall vanishes as steps grow, and quadratic spacing shrinks it faster.
+
+# %%
+exact = GaussianDenoiser(linear, mean=0.2, std=0.3)
 x_T = torch.randn(2000, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-print(f"{'steps':>5} | {'uniform std':>11} | {'quadratic std':>13}   (want mean 0.3, std 0.5)")
+print(f"{'steps':>5} | {'uniform std':>11} | {'quadratic std':>13}   (want mean 0.2, std 0.3)")
 for steps in (10, 20, 50, 100):
-    u, q = (ddim_sample(exact, schedule, x_T, steps, spacing=s, clip_x0=False, progress=False) for s in ("uniform", "quadratic"))
+    u, q = (sample_ddim(exact, x_T, linear.alpha_bar, steps, spacing=s) for s in ("uniform", "quadratic"))
     print(f"{steps:>5} | {u.std():>11.3f} | {q.std():>13.3f}   means {u.mean():.3f}, {q.mean():.3f}")
-    assert abs(u.mean() - 0.3) < 0.02 and abs(q.mean() - 0.3) < 0.02
-assert abs(q.std() - 0.5) < 0.015  # 100 quadratic steps: a 1.3% bias, plus sampling noise
+    assert abs(u.mean() - 0.2) < 0.01 and abs(q.mean() - 0.2) < 0.01
+assert abs(q.std() - 0.3) < 0.01  # 100 quadratic steps: a 1.7% bias
 
 # %% [markdown]
 # ## A trained model
@@ -103,32 +184,28 @@ def train_as_in_lesson_02(path):
 
 which = profile.lesson_checkpoint("ddpm-cifar10", "02_ddpm", train_as_in_lesson_02)
 pipe = load_pipeline(which, device)
-model, schedule = pipe.unet, pipe.schedule  # the trained noise predictor, and the schedule it learned
-print(f"{which}: a UNet with {count_parameters(model) / 1e6:.2f}M parameters, {schedule}")
+model, alpha_bar = pipe.unet, pipe.schedule.alpha_bar.float()  # the trained noise predictor, and the schedule it learned
+print(f"{which}: a UNet with {count_parameters(model) / 1e6:.2f}M parameters, {pipe.schedule}")
 
 # %% [markdown]
 # ## The same noise through DDPM and DDIM
 #
-# Every sampler below starts from the *same* x_T. DDPM adds fresh noise at each of its 1000 steps, so its
-# images differ from DDIM's in detail; the DDIM rows, all deterministic, drift only a little from each other as
-# the step count falls. We time every run on this machine.
+# Every sampler below starts from the *same* x_T. DDPM adds fresh noise at each of its 1000 steps, so its images
+# differ a lot from DDIM's: the same noise does not even give the same object. The DDIM rows, all deterministic,
+# drift only a little from each other as the step count falls. We time every run on this machine.
 
 # %%
 seed_everything(1)
 n = profile.n_samples
-x_T = torch.randn(n, 3, 32, 32, device=device)
+x_T = pipe.noise(n)
 runs = {}  # name -> (steps, seconds, images)
-
-
-def timed(name, scheduler):
-    start = time.perf_counter()
-    images = sample(model, scheduler, x_T, generator=torch.Generator().manual_seed(2))
-    runs[name] = (len(scheduler.timesteps), time.perf_counter() - start, images)
-
-
-timed("DDPM", DDPMScheduler(schedule))
+start = time.perf_counter()
+images = pipe.sample(sampler="ddpm", x_T=x_T, generator=torch.Generator().manual_seed(2))  # diffedu's DDPM
+runs["DDPM"] = (1000, time.perf_counter() - start, images)
 for steps in profile.ddim_steps:
-    timed(f"DDIM {steps}", DDIMScheduler(schedule, eta=0.0).set_timesteps(steps))
+    start = time.perf_counter()
+    images = sample_ddim(model, x_T, alpha_bar, steps)
+    runs[f"DDIM {steps}"] = (steps, time.perf_counter() - start, images)
 
 fig, axes = plt.subplots(len(runs), 1, figsize=(0.6 * min(n, 8) + 1, 0.7 * len(runs) + 0.3))
 for ax, (name, (steps, seconds, images)) in zip(axes, runs.items()):
@@ -146,7 +223,7 @@ plt.show()
 
 # %%
 reference_steps = max(profile.ddim_steps) * 4
-reference = ddim_sample(model, schedule, x_T, steps=reference_steps)
+reference = sample_ddim(model, x_T, alpha_bar, reference_steps)
 ddpm_seconds = runs["DDPM"][1]
 print(f"{n} images on {device}. Reference for the distance: DDIM with {reference_steps} steps.\n")
 print("| sampler | steps | seconds | ms per step | speed-up vs DDPM | distance to reference |")
@@ -173,15 +250,16 @@ plt.show()
 # ## eta: how much noise to add back
 #
 # eta = 0 is deterministic; eta = 1 adds DDPM's amount of fresh noise at every step. With few steps, fresh
-# noise has little time to be cleaned up, so samples get noisier; DDIM's paper found eta = 0 best below
-# about 100 steps.
+# noise has little time to be cleaned up, so samples get noisier. In the DDIM paper's Table 1 (CIFAR-10),
+# eta = 0 has the best FID at every step count from 10 to 1000; only DDPM with the larger variance
+# sigma² = beta ("sigma-hat"), at all 1000 steps, beats it.
 
 # %%
 steps = profile.ddim_steps[1]
 etas = [0.0, 0.5, 1.0]
 fig, axes = plt.subplots(len(etas), 1, figsize=(0.6 * min(n, 8) + 1, 0.7 * len(etas) + 0.3))
 for ax, eta in zip(axes, etas):
-    images = ddim_sample(model, schedule, x_T, steps, eta=eta, generator=torch.Generator().manual_seed(3))
+    images = sample_ddim(model, x_T, alpha_bar, steps, eta=eta, generator=torch.Generator().manual_seed(3))
     show_images(images[:8], nrow=8, ax=ax)
     ax.set_title(f"eta = {eta}, {steps} steps", fontsize=9)
 plt.tight_layout()
@@ -190,14 +268,47 @@ plt.show()
 # %% [markdown]
 # ## Inversion: from an image back to its noise
 #
-# Because eta = 0 is deterministic, we can run it backwards: from a real image x_0 up to an x_T that DDIM
-# maps back to (nearly) that image. It is the same update with t and t_prev swapped.
+# Because eta = 0 is deterministic, we can run it backwards: from a real image up to an x_T that DDIM maps back
+# to (nearly) that image. Going up from t_prev to t, the step is the same formula with the roles of
+# alpha_bar_t and alpha_bar_prev swapped: estimate x_0 from x at t_prev, then re-noise it to level t with the
+# same eps.
+#
+# It is only approximate: the exact inverse would need eps at the point we are going *to*, which we do not
+# have yet, so the eps at the point we are at stands in for it. The smaller the jump, the smaller the error:
+# with more steps the round trip gets closer.
+#
+# ### Exercise 3.4: one step up
+
+# %% nbgrader={"grade": false, "grade_id": "ddim_invert_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def ddim_invert_step(eps: torch.Tensor, x: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM backwards: x at t_prev -> x at t, with eps the model's prediction at x. No clipping."""
+    ### BEGIN SOLUTION
+    x0 = (x - (1 - alpha_bar_prev).sqrt() * eps) / alpha_bar_prev.sqrt()
+    return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * eps
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_ddim_invert_step", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.ddim_invert_step(ddim_invert_step)
 
 # %%
+@torch.inference_mode()
+def invert_ddim(model, x0: torch.Tensor, alpha_bar: torch.Tensor, steps: int) -> torch.Tensor:
+    """Image -> noise, through the timesteps sampling visits, in reverse order."""
+    alpha_bar = alpha_bar.to(x0)
+    ts = ddim_timesteps(len(alpha_bar), steps)[::-1]  # 0 ... T-1
+    x = x0
+    for t_prev, t in zip([-1] + ts[:-1], ts):
+        eps = model(x, torch.full((len(x),), max(t_prev, 0), device=x.device))  # the clean image asks at t = 0
+        ab_prev = alpha_bar[t_prev] if t_prev >= 0 else alpha_bar.new_tensor(1.0)
+        x = ddim_invert_step(eps, x, alpha_bar[t], ab_prev)
+    return x
+
+
 inversion_steps = profile.ddim_steps[0]
 real = to_float(load_cifar10(train=False).images[:2]).to(device)
-z = ddim_invert(model, schedule, real, steps=inversion_steps)
-back = ddim_sample(model, schedule, z, inversion_steps, clip_x0=False)
+z = invert_ddim(model, real, alpha_bar, inversion_steps)
+back = sample_ddim(model, z, alpha_bar, inversion_steps)
 error = (back - real).abs().mean().item()
 print(f"{inversion_steps} steps: inverted noise has std {z.std():.2f} (pure noise: 1); "
       f"the round trip misses the image by {error:.3f} on average (pixel range 2)")
@@ -217,23 +328,24 @@ path = torch.cat([slerp(z[:1], z[1:], a) for a in alphas])
 line = torch.cat([(1 - a) * z[:1] + a * z[1:] for a in alphas])
 print("norm along the slerp path:", [round(v) for v in path.flatten(1).norm(dim=1).tolist()])
 print("norm along the straight line:", [round(v) for v in line.flatten(1).norm(dim=1).tolist()])
-show_images(ddim_sample(model, schedule, path, inversion_steps, clip_x0=False), nrow=8, title="DDIM along the slerp path")
+show_images(sample_ddim(model, path, alpha_bar, inversion_steps), nrow=8, title="DDIM along the slerp path")
 plt.show()
 
 # %% [markdown]
 # ## The trajectory, in far fewer steps
 #
-# The same slider as in lesson 02, on a 50-step DDIM run: every step is a big jump, and the predicted x_0
-# settles quickly.
+# The same slider as in lesson 02, on a 50-step DDIM run (diffedu's sampler, which records snapshots): every
+# step is a big jump, and the predicted x_0 settles quickly.
 
 # %%
-trajectory = sample_trajectory(model, DDIMScheduler(schedule).set_timesteps(min(50, profile.ddim_steps[0] * 5)), x_T, frames=20)
+trajectory = pipe.sample_trajectory(steps=min(50, profile.ddim_steps[0] * 5), x_T=x_T, frames=20)
 trajectory_widget(trajectory, n=8)
 
 # %% [markdown]
 # ## Summary
 #
 # - DDIM reuses the DDPM model as it is; only the sampler changes.
-# - eta = 0 makes sampling deterministic and invertible, and lets it skip steps: 10-100x fewer model calls.
+# - It can skip steps for any eta; eta = 0 makes sampling deterministic and (nearly) invertible, and is the best
+#   choice at every step count in the paper's CIFAR-10 table: 10-100x fewer model calls.
 # - The cost: with very few steps, samples lose detail and drift from the converged answer.
 # - Next, lessons 04-05 cut the cost of *each* step, by diffusing in a small latent space.

@@ -7,21 +7,22 @@
 # 2014), and looks inside its latent space.
 #
 # The price is a **reconstruction floor**: whatever detail the autoencoder loses, no diffusion model on
-# its latents can bring back. We measure it.
+# its latents can bring back. We measure it. You write the three pieces the VAE adds to an autoencoder: the
+# reparameterised sample, the KL term, and the latent scale factor.
 
 # %%
 import matplotlib.pyplot as plt
 import torch
 
-from diffedu import checkpoint
+from diffedu import check, checkpoint
 from diffedu.data import batches, load_cifar10, to_float
 from diffedu.env import get_device, seed_everything
-from diffedu.latent import encode_means, measure_scale_factor
+from diffedu.latent import encode_means
 from diffedu.metrics import psnr
 from diffedu.nets import count_parameters
 from diffedu.pipelines import load_vae
 from diffedu.profiles import get_profile
-from diffedu.vae import VAE, VAEConfig, kl_divergence, reparameterize
+from diffedu.vae import VAE, VAEConfig
 from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import latent_explorer
 
@@ -50,34 +51,92 @@ assert mean.shape == (4, 4, 8, 8) and vae.decode(mean).shape == x.shape
 # ## Why a *variational* autoencoder
 #
 # A plain autoencoder may scatter images anywhere in latent space, with gaps that decode to garbage. A VAE
-# encodes each image as a small Gaussian cloud N(mean, exp(logvar)), trains the decoder on samples from it,
-# and charges a **KL divergence** for straying from N(0, I). In closed form, per latent value:
+# (Kingma & Welling 2014) is a generative model p(x) = integral of p(x | z) p(z) dz with prior p(z) = N(0, I), the
+# decoder as p(x | z), and the encoder as an approximate posterior q(z | x) = N(mu(x), diag(sigma²(x))). It is
+# trained on the **ELBO**, a lower bound on log p(x):
 #
-# $$\mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big) = \tfrac12\big(\mu^2 + \sigma^2 - 1 - \log\sigma^2\big)$$
+# $$\log p(x) \ \ge\ \mathbb E_{z \sim q(z|x)}\big[\log p(x \mid z)\big] \;-\; D_{KL}\big(q(z \mid x)\,\|\,p(z)\big)$$
 #
-# Sampling uses the **reparameterisation trick**, z = mu + sigma * eps, so gradients flow into mu and sigma.
+# The first term asks the decoder to redraw x from a *sample* z of the encoder's cloud (a reconstruction
+# loss); the second keeps each cloud close to N(0, I), so the clouds overlap and the space between them
+# decodes to something sensible.
+#
+# ### Exercise 4.1: the reparameterisation trick
+#
+# Sampling z ~ N(mu, sigma²) directly has no gradient with respect to mu and sigma. Draw the noise first and
+# *compute* z from it: z = mu + sigma eps with eps ~ N(0, I). The encoder outputs the log-variance
+# logvar = log sigma² (any real number is a valid one, which is easier to learn than a positive sigma).
+
+# %% nbgrader={"grade": false, "grade_id": "reparameterize", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """A sample of N(mean, exp(logvar)) made from the N(0, I) draw `noise`, differentiable in mean and logvar."""
+    ### BEGIN SOLUTION
+    return mean + (0.5 * logvar).exp() * noise
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_reparameterize", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.reparameterize(reparameterize)
+
+# %% [markdown]
+# ### Exercise 4.2: the KL term
+#
+# For one latent value, in closed form:
+#
+# $$D_{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big) = \tfrac12\big(\mu^2 + \sigma^2 - 1 - \log\sigma^2\big)$$
+#
+# Write `kl_divergence(mean, logvar)`: that, averaged over every latent value of the batch (the mean, so that
+# its weight in the loss does not change with the batch size or the latent's size).
+
+# %% nbgrader={"grade": false, "grade_id": "kl_divergence", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per latent value, averaged."""
+    ### BEGIN SOLUTION
+    return 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_kl_divergence", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.kl_divergence(kl_divergence)
 
 # %%
 mu, sigma = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.5])
 print("KL of N(0,1) and N(2, 0.25) from N(0,1):", kl_divergence(mu[:1], sigma[:1].log() * 2).item(),
       round(kl_divergence(mu[1:], sigma[1:].log() * 2).item(), 4))
-z = reparameterize(torch.full((100_000,), 2.0), torch.full((100_000,), 0.25).log())
-print(f"reparameterised samples: mean {z.mean():.3f} (want 2), std {z.std():.3f} (want 0.5)")
+z = reparameterize(torch.full((100_000,), 2.0), torch.full((100_000,), 0.25).log(), torch.randn(100_000))
+print(f"your reparameterised samples: mean {z.mean():.3f} (want 2), std {z.std():.3f} (want 0.5)")
 assert abs(z.mean() - 2) < 0.01 and abs(z.std() - 0.5) < 0.01
 
 # %% [markdown]
-# The loss is the reconstruction error per pixel (L1, which keeps edges sharper than squared error) plus
-# a small weight times the KL. A small weight keeps reconstructions sharp; the latents then do not have
-# unit variance, and we fix their scale afterwards (below).
+# ## The loss we train with
 #
+# Ours is the ELBO with two changes. The reconstruction term is the L1 error per pixel (the log-likelihood of
+# a Laplace decoder, up to constants; it keeps edges sharper than squared error). And the KL term gets a weight
+# of 1e-4 instead of the ELBO's 1: a **small-beta VAE** (a beta-VAE with beta far below 1). The clouds are only
+# loosely pulled towards N(0, I), so reconstructions stay sharp; the price is latents that do not have unit
+# variance, which we fix afterwards with a scale factor (below). Stable Diffusion's autoencoder makes the same
+# trade (a KL weight of about 1e-6) and adds two losses pixels cannot give: a perceptual one (LPIPS, distances
+# between deep features) and an adversarial one (a patch discriminator), which keep textures sharp where a
+# pixel loss averages them into blur.
+#
+# The loss below is built from **your** two functions.
+
+# %%
+def vae_loss(vae, x, kl_weight: float = 1e-4):
+    mean, logvar = vae.encode(x)
+    reconstruction = vae.decode(reparameterize(mean, logvar, torch.randn_like(mean)))
+    return (reconstruction - x).abs().mean() + kl_weight * kl_divergence(mean, logvar)
+
+
+# %% [markdown]
 # ## Training
 #
-# The same `Trainer` as for the UNet, with the VAE's loss.
+# The same `Trainer` as for the UNet, with your VAE loss.
 
 # %%
 train, test = load_cifar10(), load_cifar10(train=False)
 images = train.images[: recipe.n_data]
-trainer = recipe.trainer(device)
+trainer = recipe.trainer(device, loss_fn=vae_loss)
 print(f"training the VAE for {recipe.steps} steps, batch {recipe.batch_size} (recipe {recipe.name})")
 trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps,
             log_every=max(1, recipe.steps // 30), callback=LiveLoss("VAE loss"))
@@ -146,10 +205,26 @@ plt.show()
 # their standard deviation over the data set and divide by it: the **scale factor** (Stable Diffusion's is
 # 0.18215). It is stored in the VAE's config, so it travels with the checkpoint. From here on, in `diffedu`,
 # "latents" always means *scaled* latents.
+#
+# ### Exercise 4.3: the scale factor
+#
+# Write `scale_factor(means)`: one number for the whole latent space, such that means * scale_factor has
+# standard deviation 1. `means` holds the encoder's means for the whole data set, shape (N, 4, 8, 8).
+
+# %% nbgrader={"grade": false, "grade_id": "scale_factor", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def scale_factor(means: torch.Tensor) -> float:
+    """The number that brings the latents to unit variance."""
+    ### BEGIN SOLUTION
+    return 1.0 / means.std().item()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_scale_factor", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.scale_factor(scale_factor)
 
 # %%
 means = encode_means(vae, images)  # the encoder's means, in the VAE's own (raw) units
-scale = measure_scale_factor(means)
+scale = float(scale_factor(means))
 vae.config.scale_factor = scale  # in the config, so it is saved with the checkpoint (diffedu.latent.calibrate does both)
 print(f"latent std before scaling: {means.std():.3f}; scale factor 1/std = {scale:.4f}; "
       f"after scaling: {(means * scale).std():.3f}")

@@ -10,26 +10,105 @@
 #
 # "Cheaper at comparable quality" needs a measure of quality. We use the two standard ones:
 #
-# - **FID** (Fréchet Inception Distance): run real and generated images through the Inception network, fit a
-#   Gaussian to each set of 2048 features, and measure the distance between the Gaussians:
-#   $$\mathrm{FID} = \lVert\mu_r-\mu_g\rVert^2 + \operatorname{Tr}\big(\Sigma_r+\Sigma_g-2(\Sigma_r\Sigma_g)^{1/2}\big)$$
-#   It is **biased upward at small sample counts**: a 2048x2048 covariance estimated from a few hundred images
-#   is noisy, and noise adds distance. Compare FIDs only at equal counts.
-# - **KID** (Kernel Inception Distance): an unbiased estimate of a kernel distance between the same features.
-#   Its expected value does not depend on the count, so it is the one to trust when samples are few.
+# - **FID** (Fréchet Inception Distance, Heusel et al. 2017): run real and generated images through the
+#   Inception network, fit a Gaussian to each set of 2048 features, and measure the distance between them.
+# - **KID** (Kernel Inception Distance, Binkowski et al. 2018): an unbiased estimate of a kernel distance
+#   between the same features.
 #
-# Everything here is `diffedu.bench`, which `python -m diffedu bench` runs outside the notebook too.
+# You write both, then the bench uses diffedu's (the same formulas, run on Inception features).
+#
+# Everything below the exercises is `diffedu.bench`, which `python -m diffedu bench` runs outside the notebook too.
 
 # %%
 import matplotlib.pyplot as plt
+import torch
 from IPython.display import Markdown, display
 
-from diffedu import bench, report
+from diffedu import bench, check, report
 from diffedu.env import get_device
+from diffedu.metrics import gaussian_fit
 from diffedu.profiles import get_profile
 
 profile, device = get_profile(), get_device()
 print(profile.note, f"Device: {device}.")
+
+# %% [markdown]
+# ### Exercise 6.1: the Fréchet distance of two Gaussians
+#
+# $$d^2\big(\mathcal N(\mu_1, \Sigma_1), \mathcal N(\mu_2, \Sigma_2)\big) = \lVert\mu_1-\mu_2\rVert^2
+# + \operatorname{Tr}\big(\Sigma_1+\Sigma_2-2(\Sigma_1\Sigma_2)^{1/2}\big)$$
+#
+# (Sigma_1 Sigma_2)^(1/2) is a *matrix* square root. Sigma_1 Sigma_2 is not symmetric, but it has the same
+# eigenvalues as the symmetric A = Sigma_1^(1/2) Sigma_2 Sigma_1^(1/2), so its trace is the sum of the square roots
+# of A's eigenvalues (`torch.linalg.eigh`; or `scipy.linalg.sqrtm` of the product, keeping the real part).
+# Inputs are float64 tensors; return a Python float.
+
+# %% nbgrader={"grade": false, "grade_id": "frechet_distance", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
+    """The squared Frechet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2)."""
+    ### BEGIN SOLUTION
+    values, vectors = torch.linalg.eigh(sigma1)
+    root1 = vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp_min(0).sqrt().sum()
+    return float(((mu1 - mu2) ** 2).sum() + sigma1.trace() + sigma2.trace() - 2 * cross)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_frechet_distance", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.frechet_distance(frechet_distance)
+
+# %% [markdown]
+# ### Exercise 6.2: KID's unbiased MMD²
+#
+# KID compares two sets of features x (m of them) and y (n) through the cubic kernel k(a, b) = (a·b / d + 1)³,
+# d the feature dimension. The squared maximum mean discrepancy is
+#
+# $$\mathrm{MMD}^2 = \frac{1}{m(m-1)}\sum_{i\ne j} k(x_i, x_j) + \frac{1}{n(n-1)}\sum_{i\ne j} k(y_i, y_j)
+# - \frac{2}{mn}\sum_{i,j} k(x_i, y_j)$$
+#
+# Leaving out the i = j terms is what makes it unbiased: its expected value does not depend on m and n.
+# (KID averages it over random subsets of the two sets.)
+
+# %% nbgrader={"grade": false, "grade_id": "mmd2_unbiased", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased MMD^2 between feature sets x (m, d) and y (n, d) with the kernel (a.b / d + 1)^3."""
+    ### BEGIN SOLUTION
+    d, m, n = x.shape[1], len(x), len(y)
+    k_xx, k_yy, k_xy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
+    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.mean())
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_mmd2_unbiased", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.mmd2_unbiased(mmd2_unbiased)
+
+# %% [markdown]
+# ## Why KID goes beside FID: the bias, measured with your functions
+#
+# Draw two sets of n samples from the **same** 64-dimensional Gaussian, ten times for each n: the true distance
+# is 0. The FID estimated from them is not: a covariance estimated from few samples is noisy, and the noise adds
+# distance, the more the fewer samples. The unbiased MMD² scatters around 0 at every n (more widely when n is
+# small): on average it is right.
+
+# %%
+generator = torch.Generator().manual_seed(0)
+print(f"{'n':>5} | {'FID, mean ± std of 10':>21} | {'MMD^2 x 1000, mean ± std of 10':>30}")
+for n in (100, 300, 1000, 3000):
+    fids, mmds = [], []
+    for _ in range(10):
+        a, b = (torch.randn(n, 64, generator=generator, dtype=torch.float64) for _ in range(2))
+        fids.append(frechet_distance(*gaussian_fit(a), *gaussian_fit(b)))
+        mmds.append(1000 * mmd2_unbiased(a, b))
+    fids, mmds = torch.tensor(fids), torch.tensor(mmds)
+    print(f"{n:>5} | {fids.mean():>12.2f} ± {fids.std():<6.2f} | {mmds.mean():>21.2f} ± {mmds.std():<6.2f}")
+
+# %% [markdown]
+# With 2048 Inception features instead of 64, the bias is far larger: real CIFAR-10 test images, which a perfect
+# generator would match, score FID 57.8 at 500 images (against the 5,170 training images of the sample) and 172.8
+# at 64 (against 1,000), with KID x 1000 of 0.1 and -0.5. So compare FIDs only at equal counts, and trust KID when
+# samples are few.
 
 # %% [markdown]
 # ## One run of the bench
