@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The torch/torchvision pair the course is tested with (they must match).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: lab test setup clean
+.PHONY: lab test student setup clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lab: setup
 # nbval runs every lesson in the smoke profile unless DIFFEDU_PROFILE says otherwise.
 test: setup
 	DIFFEDU_PROFILE=$${DIFFEDU_PROFILE:-smoke} $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider
+
+# The student edition, for a teacher to hand out: the lessons with the exercises' solutions replaced by stubs.
+student: setup
+	$(BIN)/python -m diffedu student --lessons lessons --out student
 
 clean:
 	rm -rf $(VENV)

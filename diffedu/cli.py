@@ -8,6 +8,7 @@
     python -m diffedu train --recipe ldm-cifar10                  # a shipped model's recipe
     python -m diffedu fid --ckpt ddpm-cifar10 --steps 100 --samples 1000   # FID/KID of a model
     python -m diffedu bench --profile cpu                         # pixel vs latent, measured -> data/bench/cpu.json
+    python -m diffedu student --out student                       # the lessons without the exercises' solutions
 
 Bad input gets one `error:` line and exit code 2; Ctrl-C exits with 130.
 """
@@ -23,6 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import bench, checkpoint, data, env, metrics, pretrained, report
+from .classroom import student_edition
 from .errors import CheckpointError, DiffeduError
 from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
@@ -111,6 +113,10 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--data", help=data_help)
     f.add_argument("--device", help=device_help)
     f.add_argument("--seed", type=int, default=0)
+
+    e = sub.add_parser("student", help="write the student edition of the lessons: exercises' solutions taken out")
+    e.add_argument("--lessons", default="lessons", help="the course's lessons folder (default: lessons)")
+    e.add_argument("--out", default="student", help="where to write it (default: student)")
 
     b = sub.add_parser("bench", help="measure pixel vs latent diffusion and DDPM vs DDIM: time, memory, FID/KID")
     b.add_argument("--profile", choices=list(PROFILES), help="sizes the run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
@@ -280,7 +286,13 @@ def bench_cmd(args) -> None:
     print(f"\nwrote {bench.save(result, out)}")
 
 
-COMMANDS = {"train": train, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd}
+def student_cmd(args) -> None:
+    notebooks = student_edition(args.lessons, args.out)
+    print(f"wrote the student edition of {len(notebooks)} lessons to {args.out}/ (.py and .ipynb pairs, solutions replaced "
+          "by stubs that raise NotImplementedError)")
+
+
+COMMANDS = {"train": train, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd, "student": student_cmd}
 
 
 def main(argv: list[str] | None = None) -> int:
