@@ -2,7 +2,8 @@
 
 The modules, in layers: each imports only from the layers below it.
 
-    cli          python -m diffedu train | sample | fid | bench
+    cli          python -m diffedu train | sample | fid | bench | student
+    check        the checks of the lessons' exercises;  classroom: the student edition
     bench        pixel vs latent, DDPM vs DDIM: time, memory, FID/KID;  report: its markdown tables
     pipelines    a model made ready to sample: PixelDiffusion, LatentDiffusion, load_pipeline
     profiles     DIFFEDU_PROFILE (smoke | cpu | gpu): how much a lesson does, and its recipes

@@ -198,6 +198,37 @@ def scaling_table(sides=(32, 64, 128, 256, 512, 1024)) -> list[dict]:
              "f4_ratio": 3 * s * s / (4 * (s // 4) ** 2), "f8_ratio": 3 * s * s / (4 * (s // 8) ** 2)} for s in sides]
 
 
+GUIDANCE_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5)
+
+
+def guidance_curve(pipe, train, test, samples: int = 500, reference: int | None = None, scales=GUIDANCE_SCALES,
+                   steps: int = 50, batch_size: int = 100, device=None, seed: int = 0) -> dict:
+    """Classifier-free guidance's trade-off, measured: for each scale w, `samples` images of a class-conditional
+    pipeline (the classes in turn, the same noise at every w) scored by FID and KID against the first `reference`
+    training images (diversity and realism), and by class accuracy: a linear probe on the same Inception
+    features, fit on those training images, says whether a "horse" looks like a horse. Real test images are
+    the yardstick on both counts."""
+    device = env.get_device(device)
+    reference = min(reference or len(train), len(train))
+    train_features = metrics.cached_features(train.images[:reference], device=device)
+    probe = metrics.LinearProbe(train_features, train.labels[:reference])
+    test_features = metrics.cached_features(test.images[:samples], device=device)
+    classes = torch.arange(samples) % len(pipe.classes)
+    rows = {}
+    for w in tqdm(scales, desc="guidance scales"):
+        images = torch.cat([pipe.sample(len(chunk), steps, classes=chunk, guidance=w, progress=False,
+                                        generator=torch.Generator().manual_seed(seed + start)).float().cpu()
+                            for start, chunk in zip(range(0, samples, batch_size), classes.split(batch_size))])
+        features = metrics.inception_features(images, device=device)
+        rows[str(w)] = {"guidance": w, **metrics.scores_of(features, train_features), "accuracy": probe.accuracy(features, classes)}
+    return {"format": FORMAT, "samples": samples, "steps": steps,
+            "reference": f"the first {reference} CIFAR-10 training images of {train.source}",
+            "scales": rows,
+            "real test images": {**metrics.scores_of(test_features, train_features),
+                                 "accuracy": probe.accuracy(test_features, test.labels[:samples])},
+            "probe_train_accuracy": probe.accuracy(train_features, train.labels[:reference])}
+
+
 # ---- the whole run ---------------------------------------------------------------
 
 def run(profile: Profile, settings: BenchSettings | None = None, device: str | torch.device | None = None,

@@ -733,3 +733,23 @@ def mmd2_unbiased(fn):
         "the cross term counts twice: MMD^2 = mean k(x, x') + mean k(y, y') - 2 mean k(x, y)": lambda x, y: mmd(x, y, cross=1.0),
     }, rtol=1e-6, atol=1e-8)
     return "the unbiased MMD^2 with KID's cubic kernel, equal to diffedu's on sets of equal and unequal sizes"
+
+
+# ---- lesson 07 --------------------------------------------------------------------------
+
+def _ref_guided_eps(eps_uncond, eps_cond, w):
+    return eps_uncond + w * (eps_cond - eps_uncond)
+
+
+@exercise(_ref_guided_eps)
+def guided_eps(fn):
+    cases = lambda: [(_randn(4, 4, 8, 8, seed=120), _randn(4, 4, 8, 8, seed=121), w) for w in (0.0, 1.0, 3.0, 7.5)]  # noqa: E731
+    _compare(fn, cases, [_ref_guided_eps(*case) for case in cases()], {
+        "the roles are swapped: start from the unconditional prediction and move towards the conditional one":
+            lambda u, c, w: c + w * (u - c),
+        "here w = 1 is the plain conditional model: eps_uncond + w (eps_cond - eps_uncond); (1 + w) eps_cond - w "
+        "eps_uncond is the other convention, where w = 0 is conditional": lambda u, c, w: (1 + w) * c - w * u,
+        "the difference is added to the unconditional prediction, not used alone": lambda u, c, w: w * (c - u),
+        "w scales the difference between the two predictions, not the conditional one alone": lambda u, c, w: u + w * c,
+    })
+    return "eps_uncond + w (eps_cond - eps_uncond): w = 0 the unconditional prediction, w = 1 the conditional one, more beyond it"

@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=positive, help="default: the recipe's")
     t.add_argument("--lr", type=positive_float, help="learning rate (default: the recipe's)")
     t.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (default: the recipe's, linear)")
+    t.add_argument("--cond", action="store_true", help="class-conditional (ddpm, latent): learn CIFAR-10's labels, each "
+                   "dropped to 'no label' 10%% of the time, for classifier-free guidance")
     t.add_argument("--data", help=data_help)
     t.add_argument("--vae", help="for latent: the VAE whose latents to learn (default: the recipe's, else runs/vae/model)")
     t.add_argument("--out", help="checkpoint path, without suffix (default: runs/<kind>/model)")
@@ -96,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=positive, help="DDIM steps (default: 50; DDPM always uses all T)")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
     s.add_argument("--spacing", default="uniform", choices=["uniform", "quadratic"])
+    s.add_argument("--class", dest="class_", metavar="CLASS", help="for a class-conditional model: a class name (horse) or index")
+    s.add_argument("--guidance", type=float, default=3.0, help="with --class: the guidance scale w (0 unconditional, "
+                   "1 conditional, more: stronger; default 3)")
     s.add_argument("--out", default="samples.png")
     s.add_argument("--device", help=device_help)
     s.add_argument("--seed", type=int, default=0)
@@ -113,6 +118,23 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--data", help=data_help)
     f.add_argument("--device", help=device_help)
     f.add_argument("--seed", type=int, default=0)
+
+    g = sub.add_parser("guidance", help="a class-conditional model's guidance curve: FID/KID and class accuracy against w")
+    g.add_argument("--ckpt", required=True, help="a class-conditional checkpoint (e.g. ldm-cifar10-cond)")
+    g.add_argument("--samples", type=positive, default=500, help="images per guidance scale (default: 500)")
+    g.add_argument("--reference", type=positive, help="first N training images for FID/KID and the probe (default: all)")
+    g.add_argument("--scales", type=float, nargs="+", default=list(bench.GUIDANCE_SCALES), help="guidance scales w")
+    g.add_argument("--steps", type=positive, default=50, help="DDIM steps (default: 50)")
+    g.add_argument("--batch-size", type=positive, default=100)
+    g.add_argument("--data", help=data_help)
+    g.add_argument("--device", help=device_help)
+    g.add_argument("--out", help="JSON file to write (default: data/bench/guidance-<name>.json)")
+
+    x = sub.add_parser("export", help="a trained model as a shippable checkpoint: EMA weights in float16, a trimmed config")
+    x.add_argument("--ckpt", required=True, help="the training run's checkpoint")
+    x.add_argument("--out", required=True, help="where to write it (diffedu/checkpoints/<name> ships it)")
+    x.add_argument("--hardware", required=True, help='what it was trained on, for the card (e.g. "2-core CPU, torch 2.14.1")')
+    x.add_argument("--force", action="store_true", help="replace a checkpoint already at --out")
 
     e = sub.add_parser("student", help="write the student edition of the lessons: exercises' solutions taken out")
     e.add_argument("--lessons", default="lessons", help="the course's lessons folder (default: lessons)")
@@ -149,8 +171,13 @@ def choose_recipe(args, saved: dict | None):
     else:
         recipe = get_profile(args.profile).recipe(args.kind or (get_recipe(saved["recipe"]).kind if saved else "ddpm"))
     check_kind(recipe, args.kind)
+    if args.cond:
+        recipe = recipe.with_classes()
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule}
     if saved:
+        if args.cond and not saved["config"].get("num_classes"):
+            raise DiffeduError("the run you are resuming is not class-conditional, and a model keeps its conditioning")
+        overrides["model"] = saved["config"]  # a resumed run keeps its own architecture
         if get_recipe(saved["recipe"]).kind != recipe.kind:
             raise DiffeduError(f"the run you are resuming trains a {get_recipe(saved['recipe']).kind} model, recipe "
                                f"{recipe.name} a {recipe.kind} one: resume it without --recipe/--profile")
@@ -208,13 +235,13 @@ def train(args) -> None:
     recipe = choose_recipe(args, saved)
     device = env.get_device(args.device)
     env.seed_everything(args.seed)
-    model = checkpoint.build_model(saved, out) if saved else None  # a resumed run keeps its own architecture
-    trainer = recipe.trainer(device, model)
-    images = data.load_cifar10(args.data).images[: recipe.n_data]
+    trainer = recipe.trainer(device, checkpoint.build_model(saved, out) if saved else None)
+    cifar = data.load_cifar10(args.data)
+    images, labels = cifar.images[: recipe.n_data], cifar.labels[: recipe.n_data]
     train_set = images
     if recipe.kind == "latent":  # learn the VAE's scaled latents, encoded once and cached
         vae, reference = vae_for_latent(args, recipe, saved, trainer.device)
-        train_set = cached_latents(vae, images)
+        train_set, labels = cached_latents(vae, images), labels.repeat(2)  # the images, then their mirror images
         trainer.meta |= {"vae": reference, "vae_fingerprint": vae_fingerprint(vae)}
     if saved:
         trainer.load(out)
@@ -227,8 +254,8 @@ def train(args) -> None:
     print(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
           f"{len(train_set)} training examples, batch {recipe.batch_size}, steps {trainer.step} -> {trainer.step + steps}, "
           f"on {trainer.device}")
-    batches = data.batches(train_set, recipe.batch_size, flip=recipe.kind != "latent", device=trainer.device,
-                           seed=args.seed + trainer.step)
+    batches = data.batches(train_set, recipe.batch_size, labels=labels if recipe.conditional else None,
+                           flip=recipe.kind != "latent", device=trainer.device, seed=args.seed + trainer.step)
     try:
         trainer.fit(batches, steps, save_to=out, save_every=args.save_every)
     except KeyboardInterrupt:
@@ -246,10 +273,12 @@ def train(args) -> None:
 def sample_cmd(args) -> None:
     env.check_writable(args.out)  # before the sampling, which can take minutes
     pipe = load_pipeline(args.ckpt, args.device, args.vae)
+    classes = int(args.class_) if args.class_ and args.class_.isdigit() else args.class_
     images = pipe.sample(args.samples, args.steps, sampler=args.sampler, eta=args.eta, spacing=args.spacing,
-                         generator=torch.Generator().manual_seed(args.seed))
+                         generator=torch.Generator().manual_seed(args.seed), classes=classes, guidance=args.guidance)
     Image.fromarray(grid(images, nrow=8)).save(args.out)
-    print(f"wrote {args.samples} images ({args.sampler}, {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps) to {args.out}")
+    which = f", class {args.class_}, guidance {args.guidance:g}" if args.class_ else ""
+    print(f"wrote {args.samples} images ({args.sampler}, {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps{which}) to {args.out}")
 
 
 def fid_cmd(args) -> None:
@@ -286,13 +315,35 @@ def bench_cmd(args) -> None:
     print(f"\nwrote {bench.save(result, out)}")
 
 
+def guidance_cmd(args) -> None:
+    out = Path(args.out or env.home() / "bench" / f"guidance-{Path(args.ckpt).name}.json")
+    env.check_writable(out)
+    pipe = load_pipeline(args.ckpt, args.device)
+    if not pipe.classes:
+        raise DiffeduError(f"{args.ckpt} is not class-conditional: there is no guidance to measure")
+    train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
+    curve = bench.guidance_curve(pipe, train, test, args.samples, args.reference, args.scales, args.steps,
+                                 args.batch_size, args.device)
+    print(report.guidance_table(curve))
+    print(f"\nwrote {bench.save(curve, out)}")
+
+
+def export_cmd(args) -> None:
+    if checkpoint.exists(args.out) and not args.force:
+        raise CheckpointError(f"{checkpoint.paths(args.out)[0]} already exists: replace it with --force")
+    checkpoint.check_writable(args.out)
+    out = pretrained.export(args.ckpt, args.out, args.hardware)
+    print(f"wrote {checkpoint.paths(out)[0]} ({checkpoint.paths(out)[0].stat().st_size / 2**20:.1f} MiB, float16)")
+
+
 def student_cmd(args) -> None:
     notebooks = student_edition(args.lessons, args.out)
     print(f"wrote the student edition of {len(notebooks)} lessons to {args.out}/ (.py and .ipynb pairs, solutions replaced "
           "by stubs that raise NotImplementedError)")
 
 
-COMMANDS = {"train": train, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd, "student": student_cmd}
+COMMANDS = {"train": train, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd, "guidance": guidance_cmd,
+            "export": export_cmd, "student": student_cmd}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,22 +170,28 @@ def batches(
     images: torch.Tensor,
     batch_size: int,
     *,
+    labels: torch.Tensor | None = None,
     flip: bool = True,
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> Iterator[torch.Tensor]:
     """Endless shuffled batches on `device`: uint8 images come out scaled to [-1, 1],
-    float tensors (latents) as they are. The set moves to the device once; each
-    batch is indexed, flipped and scaled there."""
+    float tensors (latents) as they are; with `labels`, (images, labels) pairs. The set
+    moves to the device once; each batch is indexed, flipped and scaled there."""
     if not 1 <= batch_size <= len(images):  # checked now, not at the first next(): a bad size must not hang
         raise DataError(f"batch size must be between 1 and the size of the data set ({len(images)}), got {batch_size}")
-    return _endless_batches(images.to(device), batch_size, flip, torch.Generator().manual_seed(seed))
+    if labels is not None and len(labels) != len(images):
+        raise DataError(f"{len(labels)} labels for {len(images)} images: one label per image")
+    labels = None if labels is None else labels.to(device)
+    return _endless_batches(images.to(device), labels, batch_size, flip, torch.Generator().manual_seed(seed))
 
 
-def _endless_batches(images: torch.Tensor, batch_size: int, flip: bool, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def _endless_batches(images, labels, batch_size: int, flip: bool, generator: torch.Generator) -> Iterator:
     while True:
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):  # drop the ragged last batch
-            x = images[order[start:start + batch_size].to(images.device)]
+            picked = order[start:start + batch_size].to(images.device)
+            x = images[picked]
             x = to_float(x) if x.dtype == torch.uint8 else x
-            yield random_hflip(x, generator) if flip else x
+            x = random_hflip(x, generator) if flip else x
+            yield x if labels is None else (x, labels[picked])

@@ -142,6 +142,42 @@ def kid(features: torch.Tensor, reference: torch.Tensor, subsets: int = 100, sub
 
 def score(images: torch.Tensor, reference_features: torch.Tensor, device: str | torch.device = "cpu") -> dict:
     """FID and KID of images against the Inception features of the reference images (see cached_features)."""
-    features = inception_features(images, device=device)
+    return scores_of(inception_features(images, device=device), reference_features)
+
+
+def scores_of(features: torch.Tensor, reference_features: torch.Tensor) -> dict:
+    """FID and KID of Inception features against the reference's."""
     kid_mean, kid_std = kid(features, reference_features)
-    return {"n": len(images), "fid": fid(features, reference_features), "kid": kid_mean, "kid_std": kid_std}
+    return {"n": len(features), "fid": fid(features, reference_features), "kid": kid_mean, "kid_std": kid_std}
+
+
+# ---- class accuracy ----------------------------------------------------------------
+
+class LinearProbe:
+    """A linear classifier on Inception features: multinomial logistic regression with a little L2, fit by
+    L-BFGS on standardised features. It judges whether samples of a class look like their class: fit it on
+    real training images, and its accuracy on real test images is the yardstick."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: int = 10, l2: float = 1e-3, steps: int = 100):
+        features = features.double()
+        self.mean, self.std = features.mean(0), features.std(0).clamp_min(1e-6)
+        x, labels = (features - self.mean) / self.std, labels.long()
+        self.weight = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
+        self.bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([self.weight, self.bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def loss():
+            optimizer.zero_grad()
+            value = F.cross_entropy(x @ self.weight + self.bias, labels) + l2 * self.weight.square().sum()
+            value.backward()
+            return value
+
+        optimizer.step(loss)
+
+    @torch.no_grad()
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        return (((features.double() - self.mean) / self.std) @ self.weight + self.bias).argmax(1)
+
+    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
+        """The fraction of images whose predicted class is the given one."""
+        return (self.predict(features) == labels.long()).double().mean().item()

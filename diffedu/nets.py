@@ -83,6 +83,7 @@ class UNetConfig:
     attn_resolutions: tuple[int, ...] = (16,)  # feature-map sizes that get self-attention
     dropout: float = 0.1
     heads: int = 1
+    num_classes: int = 0  # > 0: class-conditional, with one more learned class, index num_classes, for "no label"
 
     def __post_init__(self):
         self.channel_mult, self.attn_resolutions = tuple(self.channel_mult), tuple(self.attn_resolutions)
@@ -93,6 +94,8 @@ class UNetConfig:
             raise DiffeduError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
             raise DiffeduError(f"image_size {self.image_size} cannot be halved {len(self.channel_mult) - 1} times")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise DiffeduError(f"num_classes must be 0 (unconditional) or a positive whole number, got {self.num_classes!r}")
         if any(self.channels * m % self.heads for m in self.channel_mult):
             raise DiffeduError(f"heads ({self.heads}) must divide every level's width ({self.channels} x {self.channel_mult})")
 
@@ -101,13 +104,16 @@ class UNetConfig:
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): predicts the noise that was added to make x_t."""
+    """eps_theta(x_t, t): predicts the noise that was added to make x_t. With `num_classes`, eps_theta(x_t, t, y):
+    a learned embedding of the class y is added to the time embedding, so every block knows what to draw."""
 
     def __init__(self, config: UNetConfig | None = None, **overrides):
         super().__init__()
         self.config = cfg = config or UNetConfig(**overrides)
         ch, t_dim = cfg.channels, 4 * cfg.channels
         self.t_mlp = nn.Sequential(nn.Linear(ch, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        if cfg.num_classes:
+            self.class_emb = nn.Embedding(cfg.num_classes + 1, t_dim)  # the last row: "no label"
         self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         def stage(c_in, c_out, res):
@@ -139,7 +145,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)  # start by predicting eps = 0: a calm first step
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t, t (one for all or one per image), and for a class-conditional UNet the classes y (None: "no label")."""
         cfg = self.config
         if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
             raise DiffeduError(
@@ -147,6 +154,10 @@ class UNet(nn.Module):
             )
         t = torch.as_tensor(t, device=x.device).expand(len(x))  # one t for all, or one each
         emb = self.t_mlp(timestep_embedding(t, cfg.channels).to(x.dtype))
+        if cfg.num_classes:
+            emb = emb + self.class_emb(self.labels(y, len(x), x.device))
+        elif y is not None:
+            raise DiffeduError("this UNet is not class-conditional: it takes no labels")
         h = self.stem(x)
         skips = [h]
         for layer in self.down:
@@ -159,6 +170,14 @@ class UNet(nn.Module):
             else:
                 h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
         return self.head(h)
+
+    def labels(self, y, n: int, device=None) -> torch.Tensor:
+        """Class indices for n images: y for all or one each; None is "no label" (index num_classes)."""
+        k = self.config.num_classes
+        y = torch.full((n,), k, device=device) if y is None else torch.as_tensor(y, device=device).long().expand(n)
+        if y.numel() and (y.min() < 0 or y.max() > k):
+            raise DiffeduError(f"class labels must be in 0..{k - 1} ({k} for no label), got {y.min().item()}..{y.max().item()}")
+        return y
 
 
 def check_positive(config, *names: str) -> None:

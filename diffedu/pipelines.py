@@ -17,7 +17,8 @@ from torch import nn
 from . import checkpoint, env, pretrained
 from .errors import CheckpointError, DiffeduError
 from .latent import decode_latents, encode_latents, vae_fingerprint
-from .samplers import Scheduler, Trajectory, make_scheduler, sample_trajectory
+from .data import CLASSES
+from .samplers import Guided, Scheduler, Trajectory, make_scheduler, sample_trajectory
 from .schedules import Schedule
 from .vae import VAE
 
@@ -51,14 +52,38 @@ class Diffusion:
         """'ddim' in `steps` steps (None: 50), or 'ddpm' (always all T)."""
         return make_scheduler(sampler, self.schedule, steps, eta, spacing, clip_x0=self.clip_x0)
 
+    @property
+    def classes(self) -> list[str]:
+        """The class names a class-conditional model can be asked for (CIFAR-10's); [] when it takes none."""
+        return list(CLASSES[: self.unet.config.num_classes])
+
+    def labels(self, classes, n: int) -> torch.Tensor:
+        """Class indices for n images from a name or index for all, or one per image."""
+        if not self.unet.config.num_classes:
+            raise DiffeduError("this model is not class-conditional: sample it without classes")
+        if isinstance(classes, (str, int)):
+            classes = [classes] * n
+        if isinstance(classes, (list, tuple)):
+            unknown = [c for c in classes if isinstance(c, str) and c not in self.classes]
+            if unknown:
+                raise DiffeduError(f"unknown class {unknown[0]!r}; the classes are {', '.join(self.classes)}")
+            classes = [self.classes.index(c) if isinstance(c, str) else c for c in classes]
+        labels = torch.as_tensor(classes, device=self.device).long()
+        if labels.shape != (n,):
+            raise DiffeduError(f"give one class for all {n} images or one per image, not {labels.numel()}")
+        return self.unet.labels(labels, n, self.device)
+
     def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = "ddim", eta: float = 0.0,
                           spacing: str = "uniform", frames: int = 20, x_T: torch.Tensor | None = None,
-                          generator: torch.Generator | None = None, progress: bool = True) -> Trajectory:
+                          generator: torch.Generator | None = None, progress: bool = True,
+                          classes=None, guidance: float = 1.0) -> Trajectory:
         """Sample from x_T (default: fresh noise for n images), keeping `frames` snapshots of x_t and the
-        predicted x_0; `images` are the decoded results."""
+        predicted x_0; `images` are the decoded results. A class-conditional model samples the given
+        `classes` (names or indices) with classifier-free guidance of scale `guidance`, or, without
+        classes, unconditionally."""
         x_T = self.noise(n, generator) if x_T is None else x_T.to(self.device)
-        trajectory = sample_trajectory(self.unet, self.scheduler(sampler, steps, eta, spacing), x_T, frames,
-                                       generator, progress)
+        model = self.unet if classes is None else Guided(self.unet, self.labels(classes, len(x_T)), guidance)
+        trajectory = sample_trajectory(model, self.scheduler(sampler, steps, eta, spacing), x_T, frames, generator, progress)
         trajectory.images = self.decode(trajectory.images)
         return trajectory
 

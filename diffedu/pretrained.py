@@ -12,6 +12,7 @@ Sample one with `diffedu.pipelines.load_pipeline(name)`.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -45,6 +46,16 @@ def reference(name_or_path: str | Path) -> str:
     return str(name_or_path) if str(name_or_path) in available() else str(Path(name_or_path).resolve())
 
 
+def export(run: str | Path, out: str | Path, hardware: str) -> Path:
+    """A training run as a shipped checkpoint: the EMA weights in float16 (half the size, the same samples to the
+    eye) and the config trimmed to what a card cites: recipe, steps, seconds, hardware, final loss."""
+    meta = checkpoint.read_meta(run)
+    history = meta.get("history") or [float("nan")]
+    kept = {k: meta[k] for k in ("schedule", "T", "recipe", "step", "seconds", "vae", "vae_fingerprint") if k in meta}
+    return checkpoint.save_model(out, checkpoint.load_model(run), dtype=torch.float16, **kept, hardware=hardware,
+                                 final_loss=sum(history[-50:]) / len(history[-50:]))
+
+
 def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """A shipped model by name, in eval mode, weights as float32."""
     return checkpoint.load_model(path(name), device)
@@ -53,3 +64,12 @@ def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
 def card(name: str) -> str:
     """The model card: data, recipe, steps, hardware, time, and measured quality."""
     return (CHECKPOINTS / f"{path(name).name}.md").read_text()
+
+
+def guidance_curve(name: str) -> dict:
+    """A class-conditional model's measured guidance curve (`python -m diffedu guidance`), shipped beside it."""
+    file = CHECKPOINTS / f"{path(name).name}.guidance.json"
+    if not file.exists():
+        raise DiffeduError(f"{name} ships no guidance curve: it is not class-conditional, or measure one with "
+                           f"`python -m diffedu guidance --ckpt {name}`")
+    return json.loads(file.read_text())

@@ -75,3 +75,16 @@ def scaling_table(result: dict) -> str:
         ["image", "pixel values", "f = 4 latent", "ratio", "f = 8 latent", "ratio"],
         [[f"{r['side']}x{r['side']}x3", f"{r['pixel']:,}", f"{r['f4']:,}", f"{r['f4_ratio']:.0f}x", f"{r['f8']:,}",
           f"{r['f8_ratio']:.0f}x"] for r in result["scaling"]])
+
+
+def guidance_table(curve: dict) -> str:
+    """A guidance curve (diffedu.bench.guidance_curve) as a table: w, FID, KID and class accuracy."""
+    real = curve["real test images"]
+    rows = [[f"w = {r['guidance']:g}", r["n"], f"{r['fid']:.2f}", f"{1000 * r['kid']:.2f} ± {1000 * r['kid_std']:.2f}",
+             f"{100 * r['accuracy']:.1f}%"] for r in curve["scales"].values()]
+    rows.append(["real test images", real["n"], f"{real['fid']:.2f}", f"{1000 * real['kid']:.2f} ± {1000 * real['kid_std']:.2f}",
+                 f"{100 * real['accuracy']:.1f}%"])
+    return (f"**Classifier-free guidance** ({curve['samples']} samples per scale, DDIM {curve['steps']} steps, the classes in "
+            f"turn; FID/KID against {curve['reference']}; class accuracy by a linear probe on the same Inception "
+            f"features, {100 * curve['probe_train_accuracy']:.1f}% on the images it was fit on)\n\n"
+            + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows))

@@ -160,6 +160,32 @@ class DDIMScheduler(Scheduler):
         return StepOutput(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, x0)
 
 
+class Guided(nn.Module):
+    """Classifier-free guidance (Ho & Salimans 2022) as a noise predictor for the sampling loop:
+
+        eps = eps_uncond + w (eps_cond - eps_uncond)
+
+    from a class-conditional model, with both predictions from one batched call. w = 0 is the
+    unconditional model, w = 1 the conditional one (each a single call), w > 1 pushes samples further
+    towards what distinguishes the class."""
+
+    def __init__(self, model: nn.Module, labels: torch.Tensor, guidance: float):
+        super().__init__()
+        if not 0 <= guidance < float("inf"):
+            raise DiffeduError(f"the guidance scale w must be 0 or more (0: unconditional, 1: conditional), got {guidance}")
+        self.model, self.labels, self.guidance = model, labels, guidance
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.guidance == 0:
+            return self.model(x, t, None)
+        if self.guidance == 1:
+            return self.model(x, t, self.labels)
+        t = torch.as_tensor(t, device=x.device).expand(len(x))
+        unlabelled = torch.full_like(self.labels, self.model.config.num_classes)
+        eps_cond, eps_uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, unlabelled])).chunk(2)
+        return eps_uncond + self.guidance * (eps_cond - eps_uncond)
+
+
 def _t_batch(t: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((len(x),), t, device=x.device, dtype=torch.long)
 

@@ -29,6 +29,19 @@ def eps_loss(model: nn.Module, x0: torch.Tensor, schedule: Schedule) -> torch.Te
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
 
 
+def class_eps_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], schedule: Schedule,
+                   drop: float = 0.1) -> torch.Tensor:
+    """The same loss for a class-conditional model on (x0, labels) batches. Each label is replaced by "no
+    label" with probability `drop`, so that one model learns both predictions that classifier-free guidance
+    mixes, the conditional and the unconditional one (Ho & Salimans 2022)."""
+    x0, labels = batch
+    dropped = torch.rand(len(labels), device=labels.device) < drop
+    labels = torch.where(dropped, torch.full_like(labels, model.config.num_classes), labels)
+    t = torch.randint(0, schedule.T, (len(x0),), device=x0.device)
+    noise = torch.randn_like(x0)
+    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t, labels), noise)
+
+
 class EMA:
     """An exponential moving average of the weights. Its copy of the model samples
     better than the raw weights, which jitter from batch to batch."""

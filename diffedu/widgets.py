@@ -109,3 +109,34 @@ def latent_explorer(vae, image_a: torch.Tensor, image_b: torch.Tensor, seed: int
         control.observe(update, names="value")
     update()
     return W.VBox([W.HBox([mix, channel]), W.HBox([scale, jitter]), caption, W.HBox([decoded, channels])])
+
+
+def image_slider(images: dict, description: str, caption: Callable[[object], str] = str, nrow: int = 8) -> W.VBox:
+    """A slider over precomputed image batches, {value: images}: e.g. SDEdit's results at each noise level."""
+    if not images:
+        raise DiffeduError("the slider needs at least one batch of images")
+    values = list(images)
+    return _slider_view([png(images[v], nrow=nrow) for v in values], [caption(v) for v in values], description, values)
+
+
+def guidance_widget(images: dict, classes: list[str]) -> W.VBox:
+    """Pick a class, move the guidance scale w: {(class index, w): images} precomputed from the same noise
+    at every w, so that what changes is the guidance alone."""
+    scales = sorted({w for _, w in images})
+    if not images or not scales:
+        raise DiffeduError("the guidance widget needs images for at least one class and scale")
+    frames = {key: png(batch, nrow=len(batch), zoom=3) for key, batch in images.items()}
+    picker = W.Dropdown(options=[(classes[k], k) for k in sorted({k for k, _ in images})], description="class")
+    slider = W.SelectionSlider(options=scales, value=scales[min(1, len(scales) - 1)], description="guidance w",
+                               continuous_update=True, layout=W.Layout(width="500px"))
+    image, caption = W.Image(format="png"), W.HTML()
+
+    def show(_=None):
+        image.value = frames[(picker.value, slider.value)]
+        caption.value = (f"{classes[picker.value]}, w = {slider.value:g}: "
+                         + {0: "unconditional (the label is ignored)", 1: "conditional, no guidance"}.get(slider.value, "guided"))
+
+    picker.observe(show, names="value")
+    slider.observe(show, names="value")
+    show()
+    return W.VBox([W.HBox([picker, slider]), caption, image])

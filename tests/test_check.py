@@ -13,7 +13,7 @@ from diffedu.check import ExerciseError
 
 EXERCISES = ["alpha_bar", "q_sample", "next_noise_variance", "eps_loss", "posterior", "ddpm_step", "ddim_sigma", "ddim_step",
              "ddim_timesteps", "ddim_invert_step", "reparameterize", "kl_divergence", "scale_factor", "sample_latents",
-             "frechet_distance", "mmd2_unbiased"]
+             "frechet_distance", "mmd2_unbiased", "guided_eps"]
 
 
 def rejects(name, fn, *fragments):
@@ -398,3 +398,15 @@ def mmd_with(unbiased=True, scaled=True, degree=3, plus=1.0, cross=2.0):
 ])
 def test_mmd2_unbiased_catalogue(wrong, message):
     rejects("mmd2_unbiased", wrong, message)
+
+
+# ---- lesson 07 --------------------------------------------------------------------
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda eps_uncond, eps_cond, w: eps_cond + w * (eps_uncond - eps_cond), "the roles are swapped"),
+    (lambda eps_uncond, eps_cond, w: (1 + w) * eps_cond - w * eps_uncond, "the other convention"),
+    (lambda eps_uncond, eps_cond, w: w * (eps_cond - eps_uncond), "not used alone"),
+    (lambda eps_uncond, eps_cond, w: eps_uncond + w * eps_cond, "not the conditional one alone"),
+])
+def test_guided_eps_catalogue(wrong, message):
+    rejects("guided_eps", wrong, message)

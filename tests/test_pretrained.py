@@ -13,16 +13,17 @@ from diffedu.pipelines import LatentDiffusion, PixelDiffusion, load_pipeline
 from diffedu.recipes import get_recipe
 from diffedu.samplers import DDIMScheduler, sample
 
-SHIPPED = ["ddpm-cifar10", "ldm-cifar10", "vae-cifar10"]
+SHIPPED = ["ddpm-cifar10", "ldm-cifar10", "ldm-cifar10-cond", "vae-cifar10"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_checkpoint_ships_with_a_card_and_its_recipe(name):
     assert name in pretrained.available()
     card = pretrained.card(name)
-    for fact in ("data", "recipe", "reproduce", "hardware", "python -m diffedu fid"):
+    for fact in ("data", "recipe", "reproduce", "hardware"):
         assert fact in card
-    assert re.search(r"FID [0-9.]+, KID x 1000 [0-9.]+", card), "the card gives its measured FID and KID"
+    assert "python -m diffedu fid" in card or "python -m diffedu guidance" in card, "the card says how its scores were measured"
+    assert re.search(r"FID [0-9.]+, KID x 1000 [0-9.]+|\| w = 3 \| [0-9.]+ \| [0-9.]+", card), "the card gives its measured FID and KID"
     meta = checkpoint.read_meta(pretrained.path(name))
     recipe = get_recipe(name)
     assert meta["recipe"] == name and meta["step"] == recipe.steps
@@ -59,6 +60,16 @@ def test_shipped_vae_reconstructs_real_images(cifar_root):
     assert psnr(vae.reconstruct(x), x).mean() > 24  # the card says 27.1 dB on all 1,017
 
 
+def test_the_conditional_model_ships_its_guidance_curve():
+    curve = pretrained.guidance_curve("ldm-cifar10-cond")
+    rows = curve["scales"]
+    assert [r["guidance"] for r in rows.values()] == [0.0, 1.0, 2.0, 3.0, 5.0, 7.5] and curve["samples"] == 500
+    assert rows["3.0"]["accuracy"] > 2 * rows["0.0"]["accuracy"]  # guidance makes the classes recognisable
+    assert f"{rows['3.0']['fid']:.2f}" in pretrained.card("ldm-cifar10-cond")  # the card cites the shipped curve
+    with pytest.raises(DiffeduError, match="ships no guidance curve"):
+        pretrained.guidance_curve("ldm-cifar10")
+
+
 def test_unknown_name_lists_what_is_shipped():
     with pytest.raises(DiffeduError, match="shipped: .*ddpm-cifar10"):
         pretrained.load("ddpm-imagenet")
@@ -71,3 +82,25 @@ def test_a_damaged_copy_is_a_clear_error(tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated"):
         checkpoint.load_model(tmp_path / "copy")
+
+
+def test_export_makes_a_half_size_checkpoint_that_samples_the_same(tmp_path, capsys):
+    from diffedu import cli
+    from diffedu.nets import UNet, UNetConfig
+    from diffedu.recipes import get_recipe
+    from safetensors.torch import load_file
+
+    trainer = get_recipe("smoke-ddpm").trainer("cpu")
+    trainer.history = [0.5] * 60
+    trainer.save(tmp_path / "run")
+    out = tmp_path / "shipped"
+    assert cli.main(["export", "--ckpt", str(tmp_path / "run"), "--out", str(out), "--hardware", "a test"]) == 0
+    meta = checkpoint.read_meta(out)
+    assert meta["recipe"] == "smoke-ddpm" and meta["hardware"] == "a test" and meta["final_loss"] == 0.5
+    assert "optimizer" not in meta and "history" not in meta
+    assert all(v.dtype == torch.float16 for v in load_file(str(checkpoint.paths(out)[0])).values() if v.is_floating_point())
+    exported, original = checkpoint.load_model(out), trainer.ema.model
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(exported(x, torch.tensor([5, 500])), original(x, torch.tensor([5, 500])), atol=1e-2)
+    assert cli.main(["export", "--ckpt", str(tmp_path / "run"), "--out", str(out), "--hardware", "a test"]) == 2
+    assert "--force" in capsys.readouterr().err

@@ -64,3 +64,19 @@ def test_latent_explorer_decodes_as_the_controls_move():
     switched_off = decoded.value
     jitter.value = 1.0  # noise into the switched-off channel
     assert decoded.value != switched_off
+
+
+def test_image_slider_and_guidance_widget_show_the_chosen_frame():
+    from diffedu.widgets import guidance_widget, image_slider
+
+    batches = {t: torch.rand(2, 3, 32, 32) * 2 - 1 for t in (100, 500)}
+    slider, caption, image = parts(image_slider(batches, "t", lambda t: f"t = {t}", nrow=2))
+    slider.value = 500
+    assert image.value == png(batches[500], nrow=2) and caption.value == "t = 500"
+
+    images = {(k, w): torch.full((2, 3, 32, 32), k / 10 + w / 100) for k in (0, 7) for w in (0.0, 1.0, 3.0)}
+    widget = guidance_widget(images, ["airplane"] + ["?"] * 6 + ["horse"])
+    (picker, scale), caption, image = widget.children[0].children, widget.children[1], widget.children[2]
+    assert scale.value == 1.0 and "conditional" in caption.value
+    picker.value, scale.value = 7, 3.0
+    assert image.value == png(images[(7, 3.0)], nrow=2, zoom=3) and caption.value.startswith("horse, w = 3: guided")
