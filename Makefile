@@ -7,14 +7,16 @@ BIN    := $(VENV)/bin
 # The torch/torchvision pair the course is tested with (they must match).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: lab test student setup clean
+.PHONY: lab test browser-test student setup clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml lab/overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[lab,test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp lab/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
 
 setup: $(BIN)/.installed
@@ -26,6 +28,14 @@ lab: setup
 # nbval runs every lesson in the smoke profile unless DIFFEDU_PROFILE says otherwise.
 test: setup
 	DIFFEDU_PROFILE=$${DIFFEDU_PROFILE:-smoke} $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider
+
+# The lessons in a real browser: JupyterLab as `make lab` runs it, driven by Playwright in headless Chromium
+# (Debian's package: Playwright's own browser download is not used). Screenshots go to browser-screenshots/.
+browser-test: setup
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$${CHROMIUM:-}" ] || \
+	  { echo "installing Debian's chromium for the browser test"; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "error: the browser test needs Chromium: run 'apt-get install chromium' (as root), or set CHROMIUM=/path/to/chromium"; exit 1; }
+	DIFFEDU_PROFILE=smoke $(BIN)/python -m pytest browser -p no:cacheprovider -v
 
 # The student edition, for a teacher to hand out: the lessons with the exercises' solutions replaced by stubs.
 student: setup

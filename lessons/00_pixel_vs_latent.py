@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 00 · Pixel space vs latent space
 #
@@ -18,6 +26,7 @@
 # | 04 | a VAE 32x32x3 -> 8x8x4: the reparameterisation, the KL term, the latent scale factor |
 # | 05 | latent diffusion: the latent sampling loop |
 # | 06 | the comparison, measured: time, memory, and FID/KID, whose formulas you write |
+# | 07 | conditioning: a class-conditional latent model, classifier-free guidance (you write it), SDEdit |
 #
 # In each lesson you write the functions it is about; a check after each exercise tells you what is right or
 # which mistake it found. Everything else lives in the small package `diffedu`, which the lessons import.
