@@ -9,7 +9,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: lab test browser-test student setup clean
 
-$(BIN)/.installed: pyproject.toml lab/overrides.json
+$(BIN)/.installed: pyproject.toml lab/overrides.json Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
@@ -17,6 +17,8 @@ $(BIN)/.installed: pyproject.toml lab/overrides.json
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp lab/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	# nbgrader is for grading from the command line; its JupyterLab panels would only confuse learners
+	$(BIN)/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1
 	touch $@
 
 setup: $(BIN)/.installed

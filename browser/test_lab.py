@@ -163,7 +163,7 @@ def test_lesson_runs_from_jupyterlab_and_its_widgets_respond(lesson, lab, browse
 def test_a_lesson_source_opens_as_a_notebook(lab, browser):
     """Double-clicking a lesson's .py opens it as a notebook (jupytext pairs it with the .ipynb)."""
     page = open_notebook(browser, lab, "01_forward_process.py")
-    assert page.locator(".jp-NotebookPanel .jp-Cell").count() > 10
+    page.wait_for_function("document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length > 10", timeout=30_000)
     assert page.locator(".jp-FileEditor").count() == 0
     page.screenshot(path=str(SHOTS / "01_forward_process.py.png"))
     page.close()
