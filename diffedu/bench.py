@@ -31,7 +31,7 @@ from . import data, env, measure, metrics
 from .errors import DiffeduError
 from .latent import encode_latents
 from .nets import UNet, UNetConfig, count_parameters
-from .pipelines import LatentDiffusion, PixelDiffusion, load_pipeline
+from .pipelines import LatentDiffusion, PixelDiffusion, load_pipeline, load_vae
 from .profiles import Profile
 from .training import Trainer, eps_loss
 
@@ -48,6 +48,7 @@ class Method:
     space: str  # "pixel" or "latent"
     sampler: str  # "ddpm" or "ddim"
     steps: int
+    spacing: str = "uniform"  # of DDIM's timesteps
 
 
 def methods(ddim_steps: tuple[int, ...] = (100, 50)) -> list[Method]:
@@ -131,8 +132,18 @@ def model_sizes(models: Models, device) -> dict[str, dict]:
 
 def draw(models: Models, method: Method, n: int, seed: int, progress: bool = False) -> torch.Tensor:
     """n images in [-1, 1]; the same seed gives the pixel samplers the same noise."""
-    return models.of(method).sample(n, method.steps, sampler=method.sampler, generator=torch.Generator().manual_seed(seed),
-                                    progress=progress)
+    return models.of(method).sample(n, method.steps, sampler=method.sampler, spacing=method.spacing,
+                                    generator=torch.Generator().manual_seed(seed), progress=progress)
+
+
+def sample_images(pipe, n: int, steps: int | None = None, sampler: str = "ddim", spacing: str = "uniform",
+                  batch_size: int = 100, seed: int = 0, eta: float = 0.0) -> torch.Tensor:
+    """n images on the CPU, drawn `batch_size` at a time, batch k from the seed `seed + k * batch_size`: the
+    protocol of every FID/KID the course ships, so that a row can be measured again and come out the same."""
+    runs = range(0, n, batch_size)
+    return torch.cat([pipe.sample(min(batch_size, n - start), steps, sampler=sampler, eta=eta, spacing=spacing, progress=False,
+                                  generator=torch.Generator().manual_seed(seed + start)).float().cpu()
+                      for start in tqdm(runs, desc="sampling", leave=False)])
 
 
 def time_sampler(models: Models, method: Method, settings: BenchSettings, device, fast: bool) -> tuple[dict, torch.Tensor]:
@@ -229,6 +240,61 @@ def guidance_curve(pipe, train, test, samples: int = 500, reference: int | None 
             "probe_train_accuracy": probe.accuracy(train_features, train.labels[:reference])}
 
 
+# ---- the shipped quality curves -------------------------------------------------
+
+def quality_methods() -> list[Method]:
+    """The rows of the shipped quality table: every sampler the lessons compare, DDIM at both spacings."""
+    return [Method("DDPM 1000", "pixel", "ddpm", 1000),
+            *(Method(f"DDIM {s}", "pixel", "ddim", s) for s in (100, 50, 20, 10)),
+            *(Method(f"DDIM {s} quadratic", "pixel", "ddim", s, "quadratic") for s in (100, 50, 20, 10)),
+            *(Method(f"latent DDIM {s}", "latent", "ddim", s) for s in (50, 20, 10))]
+
+
+def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None = None, device=None,
+                   data_root: str | None = None, batch_size: int = 100) -> dict:
+    """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10) for each sampler, of vae-cifar10's
+    reconstructions and of real test images, all at `samples` images against all the training images, with
+    the seconds per image each sampler took here. Resumable: rows already in `out` at the same count and
+    reference are kept, and each new row is written as soon as it is measured."""
+    device = env.get_device(device)
+    train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
+    reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)
+    methods_by_label = {m.label: m for m in quality_methods()}
+    every = [*YARDSTICKS, *methods_by_label]
+    labels = labels or every
+    unknown = [label for label in labels if label not in every]
+    if unknown:
+        raise DiffeduError(f"no quality row {unknown[0]!r}; rows: {', '.join(every)}")
+    table = {"format": FORMAT, "samples": samples, "reference": reference, "rows": {}}
+    if Path(out).exists():
+        saved = load(out)
+        if (saved["samples"], saved["reference"]) == (samples, reference):
+            table = saved
+    reference_features = metrics.cached_features(train.images, device=device)
+    pipes = {}
+    for label in tqdm([label for label in labels if label not in table["rows"]], desc="quality rows"):
+        start = time.perf_counter()
+        if label == YARDSTICKS[0]:
+            images, row = test.images[:samples], {}
+        elif label == YARDSTICKS[1]:
+            vae = load_vae("vae-cifar10", device)
+            images = torch.cat([vae.reconstruct(data.to_float(c.to(device))).float().cpu() for c in test.images[:samples].split(100)])
+            row = {"model": "vae-cifar10"}
+        else:
+            method = methods_by_label[label]
+            name = "ddpm-cifar10" if method.space == "pixel" else "ldm-cifar10"
+            if name not in pipes:
+                pipes[name] = load_pipeline(name, device)
+            images = sample_images(pipes[name], samples, method.steps, method.sampler, method.spacing, batch_size)
+            row = {"model": name, **asdict(method)}
+        row["seconds_per_image"] = (time.perf_counter() - start) / samples
+        table["rows"][label] = {**row, **metrics.score(images, reference_features, device), "machine": machine(device),
+                                "date": time.strftime("%Y-%m-%d")}
+        table["rows"] = {label: table["rows"][label] for label in every if label in table["rows"]}  # the table's order
+        save(table, out)
+    return table
+
+
 # ---- the whole run ---------------------------------------------------------------
 
 def run(profile: Profile, settings: BenchSettings | None = None, device: str | torch.device | None = None,
@@ -236,13 +302,12 @@ def run(profile: Profile, settings: BenchSettings | None = None, device: str | t
         data_root: str | None = None) -> dict:
     """Everything the module docstring lists, as one JSON-ready dict."""
     settings, device = settings or settings_for(profile.name), env.get_device(device)
-    fast = device.type == "cuda"  # bf16 autocast and channels-last pay off on a GPU, not on a CPU
+    fast = device.type == "cuda"  # bf16 autocast pays off on a GPU, not on a CPU
     began = time.perf_counter()
     models = load_models(profile, device, pixel, latent, vae)
     sizes = model_sizes(models, device)  # counted before torch.compile, which FlopCounterMode cannot see into
-    if fast:
-        for net in (models.pixel.unet, models.latent.unet, models.latent.vae):
-            net.to(memory_format=torch.channels_last)
+    for net in (models.pixel.unet, models.latent.unet, *([models.latent.vae] if fast else [])):
+        net.to(memory_format=torch.channels_last)  # as load_pipeline does: faster on a CPU too (README)
     if compile:
         models.pixel.unet, models.latent.unet = torch.compile(models.pixel.unet), torch.compile(models.latent.unet)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
@@ -268,7 +333,7 @@ def run(profile: Profile, settings: BenchSettings | None = None, device: str | t
     bar.close()
     return {
         "format": FORMAT, "profile": profile.name, "settings": asdict(settings), "models": models.source, "machine": machine(device),
-        "options": {"inference_mode": True, "bf16_autocast": fast, "channels_last": fast, "torch_compile": compile},
+        "options": {"inference_mode": True, "bf16_autocast": fast, "channels_last": True, "torch_compile": compile},
         "sizes": sizes, "sampling": sampling, "training": training,
         "quality": scores and {"reference": f"the first {settings.reference} CIFAR-10 training images of {train.source}",
                                "scores": scores},

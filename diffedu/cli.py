@@ -6,8 +6,10 @@
     python -m diffedu train vae --profile cpu                     # -> runs/vae/model
     python -m diffedu train latent --vae runs/vae/model           # -> runs/latent/model
     python -m diffedu train --recipe ldm-cifar10                  # a shipped model's recipe
+    python -m diffedu retrain --all --budget-minutes 9            # the shipped models, resumably (repeat until done)
     python -m diffedu fid --ckpt ddpm-cifar10 --steps 100 --samples 1000   # FID/KID of a model
     python -m diffedu bench --profile cpu                         # pixel vs latent, measured -> data/bench/cpu.json
+    python -m diffedu quality --rows "DDIM 50" "latent DDIM 50"    # FID/KID per sampler at 500 images, resumable
     python -m diffedu student --out student                       # the lessons without the exercises' solutions
 
 Bad input gets one `error:` line and exit code 2; Ctrl-C exits with 130.
@@ -16,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from . import bench, checkpoint, data, env, metrics, pretrained, report
+from . import bench, checkpoint, data, env, metrics, pretrained, report, runs
 from .classroom import student_edition
 from .errors import CheckpointError, DiffeduError
-from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
 from .pipelines import load_pipeline, load_vae
 from .profiles import PROFILES, get_profile
@@ -89,6 +90,18 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=at_least(0), default=500, help="save every N steps, 0: only at the end (default: 500)")
     t.add_argument("--device", help=device_help)
     t.add_argument("--seed", type=int, default=0)
+    add_speed_options(t)
+
+    r = sub.add_parser("retrain", help="train the shipped models by their recipes, resumably, and export them for shipping")
+    r.add_argument("names", nargs="*", metavar="NAME", help=f"recipes to retrain, among {', '.join(runs.SHIPPED)}")
+    r.add_argument("--all", action="store_true", help="all of them, each latent model after its VAE")
+    r.add_argument("--budget-minutes", type=positive_float, help="stop (everything saved) after this long; "
+                   "the same command continues (default: no limit)")
+    r.add_argument("--runs", default="runs/retrain", help="where the training runs live (default: runs/retrain)")
+    r.add_argument("--export", help="where the shippable float16 checkpoints and draft cards go (default: <runs>/shipped)")
+    r.add_argument("--data", help=data_help)
+    r.add_argument("--device", help=device_help)
+    add_speed_options(r)
 
     s = sub.add_parser("sample", help="draw images from a checkpoint into a PNG grid")
     s.add_argument("--ckpt", required=True, help="checkpoint path (suffix optional) or shipped name")
@@ -130,6 +143,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help=device_help)
     g.add_argument("--out", help="JSON file to write (default: data/bench/guidance-<name>.json)")
 
+    q = sub.add_parser("quality", help="the shipped models' FID/KID for every sampler and step count, resumably")
+    q.add_argument("--samples", type=positive, default=500, help="images per row (default: 500)")
+    q.add_argument("--rows", nargs="+", metavar="ROW", help='rows to measure, e.g. "DDIM 50" "latent DDIM 20" '
+                   "(default: all; rows already in --out are kept)")
+    q.add_argument("--out", help="JSON file (default: data/bench/quality.json; diffedu/checkpoints/quality.json ships)")
+    q.add_argument("--batch-size", type=positive, default=100)
+    q.add_argument("--data", help=data_help)
+    q.add_argument("--device", help=device_help)
+
     x = sub.add_parser("export", help="a trained model as a shippable checkpoint: EMA weights in float16, a trimmed config")
     x.add_argument("--ckpt", required=True, help="the training run's checkpoint")
     x.add_argument("--out", required=True, help="where to write it (diffedu/checkpoints/<name> ships it)")
@@ -157,6 +179,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--compile", action="store_true", help="torch.compile the UNets first")
     b.add_argument("--out", help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)")
     return p
+
+
+def add_speed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", default="auto", choices=["auto", "none", "default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the training step in this mode (auto: reduce-overhead, i.e. CUDA graphs, on CUDA; "
+                        "none on a CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="NHWC memory order for the convolutions (default: on CUDA only)")
 
 
 # ---- train -----------------------------------------------------------------------
@@ -213,11 +243,7 @@ def vae_for_latent(args, recipe, saved: dict | None, device):
         raise DiffeduError(f"this run learns the latents of {name}; resuming it with {args.vae} would mix two latent spaces. "
                            "Resume without --vae, or train a new run with another --out")
     vae = load_vae(name, device)
-    if saved and saved.get("vae_fingerprint") not in (None, vae_fingerprint(vae)):
-        raise CheckpointError(f"the VAE at {name} has changed since this run started: it cannot be resumed on it")
-    if vae.config.scale_factor == 1.0:  # the default: calibrate() has never measured it
-        raise CheckpointError(f"the latent scale factor of the VAE at {name} was never measured (its training did not "
-                              f"finish): finish it with `python -m diffedu train --out {name} --resume`")
+    runs.check_vae(vae, name, saved)
     return vae, pretrained.reference(name)
 
 
@@ -235,14 +261,9 @@ def train(args) -> None:
     recipe = choose_recipe(args, saved)
     device = env.get_device(args.device)
     env.seed_everything(args.seed)
-    trainer = recipe.trainer(device, checkpoint.build_model(saved, out) if saved else None)
+    trainer = recipe.trainer(device, checkpoint.build_model(saved, out) if saved else None, **speed_options(args, device))
     cifar = data.load_cifar10(args.data)
-    images, labels = cifar.images[: recipe.n_data], cifar.labels[: recipe.n_data]
-    train_set = images
-    if recipe.kind == "latent":  # learn the VAE's scaled latents, encoded once and cached
-        vae, reference = vae_for_latent(args, recipe, saved, trainer.device)
-        train_set, labels = cached_latents(vae, images), labels.repeat(2)  # the images, then their mirror images
-        trainer.meta |= {"vae": reference, "vae_fingerprint": vae_fingerprint(vae)}
+    vae, vae_ref = vae_for_latent(args, recipe, saved, trainer.device) if recipe.kind == "latent" else (None, None)
     if saved:
         trainer.load(out)
         for group in trainer.optimizer.param_groups if args.lr else []:
@@ -252,20 +273,39 @@ def train(args) -> None:
         raise DiffeduError(f"{out} has already trained {trainer.step} steps of the recipe's {recipe.steps}: "
                            "pass --steps N to train N more")
     print(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
-          f"{len(train_set)} training examples, batch {recipe.batch_size}, steps {trainer.step} -> {trainer.step + steps}, "
-          f"on {trainer.device}")
-    batches = data.batches(train_set, recipe.batch_size, labels=labels if recipe.conditional else None,
-                           flip=recipe.kind != "latent", device=trainer.device, seed=args.seed + trainer.step)
-    try:
-        trainer.fit(batches, steps, save_to=out, save_every=args.save_every)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted: saved {trainer.step} steps to {checkpoint.paths(out)[0]}; "
-                                f"continue with: python -m diffedu train --out {out} --resume") from None
-    if recipe.kind == "vae":  # the latent scale factor belongs to the finished VAE, so it is measured last
-        print(f"latent scale factor {calibrate(trainer.ema.model, images):.4f}")
-        trainer.save(out)
+          f"{len(cifar.images[: recipe.n_data])} training images, batch {recipe.batch_size}, steps {trainer.step} -> "
+          f"{trainer.step + steps}, on {trainer.device}")
+    runs.fit(trainer, recipe, out, cifar, steps, vae=vae, vae_ref=vae_ref, seed=args.seed, save_every=args.save_every)
     recent = trainer.history[-50:]
     print(f"saved {checkpoint.paths(out)[0]}; final loss {sum(recent) / max(1, len(recent)):.4f}")
+
+
+def speed_options(args, device: torch.device) -> dict:
+    """--compile and --channels-last, where "auto" turns on on CUDA what pays there: CUDA graphs, NHWC."""
+    cuda = device.type == "cuda"
+    mode = ("reduce-overhead" if cuda else "none") if args.compile == "auto" else args.compile
+    return {"compile": None if mode == "none" else mode,
+            "channels_last": cuda if args.channels_last is None else args.channels_last}
+
+
+def retrain_cmd(args) -> None:
+    if bool(args.all) == bool(args.names):
+        raise DiffeduError(f"name the models to retrain, or pass --all ({', '.join(runs.SHIPPED)}), not both")
+    names = list(runs.SHIPPED) if args.all else args.names
+    for name in names:
+        get_recipe(name)
+    out = Path(args.export or Path(args.runs) / "shipped")
+    for folder in (Path(args.runs), out):  # before any training
+        env.check_writable(folder / names[0])
+    device = env.get_device(args.device)
+    start = time.monotonic()
+    done = runs.retrain(names, args.runs, out, args.budget_minutes, args.data, device, **speed_options(args, device))
+    minutes = (time.monotonic() - start) / 60
+    if done:
+        print(f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. Measure each "
+              "(python -m diffedu fid ...), copy them into diffedu/checkpoints/ and merge the draft cards")
+    else:
+        print(f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue")
 
 
 # ---- sample, fid, bench ----------------------------------------------------------
@@ -293,10 +333,8 @@ def fid_cmd(args) -> None:
         what = f"{args.ckpt}'s reconstructions of test images"
     else:
         pipe = load_pipeline(args.ckpt, device, args.vae)
-        runs = range(0, args.samples, args.batch_size)
-        images = torch.cat([pipe.sample(min(args.batch_size, args.samples - start), args.steps, sampler=args.sampler, eta=args.eta,
-                                        generator=torch.Generator().manual_seed(args.seed + start)).float().cpu()
-                            for start in tqdm(runs, desc="sampling")])
+        images = bench.sample_images(pipe, args.samples, args.steps, args.sampler, batch_size=args.batch_size,
+                                     seed=args.seed, eta=args.eta)
         what = f"{args.ckpt}, {args.sampler} {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps"
     row = metrics.score(images, metrics.cached_features(reference, device=device), device)
     print(f"{what}: {row['n']} images, FID {row['fid']:.2f}, KID x 1000 {1000 * row['kid']:.2f} ± {1000 * row['kid_std']:.2f} "
@@ -328,6 +366,14 @@ def guidance_cmd(args) -> None:
     print(f"\nwrote {bench.save(curve, out)}")
 
 
+def quality_cmd(args) -> None:
+    out = Path(args.out or env.home() / "bench" / "quality.json")
+    env.check_writable(out)
+    table = bench.quality_curves(out, args.samples, args.rows, args.device, args.data, args.batch_size)
+    print(report.quality_curves_table(table))
+    print(f"\nwrote {out}")
+
+
 def export_cmd(args) -> None:
     if checkpoint.exists(args.out) and not args.force:
         raise CheckpointError(f"{checkpoint.paths(args.out)[0]} already exists: replace it with --force")
@@ -342,8 +388,8 @@ def student_cmd(args) -> None:
           "by stubs that raise NotImplementedError)")
 
 
-COMMANDS = {"train": train, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd, "guidance": guidance_cmd,
-            "export": export_cmd, "student": student_cmd}
+COMMANDS = {"train": train, "retrain": retrain_cmd, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd, "guidance": guidance_cmd,
+            "quality": quality_cmd, "export": export_cmd, "student": student_cmd}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,7 +162,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2, the whole batch at once."""
-    flip = torch.rand(len(x), generator=generator) < 0.5  # drawn on the CPU: cheap, reproducible
+    flip = torch.rand(len(x), generator=generator, device=generator.device if generator else x.device) < 0.5
     return torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -177,20 +177,22 @@ def batches(
 ) -> Iterator[torch.Tensor]:
     """Endless shuffled batches on `device`: uint8 images come out scaled to [-1, 1],
     float tensors (latents) as they are; with `labels`, (images, labels) pairs. The set
-    moves to the device once; each batch is indexed, flipped and scaled there."""
+    moves to the device once; each batch is drawn, indexed, flipped and scaled there, so
+    that a GPU never waits for the host (a copy from the host would be a sync per step)."""
     if not 1 <= batch_size <= len(images):  # checked now, not at the first next(): a bad size must not hang
         raise DataError(f"batch size must be between 1 and the size of the data set ({len(images)}), got {batch_size}")
     if labels is not None and len(labels) != len(images):
         raise DataError(f"{len(labels)} labels for {len(images)} images: one label per image")
     labels = None if labels is None else labels.to(device)
-    return _endless_batches(images.to(device), labels, batch_size, flip, torch.Generator().manual_seed(seed))
+    images = images.to(device)
+    return _endless_batches(images, labels, batch_size, flip, torch.Generator(images.device).manual_seed(seed))
 
 
 def _endless_batches(images, labels, batch_size: int, flip: bool, generator: torch.Generator) -> Iterator:
     while True:
-        order = torch.randperm(len(images), generator=generator)
+        order = torch.randperm(len(images), generator=generator, device=images.device)
         for start in range(0, len(order) - batch_size + 1, batch_size):  # drop the ragged last batch
-            picked = order[start:start + batch_size].to(images.device)
+            picked = order[start:start + batch_size]
             x = images[picked]
             x = to_float(x) if x.dtype == torch.uint8 else x
             x = random_hflip(x, generator) if flip else x

@@ -7,7 +7,8 @@ from these. Each one is reproducible by one command from its recipe (diffedu.rec
     python -m diffedu train --recipe vae-cifar10 --out runs/vae-cifar10
     python -m diffedu train --recipe ldm-cifar10 --vae runs/vae-cifar10
 
-and has a model card (`card(name)`) saying what it was trained on, how, and how long.
+or all of them, resumably, exported for shipping: `python -m diffedu retrain --all` (diffedu.runs). Each
+has a model card (`card(name)`) saying what it was trained on, how, and how long.
 Sample one with `diffedu.pipelines.load_pipeline(name)`.
 """
 from __future__ import annotations
@@ -46,12 +47,15 @@ def reference(name_or_path: str | Path) -> str:
     return str(name_or_path) if str(name_or_path) in available() else str(Path(name_or_path).resolve())
 
 
-def export(run: str | Path, out: str | Path, hardware: str) -> Path:
+def export(run: str | Path, out: str | Path, hardware: str, vae: str | None = None) -> Path:
     """A training run as a shipped checkpoint: the EMA weights in float16 (half the size, the same samples to the
-    eye) and the config trimmed to what a card cites: recipe, steps, seconds, hardware, final loss."""
+    eye) and the config trimmed to what a card cites: recipe, steps, seconds, hardware, final loss. `vae`: for a
+    latent model, the name its VAE ships under (its fingerprint still has to match)."""
     meta = checkpoint.read_meta(run)
     history = meta.get("history") or [float("nan")]
     kept = {k: meta[k] for k in ("schedule", "T", "recipe", "step", "seconds", "vae", "vae_fingerprint") if k in meta}
+    if vae and "vae" in kept:
+        kept["vae"] = vae
     return checkpoint.save_model(out, checkpoint.load_model(run), dtype=torch.float16, **kept, hardware=hardware,
                                  final_loss=sum(history[-50:]) / len(history[-50:]))
 
@@ -73,3 +77,9 @@ def guidance_curve(name: str) -> dict:
         raise DiffeduError(f"{name} ships no guidance curve: it is not class-conditional, or measure one with "
                            f"`python -m diffedu guidance --ckpt {name}`")
     return json.loads(file.read_text())
+
+
+def quality_table() -> dict:
+    """FID/KID of the shipped models at 500 samples, per sampler and step count, measured by
+    `python -m diffedu quality --out diffedu/checkpoints/quality.json` (lessons 03 and 06 plot it)."""
+    return json.loads((CHECKPOINTS / "quality.json").read_text())

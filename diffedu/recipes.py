@@ -49,19 +49,21 @@ class Recipe:
     def noise_schedule(self) -> Schedule:
         return Schedule.by_name(self.schedule)
 
-    def trainer(self, device=None, model: nn.Module | None = None, loss_fn=None) -> Trainer:
+    def trainer(self, device=None, model: nn.Module | None = None, loss_fn=None, **speed) -> Trainer:
         """A Trainer with this recipe's learning rate and loss (or `loss_fn(model, batch)`, e.g. one a learner
         wrote), for a fresh model (or the given one, e.g. rebuilt from a checkpoint to resume). A diffusion
-        model's checkpoints record the noise schedule, because a sampler must use the one the model learned."""
+        model's checkpoints record the noise schedule, because a sampler must use the one the model learned.
+        `speed`: the Trainer's `compile` and `channels_last` options."""
         model = model or self.build()
         meta = {"recipe": self.name}
         if self.kind == "vae":
-            return Trainer(model, loss_fn or vae_loss, lr=self.lr, device=device, meta=meta)
+            return Trainer(model, loss_fn or vae_loss, lr=self.lr, device=device, meta=meta, **speed)
         schedule = self.noise_schedule()
         if not loss_fn:
             loss_fn = (partial(class_eps_loss, schedule=schedule, drop=self.label_dropout) if self.conditional
                        else partial(eps_loss, schedule=schedule))
-        return Trainer(model, loss_fn, lr=self.lr, device=device, meta={**meta, "schedule": schedule.name, "T": schedule.T})
+        return Trainer(model, loss_fn, lr=self.lr, device=device, meta={**meta, "schedule": schedule.name, "T": schedule.T},
+                       **speed)
 
     @property
     def conditional(self) -> bool:

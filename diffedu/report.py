@@ -88,3 +88,15 @@ def guidance_table(curve: dict) -> str:
             f"turn; FID/KID against {curve['reference']}; class accuracy by a linear probe on the same Inception "
             f"features, {100 * curve['probe_train_accuracy']:.1f}% on the images it was fit on)\n\n"
             + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows))
+
+
+def quality_curves_table(curves: dict) -> str:
+    """The shipped quality table (bench.quality_curves) as markdown."""
+    rows = [[label, r.get("steps", ""), f"{r['fid']:.2f}", f"{1000 * r['kid']:.2f} ± {1000 * r['kid_std']:.2f}",
+             f"{1000 * r['seconds_per_image']:.0f}" if r.get("model") and r["model"] != "vae-cifar10" else ""]
+            for label, r in curves["rows"].items()]
+    machines = {(m["name"], m["device"], m["threads"], m["torch"]) for m in (r["machine"] for r in curves["rows"].values())}
+    where = ("{1} ({0}, {2} threads, torch {3})".format(*machines.pop()) if len(machines) == 1
+             else "the machine each row of the JSON names")
+    return (f"**FID / KID at {curves['samples']} images** against {curves['reference']}; sampling time per image "
+            f"measured on {where}, batches of 100\n\n" + table(["images", "steps", "FID", "KID x 1000", "ms / image"], rows))

@@ -215,8 +215,9 @@ def sample_trajectory(
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=type(scheduler).__name__, disable=not progress, leave=False)):
         x_prev, x0 = scheduler.step(model(x, _t_batch(t, x)), t, x, generator)
         if i in keep:
-            kept.append((t, x.float().cpu(), x0.float().cpu()))
+            kept.append((t, x.float().cpu().contiguous(), x0.float().cpu().contiguous()))
         x = x_prev
+    x = x.contiguous()  # NCHW, whatever memory order the model computes in
     if not kept:
         return Trajectory([], torch.empty(0), torch.empty(0), x)
     ts, xs, x0s = zip(*kept)

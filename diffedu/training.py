@@ -3,10 +3,17 @@ CUDA, a progress bar with the loss, and checkpoints that resume exactly.
 
 It takes any `loss_fn(model, batch) -> scalar`, so the VAE and the latent
 model train through the same loop as the pixel UNet.
+
+On a GPU the course's small nets are launch-bound: each of a step's hundreds of
+small kernels costs more to launch than to run. So the step never waits for the
+GPU (the loss is read back once per log, not per step), AdamW is fused on CUDA,
+the EMA is one `_foreach_lerp_` call, and `compile=` captures the forward and
+backward (mode "reduce-overhead": CUDA graphs, one launch for the lot).
 """
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,6 +25,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .env import get_device
+from .measure import synchronize
 from .schedules import Schedule
 
 
@@ -55,10 +63,12 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         # Warm-up: early on, average over the few steps there are, not 1/(1-decay) of them.
         decay = min(self.decay, (1 + step) / (10 + step))
-        for ema, raw in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if ema.is_floating_point():
-                ema.lerp_(raw, 1 - decay)
-            else:
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        floats = [(ema, raw) for ema, raw in pairs if ema.is_floating_point()]
+        # ema += (1 - decay) (raw - ema) for every tensor at once: one call, not one per tensor
+        torch._foreach_lerp_([ema for ema, _ in floats], [raw for _, raw in floats], 1 - decay)
+        for ema, raw in pairs:
+            if not ema.is_floating_point():
                 ema.copy_(raw)
 
 
@@ -67,29 +77,41 @@ class Trainer:
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], *,
                  lr: float = 2e-4, weight_decay: float = 0.0, ema_decay: float = 0.999, grad_clip: float = 1.0,
-                 device: str | torch.device | None = None, meta: dict | None = None):
+                 device: str | torch.device | None = None, meta: dict | None = None,
+                 compile: str | None = None, channels_last: bool = False):
+        """`compile`: a torch.compile mode for the forward and backward ("default", "reduce-overhead" for CUDA
+        graphs, "max-autotune"); `channels_last`: convolutions on NHWC tensors (faster on tensor cores)."""
         self.meta = dict(meta or {})  # saved with every checkpoint, e.g. which noise schedule the model learned
         self.device = get_device(device)
-        self.model = model.to(self.device)
+        self.channels_last = channels_last
+        self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.loss_fn, self.grad_clip = loss_fn, grad_clip
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        self.ema = EMA(model, ema_decay)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                           fused=self.device.type == "cuda")  # one kernel for every parameter's update
+        self.ema = EMA(self.model, ema_decay)
         self.step, self.history, self.seconds = 0, [], 0.0
+        # The model stays uncompiled (its weights, names and checkpoints do not change); the loss calls it compiled.
+        self.compile = compile
+        self._loss = torch.compile(self._model_loss, mode=compile) if compile else self._model_loss
+
+    def _model_loss(self, batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
 
     def fit(self, batches: Iterator[torch.Tensor], steps: int, *, log_every: int = 10,
             callback: Callable[["Trainer"], None] | None = None, save_to: str | Path | None = None,
-            save_every: int = 0, progress: bool = True) -> "Trainer":
-        """Train for `steps` more steps. Every `log_every` steps: update the bar and
-        call `callback(self)`; every `save_every` steps, at the end, and on Ctrl-C: save."""
+            save_every: int = 0, progress: bool = True, deadline: float | None = None) -> "Trainer":
+        """Train for `steps` more steps, or until `time.monotonic()` passes `deadline`. Every `log_every`
+        steps: update the bar and call `callback(self)`; every `save_every` steps, at the end, and on Ctrl-C: save."""
         self.model.train()
         pending, start = [], time.perf_counter()
         bar = tqdm(range(steps), desc="training", disable=not progress)
         try:
             for i in bar:
                 loss = self.train_step(next(batches))
-                pending.append(loss.detach())
+                pending.append(loss.detach().clone())  # a copy: a CUDA graph's output is overwritten by its next run
                 saving = bool(save_to and save_every and self.step % save_every == 0)
-                if len(pending) == log_every or i == steps - 1 or saving:  # a save holds the whole history
+                out_of_time = deadline is not None and time.monotonic() > deadline
+                if len(pending) == log_every or i == steps - 1 or saving or out_of_time:  # a save holds the whole history
                     self._log(pending, bar, log_every)
                     pending = []
                     if callback:
@@ -97,6 +119,9 @@ class Trainer:
                 if saving:
                     self._save_timed(save_to, start)
                     start = time.perf_counter()
+                if out_of_time:
+                    bar.close()
+                    break
         except KeyboardInterrupt:  # keep every finished step: the next run can --resume from here
             if save_to:
                 self._log(pending, bar, log_every)
@@ -108,7 +133,12 @@ class Trainer:
         return self
 
     def _log(self, pending: list[torch.Tensor], bar, window: int) -> None:
-        self.history += torch.stack(pending).float().cpu().tolist() if pending else []  # one device sync per log
+        losses = torch.stack(pending).float().cpu().tolist() if pending else []  # one device sync per log
+        bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
+        if bad:  # found before the next save, so no checkpoint ever holds the broken weights
+            raise FloatingPointError(f"loss became {losses[bad[0]]} at step {self.step - len(losses) + bad[0] + 1}: "
+                                     "lower the learning rate")
+        self.history += losses
         recent = self.history[-window:]
         if recent:
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
@@ -119,10 +149,12 @@ class Trainer:
         self.save(path)
 
     def train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            batch = _channels_last(batch)
+        if self.compile:
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the CUDA graphs may reuse the last one's memory
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = self.loss_fn(self.model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the learning rate")
+            loss = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
@@ -131,6 +163,20 @@ class Trainer:
         self.step += 1
         self.ema.update(self.model, self.step)
         return loss
+
+    def images_per_second(self, batches: Iterator, steps: int = 20, warmup: int = 3) -> float:
+        """Training throughput: examples per second over `steps` steps, after `warmup` (which compiles).
+        It trains the model: measure on a throwaway trainer."""
+        for _ in range(warmup):
+            self.train_step(next(batches))
+        synchronize(self.device)
+        start, n = time.perf_counter(), 0
+        for _ in range(steps):
+            batch = next(batches)
+            n += len(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            self.train_step(batch)
+        synchronize(self.device)
+        return n / (time.perf_counter() - start)
 
     # ---- checkpoints -----------------------------------------------------------
     def save(self, path: str | Path, **meta) -> Path:
@@ -158,3 +204,10 @@ class Trainer:
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         self.step, self.history, self.seconds = meta["step"], meta["history"], meta.get("seconds", 0.0)
         return self
+
+
+def _channels_last(batch):
+    """The image tensors of a batch (or an (images, labels) pair) in NHWC memory order."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_channels_last(b) for b in batch)
+    return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch

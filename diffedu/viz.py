@@ -70,3 +70,36 @@ class LiveLoss:
         else:
             self.handle.update(fig)
         plt.close(fig)
+
+
+_FAMILIES = (  # (label, line style, colour, which rows of the quality table)
+    ("pixel DDIM, uniform steps", "o-", "C0", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddim" and r["spacing"] == "uniform"),
+    ("pixel DDIM, quadratic steps", "^--", "C1", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddim" and r["spacing"] == "quadratic"),
+    ("pixel DDPM 1000", "s", "C3", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddpm"),
+    ("latent DDIM", "D-", "C2", lambda r: r.get("space") == "latent"),
+)
+
+
+def quality_plot(table: dict, against: str = "steps", latent: bool = True):
+    """The shipped quality table (diffedu.pretrained.quality_table()) as FID and KID against the sampling steps
+    (`against="steps"`) or the seconds per image: one line per kind of sampler (KID with its error bars), the
+    yardsticks as horizontal lines.
+    `latent=False` leaves out the latent model and its VAE."""
+    x_key = {"steps": "steps", "seconds": "seconds_per_image"}[against]
+    rows = table["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, key, name, scale in ((axes[0], "fid", "FID", 1), (axes[1], "kid", "KID x 1000", 1000)):
+        for label, style, colour, picks in _FAMILIES:
+            points = sorted((r[x_key], scale * r[key], scale * r.get(f"{key}_std", 0)) for r in rows.values() if picks(r))
+            if points and (latent or not label.startswith("latent")):
+                x, y, error = zip(*points)  # KID's standard deviation as error bars (FID has none)
+                ax.errorbar(x, y, yerr=error, fmt=style, color=colour, capsize=2, label=label)
+        yardsticks = [("real test images", "--", "k")] + ([("VAE reconstructions of them", ":", "C2")] if latent else [])
+        for label, style, colour in yardsticks:
+            if label in rows:
+                ax.axhline(scale * rows[label][key], color=colour, ls=style, lw=1, label=label)
+        ax.set(xscale="log", xlabel="sampling steps" if against == "steps" else "seconds per image (log scale)",
+               ylabel=f"{name} (lower is better)", title=f"{name}, {table['samples']} images each")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

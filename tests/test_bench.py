@@ -39,7 +39,7 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
     assert result["profile"] == "smoke" and result["settings"] == json.loads(json.dumps(vars(bench.settings_for("smoke"))))
     assert set(result) >= {"format", "models", "machine", "options", "sizes", "sampling", "training", "quality", "scaling",
                            "seconds", "date"}
-    assert result["options"] == {"inference_mode": True, "bf16_autocast": False, "channels_last": False, "torch_compile": False}
+    assert result["options"] == {"inference_mode": True, "bf16_autocast": False, "channels_last": True, "torch_compile": False}
 
     sizes = result["sizes"]
     assert list(sizes) == ["pixel UNet", "latent UNet", "VAE encoder", "VAE decoder"]
@@ -90,3 +90,39 @@ def test_an_old_or_damaged_result_is_measured_again(tmp_path, monkeypatch):
     complete = {"format": bench.FORMAT, "sampling": rows, "quality": {"scores": {}}}
     bench.save(complete, bench.results_path("cpu"))
     assert bench.saved_result("cpu") == complete
+
+
+def test_quality_curves_measure_rows_resumably(tiny_cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path))  # the Inception cache goes to tmp_path/fid
+    out = tmp_path / "quality.json"
+    args = ["quality", "--samples", "4", "--data", str(tiny_cifar), "--device", "cpu", "--out", str(out), "--rows"]
+    assert main([*args, "real test images", "latent DDIM 10"]) == 0
+    first = bench.load(out)
+    assert list(first["rows"]) == ["real test images", "latent DDIM 10"] and first["samples"] == 4
+    assert first["rows"]["latent DDIM 10"]["steps"] == 10 and first["rows"]["latent DDIM 10"]["model"] == "ldm-cifar10"
+    assert all(row["n"] == 4 and row["seconds_per_image"] > 0 for row in first["rows"].values())
+    assert "| latent DDIM 10 | 10 |" in capsys.readouterr().out  # the table, printed
+
+    assert main([*args, "DDIM 10 quadratic", "latent DDIM 10"]) == 0  # one new row; the measured one is kept
+    second = bench.load(out)
+    assert list(second["rows"]) == ["real test images", "DDIM 10 quadratic", "latent DDIM 10"]  # the table's order
+    assert second["rows"]["latent DDIM 10"] == first["rows"]["latent DDIM 10"]
+    assert second["rows"]["DDIM 10 quadratic"]["spacing"] == "quadratic"
+
+    assert main(["quality", "--samples", "2", "--data", str(tiny_cifar), "--device", "cpu", "--out", str(out),
+                 "--rows", "real test images"]) == 0  # another count: measured afresh, not mixed
+    assert list(bench.load(out)["rows"]) == ["real test images"]
+    assert main([*args, "DDIM 7"]) == 2
+    assert "no quality row 'DDIM 7'" in capsys.readouterr().err
+
+
+def test_the_shipped_quality_table_is_one_protocol():
+    from diffedu import pretrained
+
+    table = pretrained.quality_table()
+    labels = [*bench.YARDSTICKS, *(m.label for m in bench.quality_methods())]
+    assert table["samples"] == 500 and table["reference"].startswith("all 5170 CIFAR-10 training images")
+    assert set(table["rows"]) <= set(labels) and "real test images" in table["rows"]
+    assert all(row["n"] == 500 for row in table["rows"].values())
+    real = table["rows"]["real test images"]
+    assert all(row["fid"] > real["fid"] and row["kid"] > real["kid"] for label, row in table["rows"].items() if label != "real test images")

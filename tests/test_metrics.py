@@ -18,6 +18,16 @@ def random_covariance(d, generator):
     return a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
 
 
+def test_fine_detail_of_known_images():
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    ramp = torch.linspace(-1, 1, 8).view(1, 1, 1, 8).expand(2, 3, 8, 8)  # linear: its Laplacian is 0
+    checker = (torch.arange(8).view(8, 1) + torch.arange(8)).remainder(2).mul(2).sub(1).float().expand(2, 3, 8, 8)
+    assert metrics.fine_detail(flat) == 0 and metrics.fine_detail(ramp) == pytest.approx(0, abs=1e-10)
+    assert metrics.fine_detail(checker) == pytest.approx(64)  # +-1 with 4 neighbours of the other sign: (-8)^2
+    blurred = torch.nn.functional.avg_pool2d(checker, 3, stride=1, padding=1, count_include_pad=False)
+    assert metrics.fine_detail(blurred) < metrics.fine_detail(checker)
+
+
 def test_frechet_distance_of_two_known_gaussians():
     """In 2-D, Tr sqrt(M) = sqrt(Tr M + 2 sqrt(det M)) for M with eigenvalues >= 0 (square
     sqrt(l1) + sqrt(l2)), so FID has a closed form there even when the covariances do not commute."""

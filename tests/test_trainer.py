@@ -1,0 +1,153 @@
+"""The Trainer's speed options (foreach EMA, compile, channels-last, no per-step sync, deadlines) train the
+same model as the plain loop, and `retrain` trains, resumes and exports the shipped recipes' pipeline."""
+import copy
+import time
+from functools import partial
+
+import pytest
+import torch
+
+from diffedu import checkpoint, data, runs
+from diffedu.latent import vae_fingerprint
+from diffedu.nets import UNet, UNetConfig
+from diffedu.pipelines import load_pipeline, load_vae
+from diffedu.recipes import get_recipe
+from diffedu.schedules import Schedule
+from diffedu.training import EMA, Trainer, eps_loss
+
+CONFIG = UNetConfig(in_channels=3, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
+                    dropout=0.0)  # dropout draws its masks in memory order: another mask in NHWC
+
+
+def batches(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.randn(n, 3, 8, 8, generator=g)
+
+
+def unet():
+    """A tiny UNet whose output layer is not zero (as initialised), so that every weight gets a gradient."""
+    torch.manual_seed(0)
+    net = UNet(CONFIG)
+    torch.nn.init.normal_(net.head[-1].weight, std=0.1)
+    return net
+
+
+def trainer(**options):
+    return Trainer(unet(), partial(eps_loss, schedule=Schedule.linear()), lr=1e-3, device="cpu", **options)
+
+
+def test_foreach_ema_equals_the_per_tensor_loop_exactly():
+    torch.manual_seed(0)
+    model = UNet(CONFIG)
+    ema, reference = EMA(model), copy.deepcopy(model)
+    for step in range(1, 6):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        ema.update(model, step)
+        decay = min(0.999, (1 + step) / (10 + step))
+        for r, raw in zip(reference.state_dict().values(), model.state_dict().values()):
+            r.lerp_(raw, 1 - decay)
+    for a, b in zip(ema.model.state_dict().values(), reference.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def deterministic_loss(model, x0):
+    """The epsilon loss with t and the noise fixed by x0: the same numbers whatever the memory order
+    (randn_like would fill an NHWC tensor in another order)."""
+    t = torch.arange(len(x0)) * 200 + 50
+    noise = torch.cos(3 * x0)
+    return torch.nn.functional.mse_loss(model(Schedule.linear().q_sample(x0, t, noise), t), noise)
+
+
+def test_channels_last_trains_the_same_model():
+    plain = Trainer(unet(), deterministic_loss, lr=1e-3, device="cpu")
+    nhwc = Trainer(unet(), deterministic_loss, lr=1e-3, device="cpu", channels_last=True)
+    convs = [m.weight for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert_same_step(plain, nhwc)
+
+
+def assert_same_step(a: Trainer, b: Trainer) -> None:
+    """One step of each on the same batch: the same loss and the same gradients. (Not the weights after many
+    steps: Adam moves a weight by about lr whatever the size of its gradient, so rounding in a near-zero
+    gradient's sign grows into differences of lr.)"""
+    batch = next(batches())
+    torch.manual_seed(1)
+    loss_a = a.train_step(batch)
+    torch.manual_seed(1)
+    loss_b = b.train_step(batch)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
+        assert p.grad.abs().max() > 0, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_compiled_step_trains_the_same_model(monkeypatch):
+    # Inductor draws its own random numbers unless told to fall back to eager's; with them, the same steps.
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    plain, compiled = trainer(), trainer(compile="default")
+    assert_same_step(plain, compiled)
+    compiled.fit(batches(), 3, progress=False)
+    assert compiled.step == 4 and len(compiled.history) == 3
+    assert list(compiled.model.state_dict()) == list(plain.model.state_dict())  # checkpoints keep their names
+
+
+def test_a_diverging_loss_is_caught_before_anything_is_saved(tmp_path):
+    """The loss is read back once per log, not per step; a NaN in the window still stops training before a save."""
+    calls = iter(range(1000))
+    run = Trainer(UNet(CONFIG), lambda model, batch: model(batch, torch.zeros(len(batch), dtype=torch.long)).mean()
+                  * (float("nan") if next(calls) == 6 else 1.0), device="cpu")
+    with pytest.raises(FloatingPointError, match="loss became nan at step 7"):
+        run.fit(batches(), 20, save_to=tmp_path / "run", save_every=5, log_every=4, progress=False)
+    meta = checkpoint.read_meta(tmp_path / "run")
+    assert meta["step"] == 5  # the save at step 5; none after the NaN
+
+
+def test_a_deadline_stops_training_and_saves(tmp_path):
+    run = trainer().fit(batches(), 1000, save_to=tmp_path / "run", deadline=time.monotonic(), progress=False)
+    meta = checkpoint.read_meta(tmp_path / "run")
+    assert run.step == meta["step"] == 1 and len(meta["history"]) == 1
+
+
+def test_images_per_second_counts_examples():
+    assert trainer().images_per_second(batches(n=4), steps=2, warmup=1) > 0
+
+
+def test_retrain_resumes_trains_in_order_and_exports(tiny_cifar, tmp_path):
+    names = ["smoke-ddpm", "smoke-latent", "smoke-vae"]  # any order: the VAE trains first
+    out, shipped = tmp_path / "runs", tmp_path / "runs" / "shipped"
+    # An earlier call that ran out of time after one VAE step:
+    vae_trainer = get_recipe("smoke-vae").trainer("cpu")
+    runs.fit(vae_trainer, get_recipe("smoke-vae"), out / "smoke-vae", data.load_cifar10(tiny_cifar), 8,
+             deadline=time.monotonic())
+    assert checkpoint.read_meta(out / "smoke-vae")["step"] == 1
+
+    assert runs.retrain(names, out, data_root=str(tiny_cifar), device="cpu")
+    vae_meta = checkpoint.read_meta(out / "smoke-vae")
+    assert vae_meta["step"] == 8 and len(vae_meta["history"]) == 8  # resumed, not restarted
+    for name in names:
+        meta = checkpoint.read_meta(shipped / name)
+        assert meta["step"] == 8 and meta["hardware"] and (shipped / f"{name}.md").read_text().startswith(f"# {name}")
+    latent = checkpoint.read_meta(shipped / "smoke-latent")
+    assert latent["vae"] == "smoke-vae"  # the name it ships beside
+    assert latent["vae_fingerprint"] == vae_fingerprint(load_vae(shipped / "smoke-vae"))  # learned the exported VAE
+    images = load_pipeline(shipped / "smoke-latent", "cpu", vae=shipped / "smoke-vae").sample(2, 2)
+    assert images.shape == (2, 3, 32, 32)
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()}
+    assert runs.retrain(names, out, data_root=str(tiny_cifar), device="cpu")  # all done: nothing trains or changes
+    assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == stamps
+
+
+def test_retrain_command(tiny_cifar, tmp_path, capsys):
+    from diffedu.cli import main
+
+    assert main(["retrain"]) == 2 and "name the models to retrain, or pass --all" in capsys.readouterr().err
+    assert main(["retrain", "--all", "vae-cifar10"]) == 2
+    assert main(["retrain", "no-such-recipe"]) == 2 and "no recipe named 'no-such-recipe'" in capsys.readouterr().err
+    args = ["retrain", "smoke-vae", "--runs", str(tmp_path / "runs"), "--data", str(tiny_cifar), "--device", "cpu"]
+    assert main(args) == 0
+    assert "all done" in capsys.readouterr().out
+    assert checkpoint.read_meta(tmp_path / "runs" / "shipped" / "smoke-vae")["step"] == 8
