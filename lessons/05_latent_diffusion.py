@@ -21,10 +21,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from diffedu import check, checkpoint, pretrained
-from diffedu.data import batches, load_cifar10
+from diffedu.data import batches, load_cifar10, to_float
 from diffedu.env import get_device, seed_everything
 from diffedu.latent import cached_latents, calibrate
 from diffedu.measure import median_seconds
+from diffedu.metrics import fine_detail
 from diffedu.nets import count_parameters
 from diffedu.pipelines import LatentDiffusion, PixelDiffusion, load_pipeline, load_vae
 from diffedu.profiles import get_profile
@@ -157,6 +158,49 @@ print(f"largest difference from your sampler's images: {(trajectory.images.cpu()
 trajectory_widget(trajectory, n=8, decode=pipeline.decode)
 
 # %% [markdown]
+# ## Why latent samples look blurrier: measure it
+#
+# Set the latent samples beside lesson 02's pixel samples and they look softer. Whose fault is that: the latent
+# UNet's, or the decoder's? One number tells blur apart: the fine detail of an image, the mean square of its
+# Laplacian (a pixel minus its neighbours' mean), which blur lowers. We compare it, relative to real test
+# images, for the VAE's reconstructions of them (the best any latent model on this VAE can draw), your latent
+# samples and, in the cpu profile, the shipped pixel model's samples.
+
+# %%
+test_images = to_float(load_cifar10(train=False).images[: profile.n_samples]).to(device)
+real_detail = fine_detail(test_images)
+with torch.inference_mode():
+    reconstructions = pipeline.decode(pipeline.encode(test_images))
+details = {"VAE reconstructions": fine_detail(reconstructions), "your latent samples": fine_detail(samples)}
+if profile.pretrained:
+    details["ddpm-cifar10's samples (DDIM 50)"] = fine_detail(load_pipeline("ddpm-cifar10", device).sample(
+        profile.n_samples, 50, generator=torch.Generator().manual_seed(1), progress=False))
+for name, value in details.items():
+    print(f"{name:>32}: {value / real_detail:.2f} of real test images' fine detail")
+
+# %% [markdown]
+# In the cpu profile the reconstructions and the latent samples come out close to each other (about 0.4 of real
+# images' fine detail) and far below the pixel samples (about 0.9): the blur is the decoder's, and no latent
+# UNet can add detail the decoder does not draw. Measured on
+# more images (`benchmarks/latent_gap.py`: the shipped models, 1,000 test images and samples, 5 minutes on 2
+# cores), the latent model's gap has two parts, and they multiply:
+#
+# | question | measured | so |
+# | --- | --- | --- |
+# | how much fine detail? | VAE reconstructions 0.42 of real images', ldm-cifar10's samples 0.42, ddpm-cifar10's 0.91 | the blur is all the decoder's |
+# | the best a latent model could do | the VAE's reconstructions: FID 102.8, KID x 1000 53.6 (500 images); ddpm-cifar10, DDIM 50: 105.3 and 33.3 | even a perfect latent UNet on this VAE would lose to the pixel model on KID |
+# | how good is the latent UNet, alone? | Fréchet distance to the training latents, in latent space: real test latents 10.7, ldm-cifar10's samples 15.3; test latents plus Gaussian noise of std 0.1, 0.2, 0.3: 10.9, 11.9, 14.6 | its samples are about as far from real latents as real latents with noise of std 0.3 |
+# | what does such an error cost, decoded? | test latents plus noise of std 0.1, 0.2, 0.3, decoded: FID 110.7, 123.0, 139.7 and KID 63.9, 76.5, 95.1 (PSNR 26.1, 24.0, 21.9 dB, against 27.1) | noise of std 0.3 costs what the latent model loses (FID 141.5, KID 102.2): that accounts for the whole gap above the floor |
+# | why so fragile? | the encoder's posterior std is 0.0075 in units where latents have std 1 | with a KL weight of 1e-4 the decoder saw almost no noise in training, so even noise of std 0.1, which barely moves the latent distribution (10.9 against 10.7), costs 8 FID |
+# | would more training help? | ldm-cifar10-cond sampled without guidance (the same UNet, trained on half as many examples, and conditional, so not a clean comparison): 18.9 | probably: the latent UNet still improves with training |
+#
+# So the lesson of these numbers: in latent space the UNet does fairly well, and what makes its errors expensive
+# is a decoder that never learned to forgive them. A latent diffusion model needs its autoencoder to be good at
+# two things: reconstructing sharply (Stable Diffusion adds perceptual and adversarial losses for that) and
+# decoding *nearly right* latents well (a larger KL weight, or noise added to the latents while the decoder
+# trains). Ours does neither yet.
+
+# %% [markdown]
 # ## A first look at the cost of a step
 #
 # One UNet call on a batch of 8x8x4 latents against one on 32x32x3 pixels, and 50 DDIM steps of each (the
@@ -188,8 +232,7 @@ print(f"| DDIM 50 (latent: + decode) | {pixel_50:.2f} s | {latent_50:.2f} s | {p
 # - The data set is encoded once; the encoder never runs during training.
 # - Each step is cheaper, even with a wider UNet, and a single decoder call at the end turns latents into images.
 # - Cheaper is not yet as good. Measured on 500 samples against the 5,170-image training sample (`python -m
-#   diffedu fid`), the shipped latent model scores FID 141.5 and KID x 1000 102.2, the shipped pixel model
-#   105.6 and 34.1, and the VAE's own reconstructions 102.8 and 53.6. The latent model sits far above its VAE's
-#   floor, so most of the gap is the latent UNet's (a longer or wider training should close much of it); the
-#   rest is the small VAE's, which blurs what a perceptual or adversarial loss would keep.
+#   diffedu quality`), the shipped latent model scores FID 141.5 and KID x 1000 102.2, the shipped pixel model
+#   105.3 and 33.3 (DDIM 50), and the VAE's own reconstructions 102.8 and 53.6. The decoder's blur sets that
+#   floor, and its fragility turns the latent UNet's small errors (like noise of std 0.3) into the rest.
 # - Lesson 06 puts all of it side by side, with FID and KID.
