@@ -307,9 +307,10 @@ if profile.name == "smoke":
 #   keep 42% of real images' fine detail, and so do the latent samples (pixel samples keep 91%); that floor,
 #   KID x 1000 53.6, is already worse than the pixel model's 33. And the decoder never learned to forgive small
 #   errors: the latent UNet's, about as large as noise of std 0.3 on real latents, take it from the floor to 102
-#   (real latents with that noise, decoded, score 95). A sharper and more forgiving autoencoder (perceptual and
-#   adversarial losses as in Stable Diffusion, a larger KL weight) and a longer latent training are what the
-#   course's claim of comparable quality still needs; ours are small ones trained in minutes.
+#   (real latents with that noise, decoded, score 95). Fine-tuning the decoder on noisy latents with its L1 loss
+#   made it worse (KID 113): a pixel loss rewards the blurry average. A sharp and forgiving autoencoder takes
+#   perceptual and adversarial losses, as in Stable Diffusion; with a longer latent training, that is what the
+#   course's claim of comparable quality still needs. Ours are small models trained in minutes.
 # - **Small images are latent diffusion's worst case.** At 32x32 the pixel UNet is already cheap, and the
 #   encoder (at full resolution, once per training image) and decoder (once per sample) are fixed costs that
 #   a 12x saving must pay for. At 512x512 the saving is 48x in values and far more in attention: that is where
