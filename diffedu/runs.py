@@ -33,7 +33,8 @@ def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet,
         again: str = "") -> None:
     """Train `steps` more steps of `recipe` on CIFAR-10 (a latent recipe: on `vae`'s scaled latents, `vae_ref`
     naming it in the checkpoint), saving to `out` every `save_every` steps, at the end, on Ctrl-C and when
-    `time.monotonic()` passes `deadline`. `again`: the command that continues the run, for the Ctrl-C message."""
+    `time.monotonic()` passes `deadline`. A VAE that trained all its steps gets its latent scale factor measured.
+    `again`: the command that continues the run, for the Ctrl-C message."""
     images, labels = cifar.images[: recipe.n_data], cifar.labels[: recipe.n_data]
     train_set = images
     if recipe.kind == "latent":  # learn the VAE's scaled latents, encoded once and cached
@@ -41,12 +42,13 @@ def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet,
         trainer.meta |= {"vae": vae_ref, "vae_fingerprint": vae_fingerprint(vae)}
     batches = data.batches(train_set, recipe.batch_size, labels=labels if recipe.conditional else None,
                            flip=recipe.kind != "latent", device=trainer.device, seed=seed + trainer.step)
+    goal = trainer.step + steps
     try:
         trainer.fit(batches, steps, save_to=out, save_every=save_every, deadline=deadline)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted: saved {trainer.step} steps to {checkpoint.paths(out)[0]}; "
                                 f"continue with: {again or f'python -m diffedu train --out {out} --resume'}") from None
-    if recipe.kind == "vae":  # the latent scale factor belongs to the trained VAE, so it is measured last
+    if recipe.kind == "vae" and trainer.step == goal:  # the scale factor belongs to the trained VAE: measured last
         print(f"latent scale factor {calibrate(trainer.ema.model, images):.4f}")
         trainer.save(out)
 

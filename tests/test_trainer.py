@@ -122,11 +122,13 @@ def test_retrain_resumes_trains_in_order_and_exports(tiny_cifar, tmp_path):
     vae_trainer = get_recipe("smoke-vae").trainer("cpu")
     runs.fit(vae_trainer, get_recipe("smoke-vae"), out / "smoke-vae", data.load_cifar10(tiny_cifar), 8,
              deadline=time.monotonic())
-    assert checkpoint.read_meta(out / "smoke-vae")["step"] == 1
+    stopped = checkpoint.read_meta(out / "smoke-vae")
+    assert stopped["step"] == 1 and stopped["config"]["scale_factor"] == 1.0  # unfinished: no scale factor measured
 
     assert runs.retrain(names, out, data_root=str(tiny_cifar), device="cpu")
     vae_meta = checkpoint.read_meta(out / "smoke-vae")
     assert vae_meta["step"] == 8 and len(vae_meta["history"]) == 8  # resumed, not restarted
+    assert vae_meta["config"]["scale_factor"] != 1.0  # finished: measured
     for name in names:
         meta = checkpoint.read_meta(shipped / name)
         assert meta["step"] == 8 and meta["hardware"] and (shipped / f"{name}.md").read_text().startswith(f"# {name}")
