@@ -198,9 +198,14 @@ def quality(samples: dict[str, torch.Tensor], reference: torch.Tensor, test: tor
     """FID and KID of each set of images against the reference images, with real test images and their
     VAE reconstructions as the yardsticks at the same count."""
     reference_features = metrics.cached_features(reference, device=device)  # read (or computed) once
-    reconstructions = torch.cat([vae.reconstruct(data.to_float(chunk.to(device))).float().cpu() for chunk in test.split(64)])
+    reconstructions = reconstruct_images(vae, test, device)
     sets = {**samples, YARDSTICKS[0]: test, YARDSTICKS[1]: reconstructions}
     return {name: metrics.score(images, reference_features, device) for name, images in tqdm(sets.items(), desc="FID/KID", leave=False)}
+
+
+def reconstruct_images(vae, images: torch.Tensor, device, batch_size: int = 100) -> torch.Tensor:
+    """A VAE's reconstructions of uint8 images, as float images in [-1, 1] on the CPU."""
+    return torch.cat([vae.reconstruct(data.to_float(chunk.to(device))).float().cpu() for chunk in images.split(batch_size)])
 
 
 def scaling_table(sides=(32, 64, 128, 256, 512, 1024)) -> list[dict]:
@@ -278,7 +283,7 @@ def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None
             images, row = test.images[:samples], {}
         elif label == YARDSTICKS[1]:
             vae = load_vae("vae-cifar10", device)
-            images = torch.cat([vae.reconstruct(data.to_float(c.to(device))).float().cpu() for c in test.images[:samples].split(100)])
+            images = reconstruct_images(vae, test.images[:samples], device)
             row = {"model": "vae-cifar10"}
         else:
             method = methods_by_label[label]

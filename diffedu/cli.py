@@ -329,7 +329,7 @@ def fid_cmd(args) -> None:
         images, what = test.images[: args.samples], "real test images"
     elif checkpoint.read_meta(pretrained.resolve(args.ckpt)).get("kind") == "vae":
         vae = load_vae(args.ckpt, device)
-        images = torch.cat([vae.reconstruct(data.to_float(chunk.to(device))).cpu() for chunk in test.images[: args.samples].split(256)])
+        images = bench.reconstruct_images(vae, test.images[: args.samples], device)
         what = f"{args.ckpt}'s reconstructions of test images"
     else:
         pipe = load_pipeline(args.ckpt, device, args.vae)
