@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffedu import bench, measure, report
+from diffedu import bench, measure, pretrained, report
 from diffedu.cli import main
 
 
@@ -117,8 +117,6 @@ def test_quality_curves_measure_rows_resumably(tiny_cifar, tmp_path, monkeypatch
 
 
 def test_the_shipped_quality_table_is_one_protocol():
-    from diffedu import pretrained
-
     table = pretrained.quality_table()
     labels = [*bench.YARDSTICKS, *(m.label for m in bench.quality_methods())]
     assert table["samples"] == 500 and table["reference"].startswith("all 5170 CIFAR-10 training images")
