@@ -85,7 +85,7 @@ class Trainer:
         self.device = get_device(device)
         self.channels_last = channels_last
         self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self.loss_fn, self.grad_clip = loss_fn, grad_clip
+        self.loss_fn, self.grad_clip, self.lr = loss_fn, grad_clip, lr
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
                                            fused=self.device.type == "cuda")  # one kernel for every parameter's update
         self.ema = EMA(self.model, ema_decay)
@@ -99,14 +99,30 @@ class Trainer:
 
     def fit(self, batches: Iterator[torch.Tensor], steps: int, *, log_every: int = 10,
             callback: Callable[["Trainer"], None] | None = None, save_to: str | Path | None = None,
-            save_every: int = 0, progress: bool = True, deadline: float | None = None) -> "Trainer":
+            save_every: int = 0, progress: bool = True, deadline: float | None = None,
+            budget_seconds: float | None = None) -> "Trainer":
         """Train for `steps` more steps, or until `time.monotonic()` passes `deadline`. Every `log_every`
-        steps: update the bar and call `callback(self)`; every `save_every` steps, at the end, and on Ctrl-C: save."""
+        steps: update the bar and call `callback(self)`; every `save_every` steps, at the end, and on Ctrl-C: save.
+        `budget_seconds`: train for this much training time in all (earlier runs' included) instead, the learning
+        rate decaying with the fraction of it used (see `budget_lr`), so that any machine ends with a finished model."""
         self.model.train()
         pending, start = [], time.perf_counter()
-        bar = tqdm(range(steps), desc="training", disable=not progress)
+        # a timed run's bar counts the budget's seconds (its steps are not known in advance), any other's the steps
+        bar = (tqdm(total=round(budget_seconds), initial=min(round(self.seconds), round(budget_seconds)), unit="s",
+                    desc="training (time budget)", disable=not progress) if budget_seconds
+               else tqdm(total=steps, desc="training", disable=not progress))
         try:
-            for i in bar:
+            for i in range(steps):
+                if budget_seconds:
+                    seconds = self.seconds + time.perf_counter() - start
+                    bar.update(min(round(seconds), bar.total) - bar.n)
+                    if seconds >= budget_seconds:
+                        break
+                    for optimizer in self.parts()[1].values():
+                        for group in optimizer.param_groups:
+                            group["lr"] = budget_lr(self.lr, seconds / budget_seconds)
+                else:
+                    bar.update(1)
                 loss = self.train_step(next(batches))
                 pending.append(loss.detach().clone())  # a copy: a CUDA graph's output is overwritten by its next run
                 saving = bool(save_to and save_every and self.step % save_every == 0)
@@ -120,13 +136,15 @@ class Trainer:
                     self._save_timed(save_to, start)
                     start = time.perf_counter()
                 if out_of_time:
-                    bar.close()
                     break
         except KeyboardInterrupt:  # keep every finished step: the next run can --resume from here
             if save_to:
                 self._log(pending, bar, log_every)
                 self._save_timed(save_to, start)
             raise
+        if pending:  # what a budget's end left unlogged
+            self._log(pending, bar, log_every)
+        bar.close()
         self.seconds += time.perf_counter() - start
         if save_to:
             self.save(save_to)
@@ -179,31 +197,46 @@ class Trainer:
         return n / (time.perf_counter() - start)
 
     # ---- checkpoints -----------------------------------------------------------
+    def parts(self) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
+        """What a checkpoint holds, by prefix: weights of modules, states of optimizers (a subclass adds its own)."""
+        return {"model": self.model, "ema": self.ema.model}, {"optim": self.optimizer}
+
     def save(self, path: str | Path, **meta) -> Path:
         """Everything needed to resume: raw and EMA weights, optimizer state, step, history."""
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors |= {f"ema.{k}": v for k, v in self.ema.model.state_dict().items()}
-        state = self.optimizer.state_dict()
-        tensors |= {f"optim.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
+        modules, optimizers = self.parts()
+        tensors = {f"{prefix}.{k}": v for prefix, module in modules.items() for k, v in module.state_dict().items()}
+        groups = {}
+        for prefix, optimizer in optimizers.items():
+            state = optimizer.state_dict()
+            tensors |= {f"{prefix}.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
+            groups[prefix] = state["param_groups"]
         return checkpoint.save(path, tensors, {
             "kind": checkpoint.model_kind(self.model), "config": self.model.config.to_dict(),
             "step": self.step, "seconds": self.seconds, "history": self.history,
-            "optimizer": state["param_groups"], **self.meta, **meta,
+            "optimizer": groups.pop("optim"), **({"optimizers": groups} if groups else {}), **self.meta, **meta,
         })
 
     def load(self, path: str | Path) -> "Trainer":
         """Resume from a checkpoint written by `save` (the model must match its config)."""
         tensors, meta = checkpoint.load(path)
-        checkpoint.load_weights(self.model, checkpoint.with_prefix(tensors, "model"), str(path))
-        checkpoint.load_weights(self.ema.model, checkpoint.with_prefix(tensors, "ema"), str(path))
-        state: dict = {}
-        for key, value in checkpoint.with_prefix(tensors, "optim").items():
-            index, name = key.split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-        groups = [{**g, "betas": tuple(g["betas"])} for g in meta["optimizer"]]
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        modules, optimizers = self.parts()
+        for prefix, module in modules.items():
+            checkpoint.load_weights(module, checkpoint.with_prefix(tensors, prefix), str(path))
+        groups = {"optim": meta["optimizer"], **meta.get("optimizers", {})}
+        for prefix, optimizer in optimizers.items():
+            state: dict = {}
+            for key, value in checkpoint.with_prefix(tensors, prefix).items():
+                index, name = key.split(".", 1)
+                state.setdefault(int(index), {})[name] = value
+            optimizer.load_state_dict({"state": state, "param_groups": [{**g, "betas": tuple(g["betas"])} for g in groups[prefix]]})
         self.step, self.history, self.seconds = meta["step"], meta["history"], meta.get("seconds", 0.0)
         return self
+
+
+def budget_lr(lr: float, used: float) -> float:
+    """The learning rate when a fraction `used` of a time budget is spent: a cosine from `lr` down to 0 (SGDR's
+    curve without restarts), so a run that trains for N minutes ends as annealed as one planned in steps."""
+    return lr * 0.5 * (1 + math.cos(math.pi * min(max(used, 0.0), 1.0)))
 
 
 def _channels_last(batch):
