@@ -70,19 +70,23 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model by a recipe: the profile's for its kind, or a named one")
     t.add_argument("kind", nargs="?", choices=list(KINDS),
-                   help="ddpm: the pixel UNet (default); vae: the autoencoder; latent: a UNet on a VAE's latents")
+                   help="ddpm: the pixel UNet (default); vae: the autoencoder; latent: a UNet on a VAE's latents; "
+                        "decoder: a trained VAE's decoder retrained adversarially (its encoder kept)")
     which = t.add_mutually_exclusive_group()
     which.add_argument("--profile", choices=list(PROFILES), help="train the profile's recipe for the kind "
                        "(default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
     which.add_argument("--recipe", choices=list(RECIPES), help="train a named recipe, e.g. a shipped model's (see diffedu.recipes)")
     t.add_argument("--steps", type=positive, help="training steps (default: the recipe's; with --resume, what is left of them)")
+    t.add_argument("--minutes", type=positive_float, help="train for this many minutes of training time in all, the learning "
+                   "rate annealed over them, then stop (default: the recipe's, for a timed recipe such as vae-cifar10-gan)")
     t.add_argument("--batch-size", type=positive, help="default: the recipe's")
     t.add_argument("--lr", type=positive_float, help="learning rate (default: the recipe's)")
     t.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (default: the recipe's, linear)")
     t.add_argument("--cond", action="store_true", help="class-conditional (ddpm, latent): learn CIFAR-10's labels, each "
                    "dropped to 'no label' 10%% of the time, for classifier-free guidance")
     t.add_argument("--data", help=data_help)
-    t.add_argument("--vae", help="for latent: the VAE whose latents to learn (default: the recipe's, else runs/vae/model)")
+    t.add_argument("--vae", help="for latent: the VAE whose latents to learn (default: the recipe's, else runs/vae/model); "
+                   "for decoder: the VAE whose decoder to retrain (default: the recipe's base)")
     t.add_argument("--out", help="checkpoint path, without suffix (default: runs/<kind>/model)")
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the training saved at --out")
@@ -203,7 +207,8 @@ def choose_recipe(args, saved: dict | None):
     check_kind(recipe, args.kind)
     if args.cond:
         recipe = recipe.with_classes()
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule}
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
+                 "minutes": args.minutes}
     if saved:
         if args.cond and not saved["config"].get("num_classes"):
             raise DiffeduError("the run you are resuming is not class-conditional, and a model keeps its conditioning")
@@ -261,20 +266,23 @@ def train(args) -> None:
     recipe = choose_recipe(args, saved)
     device = env.get_device(args.device)
     env.seed_everything(args.seed)
-    trainer = recipe.trainer(device, checkpoint.build_model(saved, out) if saved else None, **speed_options(args, device))
+    model = checkpoint.build_model(saved, out) if saved else recipe.build(args.vae) if recipe.kind == "decoder" else None
+    trainer = recipe.trainer(device, model, **speed_options(args, device))
     cifar = data.load_cifar10(args.data)
     vae, vae_ref = vae_for_latent(args, recipe, saved, trainer.device) if recipe.kind == "latent" else (None, None)
     if saved:
         trainer.load(out)
         for group in trainer.optimizer.param_groups if args.lr else []:
             group["lr"] = args.lr  # the saved optimizer state carries the old rate
+    if args.steps and not args.minutes:
+        recipe = replace(recipe, minutes=None)  # --steps N trains N steps, not the recipe's minutes
     steps = args.steps or recipe.steps - trainer.step
-    if steps < 1:
-        raise DiffeduError(f"{out} has already trained {trainer.step} steps of the recipe's {recipe.steps}: "
-                           "pass --steps N to train N more")
+    if steps < 1 or (saved and not args.steps and recipe.finished(saved)):
+        raise DiffeduError(f"{out} has already trained all of its recipe ({trainer.step} steps): pass --steps N to train "
+                           "N more (a timed recipe ends with a learning rate near 0: pass --lr too)")
+    length = f"{recipe.minutes:g} minutes of training in all" if recipe.minutes else f"steps {trainer.step} -> {trainer.step + steps}"
     print(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
-          f"{len(cifar.images[: recipe.n_data])} training images, batch {recipe.batch_size}, steps {trainer.step} -> "
-          f"{trainer.step + steps}, on {trainer.device}")
+          f"{len(cifar.images[: recipe.n_data])} training images, batch {recipe.batch_size}, {length}, on {trainer.device}")
     runs.fit(trainer, recipe, out, cifar, steps, vae=vae, vae_ref=vae_ref, seed=args.seed, save_every=args.save_every)
     recent = trainer.history[-50:]
     print(f"saved {checkpoint.paths(out)[0]}; final loss {sum(recent) / max(1, len(recent)):.4f}")

@@ -48,17 +48,18 @@ def calibrate(vae: VAE, images: torch.Tensor, **kwargs) -> float:
 
 
 def vae_fingerprint(vae: VAE) -> str:
-    """What identifies a VAE's latent space: its weights and its scale factor. A latent model's
-    checkpoint records it, so that decoding with a VAE that has changed since is refused."""
-    return env.fingerprint(*vae.state_dict().values(), torch.tensor(vae.config.scale_factor))
+    """What identifies a VAE's latent space: its encoder's weights and its scale factor. A latent model's
+    checkpoint records it, so that a VAE whose latents have changed since is refused. The decoder is not
+    in it: a decoder retrained on the same encoder (diffedu.adversarial) decodes the same latent space."""
+    return env.fingerprint(*vae.encoder.state_dict().values(), torch.tensor(vae.config.scale_factor))
 
 
 def cached_latents(vae: VAE, images: torch.Tensor, folder: str | Path | None = None, flips: bool = True,
                    **kwargs) -> torch.Tensor:
     """The scaled latents of uint8 images (and, with `flips`, of their mirror images after them), on
     the CPU. The encoding is done once and kept in `folder` (default: latents/ in the diffedu home)
-    under a fingerprint of this VAE's weights and the images."""
-    key = env.fingerprint(*vae.state_dict().values(), images, torch.tensor(flips))
+    under a fingerprint of this VAE's encoder and the images (VAEs that share an encoder share the cache)."""
+    key = env.fingerprint(*vae.encoder.state_dict().values(), images, torch.tensor(flips))
     path = Path(folder or env.home() / "latents") / f"latents-{key}.safetensors"
     means = env.cached_tensor(path, lambda: encode_means(vae, images, flips=flips, **kwargs))
     return means * vae.config.scale_factor

@@ -3,8 +3,13 @@
     kind     "ddpm"   a UNet on 32x32x3 pixels, DDPM's epsilon loss
              "vae"    the VAE 32x32x3 <-> 8x8x4, reconstruction + KL
              "latent" a UNet on a VAE's scaled 8x8x4 latents, DDPM's epsilon loss
+             "decoder" a trained VAE's decoder retrained with L1 + an adversarial term, its encoder
+                      frozen (diffedu.adversarial): the same latents, decoded sharper
 
-The shipped models' recipes (`ddpm-cifar10`, `vae-cifar10`, `ldm-cifar10`) and each profile's
+A recipe trains for `steps`, or, with `minutes`, for that much training time (the learning rate
+annealed over the fraction of it used): a finished model on any machine.
+
+The shipped models' recipes (`ddpm-cifar10`, `vae-cifar10`, `vae-cifar10-gan`, `ldm-cifar10`, ...) and each profile's
 lesson-sized ones (`cpu-ddpm`, `smoke-vae`, ...) live in one table, so the lessons, the command
 line (`python -m diffedu train --recipe NAME`) and the shipped checkpoints train the same way.
 """
@@ -15,13 +20,16 @@ from functools import partial
 
 from torch import nn
 
+from . import checkpoint, pretrained
+from .adversarial import DecoderTrainer
 from .errors import DiffeduError
 from .nets import UNet, UNetConfig
 from .schedules import Schedule
 from .training import Trainer, class_eps_loss, eps_loss
 from .vae import VAE, VAEConfig, vae_loss
 
-KINDS = {"ddpm": "the pixel UNet", "vae": "the autoencoder", "latent": "a UNet on a VAE's latents"}
+KINDS = {"ddpm": "the pixel UNet", "vae": "the autoencoder", "latent": "a UNet on a VAE's latents",
+         "decoder": "a VAE's decoder retrained adversarially, its encoder kept"}
 
 
 @dataclass(frozen=True)
@@ -36,15 +44,30 @@ class Recipe:
     n_data: int | None = None  # train on the first n images only (None: all)
     vae: str | None = None  # latent: the shipped VAE whose latents it learns, if it is made for one
     label_dropout: float = 0.1  # a class-conditional model (model["num_classes"] > 0) learns "no label" this often
+    base: str | None = None  # decoder: the VAE whose encoder it keeps and whose decoder it starts from
+    minutes: float | None = None  # train for this much training time (steps: then only an upper bound)
     note: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise DiffeduError(f"recipe {self.name}: unknown kind {self.kind!r}; kinds: {', '.join(KINDS)}")
+        if (self.kind == "decoder") != bool(self.base):
+            raise DiffeduError(f"recipe {self.name}: a decoder recipe names the VAE it starts from (base), no other does")
 
-    def build(self) -> nn.Module:
-        """A fresh, untrained model of this recipe's architecture."""
+    def build(self, base: str | None = None) -> nn.Module:
+        """A fresh, untrained model of this recipe's architecture; a decoder recipe's: its base VAE (or `base`,
+        a path or shipped name), loaded."""
+        if self.kind == "decoder":
+            return checkpoint.load_model(pretrained.resolve(base or self.base))
         return VAE(VAEConfig(**self.model)) if self.kind == "vae" else UNet(UNetConfig(**self.model))
+
+    def finished(self, meta: dict) -> bool:
+        """Whether a run's checkpoint has trained all of this recipe: its steps, or its minutes."""
+        return meta["step"] >= self.steps or (self.minutes is not None and meta.get("seconds", 0) >= 60 * self.minutes)
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return 60 * self.minutes if self.minutes else None
 
     def noise_schedule(self) -> Schedule:
         return Schedule.by_name(self.schedule)
@@ -56,6 +79,10 @@ class Recipe:
         `speed`: the Trainer's `compile` and `channels_last` options."""
         model = model or self.build()
         meta = {"recipe": self.name}
+        if self.kind == "decoder":
+            # the discriminator learns alone for the first tenth of a run (200 steps of a timed one)
+            return DecoderTrainer(model, lr=self.lr, warmup=200 if self.minutes else self.steps // 10, device=device,
+                                  meta=meta, **speed)
         if self.kind == "vae":
             return Trainer(model, loss_fn or vae_loss, lr=self.lr, device=device, meta=meta, **speed)
         schedule = self.noise_schedule()
@@ -68,11 +95,11 @@ class Recipe:
     @property
     def conditional(self) -> bool:
         """Whether the model takes class labels (and trains on (images, labels) batches)."""
-        return self.kind != "vae" and self.model.get("num_classes", 0) > 0
+        return self.kind in ("ddpm", "latent") and self.model.get("num_classes", 0) > 0
 
     def with_classes(self, num_classes: int = 10) -> "Recipe":
         """The same recipe for a class-conditional model (CIFAR-10: 10 classes)."""
-        if self.kind == "vae":
+        if self.kind in ("vae", "decoder"):
             raise DiffeduError("a VAE takes no classes: --cond is for ddpm and latent models")
         return replace(self, model={**self.model, "num_classes": num_classes})
 
@@ -96,28 +123,37 @@ _RECIPES = [
     Recipe("vae-cifar10", "vae", dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1),
            steps=3000, batch_size=256, lr=4e-4, note="VAE 32x32x3 <-> 8x8x4 for CIFAR-10, L1 + 1e-4 KL"),
     Recipe("ldm-cifar10", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
-           steps=6000, batch_size=256, lr=4e-4, vae="vae-cifar10",
+           steps=6000, batch_size=256, lr=4e-4, vae="vae-cifar10-gan",
            note="latent DDPM on vae-cifar10's scaled latents, linear schedule, T = 1000"),
     # The class-conditional latent model of lesson 07: ldm-cifar10's UNet with a class embedding, sized to train
     # within an hour on a 2-core CPU (no GPU was at hand): batch 128, 6,000 steps.
     Recipe("ldm-cifar10-cond", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,),
                                                       dropout=0.1, num_classes=10),
-           steps=6000, batch_size=128, lr=4e-4, vae="vae-cifar10", label_dropout=0.1,
+           steps=6000, batch_size=128, lr=4e-4, vae="vae-cifar10-gan", label_dropout=0.1,
            note="class-conditional latent DDPM on vae-cifar10's scaled latents, labels dropped 10% of the time"),
+    # vae-cifar10's decoder retrained with the adversarial loss on noisy latents, its encoder kept, so that every
+    # latent model trained on vae-cifar10 decodes through it unchanged. Trained for a time budget on a 2-core CPU.
+    Recipe("vae-cifar10-gan", "decoder", dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1),
+           steps=10**6, batch_size=32, lr=2e-4, base="vae-cifar10", minutes=50,
+           note="vae-cifar10's decoder retrained with L1 + an adaptively weighted patch-discriminator (hinge) loss "
+                "on latents with noise of std up to 0.3 added; encoder and scale factor unchanged"),
     # Lesson-sized ones, one of each kind per profile (diffedu.profiles).
     Recipe("smoke-ddpm", "ddpm", _unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
            steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
     Recipe("smoke-vae", "vae", dict(channels=8), steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
     Recipe("smoke-latent", "latent", _latent_unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
            steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
+    Recipe("smoke-decoder", "decoder", {}, steps=4, batch_size=8, lr=1e-3, n_data=SMOKE_DATA, base="smoke-vae"),
     Recipe("cpu-ddpm", "ddpm", _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
            steps=150, batch_size=16, lr=1e-3),
     Recipe("cpu-vae", "vae", dict(channels=32), steps=400, batch_size=16, lr=1e-3),
     Recipe("cpu-latent", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
            steps=400, batch_size=16, lr=1e-3),
+    Recipe("cpu-decoder", "decoder", {}, steps=60, batch_size=16, lr=2e-4, base="vae-cifar10"),
     Recipe("gpu-ddpm", "ddpm", _unet(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
            steps=4000, batch_size=128, lr=2e-4),
     Recipe("gpu-vae", "vae", dict(channels=64, num_res_blocks=2), steps=4000, batch_size=128, lr=2e-4),
+    Recipe("gpu-decoder", "decoder", {}, steps=2000, batch_size=64, lr=2e-4, base="gpu-vae"),
     Recipe("gpu-latent", "latent", _latent_unet(channels=128, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
            steps=4000, batch_size=128, lr=2e-4),
 ]

@@ -24,8 +24,8 @@ from .recipes import Recipe, get_recipe
 from .training import Trainer
 from .vae import VAE
 
-SHIPPED = ("vae-cifar10", "ldm-cifar10", "ldm-cifar10-cond", "ddpm-cifar10")  # a latent model after its VAE
-_ORDER = ("vae", "latent", "ddpm")
+SHIPPED = ("vae-cifar10", "vae-cifar10-gan", "ldm-cifar10", "ldm-cifar10-cond", "ddpm-cifar10")  # each after what it needs
+_ORDER = ("vae", "decoder", "latent", "ddpm")
 
 
 def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet, steps: int, *, vae: VAE | None = None,
@@ -33,7 +33,8 @@ def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet,
         again: str = "") -> None:
     """Train `steps` more steps of `recipe` on CIFAR-10 (a latent recipe: on `vae`'s scaled latents, `vae_ref`
     naming it in the checkpoint), saving to `out` every `save_every` steps, at the end, on Ctrl-C and when
-    `time.monotonic()` passes `deadline`. A VAE that trained all its steps gets its latent scale factor measured.
+    `time.monotonic()` passes `deadline`; a recipe with `minutes` stops when its budget of training time is spent.
+    A VAE that trained all its steps gets its latent scale factor measured (a decoder stage keeps its base's).
     `again`: the command that continues the run, for the Ctrl-C message."""
     images, labels = cifar.images[: recipe.n_data], cifar.labels[: recipe.n_data]
     train_set = images
@@ -44,7 +45,7 @@ def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet,
                            flip=recipe.kind != "latent", device=trainer.device, seed=seed + trainer.step)
     goal = trainer.step + steps
     try:
-        trainer.fit(batches, steps, save_to=out, save_every=save_every, deadline=deadline)
+        trainer.fit(batches, steps, save_to=out, save_every=save_every, deadline=deadline, budget_seconds=recipe.budget_seconds)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted: saved {trainer.step} steps to {checkpoint.paths(out)[0]}; "
                                 f"continue with: {again or f'python -m diffedu train --out {out} --resume'}") from None
@@ -87,10 +88,11 @@ def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str 
         saved = checkpoint.read_meta(out) if checkpoint.exists(out) else None
         if saved and saved.get("recipe") != recipe.name:
             raise CheckpointError(f"{out} holds a run of recipe {saved.get('recipe')!r}, not {recipe.name}: move it away")
-        if not saved or saved["step"] < recipe.steps:
+        if not saved or not recipe.finished(saved):
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            trainer = recipe.trainer(device, checkpoint.build_model(saved, str(out)) if saved else None, **speed)
+            base = _base_of(recipe, names, export_to)
+            trainer = recipe.trainer(device, checkpoint.build_model(saved, str(out)) if saved else recipe.build(base), **speed)
             if saved:
                 trainer.load(out)
             vae = vae_ref = None
@@ -100,11 +102,12 @@ def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str 
                 vae = load_vae(vae_ref, trainer.device)
                 check_vae(vae, vae_ref, saved)
             print(f"{recipe.name}: {count_parameters(trainer.model) / 1e6:.2f}M parameters, batch {recipe.batch_size}, "
-                  f"steps {trainer.step} -> {recipe.steps} on {trainer.device}")
+                  + (f"{recipe.minutes:g} minutes of training in all" if recipe.minutes else f"steps {trainer.step} -> {recipe.steps}")
+                  + f" on {trainer.device}")
             fit(trainer, recipe, out, cifar, recipe.steps - trainer.step, vae=vae, vae_ref=vae_ref, deadline=deadline,
                 again="the same retrain command")
-            if trainer.step < recipe.steps:
-                print(f"{recipe.name}: out of time at step {trainer.step} of {recipe.steps}, saved to {out}")
+            if not recipe.finished(checkpoint.read_meta(out)):
+                print(f"{recipe.name}: out of time at step {trainer.step}, saved to {out}")
                 return False
         meta = checkpoint.read_meta(out)
         if not checkpoint.exists(shipped) or checkpoint.read_meta(shipped).get("seconds") != meta["seconds"]:
@@ -113,6 +116,13 @@ def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str 
             Path(f"{shipped}.md").write_text(draft_card(recipe, checkpoint.read_meta(shipped)))
             print(f"{recipe.name}: exported to {checkpoint.paths(shipped)[0]} with a draft card")
     return True
+
+
+def _base_of(recipe: Recipe, names: list[str], export_to: Path) -> str | None:
+    """The VAE a decoder recipe starts from: the one exported beside it when that is retrained too."""
+    if recipe.kind != "decoder":
+        return None
+    return str(export_to / recipe.base) if recipe.base in names else recipe.base
 
 
 def _vae_of(recipe: Recipe, recipes: list[Recipe]) -> str:
@@ -129,13 +139,16 @@ def draft_card(recipe: Recipe, meta: dict) -> str:
     """A model card with what training measured; its FID / KID row says how to measure them."""
     model = checkpoint.build_model(meta)
     steps_per_s = meta["step"] / meta["seconds"] if meta.get("seconds") else float("nan")
-    fid = ("`python -m diffedu fid --ckpt {0} --samples 500`" if recipe.kind == "vae"
+    fid = ("`python -m diffedu fid --ckpt {0} --samples 500`" if recipe.kind in ("vae", "decoder")
            else "`python -m diffedu fid --ckpt {0} --samples 500 --steps 100`").format(recipe.name)
     rows = {
         "architecture": f"`{type(model).__module__}.{type(model).__name__}` {meta['config']}; "
                         f"{count_parameters(model) / 1e6:.2f}M parameters",
-        "recipe": f"`{recipe.name}` in `diffedu/recipes.py`: batch {recipe.batch_size}, {recipe.steps:,} steps, AdamW lr {recipe.lr:g}, "
-                  "gradient clipping at 1.0, EMA 0.999 (the weights shipped are the EMA's)"
+        "recipe": f"`{recipe.name}` in `diffedu/recipes.py`: batch {recipe.batch_size}, "
+                  + (f"{recipe.minutes:g} minutes of training ({meta['step']:,} steps), lr annealed over them from {recipe.lr:g}, "
+                     if recipe.minutes else f"{recipe.steps:,} steps, AdamW lr {recipe.lr:g}, ")
+                  + (f"decoder only, on `{recipe.base}`'s frozen encoder, " if recipe.kind == "decoder" else "")
+                  + "gradient clipping at 1.0, EMA 0.999 (the weights shipped are the EMA's)"
                   + (f", on the latents of `{meta['vae']}`" if meta.get("vae") else ""),
         "reproduce": f"`python -m diffedu retrain {recipe.name}`",
         "hardware, time": f"{meta.get('hardware')}: {meta['seconds']:.0f} s of training ({steps_per_s:.1f} steps/s)",
