@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from .adversarial import hinge_d_loss as _hinge_d_loss
 from .latent import measure_scale_factor
 from .nets import UNet, UNetConfig
 from .pipelines import LatentDiffusion
@@ -603,6 +604,26 @@ def scale_factor(fn):
         "the spread is the standard deviation, not the mean absolute value": lambda m: 1 / m.abs().mean().item(),
     }, rtol=1e-4)
     return f"1 / std of the latents ({measure_scale_factor(means):.4f} here): multiplied by it, they have unit variance"
+
+
+@exercise(_hinge_d_loss)
+def hinge_d_loss(fn):
+    cases = lambda: [(2 * _randn(4, 1, 8, 8, seed=96), 2 * _randn(4, 1, 8, 8, seed=97) - 0.5),  # noqa: E731
+                     (torch.full((2, 1, 8, 8), 1.5, dtype=F64), torch.full((2, 1, 8, 8), -1.5, dtype=F64))]
+    relu = torch.relu
+    _compare(fn, cases, [_hinge_d_loss(*case) for case in cases()], {
+        "the signs are swapped: real patches should score high, relu(1 - real), and decoded ones low, relu(1 + fake)":
+            lambda r, f: 0.5 * (relu(1 + r).mean() + relu(1 - f).mean()),
+        "without the relu it is not a hinge: a patch already beyond its margin should cost nothing":
+            lambda r, f: 0.5 * ((1 - r).mean() + (1 + f).mean()),
+        "the margin is 1: relu(1 - real) and relu(1 + fake), not relu(-real) and relu(fake)":
+            lambda r, f: 0.5 * (relu(-r).mean() + relu(f).mean()),
+        "the factor 1/2 is missing: the loss is the average of the real and the decoded term":
+            lambda r, f: relu(1 - r).mean() + relu(1 + f).mean(),
+        "summed over patches: average them, so that the loss does not grow with the image or the batch":
+            lambda r, f: 0.5 * (relu(1 - r).sum() + relu(1 + f).sum()),
+    })
+    return "1/2 mean(relu(1 - real)) + 1/2 mean(relu(1 + fake)); 0 once every patch is beyond its margin"
 
 
 # ---- lesson 05 --------------------------------------------------------------------------

@@ -245,6 +245,117 @@ saved = checkpoint.save_model(profile.lesson_run("04_vae"), vae, recipe=recipe.n
 print("saved", saved, "for lesson 05")
 
 # %% [markdown]
+# ## Why the reconstructions are blurry, and the cure Stable Diffusion uses
+#
+# An 8x8x4 latent cannot pin down every detail of a 32x32 image: many images, differing in exactly where a
+# stripe or an edge falls, share almost the same latent. The decoder must answer with *one* image, and a pixel
+# loss tells it which: the squared error is smallest at the **mean** of those images, the L1 error at their
+# per-pixel **median**. Both average away what the latent leaves uncertain. Here is the whole argument in one
+# dimension: an edge that is at position 10 or at position 14, equally often.
+
+# %%
+edges = torch.stack([(torch.arange(24) >= at).float() for at in (10, 14)])  # two equally likely "images"
+candidates = torch.linspace(0, 1, 101)  # for each pixel, find the value with the least expected error
+l2_best = candidates[((candidates.view(-1, 1, 1) - edges) ** 2).mean(1).argmin(0)]
+plt.figure(figsize=(7, 2.4))
+plt.step(range(24), edges[0], where="mid", label="edge at 10", alpha=0.5)
+plt.step(range(24), edges[1], where="mid", label="edge at 14", alpha=0.5)
+plt.step(range(24), l2_best, where="mid", label="best for squared error", color="k")
+plt.legend(fontsize=8), plt.title("the output a pixel loss rewards: neither edge"), plt.show()
+print("best under squared error, pixels 9-15:", l2_best[9:16].tolist())  # 0.5 where the two disagree: a blur
+assert torch.allclose(l2_best[10:14], torch.tensor(0.5))
+
+# %% [markdown]
+# Under L1 every value between 0 and 1 ties in the uncertain pixels (it picks one; neither edge is preferred),
+# so L1 also has no reason to draw *an* edge. Only a loss that looks at the result as an image can say
+# "that is not what an edge looks like".
+#
+# That loss is a **discriminator**: a small network trained at the same time to tell real images from decoded
+# ones. Ours scores overlapping 18x18 patches (a PatchGAN, as in VQGAN and Stable Diffusion's autoencoder),
+# one logit each, 8x8 per image. The decoder is rewarded when its patches pass for real, which a blurred patch
+# never does. Both use **hinge losses** (Lim & Ye 2017; VQGAN):
+#
+# $$L_D = \tfrac12\,\mathbb E\big[\max(0,\,1 - D(x))\big] + \tfrac12\,\mathbb E\big[\max(0,\,1 + D(\hat x))\big], \qquad
+#   L_{adv} = -\,\mathbb E\big[D(\hat x)\big]$$
+#
+# with x a real image and x-hat a decoded one. A real patch that already scores above 1, or a decoded one
+# below -1, costs the discriminator nothing: it spends its effort on the patches it still gets wrong.
+#
+# ### Exercise 4.4: the discriminator's hinge loss
+#
+# Write `hinge_d_loss(real_logits, fake_logits)`: L_D above, averaged over every patch of the batch.
+
+# %% nbgrader={"grade": false, "grade_id": "hinge_d_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss on the patch logits of real and of decoded images."""
+    ### BEGIN SOLUTION
+    return 0.5 * (torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean())
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_hinge_d_loss", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.hinge_d_loss(hinge_d_loss)
+
+# %% [markdown]
+# ## The decoder stage
+#
+# How strongly should the decoder listen to the discriminator? The two losses have unrelated scales, so
+# VQGAN sets the adversarial weight from their gradients at the decoder's last layer,
+# lambda = 0.5 ||grad L1|| / ||grad L_adv||: the adversarial term pulls as hard as half the reconstruction
+# term, whatever their sizes (`diffedu.adversarial.adaptive_weight`).
+#
+# We retrain **only the decoder** this way, the encoder frozen. The latents do not change, nor their scale
+# factor, so every latent diffusion model trained on this VAE stays valid (lesson 05's, and the shipped ones).
+# And we decode latents with Gaussian noise added (of a random std up to 0.3, in scaled units), about the size
+# of a latent diffusion model's errors (lesson 05 measures them): a decoder that has only seen perfect latents
+# turns those errors into mush; this one learns to draw a clean image anyway. With L1 alone that training made
+# things worse (lesson 05): the blurry average is still what L1 rewards.
+#
+# A short run, with your hinge loss for the discriminator (`DecoderTrainer` in `diffedu.adversarial`; the
+# discriminator learns alone for the first tenth of the steps):
+
+# %%
+import copy
+
+from diffedu.adversarial import DecoderTrainer
+
+decoder_recipe = profile.recipe("decoder")
+stage = DecoderTrainer(copy.deepcopy(vae), lr=decoder_recipe.lr, warmup=decoder_recipe.steps // 10,
+                       disc_loss=hinge_d_loss, device=device)
+stage.fit(batches(images, decoder_recipe.batch_size, device=device), decoder_recipe.steps,
+          log_every=max(1, decoder_recipe.steps // 20), callback=LiveLoss("decoder stage: L1 of noisy latents"))
+print(f"{stage.step} steps in {stage.seconds:.0f} s; the encoder is untouched: "
+      f"{all(torch.equal(a, b) for a, b in zip(stage.model.encoder.state_dict().values(), vae.encoder.state_dict().values()))}")
+
+# %% [markdown]
+# A few dozen steps only show the machinery. The shipped `vae-cifar10-gan` is `vae-cifar10`'s decoder after
+# this stage ran for 50 minutes on a 2-core CPU (its card below). Compare the two decoders on the same test
+# images: PSNR, and **fine detail** (the energy of each image's Laplacian, relative to the real images': 1.0 is
+# as much edge and texture as a photo), then on latents with noise of std 0.3, as a diffusion model makes them.
+
+# %%
+from diffedu.latent import decode_latents, encode_latents
+from diffedu.metrics import fine_detail
+
+if profile.pretrained:
+    decoders = {"L1 decoder (vae-cifar10)": load_vae("vae-cifar10", device),
+                "adversarial decoder (vae-cifar10-gan)": load_vae("vae-cifar10-gan", device)}
+    display(Markdown(pretrained.card("vae-cifar10-gan")))
+else:
+    decoders = {"L1 decoder (yours)": vae, "after your decoder stage": stage.ema.model}
+real_detail = fine_detail(originals)
+latents = encode_latents(vae, originals)  # one encoder, so the same latents for both decoders
+noisy = latents + 0.3 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0)).to(device)
+rows = [originals[:8]]
+for name, decoder in decoders.items():
+    clean, blurred = decode_latents(decoder, latents), decode_latents(decoder, noisy)
+    rows += [clean[:8], blurred[:8]]
+    print(f"{name:40s} PSNR {psnr(clean, originals).mean():5.2f} dB, fine detail {fine_detail(clean) / real_detail:.2f}; "
+          f"from noisy latents: PSNR {psnr(blurred, originals).mean():5.2f} dB, detail {fine_detail(blurred) / real_detail:.2f}")
+show_images(torch.cat(rows).cpu(), nrow=8, title="real; per decoder: from clean latents, from latents + noise 0.3")
+plt.show()
+
+# %% [markdown]
 # ## Explore the latent space
 #
 # Pick two test images. Slide between their latents, and decode as you go; then take one channel and scale
@@ -259,4 +370,6 @@ latent_explorer(vae, originals[0].cpu(), originals[3].cpu())
 # - The VAE turns a 32x32x3 image into an 8x8x4 latent, 12x fewer values, and back.
 # - Its reconstruction error is a floor under any latent diffusion model built on it.
 # - Scaled by the measured factor, the latents have unit variance, ready for the noise schedule.
+# - A pixel loss rewards the blurry average; a patch discriminator rewards plausible detail. Retraining only
+#   the decoder with it keeps the latent space, and so every model trained on it.
 # - Lesson 05 trains the lesson 02 UNet on these latents.

@@ -12,7 +12,7 @@ from diffedu import check
 from diffedu.check import ExerciseError
 
 EXERCISES = ["alpha_bar", "q_sample", "next_noise_variance", "eps_loss", "posterior", "ddpm_step", "ddim_sigma", "ddim_step",
-             "ddim_timesteps", "ddim_invert_step", "reparameterize", "kl_divergence", "scale_factor", "sample_latents",
+             "ddim_timesteps", "ddim_invert_step", "reparameterize", "kl_divergence", "scale_factor", "hinge_d_loss", "sample_latents",
              "frechet_distance", "mmd2_unbiased", "guided_eps"]
 
 
@@ -311,6 +311,18 @@ def test_kl_divergence_catalogue(wrong, message):
 ])
 def test_scale_factor_catalogue(wrong, message):
     rejects("scale_factor", wrong, message)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda real, fake: 0.5 * (F.relu(1 + real).mean() + F.relu(1 - fake).mean()), "the signs are swapped"),
+    (lambda real, fake: 0.5 * ((1 - real).mean() + (1 + fake).mean()), "not a hinge"),
+    (lambda real, fake: 0.5 * (F.relu(-real).mean() + F.relu(fake).mean()), "the margin is 1"),
+    (lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(), "the factor 1/2 is missing"),
+    (lambda real, fake: 0.5 * (F.relu(1 - real).sum() + F.relu(1 + fake).sum()), "summed over patches"),
+    (lambda real, fake: 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean()) * 1.01, "wrong on test case"),
+])
+def test_hinge_d_loss_catalogue(wrong, message):
+    rejects("hinge_d_loss", wrong, message)
 
 
 # ---- lesson 05 --------------------------------------------------------------------
