@@ -1,6 +1,7 @@
 """Why the shipped latent model is behind the pixel one: the VAE, or the latent UNet? Measured on a CPU:
 
-    .venv/bin/python benchmarks/latent_gap.py               # about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/latent_gap.py                       # about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/latent_gap.py --vae vae-cifar10     # with the L1 decoder, as lesson 05's first table
 
 1. The latent space: statistics of vae-cifar10's scaled latents over the training images, and how much noise
    the decoder saw in training (the encoder's posterior std, in the same scaled units).
@@ -34,12 +35,13 @@ def latent_fd(latents: torch.Tensor, reference: torch.Tensor) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data")
+    p.add_argument("--vae", help="the VAE to decode with (default: the one ldm-cifar10 names, vae-cifar10-gan)")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--pixel-samples", type=int, default=64, help="ddpm-cifar10 samples for the sharpness row (DDIM 50)")
     args = p.parse_args()
     torch.manual_seed(0)
     train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
-    ldm = load_pipeline("ldm-cifar10", "cpu")
+    ldm = load_pipeline("ldm-cifar10", "cpu", vae=args.vae)
     vae, n = ldm.vae, args.samples
     scale = vae.config.scale_factor
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import data, env, measure, metrics
+from . import checkpoint, data, env, measure, metrics, pretrained
 from .errors import DiffeduError
 from .latent import encode_latents
 from .nets import UNet, UNetConfig, count_parameters
@@ -37,7 +37,9 @@ from .training import Trainer, eps_loss
 
 FORMAT = 2  # of the result dict; results of another format are measured again, not read
 CIFAR_TRAIN_IMAGES = 50_000  # "100 epochs" means 100 passes over this many images
-YARDSTICKS = ("real test images", "VAE reconstructions of them")
+YARDSTICKS = ("real test images", "VAE reconstructions of them")  # the reconstructions of the latent model's VAE
+L1_DECODER = "vae-cifar10"  # the VAE before its decoder stage (diffedu.adversarial): the quality table keeps its rows
+L1_RECONSTRUCTIONS = "L1-decoder reconstructions"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Method:
     sampler: str  # "ddpm" or "ddim"
     steps: int
     spacing: str = "uniform"  # of DDIM's timesteps
+    vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
 
 
 def methods(ddim_steps: tuple[int, ...] = (100, 50)) -> list[Method]:
@@ -252,20 +255,22 @@ def quality_methods() -> list[Method]:
     return [Method("DDPM 1000", "pixel", "ddpm", 1000),
             *(Method(f"DDIM {s}", "pixel", "ddim", s) for s in (100, 50, 20, 10)),
             *(Method(f"DDIM {s} quadratic", "pixel", "ddim", s, "quadratic") for s in (100, 50, 20, 10)),
-            *(Method(f"latent DDIM {s}", "latent", "ddim", s) for s in (50, 20, 10))]
+            *(Method(f"latent DDIM {s}", "latent", "ddim", s) for s in (50, 20, 10)),
+            Method("latent DDIM 50, L1 decoder", "latent", "ddim", 50, vae=L1_DECODER)]
 
 
 def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None = None, device=None,
                    data_root: str | None = None, batch_size: int = 100) -> dict:
-    """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10) for each sampler, of vae-cifar10's
-    reconstructions and of real test images, all at `samples` images against all the training images, with
+    """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10) for each sampler, of the
+    reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
+    images, all at `samples` images against all the training images, with
     the seconds per image each sampler took here. Resumable: rows already in `out` at the same count and
     reference are kept, and each new row is written as soon as it is measured."""
     device = env.get_device(device)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
     reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)
     methods_by_label = {m.label: m for m in quality_methods()}
-    every = [*YARDSTICKS, *methods_by_label]
+    every = [*YARDSTICKS, L1_RECONSTRUCTIONS, *methods_by_label]
     labels = labels or every
     unknown = [label for label in labels if label not in every]
     if unknown:
@@ -281,16 +286,16 @@ def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None
         start = time.perf_counter()
         if label == YARDSTICKS[0]:
             images, row = test.images[:samples], {}
-        elif label == YARDSTICKS[1]:
-            vae = load_vae("vae-cifar10", device)
-            images = reconstruct_images(vae, test.images[:samples], device)
-            row = {"model": "vae-cifar10"}
+        elif label in (YARDSTICKS[1], L1_RECONSTRUCTIONS):
+            name = L1_DECODER if label == L1_RECONSTRUCTIONS else checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+            images = reconstruct_images(load_vae(name, device), test.images[:samples], device)
+            row = {"model": name}
         else:
             method = methods_by_label[label]
             name = "ddpm-cifar10" if method.space == "pixel" else "ldm-cifar10"
-            if name not in pipes:
-                pipes[name] = load_pipeline(name, device)
-            images = sample_images(pipes[name], samples, method.steps, method.sampler, method.spacing, batch_size)
+            if (name, method.vae) not in pipes:
+                pipes[name, method.vae] = load_pipeline(name, device, vae=method.vae)
+            images = sample_images(pipes[name, method.vae], samples, method.steps, method.sampler, method.spacing, batch_size)
             row = {"model": name, **asdict(method)}
         row["seconds_per_image"] = (time.perf_counter() - start) / samples
         table["rows"][label] = {**row, **metrics.score(images, reference_features, device), "machine": machine(device),

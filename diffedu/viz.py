@@ -76,7 +76,8 @@ _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
     ("pixel DDIM, uniform steps", "o-", "C0", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddim" and r["spacing"] == "uniform"),
     ("pixel DDIM, quadratic steps", "^--", "C1", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddim" and r["spacing"] == "quadratic"),
     ("pixel DDPM 1000", "s", "C3", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddpm"),
-    ("latent DDIM", "D-", "C2", lambda r: r.get("space") == "latent"),
+    ("latent DDIM", "D-", "C2", lambda r: r.get("space") == "latent" and not r.get("vae")),
+    ("latent DDIM, L1 decoder", "x", "C7", lambda r: r.get("space") == "latent" and r.get("vae")),  # before the decoder stage
 )
 
 
@@ -94,7 +95,8 @@ def quality_plot(table: dict, against: str = "steps", latent: bool = True):
             if points and (latent or not label.startswith("latent")):
                 x, y, error = zip(*points)  # KID's standard deviation as error bars (FID has none)
                 ax.errorbar(x, y, yerr=error, fmt=style, color=colour, capsize=2, label=label)
-        yardsticks = [("real test images", "--", "k")] + ([("VAE reconstructions of them", ":", "C2")] if latent else [])
+        yardsticks = [("real test images", "--", "k")] + ([("VAE reconstructions of them", ":", "C2"),
+                                                           ("L1-decoder reconstructions", ":", "C7")] if latent else [])
         for label, style, colour in yardsticks:
             if label in rows:
                 ax.axhline(scale * rows[label][key], color=colour, ls=style, lw=1, label=label)

@@ -13,8 +13,8 @@
 #
 # 1. **Latent diffusion is cheaper.** Diffusing in a compressed latent space (CIFAR-10's 32x32x3 = 3,072
 #    numbers squeezed to 8x8x4 = 256) costs far less than diffusing the pixels. The aim is comparable quality;
-#    the shipped models do not reach it yet (lesson 06 measures the gap: KID x 1000 of 102 for the latent model
-#    against 34 for the pixel model, at 500 samples).
+#    the shipped models do not reach it yet (lesson 06 measures the gap: KID x 1000 of 67 for the latent model
+#    against 33 for the pixel model, at 500 samples; 102 before lesson 04's adversarial decoder).
 # 2. **DDIM is faster.** A DDIM sampler needs 10-100x fewer steps than DDPM's 1000, from the same trained model.
 #
 # | lesson | what you build |

@@ -226,11 +226,14 @@ display(Markdown(report.quality_curves_table(table)))
 #   within KID's ±1.3), at a fifth of DDIM 100's time and a fiftieth of DDPM 1000's (1,794 ms). DDPM 1000 has
 #   the best FID (99.3) and the worst pixel KID (42.3): the metrics disagree there. Below 20 steps quality
 #   goes: DDIM 10 scores FID 115.6.
-# - **Values per step.** Latent DDIM takes 9, 14 and 28 ms per image at 10, 20 and 50 steps: latent DDIM 50 is
-#   3.4x cheaper than pixel DDIM 50 (95 ms) and 64x cheaper than DDPM 1000.
-# - **But not yet at comparable quality.** Every latent row scores FID 141-142 and KID about 102, whatever its
-#   steps, against the pixel model's 105 and 33, and above its own VAE's reconstructions (102.8 and 53.6). The
-#   sampler is not what limits the latent model; the last section says what does.
+# - **Values per step.** Latent DDIM takes 8, 13 and 30 ms per image at 10, 20 and 50 steps: latent DDIM 50 is
+#   3.2x cheaper than pixel DDIM 50 (95 ms) and 60x cheaper than DDPM 1000. (The latent rows were timed on a day
+#   when the machine ran 2.1x slower, measured with pixel DDIM 50 beside them, and are scaled by that ratio.)
+# - **But not yet at comparable quality.** With the adversarial decoder (lesson 04) every latent row scores FID
+#   123-125 and KID x 1000 67-69, whatever its steps, against the pixel model's 105 and 33, and above its own
+#   VAE's reconstructions (90.8 and 30.3). The grey cross is the same latent UNet decoded by the L1 decoder it
+#   replaced (FID 141.5, KID 102.2; its reconstructions 102.8 and 53.6): the decoder stage closed half of the KID
+#   gap to the pixel model, and no sampler setting closes the rest; the last section says what might.
 
 # %% [markdown]
 # ## Training throughput
@@ -302,15 +305,15 @@ if profile.name == "smoke":
 #   steps stays close to DDPM's 1000: the same trained model, an ODE path instead of 1000 random steps.
 # - **Values per step are the second.** The latent UNet runs on 12x fewer values, so even a wider latent UNet
 #   takes less time per step, and both levers multiply.
-# - **Where latent diffusion loses, here.** With the shipped models the latent path is 3.4x cheaper per image at
-#   50 steps and far worse. Lesson 05 measured why, in two parts. The VAE's decoder blurs: its reconstructions
-#   keep 42% of real images' fine detail, and so do the latent samples (pixel samples keep 91%); that floor,
-#   KID x 1000 53.6, is already worse than the pixel model's 33. And the decoder never learned to forgive small
-#   errors: the latent UNet's, about as large as noise of std 0.3 on real latents, take it from the floor to 102
-#   (real latents with that noise, decoded, score 95). Fine-tuning the decoder on noisy latents with its L1 loss
-#   made it worse (KID 113): a pixel loss rewards the blurry average. A sharp and forgiving autoencoder takes
-#   perceptual and adversarial losses, as in Stable Diffusion; with a longer latent training, that is what the
-#   course's claim of comparable quality still needs. Ours are small models trained in minutes.
+# - **Where latent diffusion loses, here.** With the shipped models the latent path is 3.2x cheaper per image at
+#   50 steps and still clearly worse: KID x 1000 65.4 ± 1.7 against 32.6 ± 0.6 (the spread over three sampling
+#   seeds, `benchmarks/decoder_stage.py`). Lessons 04 and 05 measured why. The
+#   L1 decoder blurred (its reconstructions kept 42% of real images' fine detail, KID 53.6, already worse than the
+#   pixel model) and never learned to forgive the latent UNet's errors, about as large as noise of std 0.3 on real
+#   latents, which took it to KID 102. The adversarial decoder, trained on such noisy latents, lowered the floor to
+#   KID 30 and the samples to 67, with 0.5 dB less PSNR. What is left is the latent UNet's error, decoded: from the floor's 30 to 65. A longer latent training,
+#   and a decoder trained on the UNet's own mistakes rather than Gaussian noise, are the next levers.
+#   Ours are small models trained in minutes, on a CPU for this decoder.
 # - **Small images are latent diffusion's worst case.** At 32x32 the pixel UNet is already cheap, and the
 #   encoder (at full resolution, once per training image) and decoder (once per sample) are fixed costs that
 #   a 12x saving must pay for. At 512x512 the saving is 48x in values and far more in attention: that is where

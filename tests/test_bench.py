@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffedu import bench, measure, pretrained, report
+from diffedu import bench, checkpoint, measure, pretrained, report
 from diffedu.cli import main
 
 
@@ -118,9 +118,12 @@ def test_quality_curves_measure_rows_resumably(tiny_cifar, tmp_path, monkeypatch
 
 def test_the_shipped_quality_table_is_one_protocol():
     table = pretrained.quality_table()
-    labels = [*bench.YARDSTICKS, *(m.label for m in bench.quality_methods())]
+    labels = [*bench.YARDSTICKS, bench.L1_RECONSTRUCTIONS, *(m.label for m in bench.quality_methods())]
     assert table["samples"] == 500 and table["reference"].startswith("all 5170 CIFAR-10 training images")
     assert set(table["rows"]) <= set(labels) and "real test images" in table["rows"]
     assert all(row["n"] == 500 for row in table["rows"].values())
     real = table["rows"]["real test images"]
     assert all(row["fid"] > real["fid"] and row["kid"] > real["kid"] for label, row in table["rows"].items() if label != "real test images")
+    # the latent model before and after the decoder stage, each with its decoder's reconstructions
+    assert table["rows"]["latent DDIM 50, L1 decoder"]["vae"] == table["rows"][bench.L1_RECONSTRUCTIONS]["model"] == "vae-cifar10"
+    assert table["rows"][bench.YARDSTICKS[1]]["model"] == checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]

@@ -83,15 +83,17 @@ def test_every_recipe_knows_its_kind_and_builds_its_model():
     from diffedu.nets import UNet
     from diffedu.vae import VAE
 
+    diffusion = ("ddpm", "latent")
     for recipe in RECIPES.values():
-        model = recipe.build()
-        assert isinstance(model, VAE if recipe.kind == "vae" else UNet), recipe.name
+        model = recipe.build("vae-cifar10") if recipe.kind == "decoder" else recipe.build()  # a decoder starts from a VAE
+        assert isinstance(model, UNet if recipe.kind in diffusion else VAE), recipe.name
         if recipe.kind == "latent":
             assert (model.config.in_channels, model.config.image_size) == (4, 8)
         trainer = recipe.trainer("cpu", model)
-        assert trainer.meta["recipe"] == recipe.name and ("schedule" in trainer.meta) == (recipe.kind != "vae")
+        assert trainer.meta["recipe"] == recipe.name and ("schedule" in trainer.meta) == (recipe.kind in diffusion)
+    kinds = ("ddpm", "vae", "latent", "decoder")
     for profile in PROFILES.values():  # a profile names one lesson-sized recipe per kind, and sizes nothing else
-        assert [profile.recipe(k).name for k in ("ddpm", "vae", "latent")] == [f"{profile.name}-{k}" for k in ("ddpm", "vae", "latent")]
+        assert [profile.recipe(k).name for k in kinds] == [f"{profile.name}-{k}" for k in kinds]
     assert {"ddpm-cifar10", "vae-cifar10", "ldm-cifar10"} <= set(RECIPES)
 
 

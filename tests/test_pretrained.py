@@ -13,7 +13,7 @@ from diffedu.pipelines import LatentDiffusion, PixelDiffusion, load_pipeline
 from diffedu.recipes import get_recipe
 from diffedu.samplers import DDIMScheduler, sample
 
-SHIPPED = ["ddpm-cifar10", "ldm-cifar10", "ldm-cifar10-cond", "vae-cifar10"]
+SHIPPED = ["ddpm-cifar10", "ldm-cifar10", "ldm-cifar10-cond", "vae-cifar10", "vae-cifar10-gan"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -26,9 +26,21 @@ def test_each_checkpoint_ships_with_a_card_and_its_recipe(name):
     assert re.search(r"FID [0-9.]+, KID x 1000 [0-9.]+|\| w = 3 \| [0-9.]+ \| [0-9.]+", card), "the card gives its measured FID and KID"
     meta = checkpoint.read_meta(pretrained.path(name))
     recipe = get_recipe(name)
-    assert meta["recipe"] == name and meta["step"] == recipe.steps
+    assert meta["recipe"] == name and recipe.finished(meta)  # all its steps, or all its minutes
     assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in recipe.model} == recipe.model
-    assert meta["kind"] == ("vae" if recipe.kind == "vae" else "unet") and meta.get("vae") == recipe.vae
+    assert meta["kind"] == ("unet" if recipe.kind in ("ddpm", "latent") else "vae") and meta.get("vae") == recipe.vae
+
+
+def test_the_latent_models_decode_with_the_adversarial_decoder_on_the_encoder_they_learned():
+    from diffedu.latent import vae_fingerprint
+    from diffedu.pipelines import load_vae
+
+    l1, sharp = load_vae("vae-cifar10"), load_vae("vae-cifar10-gan")
+    assert all(torch.equal(a, b) for a, b in zip(l1.encoder.state_dict().values(), sharp.encoder.state_dict().values()))
+    assert l1.config == sharp.config  # the scale factor too
+    for name in ("ldm-cifar10", "ldm-cifar10-cond"):
+        meta = checkpoint.read_meta(pretrained.path(name))
+        assert meta["vae"] == "vae-cifar10-gan" and meta["vae_fingerprint"] == vae_fingerprint(l1) == vae_fingerprint(sharp)
 
 
 def test_shipped_checkpoints_fit_the_size_budget():
@@ -63,7 +75,7 @@ def test_shipped_vae_reconstructs_real_images(cifar_root):
 def test_the_conditional_model_ships_its_guidance_curve():
     curve = pretrained.guidance_curve("ldm-cifar10-cond")
     rows = curve["scales"]
-    assert [r["guidance"] for r in rows.values()] == [0.0, 1.0, 2.0, 3.0, 5.0, 7.5] and curve["samples"] == 500
+    assert [r["guidance"] for r in rows.values()] == [0.0, 1.0, 3.0, 5.0] and curve["samples"] == 500
     assert rows["3.0"]["accuracy"] > 2 * rows["0.0"]["accuracy"]  # guidance makes the classes recognisable
     assert f"{rows['3.0']['fid']:.2f}" in pretrained.card("ldm-cifar10-cond")  # the card cites the shipped curve
     with pytest.raises(DiffeduError, match="ships no guidance curve"):
