@@ -107,6 +107,7 @@ class Trainer:
         rate decaying with the fraction of it used (see `budget_lr`), so that any machine ends with a finished model."""
         self.model.train()
         pending, start = [], time.perf_counter()
+        optimizers = list(self.parts()[1].values())  # a timed run anneals every one of them
         # a timed run's bar counts the budget's seconds (its steps are not known in advance), any other's the steps
         bar = (tqdm(total=round(budget_seconds), initial=min(round(self.seconds), round(budget_seconds)), unit="s",
                     desc="training (time budget)", disable=not progress) if budget_seconds
@@ -118,7 +119,7 @@ class Trainer:
                     bar.update(min(round(seconds), bar.total) - bar.n)
                     if seconds >= budget_seconds:
                         break
-                    for optimizer in self.parts()[1].values():
+                    for optimizer in optimizers:
                         for group in optimizer.param_groups:
                             group["lr"] = budget_lr(self.lr, seconds / budget_seconds)
                 else:
