@@ -2,6 +2,7 @@
 
 Each wrong answer must be rejected with the message that names its mistake: a check that accepts a wrong
 answer, or blames the wrong mistake, is a bug. And every check must pass diffedu's own reference.
+The catalogue runs as nbgrader grades, where a failed check raises; a learner's failed check prints instead.
 """
 import numpy as np
 import pytest
@@ -14,6 +15,11 @@ from diffedu.check import ExerciseError
 EXERCISES = ["alpha_bar", "q_sample", "next_noise_variance", "eps_loss", "posterior", "ddpm_step", "ddim_sigma", "ddim_step",
              "ddim_timesteps", "ddim_invert_step", "reparameterize", "kl_divergence", "scale_factor", "hinge_d_loss", "sample_latents",
              "frechet_distance", "mmd2_unbiased", "guided_eps"]
+
+
+@pytest.fixture(autouse=True)
+def grading(monkeypatch):
+    monkeypatch.setenv(check.GRADING_ENV, "autograde")
 
 
 def rejects(name, fn, *fragments):
@@ -40,6 +46,17 @@ def test_a_stub_is_not_implemented_and_the_lesson_goes_on_with_the_reference(nam
     with pytest.raises(ExerciseError, match=f"✗ {name}: not implemented yet"):
         exec(f"check.{name}({name})", namespace)  # as a notebook cell runs it
     assert namespace[name] is getattr(check, name).reference
+
+
+def test_for_a_learner_a_failed_check_says_so_and_the_lesson_goes_on(monkeypatch, capsys):
+    """Outside nbgrader a failure is printed, not raised, so that Run All reaches the end of the lesson; and
+    when IPython shows a grading failure, it shows the message, not a traceback into diffedu."""
+    monkeypatch.delenv(check.GRADING_ENV)
+    namespace = {"q_sample": lambda x0, t, noise, ab: x0, "check": check}
+    exec("check.q_sample(q_sample)", namespace)
+    assert capsys.readouterr().err.startswith("✗ q_sample: ") and namespace["q_sample"] is check.q_sample.reference
+    error = ExerciseError("✗ q_sample: wrong\n(the reference is used)")
+    assert error._render_traceback_() == ["✗ q_sample: wrong", "(the reference is used)"]
 
 
 def test_a_crash_in_the_learners_code_is_reported_with_a_hint():
