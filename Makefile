@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The torch/torchvision pair the course is tested with (they must match).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: lab test browser-test student setup clean
+.PHONY: lab test browser-test student course setup clean
 
 $(BIN)/.installed: pyproject.toml lab/overrides.json Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ browser-test: setup
 # The student edition, for a teacher to hand out: the lessons with the exercises' solutions replaced by stubs.
 student: setup
 	$(BIN)/python -m diffedu student --lessons lessons --out student
+
+# A course folder for a teacher who grades with nbgrader: its configuration, each lesson with exercises an
+# assignment, released (the solutions stubbed). Grade from course/: ../.venv/bin/nbgrader autograde <lesson>.
+course: setup
+	$(BIN)/python -m diffedu course --lessons lessons --out course
 
 clean:
 	rm -rf $(VENV)

@@ -2,6 +2,7 @@
 
     make student                                  # writes student/
     python -m diffedu student --out student       # the same, from anywhere (--lessons says where they are)
+    make course                                   # a course folder for nbgrader, assignments released
 
 In the lessons, each exercise is a function whose body sits between nbgrader's markers
 (`### BEGIN SOLUTION` / `### END SOLUTION`), in a cell with nbgrader's metadata; the check after it is an
@@ -12,7 +13,10 @@ autograde), and one without it gets the same student edition from this module: e
 """
 from __future__ import annotations
 
-import shutil
+import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from .errors import DiffeduError
@@ -37,31 +41,116 @@ def strip_solution(source: str, exercise: str) -> str:
     return "\n".join(out)
 
 
-def student_edition(lessons: str | Path, out: str | Path) -> list[Path]:
-    """Write the student edition of every lesson in `lessons` (NN_name.py) to `out`; returns the notebooks."""
+def student_edition(lessons: str | Path, out: str | Path) -> tuple[list[Path], list[Path]]:
+    """Write the student edition of every lesson in `lessons` (NN_name.py) to `out`, as .py and .ipynb pairs.
+    A lesson whose pair in `out` was changed since it was written there (a learner's answers) is left as it is.
+    Returns (the notebooks written, those left as they were)."""
     import jupytext  # the lab and test extras install it
+    from jupytext.config import load_jupytext_configuration_file
 
     lessons, out = Path(lessons), Path(out)
     scripts = sorted(lessons.glob("[0-9][0-9]_*.py"))
     if not scripts:
         raise DiffeduError(f"no lessons (NN_name.py) in {lessons}: pass the course's lessons/ folder")
-    out.mkdir(parents=True, exist_ok=True)
-    config = next((folder / "jupytext.toml" for folder in (lessons, lessons.parent) if (folder / "jupytext.toml").exists()), None)
-    if config:  # the pairing of .py and .ipynb, for JupyterLab wherever the edition goes
-        shutil.copy(config, out)
-    written = []
+    if out.resolve() == lessons.resolve():
+        raise DiffeduError(f"--out {out} is the lessons' own folder: the edition would replace their solutions with stubs; "
+                           "write it to another folder (make student writes student/)")
+    config = lessons / "jupytext.toml"  # the pairing of .py and .ipynb, for JupyterLab wherever the edition goes
+    if not config.exists():
+        raise DiffeduError(f"{config} is missing: it pairs each lesson's .py with its .ipynb (restore it with git)")
+    pairing = load_jupytext_configuration_file(str(config))
+    folder = _Folder(out)
+    folder.write("jupytext.toml", config.read_text())
+    written, kept = [], []
     for script in scripts:
-        notebook = jupytext.read(script)
+        notebook = jupytext.read(script.with_suffix(".ipynb"))  # the pair's notebook: its cell ids and language_info too
         for cell in notebook.cells:
             grading = cell.metadata.get("nbgrader", {})
             if cell.cell_type == "code" and grading.get("solution"):
                 if BEGIN not in cell.source:
                     raise DiffeduError(f"{script.name}: exercise {grading.get('grade_id')} has no `{BEGIN}` marker")
                 cell.source = strip_solution(cell.source, grading["grade_id"])
-        jupytext.write(notebook, out / script.name, fmt="py:percent")
-        jupytext.write(notebook, out / f"{script.stem}.ipynb")
-        written.append(out / f"{script.stem}.ipynb")
-    return written
+        text_format = {"extension": ".py", "format_name": "percent"}
+        pairing.set_default_format_options(text_format)  # the metadata filters JupyterLab applies when it saves
+        done = folder.write_all({script.name: jupytext.writes(notebook, fmt=text_format),
+                                 f"{script.stem}.ipynb": jupytext.writes(notebook, fmt="ipynb") + "\n"})
+        (written if done else kept).append(out / f"{script.stem}.ipynb")
+    return written, kept
+
+
+NBGRADER_CONFIG = """\
+# nbgrader's configuration for this course folder, written by `python -m diffedu course` (diffedu's classroom.py).
+import os
+import sys
+
+c = get_config()
+c.CourseDirectory.course_id = "diffedu"
+# nbgrader stops a cell after 30 s, and some lessons' cells take longer on a CPU (lesson 02's 1000 DDPM steps).
+c.Execute.timeout = 600
+# Grade in the smoke profile unless told otherwise: the checks do not depend on the profile, and a lesson runs
+# in about a minute instead of several.
+os.environ.setdefault("DIFFEDU_PROFILE", "smoke")
+# nbgrader runs alembic, its database's tool, from PATH: take the one beside this Python, activated or not.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+"""
+
+
+def course_folder(lessons: str | Path, out: str | Path) -> tuple[list[str], list[str]]:
+    """Set up `out` as an nbgrader course folder: its configuration, and every lesson with exercises as an
+    assignment of the lesson's name (source/NN_name/NN_name.ipynb), then released (nbgrader's
+    generate_assignment writes release/NN_name/, the solutions stubbed). A file changed there since it was
+    written is kept as it is. Returns (the assignments, the files kept)."""
+    lessons, out = Path(lessons), Path(out)
+    assignments = [script.stem for script in sorted(lessons.glob("[0-9][0-9]_*.py")) if exercises(script)]
+    if not assignments:
+        raise DiffeduError(f"no lessons with exercises (NN_name.py) in {lessons}: pass the course's lessons/ folder")
+    folder, kept = _Folder(out), []
+    for name, text in [("nbgrader_config.py", NBGRADER_CONFIG)] + [
+            (f"source/{a}/{a}.ipynb", (lessons / f"{a}.ipynb").read_text()) for a in assignments]:
+        if not folder.write(name, text):
+            kept.append(name)
+    for assignment in assignments:
+        run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force"], cwd=out,
+                             capture_output=True, text=True)
+        if run.returncode:
+            raise DiffeduError(f"nbgrader generate_assignment {assignment} failed in {out}:\n{run.stderr[-3000:]}")
+    return assignments, kept
+
+
+class _Folder:
+    """A folder this module writes into, never over somebody's work: it remembers a digest of each file it
+    wrote, and a file that no longer matches it (nor the new text) has been changed since, so it stays."""
+
+    MANIFEST = ".diffedu-written.json"
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = path / self.MANIFEST
+        self.digests = json.loads(manifest.read_text()) if manifest.exists() else {}
+
+    def changed(self, name: str, text: str) -> bool:
+        """Whether `name` holds something other than what was written there last, or `text`."""
+        file = self.path / name
+        return file.exists() and _digest(file.read_text()) not in (self.digests.get(name), _digest(text))
+
+    def write_all(self, files: dict[str, str]) -> bool:
+        """Write all of `files` ({name: text}), or, if any of them was changed, none (they belong together)."""
+        if any(self.changed(name, text) for name, text in files.items()):
+            return False
+        for name, text in files.items():
+            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.path / name).write_text(text)
+            self.digests[name] = _digest(text)
+        (self.path / self.MANIFEST).write_text(json.dumps(self.digests, indent=1))
+        return True
+
+    def write(self, name: str, text: str) -> bool:
+        return self.write_all({name: text})
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def exercises(notebook_path: str | Path) -> list[str]:

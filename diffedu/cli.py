@@ -11,6 +11,7 @@
     python -m diffedu bench --profile cpu                         # pixel vs latent, measured -> data/bench/cpu.json
     python -m diffedu quality --rows "DDIM 50" "latent DDIM 50"    # FID/KID per sampler at 500 images, resumable
     python -m diffedu student --out student                       # the lessons without the exercises' solutions
+    python -m diffedu course --out course                         # an nbgrader course folder, lessons released
 
 Bad input gets one `error:` line and exit code 2; Ctrl-C exits with 130.
 """
@@ -26,7 +27,7 @@ import torch
 from PIL import Image
 
 from . import bench, checkpoint, data, env, metrics, pretrained, report, runs
-from .classroom import student_edition
+from .classroom import course_folder, student_edition
 from .errors import CheckpointError, DiffeduError
 from .nets import count_parameters
 from .pipelines import load_pipeline, load_vae
@@ -165,6 +166,10 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("student", help="write the student edition of the lessons: exercises' solutions taken out")
     e.add_argument("--lessons", default="lessons", help="the course's lessons folder (default: lessons)")
     e.add_argument("--out", default="student", help="where to write it (default: student)")
+
+    c = sub.add_parser("course", help="set up an nbgrader course folder: its configuration, each lesson an assignment, released")
+    c.add_argument("--lessons", default="lessons", help="the course's lessons folder (default: lessons)")
+    c.add_argument("--out", default="course", help="the course folder (default: course)")
 
     b = sub.add_parser("bench", help="measure pixel vs latent diffusion and DDPM vs DDIM: time, memory, FID/KID")
     b.add_argument("--profile", choices=list(PROFILES), help="sizes the run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
@@ -391,13 +396,27 @@ def export_cmd(args) -> None:
 
 
 def student_cmd(args) -> None:
-    notebooks = student_edition(args.lessons, args.out)
-    print(f"wrote the student edition of {len(notebooks)} lessons to {args.out}/ (.py and .ipynb pairs, solutions replaced "
+    written, kept = student_edition(args.lessons, args.out)
+    print(f"wrote the student edition of {len(written)} lessons to {args.out}/ (.py and .ipynb pairs, solutions replaced "
           "by stubs that raise NotImplementedError)")
+    if kept:
+        print(f"kept {len(kept)} as they were, changed since they were written (someone's work): "
+              f"{', '.join(p.stem for p in kept)}; to get a fresh copy of one, move its .py and .ipynb away and run this again")
+
+
+def course_cmd(args) -> None:
+    assignments, kept = course_folder(args.lessons, args.out)
+    print(f"course folder {args.out}/: nbgrader_config.py, and {len(assignments)} assignments, one per lesson with "
+          f"exercises ({', '.join(assignments)}), released to {args.out}/release/")
+    if kept:
+        print(f"kept as they were, changed since they were written: {', '.join(kept)}")
+    print(f"Hand out release/<lesson>/, put what each student hands back in submitted/<student>/<lesson>/, then grade "
+          f"from {args.out}/: nbgrader autograde <lesson> (with this environment's nbgrader, e.g. .venv/bin/nbgrader)")
 
 
 COMMANDS = {"train": train, "retrain": retrain_cmd, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd, "guidance": guidance_cmd,
-            "quality": quality_cmd, "export": export_cmd, "student": student_cmd}
+            "quality": quality_cmd, "export": export_cmd, "student": student_cmd,
+            "course": course_cmd}
 
 
 def main(argv: list[str] | None = None) -> int:

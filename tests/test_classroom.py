@@ -9,7 +9,6 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from diffedu import cli
 from diffedu.classroom import exercises, strip_solution, student_edition
@@ -48,53 +47,77 @@ def test_the_edition_is_paired_and_holds_no_solution(edition):
         assert [c.source for c in jupytext.read(student).cells] == [c.source for c in paired.cells]
         assert not any(c.get("outputs") for c in paired.cells if c.cell_type == "code")
         text = student.read_text()
-        assert "BEGIN SOLUTION" not in text
+        assert "BEGIN SOLUTION" not in text and "jupytext_version" not in text  # as JupyterLab would save it
         for exercise in exercises(script):
             assert f'raise NotImplementedError("exercise {exercise}: write this part")' in text
-    assert (edition / "jupytext.toml").exists()
+    assert (edition / "jupytext.toml").read_text() == (LESSONS / "jupytext.toml").read_text()
 
 
-def run(notebook: Path) -> list[tuple[dict, str]]:
-    """Execute a notebook as JupyterLab's Run All would, going on after errors; (cell, error text) per error."""
-    nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    return [(cell, "\n".join(o.get("evalue", "") for o in cell.get("outputs", []) if o.output_type == "error"))
-            for cell in nb.cells if cell.cell_type == "code" and any(o.output_type == "error" for o in cell.get("outputs", []))]
+def test_writing_the_edition_again_keeps_a_learners_answers(tmp_path, capsys):
+    out = tmp_path / "student"
+    student_edition(LESSONS, out)
+    answered = out / "01_forward_process.ipynb"
+    answered.write_text(answered.read_text().replace('raise NotImplementedError(\\"exercise alpha_bar: write this part\\")',
+                                                     "return torch.cumprod(1 - betas, 0)"))
+    assert "torch.cumprod(1 - betas, 0)" in answered.read_text()
+    untouched = (out / "02_ddpm.py").read_text()
+    assert cli.main(["student", "--lessons", str(LESSONS), "--out", str(out)]) == 0
+    assert "torch.cumprod(1 - betas, 0)" in answered.read_text()
+    said = capsys.readouterr().out
+    assert "kept 1 as they were" in said and "01_forward_process" in said
+    assert (out / "02_ddpm.py").read_text() == untouched  # rewritten: nothing of the learner's was there
 
 
-@pytest.mark.parametrize("script", SCRIPTS[1:], ids=lambda p: p.stem)
-def test_in_the_student_edition_only_the_checks_fail_and_say_not_implemented(script, edition, cifar_root, monkeypatch):
-    monkeypatch.setenv("DIFFEDU_PROFILE", "smoke")
-    errors = run(edition / f"{script.stem}.ipynb")
-    assert [cell.metadata.get("nbgrader", {}).get("grade_id") for cell, _ in errors] == [f"check_{e}" for e in exercises(script)]
-    for (_, text), exercise in zip(errors, exercises(script)):
-        assert f"✗ {exercise}: not implemented yet" in text and "uses diffedu's reference" in text
+def test_the_edition_is_never_written_over_the_lessons(tmp_path, capsys):
+    lessons = tmp_path / "lessons"
+    shutil.copytree(LESSONS, lessons, ignore=shutil.ignore_patterns("runs"))
+    before = {p.name: p.read_text() for p in lessons.iterdir()}
+    assert cli.main(["student", "--lessons", str(lessons), "--out", str(lessons)]) == 2
+    assert "the lessons' own folder" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in lessons.iterdir()} == before
 
 
-def test_nbgrader_gives_the_solutions_full_marks_and_the_blank_none(tmp_path, cifar_root):
+def submission_with_first_exercise_blank(lesson: Path) -> dict:
+    """The lesson's notebook with its solutions, but the first exercise left as the student edition has it."""
+    nb = nbformat.read(lesson, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution"))
+    cell.source = strip_solution(cell.source, cell.metadata["nbgrader"]["grade_id"])
+    return nb
+
+
+def test_nbgrader_grades_every_lesson_in_the_course_folder(tmp_path, edition, cifar_root, monkeypatch):
+    """The course folder `make course` sets up, with its nbgrader configuration (cell timeout, profile, PATH):
+    every lesson's student edition handed in blank scores 0 and still runs to its end (its only errors are its
+    checks, shown as the check's message, no traceback); lesson 01 with one exercise blank scores 2 of 3."""
     from nbgrader.api import Gradebook
 
-    lesson = "01_forward_process"
-    (tmp_path / "source" / "lesson01").mkdir(parents=True)
-    shutil.copy(LESSONS / f"{lesson}.ipynb", tmp_path / "source" / "lesson01")
-    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.CourseDirectory.course_id = 'diffedu'\n"
-                                                 "c.ExecutePreprocessor.timeout = 600\n")
-    environment = {**os.environ, "DIFFEDU_PROFILE": "smoke",
-                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # nbgrader runs alembic
-
-    def nbgrader(*args):
-        subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=tmp_path, env=environment, check=True,
+    monkeypatch.delenv("DIFFEDU_PROFILE", raising=False)  # the course's configuration chooses it
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                               if Path(p) != Path(sys.executable).parent))
+    course = tmp_path / "course"
+    assert cli.main(["course", "--lessons", str(LESSONS), "--out", str(course)]) == 0
+    lessons = [s.stem for s in SCRIPTS if exercises(s)]
+    for lesson in lessons:
+        released = (course / "release" / lesson / f"{lesson}.ipynb").read_text()
+        assert "BEGIN SOLUTION" not in released and "NotImplementedError" in released
+        (course / "submitted" / "blank" / lesson).mkdir(parents=True)
+        shutil.copy(edition / f"{lesson}.ipynb", course / "submitted" / "blank" / lesson)
+    (course / "submitted" / "one_blank" / lessons[0]).mkdir(parents=True)
+    nbformat.write(submission_with_first_exercise_blank(LESSONS / f"{lessons[0]}.ipynb"),
+                   course / "submitted" / "one_blank" / lessons[0] / f"{lessons[0]}.ipynb")
+    for lesson in lessons:
+        subprocess.run([sys.executable, "-m", "nbgrader", "autograde", lesson, "--force"], cwd=course, check=True,
                        capture_output=True, text=True)
-
-    nbgrader("generate_assignment", "lesson01", "--force")
-    released = tmp_path / "release" / "lesson01" / f"{lesson}.ipynb"
-    assert "BEGIN SOLUTION" not in released.read_text()
-    for student, notebook in (("solved", tmp_path / "source" / "lesson01" / f"{lesson}.ipynb"), ("blank", released)):
-        (tmp_path / "submitted" / student / "lesson01").mkdir(parents=True)
-        shutil.copy(notebook, tmp_path / "submitted" / student / "lesson01")
-    nbgrader("autograde", "lesson01", "--force")
-    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gradebook:
-        solved, blank = (gradebook.find_submission("lesson01", s) for s in ("solved", "blank"))
-        assert solved.max_score == len(exercises(LESSONS / f"{lesson}.py")) == 3
-        assert (solved.score, blank.score) == (3, 0)
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        for lesson in lessons:
+            blank = gradebook.find_submission(lesson, "blank")
+            assert (blank.score, blank.max_score) == (0, len(exercises(LESSONS / f"{lesson}.py"))), lesson
+        one_blank = gradebook.find_submission(lessons[0], "one_blank")
+        assert (one_blank.score, one_blank.max_score) == (2, 3)
+    for lesson in lessons:
+        cells = nbformat.read(course / "autograded" / "blank" / lesson / f"{lesson}.ipynb", as_version=4).cells
+        errors = [(c.metadata.get("nbgrader", {}).get("grade_id"), o) for c in cells if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.output_type == "error"]
+        assert [grade_id for grade_id, _ in errors] == [f"check_{e}" for e in exercises(LESSONS / f"{lesson}.py")], lesson
+        for (grade_id, error), exercise in zip(errors, exercises(LESSONS / f"{lesson}.py")):
+            assert error.traceback[0].startswith(f"✗ {exercise}: not implemented yet") and "check.py" not in "".join(error.traceback)
