@@ -1,11 +1,10 @@
-"""Measuring cost on this machine: FLOPs of a forward pass, wall-clock time, peak memory.
+"""Measuring cost on this machine: FLOPs of a forward pass, wall-clock time, peak GPU memory.
 
 Timings are only ever printed (benchmarks, lessons), never asserted: machines are shared and noisy.
 """
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from typing import Callable
 
@@ -45,37 +44,22 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3, device="cpu", war
 
 
 class PeakMemory:
-    """Peak memory above the level at the start, in MiB, while the block runs: the CUDA allocator's
-    statistics on a GPU; on a CPU, the process's resident memory, sampled every 10 ms."""
+    """Peak GPU memory above the level at the start, in MiB, while the block runs: the CUDA allocator's
+    statistics. On a CPU `mib` stays None: there the process's resident memory follows the allocator's caching
+    and what ran before, not what the block needs, so it would be a number that measures nothing."""
 
     def __init__(self, device):
         self.cuda = torch.device(device).type == "cuda"
-        self.mib = 0.0
+        self.mib: float | None = None
 
     def __enter__(self):
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
-        else:
-            import psutil
-
-            process, self.stop = psutil.Process(), threading.Event()
-            self.base = self.peak = process.memory_info().rss
-
-            def watch():
-                while not self.stop.wait(0.01):
-                    self.peak = max(self.peak, process.memory_info().rss)
-
-            self.watcher = threading.Thread(target=watch, daemon=True)
-            self.watcher.start()
         return self
 
     def __exit__(self, *exc):
         if self.cuda:
             torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self.stop.set()
-            self.watcher.join()
-        self.mib = max(0, self.peak - self.base) / 2**20
+            self.mib = max(0, torch.cuda.max_memory_allocated() - self.base) / 2**20

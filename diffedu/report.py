@@ -48,7 +48,11 @@ def sampling_table(result: dict) -> str:
                 ["sampler", "steps", "runs", "seconds", "ms per step", "speed-up vs DDPM 1000", "GFLOPs per image",
                  "peak memory", "reference"],
                 [[name, r["steps"], r["runs"], f"{r['seconds']:.2f}", f"{r['ms_per_step']:.1f}", f"{ddpm / r['seconds']:.1f}x",
-                  f"{r['gflops_per_image']:.3g}", f"{r['peak_memory_mib']:.0f} MiB", reference(name)] for name, r in sampling.items()]))
+                  f"{r['gflops_per_image']:.3g}", _memory(r["peak_memory_mib"]), reference(name)] for name, r in sampling.items()]))
+
+
+def _memory(mib: float | None) -> str:
+    return "not measured on a CPU" if mib is None else f"{mib:.0f} MiB"  # (measure.PeakMemory says why)
 
 
 def training_table(result: dict) -> str:

@@ -48,7 +48,7 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
     sampling = result["sampling"]
     assert list(sampling) == ["DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"]
     for r in sampling.values():
-        assert r["seconds"] > 0 and r["runs"] == len(r["all_seconds"]) >= 1 and r["peak_memory_mib"] >= 0
+        assert r["seconds"] > 0 and r["runs"] == len(r["all_seconds"]) >= 1 and r["peak_memory_mib"] is None  # a CPU run
     assert sampling["DDIM 100"]["gflops_per_image"] == pytest.approx(100 * sizes["pixel UNet"]["gflops"])
     assert sampling["latent DDIM 50"]["gflops_per_image"] == pytest.approx(
         50 * sizes["latent UNet"]["gflops"] + sizes["VAE decoder"]["gflops"])
