@@ -6,7 +6,7 @@
 untrained nets in the smoke profile):
   - size: parameters, and FLOPs of one forward pass;
   - time to sample a batch with DDPM 1000, DDIM 100 and 50 (or the step counts asked for) and latent
-    DDIM 50 (decoding included), after a warm-up, as the median of repeated runs, with the peak memory;
+    DDIM 50 (decoding included), after a warm-up, as the median of repeated runs, with the peak GPU memory;
   - training throughput, pixel vs latent (from cached latents, and with the encoder run per batch);
   - FID and KID of each sampler's images against real training images, beside real test images and
     their VAE reconstructions (what a perfect model would score at the same count).
@@ -241,7 +241,7 @@ def guidance_curve(pipe, train, test, samples: int = 500, reference: int | None 
         features = metrics.inception_features(images, device=device)
         rows[str(w)] = {"guidance": w, **metrics.scores_of(features, train_features), "accuracy": probe.accuracy(features, classes)}
     return {"format": FORMAT, "samples": samples, "steps": steps,
-            "reference": f"the first {reference} CIFAR-10 training images of {train.source}",
+            "reference": f"the first {reference} CIFAR-10 training images",
             "scales": rows,
             "real test images": {**metrics.scores_of(test_features, train_features),
                                  "accuracy": probe.accuracy(test_features, test.labels[:samples])},
@@ -345,7 +345,7 @@ def run(profile: Profile, settings: BenchSettings | None = None, device: str | t
         "format": FORMAT, "profile": profile.name, "settings": asdict(settings), "models": models.source, "machine": machine(device),
         "options": {"inference_mode": True, "bf16_autocast": fast, "channels_last": True, "torch_compile": compile},
         "sizes": sizes, "sampling": sampling, "training": training,
-        "quality": scores and {"reference": f"the first {settings.reference} CIFAR-10 training images of {train.source}",
+        "quality": scores and {"reference": f"the first {settings.reference} CIFAR-10 training images",
                                "scores": scores},
         "scaling": scaling_table(),
         "seconds": time.perf_counter() - began, "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -38,7 +38,7 @@ class ImageSet:
         return len(self.images)
 
     def __repr__(self) -> str:
-        return f"ImageSet({len(self)} images {tuple(self.images.shape[1:])}, {len(self.classes)} classes, from {self.source})"
+        return f"ImageSet({len(self)} images {tuple(self.images.shape[1:])}, {len(self.classes)} classes)"  # no path: notebooks get shared
 
 
 class _ArraysOnly(pickle.Unpickler):

@@ -3,7 +3,7 @@ results computed once and kept there, the device, and seeds.
 
     DIFFEDU_HOME   the home folder (default: data/ of the course checkout; for a pip-installed
                    package, ~/.cache/diffedu). CIFAR-10 downloads there; caches live in its
-                   subfolders latents/, fid/ and bench/.
+                   subfolders latents/, fid/ and bench/, and the models the lessons train in runs/.
 """
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def home() -> Path:
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser()
     return _CHECKOUT / "data" if (_CHECKOUT / "pyproject.toml").exists() else Path.home() / ".cache" / "diffedu"
+
+
+def shown(path: str | Path) -> str:
+    """A path as a lesson prints it: from the course checkout, or from ~, never this machine's full path
+    (notebooks get shared, and a learner's folders are nobody's business)."""
+    path = Path(path)
+    for base, name in ((_CHECKOUT, ""), (Path.home(), "~/")):
+        if path.is_absolute() and path.is_relative_to(base):
+            return name + str(path.relative_to(base))
+    return str(path)
 
 
 def get_device(name: str | torch.device | None = None) -> torch.device:

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from . import checkpoint
+from .env import home
 from .errors import DiffeduError
 from .recipes import Recipe, get_recipe
 
@@ -43,8 +44,9 @@ class Profile:
         return self.recipe("ddpm").n_data
 
     def lesson_run(self, lesson: str) -> Path:
-        """Where a lesson saves the model it trained in this profile, for later lessons: runs/<lesson>_<profile>/model."""
-        return Path("runs") / f"{lesson}_{self.name}" / "model"
+        """Where a lesson saves the model it trained in this profile, for later lessons: runs/<lesson>_<profile>/model
+        in the diffedu home (data/ of the checkout), not beside the notebooks, wherever they were opened from."""
+        return home() / "runs" / f"{lesson}_{self.name}" / "model"
 
     def lesson_checkpoint(self, shipped: str, lesson: str, train: Callable[[Path], object]) -> str | Path:
         """The checkpoint a later lesson works with: the shipped one where this profile samples from shipped

@@ -24,6 +24,20 @@ def test_profiles_grow_from_smoke_to_gpu():
         assert sizes == sorted(sizes)
 
 
+def test_a_lesson_saves_its_model_in_the_home_and_prints_no_full_path(tmp_path, monkeypatch):
+    """Not in runs/ beside the notebook, wherever it was opened from; and shown without this machine's folders."""
+    from pathlib import Path
+
+    from diffedu import env
+
+    monkeypatch.setenv(env.HOME_ENV, str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    run = get_profile("smoke").lesson_run("02_ddpm")
+    assert run == tmp_path / "home" / "runs" / "02_ddpm_smoke" / "model"
+    assert env.shown(Path.home() / "course" / "x") == "~/course/x" and env.shown("ddpm-cifar10") == "ddpm-cifar10"
+    assert env.shown(Path(env.__file__).resolve().parent.parent / "data" / "runs") == "data/runs"
+
+
 def test_cli_trains_resumes_and_samples(cifar_root, tmp_path, capsys):
     out = tmp_path / "run" / "model"
     assert cli.main(["train", "--profile", "smoke", "--steps", "4", "--data", str(cifar_root), "--out", str(out)]) == 0
