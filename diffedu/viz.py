@@ -23,11 +23,17 @@ def grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
     return out if c == 3 else out[..., 0]
 
 
+# The widest figure a notebook shows unshrunk, in inches (at the inline backend's 100 dpi, beside JupyterLab's
+# file browser on a laptop screen): wider ones are scaled down, and their labels with them.
+FIGURE_WIDTH = 9.5
+
+
 def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, scale: float = 0.6):
     """Show a batch as a grid (each 32x32 image drawn about `scale` inches wide)."""
     g = grid(images, nrow)
     if ax is None:
         rows = -(-len(images) // min(nrow, len(images)))
+        scale = min(scale, (FIGURE_WIDTH - 0.2) / min(nrow, len(images)))  # wide grids shrink to fit
         _, ax = plt.subplots(figsize=(scale * min(nrow, len(images)) + 0.2, scale * rows + (0.4 if title else 0.2)))
     ax.imshow(g, cmap="gray" if g.ndim == 2 else None, interpolation="nearest")
     ax.set_axis_off()
@@ -88,7 +94,7 @@ def quality_plot(table: dict, against: str = "steps", latent: bool = True):
     `latent=False` leaves out the latent model and its VAE."""
     x_key = {"steps": "steps", "seconds": "seconds_per_image"}[against]
     rows = table["rows"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.4))
     for ax, key, name, scale in ((axes[0], "fid", "FID", 1), (axes[1], "kid", "KID x 1000", 1000)):
         for label, style, colour, picks in _FAMILIES:
             points = sorted((r[x_key], scale * r[key], scale * r.get(f"{key}_std", 0)) for r in rows.values() if picks(r))

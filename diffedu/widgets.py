@@ -23,7 +23,10 @@ from .viz import grid
 
 def png(images: torch.Tensor, nrow: int = 8, zoom: int = 3) -> bytes:
     """A batch as one PNG grid, enlarged `zoom` times with sharp pixels."""
-    array = grid(images, nrow)
+    return _encode(grid(images, nrow), zoom)
+
+
+def _encode(array, zoom: int) -> bytes:
     picture = Image.fromarray(array)
     picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
     buffer = io.BytesIO()
@@ -101,14 +104,27 @@ def latent_explorer(vae, image_a: torch.Tensor, image_b: torch.Tensor, seed: int
         z = torch.lerp(z_a, z_b, mix.value)
         z[channel.value] = z[channel.value] * scale.value + jitter.value * noise
         decoded.value = png(decode_latents(vae, z[None]).cpu(), zoom=6)
-        channels.value = png((z[:, None] / 3).clamp(-1, 1), nrow=len(z), zoom=12)  # +-3 std -> black..white
-        caption.value = (f"decoded image (left), and its {len(z)} latent channels (right, grey = 0); "
-                         f"channel {channel.value} x {scale.value:.1f} + {jitter.value:.1f} noise")
+        channels.value = _channel_strip(z, channel.value)
+        caption.value = (f"decoded image (left), and its {len(z)} latent channels (right, grey = 0); channel "
+                         f"{channel.value} (framed in red) x {scale.value:.1f} + {jitter.value:.1f} noise")
 
     for control in (mix, channel, scale, jitter):
         control.observe(update, names="value")
     update()
-    return W.VBox([W.HBox([mix, channel]), W.HBox([scale, jitter]), caption, W.HBox([decoded, channels])])
+    pictures = W.HBox([decoded, channels], layout=W.Layout(align_items="flex-start"))  # not stretched to one height
+    return W.VBox([W.HBox([mix, channel]), W.HBox([scale, jitter]), caption, pictures])
+
+
+def _channel_strip(z: torch.Tensor, selected: int, zoom: int = 12) -> bytes:
+    """A latent's channels side by side in grey (+-3 std -> black..white), the `selected` one framed in red:
+    so that picking a channel shows at once which one the sliders act on."""
+    array = grid((z[:, None] / 3).clamp(-1, 1).expand(-1, 3, -1, -1), nrow=len(z))  # RGB, for the red frame
+    h, w = z.shape[1:]
+    left = selected * (w + 1)  # grid() leaves a 1-pixel gap around each channel: the frame goes there
+    inside = array[1:h + 1, left + 1:left + w + 1].copy()
+    array[:h + 2, left:left + w + 2] = (220, 30, 30)
+    array[1:h + 1, left + 1:left + w + 1] = inside
+    return _encode(array, zoom)
 
 
 def image_slider(images: dict, description: str, caption: Callable[[object], str] = str, nrow: int = 8) -> W.VBox:

@@ -66,6 +66,29 @@ def test_latent_explorer_decodes_as_the_controls_move():
     assert decoded.value != switched_off
 
 
+def test_the_latent_explorer_frames_the_chosen_channel_in_red():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from diffedu.vae import VAE, VAEConfig
+    from diffedu.widgets import latent_explorer
+
+    widget = latent_explorer(VAE(VAEConfig(channels=8, scale_factor=0.5)).eval(), *torch.rand(2, 3, 32, 32))
+    channel, (_, strip) = widget.children[0].children[1], widget.children[3].children
+
+    def red_tiles() -> list[int]:  # which channels have red pixels in the gap around them (zoom 12: 9 pixels/cell)
+        array = np.asarray(Image.open(io.BytesIO(strip.value)).convert("RGB"))[::12, ::12].astype(int)
+        red = (array[..., 0] > 200) & (array[..., 1] < 60)
+        return sorted({(col - 1) // 9 for col in np.nonzero(red[0])[0] if 0 < col < red.shape[1] - 1 and col % 9})
+
+    assert red_tiles() == [0]
+    channel.value = 3  # picking a channel changes the picture, not only the caption
+    assert red_tiles() == [3]
+    assert widget.children[3].layout.align_items == "flex-start"  # the 8x8 channels keep their square shape
+
+
 def test_image_slider_and_guidance_widget_show_the_chosen_frame():
     from diffedu.widgets import guidance_widget, image_slider
 
