@@ -53,8 +53,7 @@ print(profile.note)
 # H x W x 3 image into an (H/f) x (W/f) x c latent. Stable Diffusion uses f = 8 and c = 4; on CIFAR-10's
 # tiny 32x32 images we use f = 4, c = 4.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 def values(height, width, channels):
     return height * width * channels
 
@@ -70,10 +69,10 @@ assert values(32, 32, 3) // values(8, 8, 4) == 12
 # 3 channels becoming 4 takes a little back: the ratio is 3f²/4 at every size. Self-attention costs grow
 # with the *square* of the number of positions, so for attention layers the saving is squared again.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 sizes = [32, 64, 128, 256, 512, 1024]
-print(f"{'image':>11} | {'pixel values':>12} | {'f=4 latent':>10} | {'ratio':>5} | {'f=8 latent':>10} | {'ratio':>5} | attention positions, f=8")
+print(f"{'image':>11} | {'pixel values':>12} | {'f=4 latent':>10} | {'ratio':>5} | {'f=8 latent':>10} | {'ratio':>5} | "
+      "attention positions, f=8")
 for s in sizes:
     p, l4, l8 = values(s, s, 3), values(s // 4, s // 4, 4), values(s // 8, s // 8, 4)
     print(f"{s:>4}x{s:<4}x3 | {p:>12,} | {l4:>10,} | {p / l4:>4.0f}x | {l8:>10,} | {p / l8:>4.0f}x | "

@@ -82,7 +82,7 @@ check.alpha_bar(alpha_bar)
 # pure noise; the cosine schedule spreads the destruction more evenly.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.9))
 for s in (linear, cosine):
     ab = alpha_bar(s.betas)
     axes[0].plot(s.betas, label=s.name)
@@ -188,8 +188,8 @@ images = to_float(train.images[:8])
 noise = torch.randn_like(images)
 ts = torch.tensor([0, 50, 100, 200, 350, 500, 750, 999])
 for s in (linear, cosine):
-    rows = torch.cat([q_sample(images[i:i + 1].expand(len(ts), -1, -1, -1), ts, noise[i:i + 1].expand(len(ts), -1, -1, -1),
-                               s.alpha_bar.float()) for i in range(4)])
+    rows = torch.cat([q_sample(images[i:i + 1].expand(len(ts), -1, -1, -1), ts,
+                               noise[i:i + 1].expand(len(ts), -1, -1, -1), s.alpha_bar.float()) for i in range(4)])
     show_images(rows, nrow=len(ts), title=f"{s.name} schedule, t = {ts.tolist()}")
     plt.show()
 

@@ -24,13 +24,13 @@ import torch
 
 from diffedu import check
 from diffedu.data import batches, load_cifar10
-from diffedu.env import get_device, seed_everything
+from diffedu.env import get_device, seed_everything, shown
 from diffedu.nets import Attention, GaussianDenoiser, ResBlock, UNet, UNetConfig, count_parameters, timestep_embedding
 from diffedu.pipelines import PixelDiffusion, load_pipeline
 from diffedu.profiles import get_profile
 from diffedu.samplers import Trajectory
 from diffedu.schedules import Schedule
-from diffedu.viz import LiveLoss, plot_loss, show_images
+from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import trajectory_widget
 
 profile, device = get_profile(), get_device()
@@ -164,14 +164,13 @@ trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps,
 print(f"{trainer.seconds:.0f} s, {trainer.seconds / trainer.step * 1000:.0f} ms per step")
 
 # %%
-plot_loss(trainer.history, title=f"DDPM training loss, {profile.name} profile")
-plt.show()
 first, last = sum(trainer.history[:5]) / 5, sum(trainer.history[-20:]) / len(trainer.history[-20:])
 print(f"loss: {first:.3f} at the start -> {last:.3f} at the end")
 assert all(l == l for l in trainer.history)  # no NaN
 if profile.name != "smoke":
     assert last < 0.5 * first, "the loss should at least halve"
-trainer.save(profile.lesson_run("02_ddpm"))  # lesson 03 samples from it
+saved = trainer.save(profile.lesson_run("02_ddpm"))
+print(f"saved {shown(saved)}: lesson 03 samples from it in this profile")
 
 # %% [markdown]
 # ## Sampling, step 1: the posterior
@@ -329,7 +328,8 @@ plt.show()
 # %%
 picks = [0, 5, 10, 15, 19]
 strip = torch.cat([trajectory.x_t[picks, 0], trajectory.x0[picks, 0]])
-show_images(strip, nrow=len(picks), title=f"top: x_t, bottom: predicted x_0, at t = {[trajectory.timesteps[i] for i in picks]}")
+show_images(strip, nrow=len(picks),
+            title=f"top: x_t, bottom: predicted x_0, at t = {[trajectory.timesteps[i] for i in picks]}")
 plt.show()
 
 # %% [markdown]

@@ -39,7 +39,7 @@ from IPython.display import Markdown, display
 
 from diffedu import check, pretrained, report
 from diffedu.data import batches, load_cifar10, to_float
-from diffedu.env import get_device, seed_everything
+from diffedu.env import get_device, seed_everything, shown
 from diffedu.nets import GaussianDenoiser, count_parameters
 from diffedu.pipelines import load_pipeline
 from diffedu.profiles import get_profile
@@ -133,8 +133,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
 # %% nbgrader={"grade": true, "grade_id": "check_ddim_timesteps", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check.ddim_timesteps(ddim_timesteps)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for spacing in ("uniform", "quadratic"):
     print(f"{spacing:>9}, 10 steps:", ddim_timesteps(1000, 10, spacing))
 
@@ -180,21 +179,22 @@ assert abs(q.std() - 0.3) < 0.01  # 100 quadratic steps: a 1.7% bias
 # ## A trained model
 #
 # In the cpu profile we use the model that ships with `diffedu` (lesson 02 shows its card). Otherwise we use
-# lesson 02's model if you ran it in this profile (it saved `runs/02_ddpm_<profile>/model`), or train the same
-# model here the same way. The pipeline reads the noise schedule the model learned from its checkpoint.
+# lesson 02's model if you ran it in this profile (it saved it in `runs/` of the course's `data/` folder), or
+# train the same model here the same way. The pipeline reads the noise schedule the model learned from its checkpoint.
 
 # %%
 def train_as_in_lesson_02(path):
     seed_everything(0)
     recipe = profile.recipe("ddpm")
     trainer = recipe.trainer(device)
-    trainer.fit(batches(load_cifar10().images[: recipe.n_data], recipe.batch_size, device=device), recipe.steps).save(path)
+    images = load_cifar10().images[: recipe.n_data]
+    trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps).save(path)
 
 
 which = profile.lesson_checkpoint("ddpm-cifar10", "02_ddpm", train_as_in_lesson_02)
 pipe = load_pipeline(which, device)
-model, alpha_bar = pipe.unet, pipe.schedule.alpha_bar.float()  # the trained noise predictor, and the schedule it learned
-print(f"{which}: a UNet with {count_parameters(model) / 1e6:.2f}M parameters, {pipe.schedule}")
+model, alpha_bar = pipe.unet, pipe.schedule.alpha_bar.float()  # the trained noise predictor, the schedule it learned
+print(f"{shown(which)}: a UNet with {count_parameters(model) / 1e6:.2f}M parameters, {pipe.schedule}")
 
 # %% [markdown]
 # ## The same noise through DDPM and DDIM
@@ -241,10 +241,11 @@ rows = []
 for name, (steps, seconds, images) in runs.items():
     distance = (images - reference).abs().mean().item()
     rows.append((name, steps, seconds, distance))
-    print(f"| {name} | {steps} | {seconds:.2f} | {1000 * seconds / steps:.1f} | {ddpm_seconds / seconds:.1f}x | {distance:.3f} |")
+    print(f"| {name} | {steps} | {seconds:.2f} | {1000 * seconds / steps:.1f} | {ddpm_seconds / seconds:.1f}x "
+          f"| {distance:.3f} |")
 
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.2))
 ddim_rows = [r for r in rows if r[0] != "DDPM"]
 ax1.plot([r[1] for r in ddim_rows], [r[2] for r in ddim_rows], "o-", label="DDIM (eta = 0)")
 ax1.plot([1000], [ddpm_seconds], "s", color="C3", label="DDPM")
@@ -315,7 +316,8 @@ plt.show()
 # ### Exercise 3.4: one step up
 
 # %% nbgrader={"grade": false, "grade_id": "ddim_invert_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def ddim_invert_step(eps: torch.Tensor, x: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor) -> torch.Tensor:
+def ddim_invert_step(eps: torch.Tensor, x: torch.Tensor, alpha_bar_t: torch.Tensor,
+                     alpha_bar_prev: torch.Tensor) -> torch.Tensor:
     """Deterministic DDIM backwards: x at t_prev -> x at t, with eps the model's prediction at x. No clipping."""
     ### BEGIN SOLUTION
     x0 = (x - (1 - alpha_bar_prev).sqrt() * eps) / alpha_bar_prev.sqrt()

@@ -24,7 +24,7 @@ import torch
 
 from diffedu import check, checkpoint
 from diffedu.data import batches, load_cifar10, to_float
-from diffedu.env import get_device, seed_everything
+from diffedu.env import get_device, seed_everything, shown
 from diffedu.latent import encode_means
 from diffedu.metrics import psnr
 from diffedu.nets import count_parameters
@@ -181,7 +181,8 @@ reconstructions = torch.cat([vae.reconstruct(chunk) for chunk in originals.split
 scores = psnr(reconstructions, originals)
 print(f"reconstruction PSNR on {n_test} test images: mean {scores.mean():.2f} dB "
       f"(worst {scores.min():.1f}, best {scores.max():.1f})")
-show_images(torch.cat([originals[:8], reconstructions[:8]]).cpu(), nrow=8, title="test images (top) and their reconstructions")
+show_images(torch.cat([originals[:8], reconstructions[:8]]).cpu(), nrow=8,
+            title="test images (top) and their reconstructions")
 plt.show()
 assert reconstructions.shape == originals.shape
 
@@ -233,7 +234,7 @@ check.scale_factor(scale_factor)
 # %%
 means = encode_means(vae, images)  # the encoder's means, in the VAE's own (raw) units
 scale = float(scale_factor(means))
-vae.config.scale_factor = scale  # in the config, so it is saved with the checkpoint (diffedu.latent.calibrate does both)
+vae.config.scale_factor = scale  # in the config, so that it is saved with the checkpoint (latent.calibrate does both)
 print(f"latent std before scaling: {means.std():.3f}; scale factor 1/std = {scale:.4f}; "
       f"after scaling: {(means * scale).std():.3f}")
 assert abs((means * scale).std() - 1) < 1e-3
@@ -242,7 +243,7 @@ plt.hist(means.flatten().numpy(), bins=100, alpha=0.6, density=True, label="raw 
 plt.hist((means * scale).flatten().numpy(), bins=100, alpha=0.6, density=True, label="scaled latents")
 plt.legend(), plt.title("latent values over the data set"), plt.show()
 saved = checkpoint.save_model(profile.lesson_run("04_vae"), vae, recipe=recipe.name, step=trainer.step)
-print("saved", saved, "for lesson 05")
+print(f"saved {shown(saved)} for lesson 05")
 
 # %% [markdown]
 # ## Why the reconstructions are blurry, and the cure Stable Diffusion uses
@@ -324,8 +325,9 @@ stage = DecoderTrainer(copy.deepcopy(vae), lr=decoder_recipe.lr, warmup=decoder_
                        disc_loss=hinge_d_loss, device=device)
 stage.fit(batches(images, decoder_recipe.batch_size, device=device), decoder_recipe.steps,
           log_every=max(1, decoder_recipe.steps // 20), callback=LiveLoss("decoder stage: L1 of noisy latents"))
-print(f"{stage.step} steps in {stage.seconds:.0f} s; the encoder is untouched: "
-      f"{all(torch.equal(a, b) for a, b in zip(stage.model.encoder.state_dict().values(), vae.encoder.state_dict().values()))}")
+untouched = all(torch.equal(a, b) for a, b in zip(stage.model.encoder.state_dict().values(),
+                                                   vae.encoder.state_dict().values()))
+print(f"{stage.step} steps in {stage.seconds:.0f} s; the encoder is untouched: {untouched}")
 
 # %% [markdown]
 # A few dozen steps only show the machinery. The shipped `vae-cifar10-gan` is `vae-cifar10`'s decoder after
@@ -350,8 +352,9 @@ rows = [originals[:8]]
 for name, decoder in decoders.items():
     clean, blurred = decode_latents(decoder, latents), decode_latents(decoder, noisy)
     rows += [clean[:8], blurred[:8]]
-    print(f"{name:40s} PSNR {psnr(clean, originals).mean():5.2f} dB, fine detail {fine_detail(clean) / real_detail:.2f}; "
-          f"from noisy latents: PSNR {psnr(blurred, originals).mean():5.2f} dB, detail {fine_detail(blurred) / real_detail:.2f}")
+    print(f"{name:40s} PSNR {psnr(clean, originals).mean():5.2f} dB, "
+          f"fine detail {fine_detail(clean) / real_detail:.2f}; from noisy latents: "
+          f"PSNR {psnr(blurred, originals).mean():5.2f} dB, detail {fine_detail(blurred) / real_detail:.2f}")
 show_images(torch.cat(rows).cpu(), nrow=8, title="real; per decoder: from clean latents, from latents + noise 0.3")
 plt.show()
 

@@ -22,7 +22,7 @@ import torch
 
 from diffedu import check, checkpoint, pretrained
 from diffedu.data import batches, load_cifar10, to_float
-from diffedu.env import get_device, seed_everything
+from diffedu.env import get_device, seed_everything, shown
 from diffedu.latent import cached_latents, calibrate
 from diffedu.measure import median_seconds
 from diffedu.metrics import fine_detail
@@ -43,7 +43,7 @@ images = load_cifar10().images[: recipe.n_data]
 #
 # In the cpu profile, the VAE that ships with `diffedu`: `vae-cifar10-gan`, whose decoder lesson 04 retrained
 # adversarially on `vae-cifar10`'s encoder (so its latents are `vae-cifar10`'s). Otherwise lesson 04's VAE if you
-# ran it in this profile (it saved `runs/04_vae_<profile>/model`), else the same training here.
+# ran it in this profile (it saved it in `runs/` of the course's `data/` folder), else the same training here.
 
 # %%
 def train_as_in_lesson_04(path):
@@ -57,7 +57,8 @@ def train_as_in_lesson_04(path):
 
 which = profile.lesson_checkpoint("vae-cifar10-gan", "04_vae", train_as_in_lesson_04)
 vae = load_vae(which, device)
-print(f"VAE {which}: {count_parameters(vae) / 1e6:.2f}M parameters, latent scale factor {vae.config.scale_factor:.4f}")
+print(f"VAE {shown(which)}: {count_parameters(vae) / 1e6:.2f}M parameters, "
+      f"latent scale factor {vae.config.scale_factor:.4f}")
 
 # %% [markdown]
 # ## Encode the data set once
@@ -112,7 +113,8 @@ def sample_latents(unet, vae, scheduler, n: int, generator: torch.Generator) -> 
     """n images in [-1, 1]: DDIM in latent space, then one decoder call."""
     ### BEGIN SOLUTION
     cfg = unet.config
-    x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator).to(next(unet.parameters()).device)
+    x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator)
+    x = x.to(next(unet.parameters()).device)
     for t in scheduler.timesteps:
         x = scheduler.step(unet(x, t), t, x).prev
     return vae.decode(x / vae.config.scale_factor).clamp(-1, 1)
@@ -137,7 +139,8 @@ if profile.pretrained:
 else:
     pipeline = LatentDiffusion(vae, trainer.ema.model, recipe.noise_schedule())
 scheduler = DDIMScheduler(pipeline.schedule, clip_x0=False).set_timesteps(50)
-samples = sample_latents(pipeline.unet, pipeline.vae, scheduler, profile.n_samples, torch.Generator().manual_seed(1)).cpu()
+samples = sample_latents(pipeline.unet, pipeline.vae, scheduler, profile.n_samples,
+                         torch.Generator().manual_seed(1)).cpu()
 assert samples.shape == (profile.n_samples, 3, 32, 32) and samples.abs().max() <= 1
 show_images(samples, nrow=8, title=f"latent diffusion, DDIM 50 steps ({profile.name} profile)")
 plt.show()
@@ -146,7 +149,8 @@ plt.show()
 # diffedu's pipeline draws the same images from the same seed, and records the steps for the slider below:
 
 # %%
-trajectory = pipeline.sample_trajectory(profile.n_samples, steps=50, frames=20, generator=torch.Generator().manual_seed(1))
+trajectory = pipeline.sample_trajectory(profile.n_samples, steps=50, frames=20,
+                                        generator=torch.Generator().manual_seed(1))
 print(f"largest difference from your sampler's images: {(trajectory.images.cpu() - samples).abs().max():.2e}")
 
 # %% [markdown]
@@ -236,7 +240,8 @@ with torch.inference_mode():
 pixel_50 = median_seconds(lambda: pixel.sample(steps=50, x_T=x_pixels, progress=False), repeats=1)
 latent_50 = median_seconds(lambda: pipeline.sample(steps=50, x_T=x_latents, progress=False), repeats=1)
 print(f"{n} images on {device}:")
-print(f"| | pixel UNet ({count_parameters(pixel.unet) / 1e6:.2f}M) | latent UNet ({count_parameters(pipeline.unet) / 1e6:.2f}M) | ratio |")
+print(f"| | pixel UNet ({count_parameters(pixel.unet) / 1e6:.2f}M) "
+      f"| latent UNet ({count_parameters(pipeline.unet) / 1e6:.2f}M) | ratio |")
 print("| --- | ---: | ---: | ---: |")
 print(f"| one step | {1000 * step_pixel:.1f} ms | {1000 * step_latent:.1f} ms | {step_pixel / step_latent:.1f}x |")
 print(f"| DDIM 50 (latent: + decode) | {pixel_50:.2f} s | {latent_50:.2f} s | {pixel_50 / latent_50:.1f}x |")

@@ -165,11 +165,11 @@ ddpm_work = sampling["DDPM 1000"]["gflops_per_image"]  # 1000 UNet calls against
 assert abs(ddpm_work / sampling["DDIM 100"]["gflops_per_image"] - 10) < 1e-9
 assert abs(ddpm_work / sampling["DDIM 50"]["gflops_per_image"] - 20) < 1e-9
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
 bars = axes[0].barh(names, seconds, color=["C3", "C0", "C0", "C2"])
 axes[0].bar_label(bars, [f"{s:.2f} s ({sampling['DDPM 1000']['seconds'] / s:.0f}x)" for s in seconds], padding=3)
-axes[0].set(xscale="log", xlabel=f"seconds for {sampling['DDPM 1000']['images']} images (log scale)", title="time to sample",
-            xlim=(min(seconds) / 2, 10 * max(seconds)))
+axes[0].set(xscale="log", xlabel=f"seconds for {sampling['DDPM 1000']['images']} images (log scale)",
+            title="time to sample", xlim=(min(seconds) / 2, 10 * max(seconds)))
 axes[0].invert_yaxis()
 bars = axes[1].barh(names, gflops, color=["C3", "C0", "C0", "C2"])
 axes[1].bar_label(bars, [f"{g:.3g}" for g in gflops], padding=3)
@@ -202,7 +202,8 @@ ax.errorbar([1000 * quality[name]["kid"] for name in names], range(len(names)), 
 ax.set_yticks(range(len(names)), names)
 ax.invert_yaxis()
 ax.axvline(0, color="k", lw=0.5)
-ax.set(xlabel="KID x 1000 (lower is better), ± its standard deviation", title=f"KID of this run's {n_scored} images per row")
+ax.set(xlabel="KID x 1000 (lower is better), ± its standard deviation",
+       title=f"KID of this run's {n_scored} images per row")
 fig.tight_layout()
 plt.show()
 
@@ -247,8 +248,8 @@ display(Markdown(report.quality_curves_table(table)))
 fig, ax = plt.subplots(figsize=(7, 2.8))
 rates = [r["images_per_second"] for r in training.values()]
 bars = ax.barh(list(training), rates, color=["C3", "C2", "C1"])
-ax.bar_label(bars, [f"{r['images_per_second']:.0f}/s, {r['hours_per_100_epochs']:.1f} h per 100 epochs" for r in training.values()],
-             padding=3)
+ax.bar_label(bars, [f"{r['images_per_second']:.0f}/s, {r['hours_per_100_epochs']:.1f} h per 100 epochs"
+                   for r in training.values()], padding=3)
 ax.set(xlabel="training images per second", title="training throughput", xlim=(0, 1.6 * max(rates)))
 ax.invert_yaxis()
 fig.tight_layout()
@@ -260,8 +261,7 @@ plt.show()
 # At CIFAR's 32x32 the saving is 12x in values. At Stable Diffusion's sizes, with f = 8, it is 48x, and
 # self-attention, whose cost grows with the square of the positions, saves 64² = 4,096x in positions squared.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 scaling = result["scaling"]
 for r in scaling:
     print(f"{r['side']:>4}x{r['side']:<4}: {r['pixel']:>9,} pixel values -> {r['f4']:>7,} (f=4, {r['f4_ratio']:.0f}x) "
@@ -283,9 +283,10 @@ plt.show()
 # The ratios from this run, in words:
 
 # %%
-ddpm, ddim100, ddim50, latent50 = (sampling[name]["seconds"] for name in ("DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"))
-pixel_rate, cached_rate, encoded_rate = (training[name]["images_per_second"]
-                                         for name in ("pixel", "latent, cached latents", "latent, encoder run per batch"))
+ddpm, ddim100, ddim50, latent50 = (sampling[name]["seconds"]
+                                   for name in ("DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"))
+pixel_rate, cached_rate, encoded_rate = (training[name]["images_per_second"] for name in
+                                         ("pixel", "latent, cached latents", "latent, encoder run per batch"))
 sizes = result["sizes"]
 print(f"DDIM 100 samples {ddpm / ddim100:.1f}x faster than DDPM 1000 (reference: 13.5x), DDIM 50 {ddpm / ddim50:.1f}x.")
 print(f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 (reference: 7.9x) "
@@ -294,7 +295,8 @@ print(f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 (ref
 print(f"Latent training from cached latents runs at {cached_rate / pixel_rate:.2f}x the pixel rate "
       f"(reference: 1.3x); with the encoder run per batch at {encoded_rate / pixel_rate:.2f}x.")
 for name, q in quality.items():
-    print(f"{name:>28}: FID {q['fid']:7.2f}   KID x 1000 {1000 * q['kid']:6.2f} ± {1000 * q['kid_std']:.2f}   ({q['n']} images)")
+    print(f"{name:>28}: FID {q['fid']:7.2f}   KID x 1000 {1000 * q['kid']:6.2f} ± {1000 * q['kid_std']:.2f}   "
+          f"({q['n']} images)")
 if profile.name == "smoke":
     print("\nThe smoke profile's nets are untrained: these numbers only show that the code runs.")
 

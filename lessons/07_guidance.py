@@ -50,8 +50,9 @@ unet = UNet(UNetConfig(**recipe.model))
 print(f"class embedding: {tuple(unet.class_emb.weight.shape)} = 10 classes + 'no label', each a vector as wide as "
       f"the time embedding; {count_parameters(unet) / 1e6:.2f}M parameters in all")
 labels = torch.tensor([7, 8, 10])  # horse, ship, and "no label"
-print("the same x_t and t with three labels:", tuple(unet(torch.randn(3, 4, 8, 8), torch.tensor([500] * 3), labels).shape),
-      "- and one label for all, or none:", tuple(unet(torch.randn(3, 4, 8, 8), 500).shape))
+x_t = torch.randn(3, 4, 8, 8)
+print("the same x_t and t with three labels:", tuple(unet(x_t, torch.tensor([500] * 3), labels).shape),
+      "- and one label for all, or none:", tuple(unet(x_t, 500).shape))
 
 # %% [markdown]
 # ## Training with label dropout
@@ -65,7 +66,7 @@ print("the same x_t and t with three labels:", tuple(unet(torch.randn(3, 4, 8, 8
 # same recipe, trained for an hour on a 2-core CPU; its card says how), and from this run elsewhere.
 
 # %%
-vae = load_vae("vae-cifar10-gan", device)  # the shipped VAE in every profile: this lesson is about the UNet's conditioning
+vae = load_vae("vae-cifar10-gan", device)  # the shipped VAE in every profile: this lesson is about the UNet
 images, labels = train.images[: recipe.n_data], train.labels[: recipe.n_data]
 latents, latent_labels = cached_latents(vae, images), labels.repeat(2)  # the images, then their mirror images
 demo_steps = recipe.steps if not profile.pretrained else 200
@@ -126,7 +127,7 @@ by_scale = {w: pipe.sample(steps=steps, x_T=noise, classes=classes, guidance=w, 
 print(f"{len(scales)} scales x {len(classes)} images, DDIM {steps}: {time.perf_counter() - start:.1f} s")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6))
 for ax, w in zip(axes, (0.0, 1.0, 3.0)):
     show_images(by_scale[w].view(10, per_class, 3, 32, 32).transpose(0, 1).reshape(-1, 3, 32, 32), nrow=10, ax=ax,
                 title=f"w = {w:g}" + {0.0: " (label ignored)", 1.0: " (conditional)"}.get(w, " (guided)"))
@@ -160,7 +161,7 @@ display(Markdown(report.guidance_table(curve)))
 # %%
 rows, real = list(curve["scales"].values()), curve["real test images"]
 w = [r["guidance"] for r in rows]
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.2))
 axes[0].plot(w, [r["fid"] for r in rows], "o-")
 axes[0].axhline(real["fid"], color="k", ls="--", lw=1, label="real test images")
 axes[0].set(xlabel="guidance w", ylabel="FID (lower: closer to real)", title=f"FID, {rows[0]['n']} samples each")
@@ -170,7 +171,8 @@ axes[1].axhline(10, color="grey", ls=":", lw=1, label="chance")
 axes[1].set(xlabel="guidance w", ylabel="class accuracy (%)", title="does a horse look like a horse?")
 axes[2].plot([100 * r["accuracy"] for r in rows], [r["fid"] for r in rows], "o-", color="C1")
 for r in rows:
-    axes[2].annotate(f"w={r['guidance']:g}", (100 * r["accuracy"], r["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes[2].annotate(f"w={r['guidance']:g}", (100 * r["accuracy"], r["fid"]), textcoords="offset points",
+                     xytext=(4, 4), fontsize=8)
 axes[2].set(xlabel="class accuracy (%)", ylabel="FID", title="the trade-off")
 for ax in axes[:2]:
     ax.legend(fontsize=8)
@@ -193,7 +195,7 @@ def sdedit(pipe, images, t_start: int, target: str, guidance: float = 3.0, steps
     z0 = pipe.encode(images.to(pipe.device))  # the clean latents
     noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
     z = pipe.schedule.q_sample(z0, torch.tensor(timesteps[0]), noise)  # lesson 01's jump to the first step
-    labels = torch.cat([pipe.labels(target, len(z)), pipe.unet.labels(None, len(z), pipe.device)])  # the class, then "none"
+    labels = torch.cat([pipe.labels(target, len(z)), pipe.unet.labels(None, len(z), pipe.device)])  # class, then none
     for t in timesteps:
         eps_cond, eps_uncond = pipe.unet(torch.cat([z, z]), t, labels).chunk(2)  # one batched call, both predictions
         z = scheduler.step(guided_eps(eps_uncond, eps_cond, guidance), t, z).prev
@@ -202,8 +204,10 @@ def sdedit(pipe, images, t_start: int, target: str, guidance: float = 3.0, steps
 
 originals = to_float(test.images[:6])
 target = "horse"
-edits = {t: torch.cat([originals, sdedit(pipe, originals, t, target).cpu()]) for t in (100, 250, 400, 550, 700, 850, 999)}
-image_slider(edits, "t", lambda t: f"top: test images; bottom: noised to t = {t}, then sampled as '{target}' (w = 3)", nrow=6)
+edits = {t: torch.cat([originals, sdedit(pipe, originals, t, target).cpu()])
+         for t in (100, 250, 400, 550, 700, 850, 999)}
+image_slider(edits, "t", lambda t: f"top: test images; bottom: noised to t = {t}, then sampled as '{target}' (w = 3)",
+             nrow=6)
 
 # %%
 show_images(torch.cat([originals] + [edits[t][6:] for t in (250, 550, 850)]), nrow=6,
