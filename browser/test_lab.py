@@ -1,15 +1,18 @@
 """The lessons in a real browser: JupyterLab as `make lab` starts it, driven by Playwright in headless Chromium.
 
-For each lesson, in the smoke profile: open it (no "Select Kernel" dialog), run all cells from JupyterLab's own
-Run menu, wait until the kernel is done, and fail on any error output, naming the lesson and the cell. Then move
-each slider of its widgets with the keyboard, check from screenshots that the picture changed, and time the
-change (from the key press to the new image on screen). A screenshot of each lesson goes to
-browser-screenshots/ for a person to look at. And a lesson's .py opens as a notebook, as the README promises.
+For each lesson, in the smoke profile: open it (no "Select Kernel" dialog, not marked as modified), run all cells
+from JupyterLab's own Run menu, wait until the kernel is done, and fail on any error output, naming the lesson and
+the cell, or on an output that shows a path of this machine. Then move each slider of its widgets with the
+keyboard, check from screenshots that the picture changed, and time the change (from the key press to the new
+image on screen). A screenshot of each lesson goes to browser-screenshots/ for a person to look at. A lesson's .py
+opens as a notebook, and saving either file of a pair updates the other, as the README promises. And in the
+student edition, Run All goes past the exercises to the last cell.
 
     make browser-test
 """
 import json
 import os
+import platform
 import secrets
 import shutil
 import socket
@@ -33,21 +36,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory):
-    """JupyterLab from this environment, as `make lab` runs it, on a copy of lessons/ (so that the outputs it
-    saves never reach the committed notebooks). Yields (base URL, token, its folder)."""
-    folder = tmp_path_factory.mktemp("lessons")
-    for lesson in (ROOT / "lessons").glob("[0-9][0-9]_*"):
-        shutil.copy(lesson, folder)
-    shutil.copy(ROOT / "jupytext.toml", folder)
+def serve(folder: Path, log: Path):
+    """`jupyter lab <folder>` from this environment, as `make lab` runs it on lessons/ (the folder is a copy, so
+    that the outputs JupyterLab saves never reach the committed notebooks). Yields (base URL, token, folder)."""
     port, token = free_port(), secrets.token_hex(16)
-    command = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}"]
+    command = [str(Path(sys.executable).parent / "jupyter"), "lab", folder.name, "--no-browser", f"--port={port}",
+               "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}"]
     if os.geteuid() == 0:
         command.append("--allow-root")  # as `make lab` does in containers
-    log = open(tmp_path_factory.mktemp("log") / "lab.log", "w")
-    server = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "DIFFEDU_PROFILE": "smoke"})
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, cwd=folder.parent, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "DIFFEDU_PROFILE": "smoke"})
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -57,10 +56,28 @@ def lab(tmp_path_factory):
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail(f"JupyterLab did not start in 60 s: see {log.name}")
+        pytest.fail(f"JupyterLab did not start in 60 s: see {log}")
     yield url, token, folder
     server.terminate()
     server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """JupyterLab on a copy of lessons/ (its notebooks, their .py and the jupytext.toml that pairs them)."""
+    folder = tmp_path_factory.mktemp("course") / "lessons"
+    shutil.copytree(ROOT / "lessons", folder, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
+    yield from serve(folder, tmp_path_factory.mktemp("log") / "lab.log")
+
+
+@pytest.fixture(scope="session")
+def student_lab(tmp_path_factory):
+    """JupyterLab on the student edition, as `make student` writes it."""
+    from diffedu.classroom import student_edition
+
+    folder = tmp_path_factory.mktemp("course") / "student"
+    student_edition(ROOT / "lessons", folder)
+    yield from serve(folder, tmp_path_factory.mktemp("log") / "student-lab.log")
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +132,19 @@ def saved_errors(page, folder: Path, name: str) -> list[str]:
             for out in cell.get("outputs", []) if out["output_type"] == "error"]
 
 
+def shown_paths(folder: Path, name: str) -> list[str]:
+    """Outputs of the saved notebook that show a path of this machine (a learner's notebook gets shared)."""
+    cells = json.loads((folder / name).read_text())["cells"]
+    places = {str(p) for p in (ROOT, folder, Path.home(), os.environ.get("DIFFEDU_DATA")) if p and str(p) != "/"}
+    return [f"cell {i}: ...{text[max(0, text.find(place) - 60):text.find(place) + 60]}..."
+            for i, cell in enumerate(cells) if cell["cell_type"] == "code" for out in cell.get("outputs", [])
+            for text in ["".join(out.get("text", "")) + json.dumps(out.get("data", {}))] for place in places if place in text]
+
+
+def modified(page) -> bool:
+    return page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty").count() > 0
+
+
 def move_sliders(page, lesson: str) -> list[float]:
     """Press the right arrow on each slider and time the change of its widget's pictures: from the key press to
     the new picture painted (a MutationObserver on the images, then the next animation frame). Screenshots of the
@@ -150,9 +180,14 @@ def test_lesson_runs_from_jupyterlab_and_its_widgets_respond(lesson, lab, browse
     page.wait_for_timeout(2000)
     dialogs = page.locator(".jp-Dialog")
     assert dialogs.count() == 0, f"{lesson}: a dialog asks '{dialogs.first.inner_text()[:80]}' (no kernelspec in the notebook?)"
+    recorded = json.loads((lab[2] / f"{lesson}.ipynb").read_text())["metadata"]["language_info"]["version"]
+    if recorded == platform.python_version():  # the kernel's language_info is what the notebook holds: nothing changed
+        assert not modified(page), f"{lesson}: marked as modified right after opening"
     run_all(page)
     errors = saved_errors(page, lab[2], f"{lesson}.ipynb")
     assert not errors, f"{lesson}: errors from Run All Cells in JupyterLab:\n" + "\n".join(errors)
+    assert not shown_paths(lab[2], f"{lesson}.ipynb"), f"{lesson}: outputs show this machine's paths:\n" + "\n".join(
+        shown_paths(lab[2], f"{lesson}.ipynb"))
     LATENCIES[lesson] = move_sliders(page, lesson)
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{lesson}.png"))
@@ -166,4 +201,57 @@ def test_a_lesson_source_opens_as_a_notebook(lab, browser):
     page.wait_for_function("document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length > 10", timeout=30_000)
     assert page.locator(".jp-FileEditor").count() == 0
     page.screenshot(path=str(SHOTS / "01_forward_process.py.png"))
+    page.close()
+
+
+def edit_first_code_cell(page, line: str) -> None:
+    editor = page.locator(".jp-Notebook .jp-CodeCell .cm-content").first
+    editor.click()
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Enter")
+    page.keyboard.type(line)
+    page.keyboard.press("Control+s")
+
+
+def wait_for_text(file: Path, text: str, timeout_s: float = 15) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in file.read_text():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def test_saving_either_file_of_a_pair_updates_the_other(lab, browser):
+    """jupytext pairs each lesson's .ipynb and .py under `make lab` (its jupytext.toml sits in lessons/, the
+    folder JupyterLab serves): save the notebook and the .py follows, without a version header; save the .py
+    (opened as a notebook) and the notebook follows."""
+    folder, lesson = lab[2], "00_pixel_vs_latent"
+    page = open_notebook(browser, lab, f"{lesson}.ipynb")
+    edit_first_code_cell(page, "# saved from the notebook")
+    assert wait_for_text(folder / f"{lesson}.py", "# saved from the notebook"), "saving the .ipynb left the .py as it was"
+    assert "jupytext_version" not in (folder / f"{lesson}.py").read_text()
+    page.close()
+    page = open_notebook(browser, lab, f"{lesson}.py")
+    edit_first_code_cell(page, "# saved from the script")
+    assert wait_for_text(folder / f"{lesson}.ipynb", "# saved from the script"), "saving the .py left the .ipynb as it was"
+    page.close()
+
+
+def test_run_all_in_the_student_edition_reaches_the_last_cell(student_lab, browser):
+    """A learner's Run All before writing any exercise: every cell runs, none fails, and each check says plainly
+    that its exercise is not written yet (while the lesson goes on with diffedu's reference)."""
+    from diffedu.classroom import exercises
+
+    lesson = "01_forward_process"
+    page = open_notebook(browser, student_lab, f"{lesson}.ipynb")
+    page.wait_for_timeout(2000)
+    run_all(page)
+    assert not saved_errors(page, student_lab[2], f"{lesson}.ipynb")
+    cells = [c for c in json.loads((student_lab[2] / f"{lesson}.ipynb").read_text())["cells"] if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in cells), "Run All stopped before the last cell"
+    said = ["".join(o.get("text", "")) for c in cells for o in c["outputs"] if o.get("name") == "stderr"]
+    for exercise in exercises(ROOT / "lessons" / f"{lesson}.py"):
+        assert any(text.startswith(f"✗ {exercise}: not implemented yet") for text in said), exercise
+    page.screenshot(path=str(SHOTS / f"student-{lesson}.png"))
     page.close()
