@@ -4,10 +4,12 @@ Each test reproduces one way the command line or the API used to lose a model, a
 """
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -123,9 +125,16 @@ def test_ctrl_c_during_the_command_saves_and_says_how_to_resume(tiny_cifar, tmp_
                "--steps", "1000000", "--save-every", "0", "--device", "cpu"]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "steps 0 -> 1000000" in child.stdout.readline()  # printed just before training starts
-    time.sleep(3)
+    said = []  # the progress bar, read as it comes: wait for a finished step, however busy the machine
+    reader = threading.Thread(target=lambda: said.extend(iter(lambda: child.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not re.search(r" [1-9]\d*/1000000", "".join(said)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=60)
+    child.wait(timeout=60)
+    reader.join(timeout=30)  # it has read everything up to the end
+    err = "".join(said)
     assert child.returncode == 130, err
     meta = checkpoint.read_meta(out)
     assert meta["step"] > 0 and len(meta["history"]) == meta["step"]
