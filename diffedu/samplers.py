@@ -201,6 +201,31 @@ class Trajectory:
     images: torch.Tensor  # (batch, C, H, W)
 
 
+class Snapshots(nn.Module):
+    """A model that keeps its own trajectory: wrapped around the noise predictor of a sampling loop written
+    anywhere (a lesson's), it records x_t and the predicted clean image (clipped to [-1, 1]) at `frames` evenly
+    spaced timesteps of T, on the CPU, and answers as the model does."""
+
+    def __init__(self, model: nn.Module, alpha_bar: torch.Tensor, frames: int = 20):
+        super().__init__()
+        self.model, self.alpha_bar, self.kept = model, alpha_bar, []
+        self.keep = set(np.linspace(len(alpha_bar) - 1, 0, frames).round().astype(int).tolist())
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        eps = self.model(x, t)
+        step = int(torch.as_tensor(t).flatten()[0])
+        if step in self.keep:
+            ab = self.alpha_bar[step].to(x)
+            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+            self.kept.append((step, x.float().cpu(), x0.float().cpu()))
+        return eps
+
+    def trajectory(self, images: torch.Tensor) -> Trajectory:
+        """The snapshots of the run, largest t first, with its final `images`."""
+        ts, xs, x0s = zip(*self.kept)
+        return Trajectory(list(ts), torch.stack(xs), torch.stack(x0s), images.float().cpu())
+
+
 @torch.inference_mode()
 def sample_trajectory(
     model: nn.Module, scheduler: Scheduler, x_T: torch.Tensor, frames: int = 20, generator=None, progress: bool = True

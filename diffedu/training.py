@@ -37,14 +37,20 @@ def eps_loss(model: nn.Module, x0: torch.Tensor, schedule: Schedule) -> torch.Te
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
 
 
+def drop_labels(labels: torch.Tensor, no_label: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each label replaced by `no_label` (the index after the classes) with probability p, on its own."""
+    dropped = torch.rand(len(labels), generator=generator).to(labels.device) < p
+    return torch.where(dropped, torch.full_like(labels, no_label), labels)
+
+
 def class_eps_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], schedule: Schedule,
-                   drop: float = 0.1) -> torch.Tensor:
+                   drop: float = 0.1, drop_labels: Callable = drop_labels) -> torch.Tensor:
     """The same loss for a class-conditional model on (x0, labels) batches. Each label is replaced by "no
-    label" with probability `drop`, so that one model learns both predictions that classifier-free guidance
-    mixes, the conditional and the unconditional one (Ho & Salimans 2022)."""
+    label" with probability `drop` (by `drop_labels`: lesson 07 passes the learner's), so that one model
+    learns both predictions that classifier-free guidance mixes, the conditional and the unconditional one
+    (Ho & Salimans 2022)."""
     x0, labels = batch
-    dropped = torch.rand(len(labels), device=labels.device) < drop
-    labels = torch.where(dropped, torch.full_like(labels, model.config.num_classes), labels)
+    labels = drop_labels(labels, model.config.num_classes, drop)
     t = torch.randint(0, schedule.T, (len(x0),), device=x0.device)
     noise = torch.randn_like(x0)
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t, labels), noise)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffedu.nets import GaussianDenoiser
-from diffedu.samplers import (DDIMScheduler, DDPMScheduler, StepOutput, ddim_invert, ddim_sample, ddim_timesteps,
+from diffedu.samplers import (DDIMScheduler, DDPMScheduler, Snapshots, StepOutput, ddim_invert, ddim_sample, ddim_timesteps,
                               ddpm_sample, make_scheduler, sample, sample_trajectory, slerp)
 from diffedu.schedules import Schedule
 
@@ -39,8 +39,8 @@ def ddim_prediction(schedule, x_T, steps, spacing):
     """Deterministic DDIM in closed form for Gaussian data. With x0_hat = E[x0 | x_t] and
     eps_hat = E[eps | x_t], each step is the affine map
         x_prev - sqrt(ab') M = k (x_t - sqrt(ab) M),  k = (sqrt(ab' ab) S^2 + sqrt((1-ab')(1-ab))) / (ab S^2 + 1 - ab).
-    By Cauchy-Schwarz k^2 <= v'/v (v = ab S^2 + 1 - ab), equal only for S = 1: with
-    few steps DDIM shrinks the spread a little; the bias vanishes as steps grow."""
+    By Cauchy-Schwarz k^2 <= v'/v (v = ab S^2 + 1 - ab), equal only for ab' = ab: every step
+    shrinks the spread a little, a big one more; the bias vanishes as steps grow."""
     ab_all = schedule.alpha_bar
     ts = ddim_timesteps(schedule.T, steps, spacing)
     x = x_T
@@ -154,6 +154,18 @@ def test_trajectory_records_snapshots_and_the_same_final_images(schedule, exact)
     assert traj.x_t.shape == traj.x0.shape == (7, 6, 1, 4, 4)
     assert torch.equal(traj.x_t[0], x_T.float())
     assert torch.equal(traj.images, sample(exact, scheduler, x_T, progress=False))
+
+
+def test_snapshots_record_what_a_loop_written_anywhere_visits(schedule, exact):
+    """Wrapped around the model of a DDPM run, Snapshots keeps the same frames sample_trajectory keeps."""
+    x_T = noise(3)
+    recorder = Snapshots(exact, schedule.alpha_bar, frames=20)
+    images = sample(recorder, DDPMScheduler(schedule), x_T, generator=torch.Generator().manual_seed(1), progress=False)
+    kept = recorder.trajectory(images)
+    traj = sample_trajectory(exact, DDPMScheduler(schedule), x_T, frames=20, generator=torch.Generator().manual_seed(1),
+                             progress=False)
+    assert kept.timesteps == traj.timesteps and len(kept.timesteps) == 20
+    assert torch.equal(kept.x_t, traj.x_t) and torch.equal(kept.x0, traj.x0) and torch.equal(kept.images, traj.images.float())
 
 
 def test_clipping_keeps_predicted_images_in_range(schedule):
