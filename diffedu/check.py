@@ -27,10 +27,11 @@ from torch import nn
 from . import metrics
 from .adversarial import hinge_d_loss as _hinge_d_loss
 from .latent import measure_scale_factor
-from .nets import UNet, UNetConfig
+from .nets import GaussianDenoiser, UNet, UNetConfig
 from .pipelines import LatentDiffusion
-from .samplers import DDIMScheduler, DDPMScheduler, ddim_timesteps as _ddim_timesteps
+from .samplers import DDIMScheduler, DDPMScheduler, ddim_sample, ddim_timesteps as _ddim_timesteps, ddpm_sample
 from .schedules import Schedule, at, cosine_betas, linear_betas
+from .training import drop_labels as _drop_labels
 from .vae import VAE, VAEConfig, kl_divergence as _kl_divergence, reparameterize as _reparameterize
 
 F64 = torch.float64
@@ -128,12 +129,31 @@ def _compare(fn: Callable, cases: Callable[[], list[tuple]], expected: list, mis
     right = [_close(g, w, rtol, atol) for g, w in zip(got, expected)]
     if all(right):
         return
+    if not all(_close(g, again, rtol, atol) for g, again in zip(got, [fn(*case) for case in cases()])):
+        raise Mistake("the same inputs gave two different answers: it draws random numbers of its own; "
+                      "use the noise it is given (its `noise` argument), so that the step is the one asked for")
     for message, wrong in (mistakes or {}).items():  # the mistake explains every wrong answer, and the rest are right
         like = [_close(g, wrong(*case), rtol, atol) for g, case in zip(got, cases())]
         if all(r or m for r, m in zip(right, like)):
             raise Mistake(message)
     i = right.index(False)
     raise Mistake(f"wrong on test case {i + 1} of {len(expected)}: {_describe(got[i], expected[i])}")
+
+
+def _same_run(fn: Callable, run: Callable, expected, mistakes: dict[str, Callable], unlike: str) -> None:
+    """For a sampling loop: run(f) calls f on fixed inputs with a freshly seeded generator. fn's result must
+    equal `expected`; else the same seed must give the same result (fn draws its noise from the generator),
+    else a known mistake (run(wrong) equals fn's) is named, else the difference is located."""
+    got = run(fn)
+    if _close(got, expected):
+        return
+    if not _close(got, run(fn)):
+        raise Mistake("the same seed gave different results: draw every random number from the generator it is "
+                      "given, e.g. torch.randn(x.shape, generator=generator, dtype=x.dtype)")
+    for message, wrong in mistakes.items():
+        if _close(got, run(wrong)):
+            raise Mistake(message)
+    raise Mistake(f"the result differs from {unlike} with the same seed: {_describe(got, expected)}")
 
 
 def _randn(*shape, seed: int) -> torch.Tensor:
@@ -358,7 +378,7 @@ def ddpm_step(fn):
 
     _compare(fn, _ddpm_cases, expected, {
         "clip the predicted x_0 to [-1, 1] before the posterior mean: at large t the guess strays far outside the "
-        "pixel range (Algorithm 2 as diffusers runs it)": unclipped,
+        "pixel range (as Ho et al.'s code and diffusers run Algorithm 2; the paper's printout does not clip)": unclipped,
         "the noise is scaled by the standard deviation sqrt(variance_t), not by the variance":
             lambda eps, t, x, n, ab, post: _ref_ddpm_step(eps, t, x, n, ab, post) - post[2][t].sqrt() * n + post[2][t] * n,
         "x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): the square root on (1 - alpha_bar_t) is missing":
@@ -368,6 +388,47 @@ def ddpm_step(fn):
     compared = _against_diffusers_ddpm(fn)
     return ("Algorithm 2 of Ho et al.: x_0 from eps, clipped to [-1, 1], then the posterior mean plus its standard "
             f"deviation times the noise, at t = 999 ... 0, equal to diffedu's DDPMScheduler{compared}")
+
+
+SHORT = Schedule(linear_betas(100, 1e-3, 0.2), name="linear, T = 100")  # the loop checks' schedule: x_T is noise
+EXACT = GaussianDenoiser(SHORT, mean=0.2, std=0.3)  # the exact noise predictor of N(0.2, 0.3²) data
+
+
+def _noise(x: torch.Tensor, generator) -> torch.Tensor:
+    """A step's fresh noise, drawn as the lessons' loops draw it (on the CPU generator, then moved to x)."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
+@torch.inference_mode()
+def _ddpm_loop(model, x_T, alpha_bar, posterior, generator=None, order="down", last=0, fresh=True):
+    """Algorithm 2 as a loop, right, or with one of the mistakes the check names."""
+    ts = list(range(len(alpha_bar) - 1, last - 1, -1))
+    x, once = x_T, None if fresh else _noise(x_T, generator)
+    for t in ts if order == "down" else ts[::-1]:
+        noise = _noise(x, generator) if fresh else once
+        x = _ref_ddpm_step(model(x, t), t, x, noise, alpha_bar, posterior)
+    return x
+
+
+@exercise(_ddpm_loop)
+def sample_ddpm(fn):
+    x_T, tables = _randn(64, 1, 2, 2, seed=130), (SHORT.posterior_coef_x0, SHORT.posterior_coef_xt, SHORT.posterior_variance)
+
+    def run(f):
+        with torch.inference_mode():
+            return f(EXACT, x_T.clone(), SHORT.alpha_bar.clone(), tuple(p.clone() for p in tables), torch.Generator().manual_seed(131))
+
+    expected = ddpm_sample(EXACT, SHORT, x_T.clone(), generator=torch.Generator().manual_seed(131), progress=False)
+    _same_run(fn, run, expected, {
+        "the loop runs backwards in time, from t = T - 1 (pure noise) down to 0: range(T - 1, -1, -1)":
+            lambda *a: _ddpm_loop(*a, order="up"),
+        "the loop stops one step early: its last step is t = 0 (t counts from 0 here), range(T - 1, -1, -1)":
+            lambda *a: _ddpm_loop(*a, last=1),
+        "fresh noise at every step: one draw reused at every step makes all the steps' noises the same":
+            lambda *a: _ddpm_loop(*a, fresh=False),
+    }, "diffedu's DDPM sampler")
+    return ("from x_T, your ddpm_step at t = T - 1, ..., 0 with fresh noise from the generator: the same samples as "
+            "diffedu's DDPMScheduler loop with the same seed (a 100-step schedule, the exact denoiser of Gaussian data)")
 
 
 def _against_diffusers_ddpm(fn) -> str:
@@ -523,6 +584,45 @@ def ddim_timesteps(fn):
     return "strictly decreasing from T - 1 to 0 for 1 to 1000 steps, uniform and quadratic, as diffedu's sampler visits them"
 
 
+@torch.inference_mode()
+def _ddim_loop(model, x_T, alpha_bar, steps, eta=0.0, spacing="uniform", generator=None, prev="next",
+               to_clean=True, order="down"):
+    """The DDIM loop, right, or with one of the mistakes the check names."""
+    ts = _ddim_timesteps(len(alpha_bar), steps, spacing)
+    ts = ts if order == "down" else ts[::-1]
+    x, clean = x_T, alpha_bar.new_tensor(1.0) if to_clean else alpha_bar[0]
+    for t, t_next in zip(ts, ts[1:] + [-1]):
+        t_prev = t_next if prev == "next" else t - 1
+        x = _ref_ddim_step(model(x, t), x, alpha_bar[t], alpha_bar[t_prev] if t_prev >= 0 else clean, eta, _noise(x, generator))
+    return x
+
+
+@exercise(_ddim_loop)
+def sample_ddim(fn):
+    x_T = _randn(64, 1, 2, 2, seed=132)
+    settings = [(10, 0.0, "uniform"), (7, 1.0, "quadratic")]  # (steps, eta, spacing)
+
+    def run(f):
+        with torch.inference_mode():
+            return [f(EXACT, x_T.clone(), SHORT.alpha_bar.clone(), steps, eta, spacing, torch.Generator().manual_seed(133))
+                    for steps, eta, spacing in settings]
+
+    expected = [ddim_sample(EXACT, SHORT, x_T.clone(), steps, eta, spacing, generator=torch.Generator().manual_seed(133),
+                            progress=False) for steps, eta, spacing in settings]
+    _same_run(fn, run, expected, {
+        "alpha_bar_prev is alpha_bar at the next timestep of the list, not at t - 1: DDIM jumps over the steps between":
+            lambda *a: _ddim_loop(*a, prev="t-1"),
+        "the last step goes from the last timestep to the clean image, where alpha_bar = 1 (after t = 0 there is no "
+        "alpha_bar[t_prev] to look up): pair each timestep with the next, and the last with 'clean'":
+            lambda *a: _ddim_loop(*a, to_clean=False),
+        "visit the timesteps as ddim_timesteps gives them, largest first: sampling starts from pure noise":
+            lambda *a: _ddim_loop(*a, order="up"),
+    }, "diffedu's DDIM sampler")
+    return ("your timesteps and your step, each timestep paired with the next and the last with the clean image: the "
+            "same samples as diffedu's DDIMScheduler loop with the same seed, 10 uniform steps at eta = 0 and 7 "
+            "quadratic ones at eta = 1")
+
+
 def _ref_ddim_invert_step(eps, x, alpha_bar_t, alpha_bar_prev):
     x0 = (x - (1 - alpha_bar_prev).sqrt() * eps) / alpha_bar_prev.sqrt()
     return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * eps
@@ -584,6 +684,9 @@ def kl_divergence(fn):
     _compare(fn, cases, [_kl_divergence(*case) for case in cases()], {
         "summed: average over every latent value (and the batch), so the weight of the KL does not depend on the batch size":
             lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 - lv).sum(),
+        "summed over each image's latent values, then averaged over the batch (most VAE code's convention): here the "
+        "KL is the mean over every value, as the L1 term is a mean over pixels, and its weight is set for that":
+            lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 - lv).flatten(1).sum(1).mean(),
         "the factor 1/2 is missing": lambda m, lv: (m**2 + lv.exp() - 1 - lv).mean(),
         "the log term enters with a minus: KL = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2)": lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 + lv).mean(),
         "sigma^2 = exp(logvar), not exp(2 logvar): logvar is already the log of the variance":
@@ -667,29 +770,29 @@ def sample_latents(fn):
         with torch.inference_mode():
             return f(unet, vae, scheduler(), 3, torch.Generator().manual_seed(7))
 
-    got, expected = run(fn), LatentDiffusion(vae, unet, LINEAR).sample(3, steps=5, generator=torch.Generator().manual_seed(7), progress=False)
-    if _close(got, expected):
-        return "noise in latent space drawn with the generator, every DDIM step from T - 1 down, then unscaled and decoded to 3x32x32 images in [-1, 1]"
-    if not _close(got, run(fn)):
-        raise Mistake("the same seed gave different images: draw the noise with the generator, "
-                      "torch.randn(..., generator=generator)")
-    with torch.inference_mode():
-        def loop(forward=True, unscale=True, clamp=True):
-            cfg, s = unet.config, scheduler()
-            x = torch.randn(3, cfg.in_channels, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(7))
-            for t in s.timesteps if forward else s.timesteps[::-1]:
-                x = s.step(unet(x, t), t, x).prev
-            images = vae.decode(x / vae.config.scale_factor if unscale else x)
-            return images.clamp(-1, 1) if clamp else images
+    expected = LatentDiffusion(vae, unet, LINEAR).sample(3, steps=5, generator=torch.Generator().manual_seed(7), progress=False)
 
-        for message, wrong in {
-            "divide the latents by vae.config.scale_factor before decoding: the decoder was trained on unscaled latents": lambda: loop(unscale=False),
-            "step from the largest timestep down: for t in scheduler.timesteps": lambda: loop(forward=False),
-            "clamp the decoded images to [-1, 1], the range images live in": lambda: loop(clamp=False),
-        }.items():
-            if _close(got, wrong()):
-                raise Mistake(message)
-    raise Mistake(f"the images differ from LatentDiffusion.sample's with the same seed and steps: {_describe(got, expected)}")
+    def loop(forward=True, unscale=True, clamp=True, multiply=False):
+        def sample(unet, vae, scheduler, n, generator):
+            cfg = unet.config
+            x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator)
+            for t in scheduler.timesteps if forward else scheduler.timesteps[::-1]:
+                x = scheduler.step(unet(x, t), t, x).prev
+            factor = vae.config.scale_factor
+            images = vae.decode(x * factor if multiply else x / factor if unscale else x)
+            return images.clamp(-1, 1) if clamp else images
+        return sample
+
+    _same_run(fn, run, expected, {
+        "divide the latents by vae.config.scale_factor before decoding: the decoder was trained on unscaled latents":
+            loop(unscale=False),
+        "multiplied by the scale factor where it divides: the UNet's latents are the VAE's times scale_factor, so "
+        "decoding takes x / vae.config.scale_factor": loop(multiply=True),
+        "step from the largest timestep down: for t in scheduler.timesteps": loop(forward=False),
+        "clamp the decoded images to [-1, 1], the range images live in": loop(clamp=False),
+    }, "LatentDiffusion.sample's images")
+    return ("noise in latent space drawn with the generator, every DDIM step from T - 1 down, then unscaled and "
+            "decoded to 3x32x32 images in [-1, 1]")
 
 
 # ---- lesson 06 --------------------------------------------------------------------------
@@ -766,6 +869,39 @@ def mmd2_unbiased(fn):
 
 
 # ---- lesson 07 --------------------------------------------------------------------------
+
+@exercise(_drop_labels)
+def drop_labels(fn):
+    labels = torch.randint(0, 10, (100_000,), generator=torch.Generator().manual_seed(140))
+    p, n = 0.1, len(labels)
+
+    def run(p=p, labels=labels):
+        return torch.as_tensor(fn(labels.clone(), 10, p, torch.Generator().manual_seed(141)))
+
+    got = run()
+    if got.shape != labels.shape or got.is_floating_point():
+        raise Mistake(f"it should return the {n} labels as integers, shape ({n},); it returned {got.dtype} of shape {tuple(got.shape)}")
+    if not torch.equal(got, run()):
+        raise Mistake("the same seed gave different labels: draw with the generator, torch.rand(n, generator=generator)")
+    changed = got != labels
+    if (got[changed] != 10).any():
+        new = sorted(set(got[changed].tolist()))[:3]
+        raise Mistake(f"a dropped label becomes {new[0]}: 'no label' is the index no_label (here 10, the embedding after "
+                      f"the 10 classes){'; 0 is the first class, airplane' if new[0] == 0 else ''}")
+    small = torch.stack([run(0.5, labels[i * 8:(i + 1) * 8]) for i in range(200)]) == 10  # 200 batches of 8
+    if ((small.all(1)) | (~small.any(1))).all():
+        raise Mistake("each label is dropped on its own, with its own draw: not the whole batch at once")
+    rate = (got == 10).double().mean().item()
+    tolerance = 5 * (p * (1 - p) / n) ** 0.5  # five binomial standard deviations
+    if abs(rate - (1 - p)) < tolerance:
+        raise Mistake(f"it drops {rate:.0%} of the labels, 1 - p: drop a label when its draw is below p, torch.rand(n) < p")
+    if abs(rate - p) > tolerance:
+        raise Mistake(f"it dropped {rate:.2%} of {n:,} labels at p = {p}: expected {p:.0%} ± {tolerance:.2%}")
+    if not (torch.equal(run(0.0), labels) and (run(1.0) == 10).all()):
+        raise Mistake("p = 0 must keep every label and p = 1 drop every one")
+    return (f"each label on its own replaced by 'no label' (index 10): {rate:.2%} of {n:,} at p = 0.1 (expected 10% ± "
+            f"{tolerance:.2%}), the others unchanged, none at p = 0, all at p = 1, the same seed the same labels")
+
 
 def _ref_guided_eps(eps_uncond, eps_cond, w):
     return eps_uncond + w * (eps_cond - eps_uncond)

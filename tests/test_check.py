@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from diffedu import check
 from diffedu.check import ExerciseError
 
-EXERCISES = ["alpha_bar", "q_sample", "next_noise_variance", "eps_loss", "posterior", "ddpm_step", "ddim_sigma", "ddim_step",
-             "ddim_timesteps", "ddim_invert_step", "reparameterize", "kl_divergence", "scale_factor", "hinge_d_loss", "sample_latents",
-             "frechet_distance", "mmd2_unbiased", "guided_eps"]
+EXERCISES = ["alpha_bar", "q_sample", "next_noise_variance", "eps_loss", "posterior", "ddpm_step", "sample_ddpm", "ddim_sigma",
+             "ddim_step", "ddim_timesteps", "sample_ddim", "ddim_invert_step", "reparameterize", "kl_divergence", "scale_factor",
+             "hinge_d_loss", "sample_latents", "frechet_distance", "mmd2_unbiased", "drop_labels", "guided_eps"]
 
 
 @pytest.fixture(autouse=True)
@@ -104,9 +104,15 @@ def q_swapped(x0, t, noise, alpha_bar):
     return (1 - ab).sqrt() * x0 + ab.sqrt() * noise
 
 
+def q_own_noise(x0, t, noise, alpha_bar):
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn_like(x0)
+
+
 @pytest.mark.parametrize("wrong, message", [
     (q_no_sqrt, "the square roots are missing"), (q_noise_no_sqrt, "its square root is missing"),
     (q_off_by_one, "off by one"), (q_one_t, "each image has its own t"), (q_swapped, "x_0 and the noise are swapped"),
+    (q_own_noise, "it draws random numbers of its own"),
 ])
 def test_q_sample_catalogue(wrong, message):
     rejects("q_sample", wrong, message)
@@ -198,6 +204,8 @@ def ddpm_step_with(clip=True, scale="std", eps_sqrt=True, shift=0):
     (ddpm_step_with(scale="variance"), "scaled by the standard deviation sqrt(variance_t), not by the variance"),
     (ddpm_step_with(eps_sqrt=False), "the square root on (1 - alpha_bar_t) is missing"),
     (ddpm_step_with(shift=1), "off by one"),
+    (lambda eps, t, x_t, noise, ab, post: ddpm_step_with()(eps, t, x_t, torch.randn_like(x_t), ab, post),
+     "use the noise it is given"),
 ])
 def test_ddpm_step_catalogue(wrong, message):
     rejects("ddpm_step", wrong, message)
@@ -244,6 +252,69 @@ def ddim_step_with(eta_used=True, direction="with sigma", clip=True, recompute=T
 ])
 def test_ddim_step_catalogue(wrong, message):
     rejects("ddim_step", wrong, message)
+
+
+def ddpm_loop_with(order="down", stop=0, fresh=True, seeded=True):
+    """A learner's DDPM loop, with one mistake."""
+    step = check.ddpm_step.reference
+
+    def sample_ddpm(model, x_T, alpha_bar, posterior, generator=None):
+        T, x = len(alpha_bar), x_T
+        once = None if fresh else torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        for t in range(T - 1, stop - 1, -1) if order == "down" else range(T):
+            eps = model(x, torch.full((len(x),), t))
+            noise = torch.randn(x.shape, generator=generator if seeded else None, dtype=x.dtype) if fresh else once
+            x = step(eps, t, x, noise, alpha_bar, posterior)
+        return x
+    return sample_ddpm
+
+
+def test_a_learners_ddpm_loop_passes(capsys):
+    check.sample_ddpm(ddpm_loop_with())
+    assert capsys.readouterr().out.startswith("✓ sample_ddpm")
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (ddpm_loop_with(order="up"), "from t = T - 1 (pure noise) down to 0"),
+    (ddpm_loop_with(stop=1), "stops one step early"),
+    (ddpm_loop_with(fresh=False), "fresh noise at every step"),
+    (ddpm_loop_with(seeded=False), "the same seed gave different results"),
+])
+def test_sample_ddpm_catalogue(wrong, message):
+    rejects("sample_ddpm", wrong, message)
+
+
+def ddim_loop_with(prev="next", clean=True, order="down", last_step=True, use_eta=True):
+    """A learner's DDIM loop, with one mistake."""
+    step, timesteps = check.ddim_step.reference, check.ddim_timesteps.reference
+
+    def sample_ddim(model, x_T, alpha_bar, steps, eta=0.0, spacing="uniform", generator=None):
+        ts = timesteps(len(alpha_bar), steps, spacing)
+        ts, x = ts if order == "down" else ts[::-1], x_T
+        for t, t_next in zip(ts, ts[1:] + [-1] if last_step else ts[1:]):
+            eps = model(x, torch.full((len(x),), t))
+            t_prev = t_next if prev == "next" else t - 1
+            ab_prev = alpha_bar[t_prev] if t_prev >= 0 else (torch.tensor(1.0, dtype=alpha_bar.dtype) if clean else alpha_bar[0])
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = step(eps, x, alpha_bar[t], ab_prev, eta if use_eta else 0.0, noise)
+        return x
+    return sample_ddim
+
+
+def test_a_learners_ddim_loop_passes(capsys):
+    check.sample_ddim(ddim_loop_with())
+    assert capsys.readouterr().out.startswith("✓ sample_ddim")
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (ddim_loop_with(prev="t-1"), "not at t - 1"),
+    (ddim_loop_with(clean=False), "from the last timestep to the clean image"),
+    (ddim_loop_with(last_step=False), "from the last timestep to the clean image"),  # the same images
+    (ddim_loop_with(order="up"), "largest first"),
+    (ddim_loop_with(use_eta=False), "differs from diffedu's DDIM sampler"),  # no known mistake: located
+])
+def test_sample_ddim_catalogue(wrong, message):
+    rejects("sample_ddim", wrong, message)
 
 
 def test_ddim_step_matches_diffusers_or_says_it_skipped(capsys):
@@ -304,6 +375,7 @@ def test_ddim_invert_step_catalogue(wrong, message):
     (lambda mean, logvar, noise: mean + logvar.exp() * noise, "exp(logvar) is the variance"),
     (lambda mean, logvar, noise: mean + logvar * noise, "logvar is the log of the variance"),
     (lambda mean, logvar, noise: mean + (0.5 * logvar).exp() + noise, "not added to it"),
+    (lambda mean, logvar, noise: mean + (0.5 * logvar).exp() * torch.randn_like(mean), "draws random numbers of its own"),
     (lambda mean, logvar, noise: mean.detach() + (0.5 * logvar.detach()).exp() * noise, "gradients must flow"),
 ])
 def test_reparameterize_catalogue(wrong, message):
@@ -311,7 +383,8 @@ def test_reparameterize_catalogue(wrong, message):
 
 
 @pytest.mark.parametrize("wrong, message", [
-    (lambda mean, logvar: 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(), "summed"),
+    (lambda mean, logvar: 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(), "summed: average over every"),
+    (lambda mean, logvar: 0.5 * (mean**2 + logvar.exp() - 1 - logvar).flatten(1).sum(1).mean(), "averaged over the batch"),
     (lambda mean, logvar: (mean**2 + logvar.exp() - 1 - logvar).mean(), "the factor 1/2 is missing"),
     (lambda mean, logvar: 0.5 * (mean**2 + logvar.exp() - 1 + logvar).mean(), "the log term enters with a minus"),
     (lambda mean, logvar: 0.5 * (mean**2 + (2 * logvar).exp() - 1 - logvar).mean(), "not exp(2 logvar)"),
@@ -344,13 +417,15 @@ def test_hinge_d_loss_catalogue(wrong, message):
 
 # ---- lesson 05 --------------------------------------------------------------------
 
-def sampler_with(unscale=True, order="down", clamp=True, seeded=True):
+def sampler_with(unscale=True, order="down", clamp=True, seeded=True, multiply=False):
     @torch.inference_mode()
     def sample_latents(unet, vae, scheduler, n, generator):
         cfg = unet.config
         x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator if seeded else None)
         for t in scheduler.timesteps if order == "down" else scheduler.timesteps[::-1]:
             x = scheduler.step(unet(x, t), t, x).prev
+        if multiply:
+            x = x * vae.config.scale_factor * vae.config.scale_factor  # decoded below as x * scale_factor
         images = vae.decode(x / vae.config.scale_factor if unscale else x)
         return images.clamp(-1, 1) if clamp else images
     return sample_latents
@@ -358,9 +433,10 @@ def sampler_with(unscale=True, order="down", clamp=True, seeded=True):
 
 @pytest.mark.parametrize("wrong, message", [
     (sampler_with(unscale=False), "divide the latents by vae.config.scale_factor before decoding"),
+    (sampler_with(multiply=True), "multiplied by the scale factor where it divides"),
     (sampler_with(order="up"), "step from the largest timestep down"),
     (sampler_with(clamp=False), "clamp the decoded images"),
-    (sampler_with(seeded=False), "the same seed gave different images"),
+    (sampler_with(seeded=False), "the same seed gave different results"),
 ])
 def test_sample_latents_catalogue(wrong, message):
     rejects("sample_latents", wrong, message)
@@ -430,6 +506,32 @@ def test_mmd2_unbiased_catalogue(wrong, message):
 
 
 # ---- lesson 07 --------------------------------------------------------------------
+
+def dropout_with(value=None, keep_below=True, whole_batch=False, seeded=True, scale=1.0):
+    """A learner's label dropout, with one mistake."""
+    def drop_labels(labels, no_label, p, generator=None):
+        draws = torch.rand(1 if whole_batch else len(labels), generator=generator if seeded else None)
+        dropped = (draws < p * scale if keep_below else draws > p).expand(len(labels))
+        return torch.where(dropped, no_label if value is None else value, labels)
+    return drop_labels
+
+
+def test_a_learners_label_dropout_passes(capsys):
+    check.drop_labels(dropout_with())
+    assert capsys.readouterr().out.startswith("✓ drop_labels")
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (dropout_with(value=0), "a dropped label becomes 0"),
+    (dropout_with(value=-1), "a dropped label becomes -1"),
+    (dropout_with(keep_below=False), "1 - p"),
+    (dropout_with(whole_batch=True), "not the whole batch at once"),
+    (dropout_with(seeded=False), "the same seed gave different labels"),
+    (dropout_with(scale=0.5), "expected 10%"),  # no known mistake: the rate is located
+])
+def test_drop_labels_catalogue(wrong, message):
+    rejects("drop_labels", wrong, message)
+
 
 @pytest.mark.parametrize("wrong, message", [
     (lambda eps_uncond, eps_cond, w: eps_cond + w * (eps_uncond - eps_cond), "the roles are swapped"),
