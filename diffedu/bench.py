@@ -74,7 +74,7 @@ class BenchSettings:
 
 SETTINGS = {
     "smoke": BenchSettings(batch=4, repeats=1, samples=4, reference=16, train_batch=4, train_steps=2),
-    # about 25 minutes on a 2-core VM: DDPM's 64 x 1000 UNet calls 13 of them, Inception (3 images/s) 7
+    # about 25 minutes on a 2-core VM: DDPM's 64 x 1000 UNet calls 13 of them, Inception (13 images/s) 7
     "cpu": BenchSettings(),
     "gpu": BenchSettings(repeats=5, ddpm_repeats=3, samples=5000, reference=50_000, train_batch=128, train_steps=50),
 }

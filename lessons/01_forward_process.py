@@ -20,7 +20,9 @@
 #
 # **Counting steps.** Code counts from 0, so here t runs over 0, 1, ..., T - 1 = 999, and x_t is the image
 # after step t: x_t at t = 0 already carries one step of noise (beta_0 = 1e-4, invisible to the eye). Ho et
-# al. count from 1, so their step t is our t - 1. We keep their name x_0 for the clean image.
+# al. count from 1, so their step t is our t - 1, and their x_t our x_{t-1}. We keep their name x_0 for the
+# clean image (and `x0` in code): in every formula of these lessons x_0 is the clean image, never "x_t at
+# t = 0". Where a formula needs the image before step 0, it is the clean image, with alpha_bar_{-1} = 1.
 #
 # **Exercises.** In the cells marked *exercise*, you write the body of a function; the cell after it checks it
 # in a second and tells you what is right or which mistake it found. If you skip one, the rest of the lesson
@@ -105,8 +107,8 @@ print(f"alpha_bar at t = 999: linear {alpha_bar(linear.betas)[-1]:.2e}, cosine {
 # $$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon, \qquad \varepsilon \sim \mathcal N(0, I),
 # \qquad\text{that is}\qquad q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big)$$
 #
-# **Proof, by induction.** At t = 0 it is the step itself. Suppose it holds at t - 1, with noise eps'. One more
-# step gives
+# **Proof, by induction.** At t = 0 it is the first step itself, taken from the clean image (the "x_{t-1}" of
+# step 0 is x_0, and alpha_bar_0 = alpha_0). Suppose it holds at t - 1, with noise eps'. One more step gives
 #
 # $$x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t
 #       = \sqrt{\alpha_t \bar\alpha_{t-1}}\,x_0 + \Big[\sqrt{\alpha_t (1-\bar\alpha_{t-1})}\,\varepsilon' + \sqrt{\beta_t}\,\varepsilon_t\Big]$$

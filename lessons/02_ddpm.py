@@ -28,7 +28,7 @@ from diffedu.env import get_device, seed_everything, shown
 from diffedu.nets import Attention, GaussianDenoiser, ResBlock, UNet, UNetConfig, count_parameters, timestep_embedding
 from diffedu.pipelines import PixelDiffusion, load_pipeline
 from diffedu.profiles import get_profile
-from diffedu.samplers import Trajectory
+from diffedu.samplers import Snapshots
 from diffedu.schedules import Schedule
 from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import trajectory_widget
@@ -94,14 +94,14 @@ assert out.shape == x.shape
 # started from x_T ~ N(0, I), defines p_theta(x_0). Training maximises a lower bound on log p_theta(x_0), the ELBO
 # (Ho et al. eq. 5, in their notation where t runs from 1 to T):
 #
-# $$-\log p_\theta(x_0) \le \underbrace{D_{KL}(q(x_T|x_0)\,\|\,p(x_T))}_{L_T}
+# $$-\log p_\theta(x_0) \le \mathbb{E}_{q(x_{1:T}|x_0)}\Big[\underbrace{D_{KL}(q(x_T|x_0)\,\|\,p(x_T))}_{L_T}
 #   + \sum_{t>1} \underbrace{D_{KL}(q(x_{t-1}|x_t,x_0)\,\|\,p_\theta(x_{t-1}|x_t))}_{L_{t-1}}
-#   \underbrace{-\log p_\theta(x_0|x_1)}_{L_0}$$
+#   \underbrace{-\log p_\theta(x_0|x_1)}_{L_0}\Big]$$
 #
 # - L_T has no parameters: the schedule makes q(x_T | x_0) nearly N(0, I).
 # - Each L_{t-1} compares two Gaussians. The true posterior q(x_{t-1} | x_t, x_0) is Gaussian with a mean that
-#   mixes x_0 and x_t (you write it below). Two Gaussians with the same variance differ by the squared
-#   distance of their means: L_{t-1} = E[ |mu~_t(x_t, x_0) - mu_theta(x_t, t)|² / (2 sigma_t²) ] + C.
+#   mixes x_0 and x_t (you write it below). With the reverse step's variance fixed, not learned (Ho et al. eq.
+#   8), the KL of two Gaussians is, up to a constant, the squared distance of their means: L_{t-1} = E[ |mu~_t(x_t, x_0) - mu_theta(x_t, t)|² / (2 sigma_t²) ] + C.
 # - Write x_0 in terms of x_t and the noise (lesson 01's jump, solved for x_0), and let the network predict the
 #   noise: mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t). Then
 #   L_{t-1} = E[ beta_t² / (2 sigma_t² alpha_t (1 - alpha_bar_t)) |eps - eps_theta(x_t, t)|² ] + C (eq. 12).
@@ -132,7 +132,7 @@ def eps_loss(model, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
 check.eps_loss(eps_loss)
 
 # %% [markdown]
-# Guessing eps = 0 scores exactly 1 (the variance of the noise), and so does our untrained net, whose last
+# Guessing eps = 0 scores 1 in expectation (the variance of the noise), and so does our untrained net, whose last
 # layer is zero. Training must push it below 1.
 
 # %%
@@ -185,9 +185,10 @@ print(f"saved {shown(saved)}: lesson 03 samples from it in this profile")
 # with alpha_bar_{-1} = 1 for the step into the clean image (there beta-tilde is 0: x_0 is known).
 #
 # **Which variance?** The reverse step p_theta(x_{t-1} | x_t) needs a variance sigma_t². Ho et al. tried two and
-# found them equally good: sigma_t² = beta-tilde_t, the posterior's, which is right when x_0 is one fixed
-# image, and sigma_t² = beta_t, right when x_0 ~ N(0, I). They are the lower and upper bounds of the variance
-# a reverse step can have. We use beta-tilde, as diffusers' default ("fixed_small") does.
+# found similar results: sigma_t² = beta_t, optimal when x_0 ~ N(0, I), and sigma_t² = beta-tilde_t, the
+# posterior's, optimal when x_0 is one fixed point. They are the two extremes that correspond to upper and lower
+# bounds on the reverse process's entropy, for data of unit variance per coordinate. We use beta-tilde, as
+# diffusers' default ("fixed_small") does.
 #
 # ### Exercise 2.2: the posterior's tables
 #
@@ -215,7 +216,9 @@ check.posterior(posterior)
 # DDPM's sampler (Algorithm 2) starts from x_T ~ N(0, I). At each t it asks the model for the noise, turns that
 # into a guess of the clean image, x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), and draws
 # x_{t-1} from the posterior with the guess plugged in: its mean plus its standard deviation times fresh noise.
-# Pixels live in [-1, 1], so the guess of x_0 is **clipped** to that range first (at large t the guess is wild).
+# Algorithm 2 as printed writes that mean straight from eps, which is the same thing without the detour; the
+# authors' code and diffusers take the detour to **clip** the guess of x_0 to [-1, 1], where pixels live (at
+# large t the guess is wild). We do as the code does.
 #
 # ### Exercise 2.3: the ancestral step
 #
@@ -241,25 +244,31 @@ check.ddpm_step(ddpm_step)
 # %% [markdown]
 # ## Your sampler, all 1000 steps
 #
-# The loop: from pure noise, 1000 of your steps, keeping snapshots of x_t and of the predicted x_0 along the
-# way for the pictures below.
+# ### Exercise 2.4: the loop
+#
+# Algorithm 2 is a loop around your step: start from x_T, and for t = T - 1 down to 0 ask the model for the
+# noise in x at t, draw fresh noise, and step to x_{t-1}. What the step at t = 0 returns is the sample. Draw
+# each step's noise from `generator`, `torch.randn(x.shape, generator=generator, dtype=x.dtype)` (then moved to
+# x's device): the same seed then gives the same samples, which is how the check compares your loop with
+# diffedu's sampler.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "sample_ddpm", "locked": false, "schema_version": 3, "solution": true, "task": false}
 @torch.inference_mode()
-def sample_ddpm(model, x_T: torch.Tensor, schedule: Schedule, frames: int = 20) -> Trajectory:
-    alpha_bar = schedule.alpha_bar.float().to(x_T.device)
-    tables = tuple(p.float().to(x_T.device) for p in posterior(schedule.betas, schedule.alpha_bar))
-    keep = set(torch.linspace(schedule.T - 1, 0, frames).round().long().tolist())
-    x, snapshots = x_T, []
-    for t in range(schedule.T - 1, -1, -1):
+def sample_ddpm(model, x_T: torch.Tensor, alpha_bar: torch.Tensor, posterior: tuple,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """x_T -> a sample: your ddpm_step at t = T - 1, ..., 0, with fresh noise from `generator` at each."""
+    ### BEGIN SOLUTION
+    x = x_T
+    for t in range(len(alpha_bar) - 1, -1, -1):
         eps = model(x, torch.full((len(x),), t, device=x.device))
-        if t in keep:
-            x0 = ((x - (1 - alpha_bar[t]).sqrt() * eps) / alpha_bar[t].sqrt()).clamp(-1, 1)
-            snapshots.append((t, x.cpu(), x0.cpu()))
-        x = ddpm_step(eps, t, x, torch.randn_like(x), alpha_bar, tables)
-    ts, xs, x0s = zip(*snapshots)
-    return Trajectory(list(ts), torch.stack(xs), torch.stack(x0s), x)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = ddpm_step(eps, t, x, noise, alpha_bar, posterior)
+    return x
+    ### END SOLUTION
 
+
+# %% nbgrader={"grade": true, "grade_id": "check_sample_ddpm", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.sample_ddpm(sample_ddpm)
 
 # %% [markdown]
 # First, a test with a model we know is exact. If every pixel is drawn from N(m, s²), the best possible noise
@@ -269,8 +278,9 @@ def sample_ddpm(model, x_T: torch.Tensor, schedule: Schedule, frames: int = 20) 
 # %%
 exact_schedule = Schedule.linear()
 exact = GaussianDenoiser(exact_schedule, mean=0.2, std=0.3)
-torch.manual_seed(0)
-result = sample_ddpm(exact, torch.randn(4000, 1, 4, 4, dtype=torch.float64), exact_schedule).images
+exact_tables = posterior(exact_schedule.betas, exact_schedule.alpha_bar)
+x_T = torch.randn(4000, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+result = sample_ddpm(exact, x_T, exact_schedule.alpha_bar, exact_tables, torch.Generator().manual_seed(1))
 print(f"your sampler with the exact denoiser: mean {result.mean():.3f} (want 0.2), std {result.std():.3f} (want 0.3)")
 assert abs(result.mean() - 0.2) < 0.01 and abs(result.std() - 0.3) < 0.01
 
@@ -299,11 +309,13 @@ print(pipe.schedule)
 # %%
 seed_everything(1)
 x_T = pipe.noise(profile.n_samples)
+tables = tuple(p.float().to(device) for p in posterior(pipe.schedule.betas, pipe.schedule.alpha_bar))
+recorder = Snapshots(pipe.unet, pipe.schedule.alpha_bar, frames=20)  # the model, keeping 20 snapshots on the way
 start = time.perf_counter()
-trajectory = sample_ddpm(pipe.unet, x_T, pipe.schedule)
+samples = sample_ddpm(recorder, x_T, pipe.schedule.alpha_bar.float().to(device), tables)
 seconds = time.perf_counter() - start
 print(f"{profile.n_samples} images in {seconds:.1f} s: 1000 model calls, {seconds:.1f} ms each")
-samples = trajectory.images
+trajectory = recorder.trajectory(samples)
 assert samples.shape == (profile.n_samples, 3, 32, 32) and samples.abs().max() <= 1
 show_images(samples, nrow=8, title="DDPM samples, 1000 steps of your sampler")
 plt.show()
@@ -321,8 +333,9 @@ plt.show()
 # %% [markdown]
 # ## Watching the noise go
 #
-# Each column below is one sample. The top half shows x_t as the sampler goes from t = 999 to t = 0; the
-# bottom half the model's guess of x_0 at that moment. The guess settles early on the coarse layout and
+# Each column below is one sample. The top half shows x_t as your sampler went from t = 999 to t = 0 (the
+# `Snapshots` wrapper kept them as your loop called the model); the bottom half the model's guess of x_0 at
+# that moment. The guess settles early on the coarse layout and
 # colours, and the last few hundred steps add detail.
 
 # %%

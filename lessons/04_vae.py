@@ -30,6 +30,7 @@ from diffedu.metrics import psnr
 from diffedu.nets import count_parameters
 from diffedu.pipelines import load_vae
 from diffedu.profiles import get_profile
+from diffedu.schedules import Schedule
 from diffedu.vae import VAE, VAEConfig
 from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import latent_explorer
@@ -118,12 +119,16 @@ assert abs(z.mean() - 2) < 0.01 and abs(z.std() - 0.5) < 0.01
 # %% [markdown]
 # ## The loss we train with
 #
-# Ours is the ELBO with two changes. The reconstruction term is the L1 error per pixel (the log-likelihood of
-# a Laplace decoder, up to constants; it keeps edges sharper than squared error). And the KL term gets a weight
-# of 1e-4 instead of the ELBO's 1: a **small-beta VAE** (a beta-VAE with beta far below 1). The clouds are only
-# loosely pulled towards N(0, I), so reconstructions stay sharp; the price is latents that do not have unit
-# variance, which we fix afterwards with a scale factor (below). Stable Diffusion's autoencoder makes the same
-# trade (a KL weight of about 1e-6) and adds two losses pixels cannot give: a perceptual one (LPIPS, distances
+# Ours is the ELBO with two changes. The reconstruction term is the L1 error per pixel (the negative
+# log-likelihood of a Laplace decoder, up to constants; it keeps edges sharper than squared error). And the KL
+# term is down-weighted: a **small-beta VAE** (a beta-VAE with beta far below 1). The clouds are only loosely
+# pulled towards N(0, I), so reconstructions stay sharp; the price is latents that do not have unit variance,
+# which we fix afterwards with a scale factor (below).
+#
+# How small is small? Our loss averages the L1 over an image's 3,072 pixel values and the KL over its 256
+# latent values, and weights the KL by 1e-4. The ELBO *sums* both over an image; on that scale our weight is
+# 1e-4 x 3,072 / 256 = 1.2e-3. Stable Diffusion's autoencoder sums too, with a KL weight of 1e-6: about 1,000x
+# less pull towards N(0, I) than ours. It adds two losses pixels cannot give: a perceptual one (LPIPS, distances
 # between deep features) and an adversarial one (a patch discriminator), which keep textures sharp where a
 # pixel loss averages them into blur.
 #
@@ -209,11 +214,18 @@ plt.show()
 # %% [markdown]
 # ## The latent scale factor
 #
-# The noise schedule of lesson 01 was designed for data of about unit variance: x_T is N(0, I), and the SNR
-# at each t assumes the signal's scale. Latents come out with whatever spread the VAE chose. So we measure
-# their standard deviation over the data set and divide by it: the **scale factor** (Stable Diffusion's is
-# 0.18215). It is stored in the VAE's config, so it travels with the checkpoint. From here on, in `diffedu`,
-# "latents" always means *scaled* latents.
+# The noise schedule ends in x_T ~ N(0, I), and the signal-to-noise ratio at step t is alpha_bar_t / (1 -
+# alpha_bar_t) times the data's variance, so the schedule only means something for data of a known scale.
+# Latents come out with whatever spread the VAE chose. So we measure their standard deviation over the data
+# set and divide by it: the **scale factor**, which brings them to unit variance (Stable Diffusion's 0.18215
+# does the same for its latents). It is stored in the VAE's config, so it travels with the checkpoint. From
+# here on, in `diffedu`, "latents" always means *scaled* latents.
+#
+# Unit variance is *not* the pixels' scale. DDPM's schedule was designed for images in [-1, 1], where
+# CIFAR-10's pixels have a standard deviation of about 0.5 (lesson 00 prints it): the same schedule puts
+# scaled latents at about 4x the pixels' SNR at every t. The last cell of this section measures where that
+# moves the point at which signal and noise are equal. So "the same schedule" is not the same difficulty for
+# the pixel and the latent model; how much that changes the latent model's samples, we have not measured.
 #
 # ### Exercise 4.3: the scale factor
 #
@@ -244,6 +256,14 @@ plt.hist((means * scale).flatten().numpy(), bins=100, alpha=0.6, density=True, l
 plt.legend(), plt.title("latent values over the data set"), plt.show()
 saved = checkpoint.save_model(profile.lesson_run("04_vae"), vae, recipe=recipe.name, step=trainer.step)
 print(f"saved {shown(saved)} for lesson 05")
+
+# %%
+snr = Schedule.linear().snr  # alpha_bar_t / (1 - alpha_bar_t), for data of unit variance
+pixel_variance = to_float(images).var().item()
+for name, variance in (("pixels", pixel_variance), ("scaled latents", (means * scale).var().item())):
+    crossing = int((snr * variance < 1).nonzero()[0])  # the first t where the noise outweighs the signal
+    print(f"{name:>14}: variance {variance:.3f}; signal and noise are equal at t = {crossing}")
+print(f"at every t, the scaled latents' SNR is {(means * scale).var().item() / pixel_variance:.1f}x the pixels'")
 
 # %% [markdown]
 # ## Why the reconstructions are blurry, and the cure Stable Diffusion uses

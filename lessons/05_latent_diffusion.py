@@ -188,7 +188,7 @@ for name, value in details.items():
 # and the latent samples keep about half of real images' fine detail, the pixel samples about 0.9. Before it, with
 # `vae-cifar10`'s L1 decoder, both kept 0.42. Here is how that decoder was diagnosed, measured on more images
 # (`benchmarks/latent_gap.py` with the L1 decoder: the shipped models, 1,000 test images and samples, 5 minutes
-# on 2 cores). The latent model's gap had two parts, and they multiply:
+# on 2 cores). The latent model's gap had two parts, one on top of the other:
 #
 # | question | measured (L1 decoder) | so |
 # | --- | --- | --- |

@@ -13,10 +13,11 @@
 # conditioning**. Lessons 02-05 built the first three. This lesson builds the fourth at CIFAR-10's scale,
 # where a class label ("horse") stands in for a prompt, and the trick that makes conditioning work in
 # practice: **classifier-free guidance** (Ho & Salimans 2022). Then it measures what guidance trades away,
-# and uses the same model to edit real images (SDEdit). You write the guidance formula.
+# and uses the same model to edit real images (SDEdit). You write the label dropout and the guidance formula.
 
 # %%
 import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import torch
@@ -29,6 +30,7 @@ from diffedu.latent import cached_latents
 from diffedu.nets import UNet, UNetConfig, count_parameters
 from diffedu.pipelines import LatentDiffusion, load_pipeline, load_vae
 from diffedu.profiles import get_profile
+from diffedu.training import class_eps_loss
 from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import guidance_widget, image_slider
 
@@ -61,9 +63,31 @@ print("the same x_t and t with three labels:", tuple(unet(x_t, torch.tensor([500
 # is replaced by "no label" with probability 0.1. So one network learns two predictions: eps(x_t, t, y) for a
 # class, and eps(x_t, t, none), the unconditional one.
 #
+# ### Exercise 7.1: label dropout
+#
+# Replace each label by `no_label` (the index after the classes: 10 here, the 11th embedding) with probability
+# p, each label on its own draw, and leave the others as they are. Draw from `generator`, as the sampling loops
+# do: `torch.rand(n, generator=generator)`.
+
+# %% nbgrader={"grade": false, "grade_id": "drop_labels", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def drop_labels(labels: torch.Tensor, no_label: int, p: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each label replaced by `no_label` with probability p, independently."""
+    ### BEGIN SOLUTION
+    dropped = torch.rand(len(labels), generator=generator).to(labels.device) < p
+    return torch.where(dropped, torch.full_like(labels, no_label), labels)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_drop_labels", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check.drop_labels(drop_labels)
+
+# %% [markdown]
+# The training loss (`diffedu.training.class_eps_loss`) takes your dropout.
+#
 # We train on lesson 05's cached latents, each with its image's label (the mirrored copies keep theirs). A short
 # live run shows the loss; the samples below come from the shipped `ldm-cifar10-cond` in the cpu profile (the
-# same recipe, trained for an hour on a 2-core CPU; its card says how), and from this run elsewhere.
+# same recipe, trained for 52 minutes on a 2-core CPU; its card says how), and from this run elsewhere.
 
 # %%
 vae = load_vae("vae-cifar10-gan", device)  # the shipped VAE in every profile: this lesson is about the UNet
@@ -71,7 +95,8 @@ images, labels = train.images[: recipe.n_data], train.labels[: recipe.n_data]
 latents, latent_labels = cached_latents(vae, images), labels.repeat(2)  # the images, then their mirror images
 demo_steps = recipe.steps if not profile.pretrained else 200
 seed_everything(0)
-trainer = recipe.trainer(device)
+loss = partial(class_eps_loss, schedule=recipe.noise_schedule(), drop=recipe.label_dropout, drop_labels=drop_labels)
+trainer = recipe.trainer(device, loss_fn=loss)
 print(f"{len(latents)} labelled latents; training {demo_steps} steps, batch {recipe.batch_size}")
 trainer.fit(batches(latents, recipe.batch_size, labels=latent_labels, flip=False, device=device), demo_steps,
             log_every=max(1, demo_steps // 30), callback=LiveLoss("class-conditional latent diffusion loss"))
@@ -95,12 +120,14 @@ print(f"sampling from a {count_parameters(pipe.unet) / 1e6:.2f}M-parameter class
 # $$\hat\varepsilon = \varepsilon_\theta(x_t, t, \varnothing) + w\,\big(\varepsilon_\theta(x_t, t, y) - \varepsilon_\theta(x_t, t, \varnothing)\big)$$
 #
 # w = 0 ignores the label, w = 1 is the plain conditional model, w > 1 pushes each step further in the
-# direction that makes the image more of its class. Why it works: the difference of the two predictions is
+# direction that makes the image more of its class. This is the form diffusers and Stable Diffusion's code use
+# (their `guidance_scale` is this w). Ho & Salimans write the same formula as (1 + w) eps(x_t, t, y) - w
+# eps(x_t, t, none): their w is ours minus 1, so their w = 0 is our conditional model, and our w = 3 their 2. Why it works: the difference of the two predictions is
 # proportional to the gradient of log p(y | x_t), an implicit classifier, so guidance sharpens the class at
 # the cost of diversity. Both predictions come from one batched model call per step; DDIM and everything else
 # stay as they were.
 #
-# ### Exercise 7.1: the guided prediction
+# ### Exercise 7.2: the guided prediction
 
 # %% nbgrader={"grade": false, "grade_id": "guided_eps", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def guided_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
@@ -220,7 +247,7 @@ plt.show()
 # | part | this course (CIFAR-10, 32x32) | Stable Diffusion (v1, 512x512) |
 # | --- | --- | --- |
 # | autoencoder | VAE, f = 4: 32x32x3 -> 8x8x4, L1 + 1e-4 KL, then the decoder retrained with L1 + a patch-GAN loss (no perceptual term: no pretrained network here); scale factor measured (0.84) | VAE, f = 8: 512x512x3 -> 64x64x4, L1 + LPIPS perceptual + patch-GAN losses, KL ~1e-6; scale factor 0.18215 |
-# | denoiser | UNet, 4M parameters, attention at 4x4 | UNet, 860M parameters, attention at 32x32, 16x16 and 8x8 |
+# | denoiser | UNet, 4M parameters, attention at 4x4 | UNet, 860M parameters, attention at 64x64, 32x32 and 16x16 latent positions, and in the 8x8 middle block |
 # | conditioning | a class embedding added to the time embedding | cross-attention: every attention layer also attends to 77 CLIP text-encoder embeddings of the prompt |
 # | "no label" | a learned 11th class, labels dropped 10% of the time | the empty prompt's embedding, captions dropped 10% of the time |
 # | guidance | classifier-free, w = 3 here | classifier-free, default w = 7.5 |
