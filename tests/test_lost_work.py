@@ -119,11 +119,15 @@ def test_a_periodic_save_holds_the_whole_history(tmp_path):
     assert meta["step"] == 5 and len(meta["history"]) == 5
 
 
-def test_ctrl_c_during_the_command_saves_and_says_how_to_resume(tiny_cifar, tmp_path):
+def test_ctrl_c_during_the_command_saves_and_says_how_to_resume(tiny_cifar, tmp_path, request):
     out = tmp_path / "run" / "model"
     command = [sys.executable, "-m", "diffedu", "train", *SMOKE, "--data", str(tiny_cifar), "--out", str(out),
                "--steps", "1000000", "--save-every", "0", "--device", "cpu"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: SIGINT at its default, which Python turns into KeyboardInterrupt (a shell's background
+    # job inherits it ignored, and Python then leaves it ignored)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    request.addfinalizer(child.kill)  # never leave a training running, whatever fails below
     assert "steps 0 -> 1000000" in child.stdout.readline()  # printed just before training starts
     said = []  # the progress bar, read as it comes: wait for a finished step, however busy the machine
     reader = threading.Thread(target=lambda: said.extend(iter(lambda: child.stderr.read(1), "")), daemon=True)
