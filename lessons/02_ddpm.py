@@ -101,7 +101,8 @@ assert out.shape == x.shape
 # - L_T has no parameters: the schedule makes q(x_T | x_0) nearly N(0, I).
 # - Each L_{t-1} compares two Gaussians. The true posterior q(x_{t-1} | x_t, x_0) is Gaussian with a mean that
 #   mixes x_0 and x_t (you write it below). With the reverse step's variance fixed, not learned (Ho et al. eq.
-#   8), the KL of two Gaussians is, up to a constant, the squared distance of their means: L_{t-1} = E[ |mu~_t(x_t, x_0) - mu_theta(x_t, t)|² / (2 sigma_t²) ] + C.
+#   8), the KL of two Gaussians is, up to a constant, the squared distance of their means:
+#   L_{t-1} = E[ |mu~_t(x_t, x_0) - mu_theta(x_t, t)|² / (2 sigma_t²) ] + C.
 # - Write x_0 in terms of x_t and the noise (lesson 01's jump, solved for x_0), and let the network predict the
 #   noise: mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t). Then
 #   L_{t-1} = E[ beta_t² / (2 sigma_t² alpha_t (1 - alpha_bar_t)) |eps - eps_theta(x_t, t)|² ] + C (eq. 12).
@@ -132,8 +133,8 @@ def eps_loss(model, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
 check.eps_loss(eps_loss)
 
 # %% [markdown]
-# Guessing eps = 0 scores 1 in expectation (the variance of the noise), and so does our untrained net, whose last
-# layer is zero. Training must push it below 1.
+# Guessing eps = 0 scores 1 in expectation (the variance of the noise), and so does our untrained net, whose
+# last layer is zero. Training must push it below 1.
 
 # %%
 train = load_cifar10()
