@@ -315,6 +315,8 @@ def run(profile: Profile, settings: BenchSettings | None = None, device: str | t
     fast = device.type == "cuda"  # bf16 autocast pays off on a GPU, not on a CPU
     began = time.perf_counter()
     models = load_models(profile, device, pixel, latent, vae)
+    for method in methods(settings.ddim_steps):  # an impossible step count fails now, not after minutes of timing
+        (models.pixel if method.space == "pixel" else models.latent).scheduler(method.sampler, method.steps)
     sizes = model_sizes(models, device)  # counted before torch.compile, which FlopCounterMode cannot see into
     for net in (models.pixel.unet, models.latent.unet, *([models.latent.vae] if fast else [])):
         net.to(memory_format=torch.channels_last)  # as load_pipeline does: faster on a CPU too (README)

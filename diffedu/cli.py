@@ -18,6 +18,7 @@ Bad input gets one `error:` line and exit code 2; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import replace
@@ -61,6 +62,24 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: any real number, but not nan or inf (which would fail only after the work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def image_out(text: str) -> str:
+    """argparse type: a file name PIL can write an image to, checked before any sampling."""
+    if Path(text).suffix.lower() not in Image.registered_extensions() or Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an image file name: end it in .png (or .jpg, .webp)")
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -114,12 +133,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=positive, default=16, help="number of images (default: 16)")
     s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
     s.add_argument("--steps", type=positive, help="DDIM steps (default: 50; DDPM always uses all T)")
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
+    s.add_argument("--eta", type=finite_float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
     s.add_argument("--spacing", default="uniform", choices=["uniform", "quadratic"])
     s.add_argument("--class", dest="class_", metavar="CLASS", help="for a class-conditional model: a class name (horse) or index")
-    s.add_argument("--guidance", type=float, default=3.0, help="with --class: the guidance scale w (0 unconditional, "
+    s.add_argument("--guidance", type=finite_float, default=3.0, help="with --class: the guidance scale w (0 unconditional, "
                    "1 conditional, more: stronger; default 3)")
-    s.add_argument("--out", default="samples.png")
+    s.add_argument("--out", type=image_out, default="samples.png", help="the image grid to write (.png, .jpg, ...)")
     s.add_argument("--device", help=device_help)
     s.add_argument("--seed", type=int, default=0)
 
@@ -131,7 +150,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--reference", type=positive, help="first N training images as the reference (default: all)")
     f.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
     f.add_argument("--steps", type=positive, help="DDIM steps (default: 50)")
-    f.add_argument("--eta", type=float, default=0.0)
+    f.add_argument("--eta", type=finite_float, default=0.0)
     f.add_argument("--batch-size", type=positive, default=100, help="images per sampling run (default: 100)")
     f.add_argument("--data", help=data_help)
     f.add_argument("--device", help=device_help)
@@ -141,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--ckpt", required=True, help="a class-conditional checkpoint (e.g. ldm-cifar10-cond)")
     g.add_argument("--samples", type=positive, default=500, help="images per guidance scale (default: 500)")
     g.add_argument("--reference", type=positive, help="first N training images for FID/KID and the probe (default: all)")
-    g.add_argument("--scales", type=float, nargs="+", default=list(bench.GUIDANCE_SCALES), help="guidance scales w")
+    g.add_argument("--scales", type=finite_float, nargs="+", default=list(bench.GUIDANCE_SCALES), help="guidance scales w")
     g.add_argument("--steps", type=positive, default=50, help="DDIM steps (default: 50)")
     g.add_argument("--batch-size", type=positive, default=100)
     g.add_argument("--data", help=data_help)

@@ -45,6 +45,25 @@ def test_a_step_count_beyond_the_schedule_or_a_bad_eta_is_one_line(tmp_path, cap
     assert "eta must be in [0, 1]" in fails(["sample", "--ckpt", "ddpm-cifar10", "--eta", "2", "--out", out], capsys)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--ckpt", "ddpm-cifar10", "--out", "samples.txt"], "is not an image file name"),  # failed after sampling
+    (["sample", "--ckpt", "ddpm-cifar10", "--out", "."], "is not an image file name"),
+    (["sample", "--ckpt", "ddpm-cifar10", "--eta", "nan"], "must be a finite number"),
+    (["sample", "--ckpt", "ldm-cifar10-cond", "--class", "horse", "--guidance", "inf"], "must be a finite number"),
+    (["guidance", "--ckpt", "ldm-cifar10-cond", "--scales", "1", "nan"], "must be a finite number"),  # failed after minutes
+])
+def test_what_would_fail_after_the_work_is_refused_before_it(argv, message, capsys):
+    assert message in fails(argv, capsys)
+
+
+def test_a_bench_step_count_beyond_the_schedule_fails_before_any_timing(tmp_path, capsys, monkeypatch):
+    from diffedu import bench
+
+    monkeypatch.setattr(bench, "time_sampler", lambda *a: pytest.fail("timing began"))
+    err = fails(["bench", "--profile", "smoke", "--ddim-steps", "5000", "--out", str(tmp_path / "b.json")], capsys)
+    assert "between 1 and T=" in err
+
+
 def test_profile_and_recipe_together_are_refused(capsys):
     assert "not allowed with argument" in fails(["train", "--profile", "cpu", "--recipe", "ddpm-cifar10"], capsys)
 
