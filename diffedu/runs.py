@@ -82,6 +82,11 @@ def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str 
     export_to = Path(export_to or runs / "shipped")
     recipes = sorted((get_recipe(name) for name in dict.fromkeys(names)), key=lambda r: _ORDER.index(r.kind))
     deadline = time.monotonic() + 60 * budget_minutes if budget_minutes else None
+    for recipe in recipes:  # before any training: an export replaces only an earlier export of the same recipe
+        shipped = export_to / recipe.name
+        if checkpoint.exists(shipped) and checkpoint.read_meta(shipped).get("recipe") != recipe.name:
+            raise CheckpointError(f"{checkpoint.paths(shipped)[0]} holds a model that is not an export of recipe "
+                                  f"{recipe.name}: move it away, or export elsewhere (--export)")
     cifar = data.load_cifar10(data_root)
     for recipe in recipes:
         out, shipped = runs / recipe.name, export_to / recipe.name

@@ -143,6 +143,18 @@ def test_retrain_resumes_trains_in_order_and_exports(tiny_cifar, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == stamps
 
 
+def test_retrain_never_exports_over_a_model_it_did_not_export(tiny_cifar, tmp_path, capsys):
+    from diffedu.cli import main
+
+    shipped = tmp_path / "runs" / "shipped"
+    checkpoint.save_model(shipped / "smoke-vae", get_recipe("smoke-ddpm").build(), recipe="smoke-ddpm")
+    other = checkpoint.paths(shipped / "smoke-vae")[0]
+    before = other.read_bytes()
+    args = ["retrain", "smoke-vae", "--runs", str(tmp_path / "runs"), "--data", str(tiny_cifar), "--device", "cpu"]
+    assert main(args) == 2 and "not an export of recipe smoke-vae" in capsys.readouterr().err
+    assert other.read_bytes() == before and not checkpoint.exists(tmp_path / "runs" / "smoke-vae")  # nothing trained
+
+
 def test_retrain_command(tiny_cifar, tmp_path, capsys):
     from diffedu.cli import main
 
