@@ -3,8 +3,9 @@
 One contract: in diffedu, "latents" are always *scaled*, the encoder's mean times the VAE's scale
 factor, so that they have unit variance whatever the VAE (Stable Diffusion's 0.18215 plays this role).
 That is not the pixels' scale: in [-1, 1] CIFAR-10's pixels have a standard deviation of about 0.5, so
-under the same noise schedule scaled latents sit at about 4x the pixels' signal-to-noise ratio (lesson 04). Only the VAE's own `encode`/`decode` and
-`encode_means` speak in the VAE's raw units; the scale factor is measured on those.
+under the same noise schedule scaled latents sit at about 4x the pixels' signal-to-noise ratio (lesson
+04). Only the VAE's own `encode`/`decode` and `encode_means` speak in the VAE's raw units; the scale
+factor is measured on those.
 
 Training never runs the encoder per step: the whole data set is encoded once (`cached_latents`)
 and kept on disk.
