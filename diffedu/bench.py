@@ -277,9 +277,14 @@ def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None
         raise DiffeduError(f"no quality row {unknown[0]!r}; rows: {', '.join(every)}")
     table = {"format": FORMAT, "samples": samples, "reference": reference, "rows": {}}
     if Path(out).exists():
-        saved = load(out)
-        if (saved["samples"], saved["reference"]) == (samples, reference):
-            table = saved
+        try:
+            saved = json.loads(Path(out).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DiffeduError(f"{out} is not a quality table ({error}): choose another --out, or delete it") from error
+        if not isinstance(saved, dict) or "rows" not in saved:
+            raise DiffeduError(f"{out} is not a quality table: choose another --out, or delete it")
+        if (saved.get("format"), saved.get("samples"), saved.get("reference")) == (FORMAT, samples, reference):
+            table = saved  # else (another format or count) it is measured again
     reference_features = metrics.cached_features(train.images, device=device)
     pipes = {}
     for label in tqdm([label for label in labels if label not in table["rows"]], desc="quality rows"):

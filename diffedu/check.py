@@ -146,6 +146,10 @@ def _same_run(fn: Callable, run: Callable, expected, mistakes: dict[str, Callabl
     equal `expected`; else the same seed must give the same result (fn draws its noise from the generator),
     else a known mistake (run(wrong) equals fn's) is named, else the difference is located."""
     got = run(fn)
+    odd = [r for r in (got if isinstance(got, list) else [got]) if not isinstance(r, torch.Tensor)]  # run's calls' results
+    if odd:  # else a None would read as "different results for the same seed"
+        raise Mistake(f"it returned {'None' if odd[0] is None else 'a ' + type(odd[0]).__name__} where a tensor was "
+                      f"expected (as from {unlike}){': does it end with a return statement?' if odd[0] is None else ''}")
     if _close(got, expected):
         return
     if not _close(got, run(fn)):

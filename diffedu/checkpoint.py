@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -64,13 +64,20 @@ def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def _save_tensors(tensors: dict[str, torch.Tensor], file: Path, text: str) -> None:
+    try:
+        save_file(tensors, str(file), metadata={HEADER_KEY: text})
+    except SafetensorError as error:  # how safetensors reports a full disk or a vanished folder
+        raise OSError(f"could not write {file} ({error}): free some disk space, or save elsewhere") from error
+
+
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write the checkpoint atomically (see the module's docstring); returns its path without suffix."""
     weights, config = paths(path)
     text = json.dumps({"format": FORMAT, **meta}, indent=2)  # before anything is written: a bad value fails here
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _write_atomically(weights, lambda file: save_file(tensors, str(file), metadata={HEADER_KEY: text}))
+    _write_atomically(weights, lambda file: _save_tensors(tensors, file, text))
     _write_atomically(config, lambda file: file.write_text(text))
     return weights.with_name(weights.name[: -len(".safetensors")])
 
@@ -166,7 +173,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     with torch.device("meta"):
         check_fits(build_model(meta, str(path)), with_prefix(shapes, prefix), str(path))
     model = build_model(meta, str(path))
-    return load_weights(model, with_prefix(load(path)[0], prefix), str(path)).to(device).eval()
+    tensors = with_prefix(load(path)[0], prefix)
+    broken = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # it would sample black images without a word
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({broken[0]}, and {len(broken) - 1} more): its training "
+                              "diverged. Retrain it (a lower --lr), or load an earlier checkpoint")
+    return load_weights(model, tensors, str(path)).to(device).eval()
 
 
 def model_kind(model: nn.Module) -> str:

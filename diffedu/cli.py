@@ -37,8 +37,9 @@ from .recipes import KINDS, RECIPES, get_recipe
 from .viz import grid
 
 
-def at_least(minimum: int):
-    """argparse type: a whole number of at least `minimum` (so 0 and -4 fail here, not in a hang later)."""
+def at_least(minimum: int, maximum: int | None = None):
+    """argparse type: a whole number of at least `minimum` (so 0 and -4 fail here, not in a hang later), and at most
+    `maximum` where more could not fit in memory."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -46,12 +47,15 @@ def at_least(minimum: int):
             value = minimum - 1
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,} (the images are held in memory), got {text!r}")
         return value
 
     return parse
 
 
 positive = at_least(1)
+image_count = at_least(1, 50_000)  # 50,000 CIFAR-sized images: 600 MB as float32, the standard FID count
 
 
 def positive_float(text: str) -> float:
@@ -73,6 +77,31 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed torch accepts, 0 to 2^63 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^63 - 1, got {text!r}")
+    return value
+
+
+def path_text(text: str) -> str:
+    """argparse type: a path, not an empty string (which would quietly mean the default or this folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a file or folder, got an empty string")
+    return text
+
+
+def checkpoint_out(text: str) -> str:
+    """argparse type: where a checkpoint goes, a file name without suffix (runs/ddpm/model), not a folder."""
+    if Path(path_text(text)).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: name the checkpoint in it, e.g. {Path(text) / 'model'}")
+    return text
 
 
 def image_out(text: str) -> str:
@@ -104,16 +133,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (default: the recipe's, linear)")
     t.add_argument("--cond", action="store_true", help="class-conditional (ddpm, latent): learn CIFAR-10's labels, each "
                    "dropped to 'no label' 10%% of the time, for classifier-free guidance")
-    t.add_argument("--data", help=data_help)
+    t.add_argument("--data", type=path_text, help=data_help)
     t.add_argument("--vae", help="for latent: the VAE whose latents to learn (default: the recipe's, else runs/vae/model); "
                    "for decoder: the VAE whose decoder to retrain (default: the recipe's base)")
-    t.add_argument("--out", help="checkpoint path, without suffix (default: runs/<kind>/model)")
+    t.add_argument("--out", type=checkpoint_out, help="checkpoint path, without suffix (default: runs/<kind>/model)")
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the training saved at --out")
     again.add_argument("--force", action="store_true", help="replace a model already saved at --out")
     t.add_argument("--save-every", type=at_least(0), default=500, help="save every N steps, 0: only at the end (default: 500)")
     t.add_argument("--device", help=device_help)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed, default=0)
     add_speed_options(t)
 
     r = sub.add_parser("retrain", help="train the shipped models by their recipes, resumably, and export them for shipping")
@@ -121,79 +150,79 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--all", action="store_true", help="all of them, each latent model after its VAE")
     r.add_argument("--budget-minutes", type=positive_float, help="stop (everything saved) after this long; "
                    "the same command continues (default: no limit)")
-    r.add_argument("--runs", default="runs/retrain", help="where the training runs live (default: runs/retrain)")
-    r.add_argument("--export", help="where the shippable float16 checkpoints and draft cards go (default: <runs>/shipped)")
-    r.add_argument("--data", help=data_help)
+    r.add_argument("--runs", type=path_text, default="runs/retrain", help="where the training runs live (default: runs/retrain)")
+    r.add_argument("--export", type=path_text, help="where the shippable float16 checkpoints and draft cards go (default: <runs>/shipped)")
+    r.add_argument("--data", type=path_text, help=data_help)
     r.add_argument("--device", help=device_help)
     add_speed_options(r)
 
     s = sub.add_parser("sample", help="draw images from a checkpoint into a PNG grid")
     s.add_argument("--ckpt", required=True, help="checkpoint path (suffix optional) or shipped name")
     s.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
-    s.add_argument("--samples", type=positive, default=16, help="number of images (default: 16)")
+    s.add_argument("--samples", type=image_count, default=16, help="number of images (default: 16)")
     s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
     s.add_argument("--steps", type=positive, help="DDIM steps (default: 50; DDPM always uses all T)")
     s.add_argument("--eta", type=finite_float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
     s.add_argument("--spacing", default="uniform", choices=["uniform", "quadratic"])
     s.add_argument("--class", dest="class_", metavar="CLASS", help="for a class-conditional model: a class name (horse) or index")
-    s.add_argument("--guidance", type=finite_float, default=3.0, help="with --class: the guidance scale w (0 unconditional, "
+    s.add_argument("--guidance", type=finite_float, help="with --class: the guidance scale w (0 unconditional, "
                    "1 conditional, more: stronger; default 3)")
     s.add_argument("--out", type=image_out, default="samples.png", help="the image grid to write (.png, .jpg, ...)")
     s.add_argument("--device", help=device_help)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed, default=0)
 
     f = sub.add_parser("fid", help="FID/KID of a model's samples, a VAE's reconstructions, or real test images")
     f.add_argument("--ckpt", help="checkpoint path or shipped name (ddpm-cifar10, ldm-cifar10, vae-cifar10); "
                                   "none: score real test images, the yardstick at this count")
     f.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
-    f.add_argument("--samples", type=positive, default=1000, help="images to score (default: 1000)")
+    f.add_argument("--samples", type=image_count, default=1000, help="images to score (default: 1000)")
     f.add_argument("--reference", type=positive, help="first N training images as the reference (default: all)")
     f.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
     f.add_argument("--steps", type=positive, help="DDIM steps (default: 50)")
     f.add_argument("--eta", type=finite_float, default=0.0)
     f.add_argument("--batch-size", type=positive, default=100, help="images per sampling run (default: 100)")
-    f.add_argument("--data", help=data_help)
+    f.add_argument("--data", type=path_text, help=data_help)
     f.add_argument("--device", help=device_help)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=seed, default=0)
 
     g = sub.add_parser("guidance", help="a class-conditional model's guidance curve: FID/KID and class accuracy against w")
     g.add_argument("--ckpt", required=True, help="a class-conditional checkpoint (e.g. ldm-cifar10-cond)")
-    g.add_argument("--samples", type=positive, default=500, help="images per guidance scale (default: 500)")
+    g.add_argument("--samples", type=image_count, default=500, help="images per guidance scale (default: 500)")
     g.add_argument("--reference", type=positive, help="first N training images for FID/KID and the probe (default: all)")
     g.add_argument("--scales", type=finite_float, nargs="+", default=list(bench.GUIDANCE_SCALES), help="guidance scales w")
     g.add_argument("--steps", type=positive, default=50, help="DDIM steps (default: 50)")
     g.add_argument("--batch-size", type=positive, default=100)
-    g.add_argument("--data", help=data_help)
+    g.add_argument("--data", type=path_text, help=data_help)
     g.add_argument("--device", help=device_help)
-    g.add_argument("--out", help="JSON file to write (default: data/bench/guidance-<name>.json)")
+    g.add_argument("--out", type=path_text, help="JSON file to write (default: data/bench/guidance-<name>.json)")
 
     q = sub.add_parser("quality", help="the shipped models' FID/KID for every sampler and step count, resumably")
-    q.add_argument("--samples", type=positive, default=500, help="images per row (default: 500)")
+    q.add_argument("--samples", type=image_count, default=500, help="images per row (default: 500)")
     q.add_argument("--rows", nargs="+", metavar="ROW", help='rows to measure, e.g. "DDIM 50" "latent DDIM 20" '
                    "(default: all; rows already in --out are kept)")
-    q.add_argument("--out", help="JSON file (default: data/bench/quality.json; diffedu/checkpoints/quality.json ships)")
+    q.add_argument("--out", type=path_text, help="JSON file (default: data/bench/quality.json; diffedu/checkpoints/quality.json ships)")
     q.add_argument("--batch-size", type=positive, default=100)
-    q.add_argument("--data", help=data_help)
+    q.add_argument("--data", type=path_text, help=data_help)
     q.add_argument("--device", help=device_help)
 
     x = sub.add_parser("export", help="a trained model as a shippable checkpoint: EMA weights in float16, a trimmed config")
-    x.add_argument("--ckpt", required=True, help="the training run's checkpoint")
-    x.add_argument("--out", required=True, help="where to write it (diffedu/checkpoints/<name> ships it)")
+    x.add_argument("--ckpt", type=path_text, required=True, help="the training run's checkpoint")
+    x.add_argument("--out", type=checkpoint_out, required=True, help="where to write it (diffedu/checkpoints/<name> ships it)")
     x.add_argument("--hardware", required=True, help='what it was trained on, for the card (e.g. "2-core CPU, torch 2.14.1")')
     x.add_argument("--force", action="store_true", help="replace a checkpoint already at --out")
 
     e = sub.add_parser("student", help="write the student edition of the lessons: exercises' solutions taken out")
-    e.add_argument("--lessons", default="lessons", help="the course's lessons folder (default: lessons)")
-    e.add_argument("--out", default="student", help="where to write it (default: student)")
+    e.add_argument("--lessons", type=path_text, default="lessons", help="the course's lessons folder (default: lessons)")
+    e.add_argument("--out", type=path_text, default="student", help="where to write it (default: student)")
 
     c = sub.add_parser("course", help="set up an nbgrader course folder: its configuration, each lesson an assignment, released")
-    c.add_argument("--lessons", default="lessons", help="the course's lessons folder (default: lessons)")
-    c.add_argument("--out", default="course", help="the course folder (default: course)")
+    c.add_argument("--lessons", type=path_text, default="lessons", help="the course's lessons folder (default: lessons)")
+    c.add_argument("--out", type=path_text, default="course", help="the course folder (default: course)")
 
     b = sub.add_parser("bench", help="measure pixel vs latent diffusion and DDPM vs DDIM: time, memory, FID/KID")
     b.add_argument("--profile", choices=list(PROFILES), help="sizes the run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
     b.add_argument("--quick", action="store_true", help="the short version lesson 06 runs (cpu: 16 images, minutes)")
-    b.add_argument("--samples", type=positive, help="images per sampler for FID/KID (default: the profile's)")
+    b.add_argument("--samples", type=image_count, help="images per sampler for FID/KID (default: the profile's)")
     b.add_argument("--reference", type=positive, help="real training images for the FID/KID reference (default: the profile's)")
     b.add_argument("--batch-size", type=positive, help="images per timed sampling run (default: 64)")
     b.add_argument("--repeats", type=positive, help="timed sampling runs per sampler (the median is reported)")
@@ -202,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--pixel", help="pixel UNet checkpoint (default: the shipped ddpm-cifar10)")
     b.add_argument("--latent", help="latent UNet checkpoint (default: the shipped ldm-cifar10)")
     b.add_argument("--vae", help="the latent model's VAE (default: the one its checkpoint names)")
-    b.add_argument("--data", help=data_help)
+    b.add_argument("--data", type=path_text, help=data_help)
     b.add_argument("--device", help=device_help)
     b.add_argument("--compile", action="store_true", help="torch.compile the UNets first")
     b.add_argument("--out", help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)")
@@ -343,13 +372,17 @@ def retrain_cmd(args) -> None:
 # ---- sample, fid, bench ----------------------------------------------------------
 
 def sample_cmd(args) -> None:
+    if args.guidance is not None and args.class_ is None:
+        raise DiffeduError("--guidance weighs the model's prediction for --class: give a class too (e.g. --class horse)")
     env.check_writable(args.out)  # before the sampling, which can take minutes
     pipe = load_pipeline(args.ckpt, args.device, args.vae)
     classes = int(args.class_) if args.class_ and args.class_.isdigit() else args.class_
+    guidance = 3.0 if args.guidance is None else args.guidance
     images = pipe.sample(args.samples, args.steps, sampler=args.sampler, eta=args.eta, spacing=args.spacing,
-                         generator=torch.Generator().manual_seed(args.seed), classes=classes, guidance=args.guidance)
+                         generator=torch.Generator().manual_seed(args.seed), classes=classes,
+                         guidance=guidance if classes is not None else 1.0)
     Image.fromarray(grid(images, nrow=8)).save(args.out)
-    which = f", class {args.class_}, guidance {args.guidance:g}" if args.class_ else ""
+    which = f", class {args.class_}, guidance {guidance:g}" if args.class_ else ""
     print(f"wrote {args.samples} images ({args.sampler}, {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps{which}) to {args.out}")
 
 

@@ -48,6 +48,8 @@ class _ArraysOnly(pickle.Unpickler):
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),  # how pickle protocol 5 rebuilds an array from its bytes
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
@@ -68,15 +70,19 @@ def read_batch(path: Path) -> dict:
         raise DataError(f"{path} could not be read as a CIFAR-10 batch file ({error})") from error
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         raise DataError(f"{path} is not a CIFAR-10 batch file (expected a dict with 'data' and 'labels')")
-    data, labels = batch["data"], np.asarray(batch["labels"])
+    data, labels = batch["data"], batch["labels"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), pixel values 0..255 with the 1024 red, "
                         f"then green, then blue values of each image in a row; got {what}")
-    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer) or (len(labels) and not (0 <= labels.min() <= labels.max() <= 9)):
-        raise DataError(f"{path}: 'labels' must be {len(data)} whole numbers in 0..9, one per image; "
-                        f"got {labels.dtype} of shape {labels.shape}")
-    return {**batch, "labels": labels.astype(np.int64)}
+    # Each label looked at on its own before numpy sees the list: a nested, ragged or huge-integer list would make
+    # np.asarray fail or build an object array.
+    small = isinstance(labels, (list, tuple, np.ndarray)) and len(labels) == len(data) and all(
+        isinstance(y, (int, np.integer)) and not isinstance(y, bool) and 0 <= y <= 9 for y in labels)
+    if not small:
+        what = type(labels).__name__ + (f" of {len(labels)}" if isinstance(labels, (list, tuple, np.ndarray)) else "")
+        raise DataError(f"{path}: 'labels' must be a list of {len(data)} whole numbers in 0..9, one per image; got {what}")
+    return {**batch, "labels": np.asarray(labels, dtype=np.int64)}
 
 
 def _files(train: bool) -> list[str]:

@@ -9,6 +9,9 @@ either from a checkpoint, reading the noise schedule, the VAE and its scale fact
 """
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from pathlib import Path
 
 import torch
@@ -21,6 +24,33 @@ from .data import CLASSES
 from .samplers import Guided, Scheduler, Trajectory, make_scheduler, sample_trajectory
 from .schedules import Schedule
 from .vae import VAE
+
+
+def _is_whole(value) -> bool:
+    """Whether value is an integer of any kind (Python's, numpy's, a one-element torch integer), not a bool."""
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return not isinstance(value, bool)
+
+
+def whole(value, what: str, minimum: int = 1) -> int:
+    """value as an int (numpy's and torch's integers too), or an error that says what is wrong with it."""
+    if not _is_whole(value):
+        raise DiffeduError(f"{what} must be a whole number, got {value!r}")
+    if operator.index(value) < minimum:
+        raise DiffeduError(f"{what} must be at least {minimum}, got {value!r}")
+    return operator.index(value)
+
+
+def real(value, what: str) -> float:
+    """value as a finite float (numpy's and one-element tensors too), or an error that says what is wrong with it."""
+    if isinstance(value, (str, bytes, bool)) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise DiffeduError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, torch.Tensor) and value.numel() != 1 or not math.isfinite(float(value)):
+        raise DiffeduError(f"{what} must be one finite number, got {value!r}")
+    return float(value)
 
 
 class Diffusion:
@@ -38,8 +68,7 @@ class Diffusion:
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """x_T: n draws of N(0, I) in the shape the UNet denoises (drawn on the CPU, so a seed
         gives the same noise on every device)."""
-        if n < 1:
-            raise DiffeduError(f"the number of images must be at least 1, got {n}")
+        n = whole(n, "the number of images")
         cfg = self.unet.config
         return torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator).to(self.device)
 
@@ -50,6 +79,7 @@ class Diffusion:
     def scheduler(self, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
                   spacing: str = "uniform") -> Scheduler:
         """'ddim' in `steps` steps (None: 50), or 'ddpm' (always all T)."""
+        steps = None if steps is None else whole(steps, "steps")
         return make_scheduler(sampler, self.schedule, steps, eta, spacing, clip_x0=self.clip_x0)
 
     @property
@@ -58,20 +88,28 @@ class Diffusion:
         return list(CLASSES[: self.unet.config.num_classes])
 
     def labels(self, classes, n: int) -> torch.Tensor:
-        """Class indices for n images from a name or index for all, or one per image."""
-        if not self.unet.config.num_classes:
+        """Class indices for n images from a name or index for all, or one per image (a list, array or tensor)."""
+        names = self.classes
+        if not names:
             raise DiffeduError("this model is not class-conditional: sample it without classes")
-        if isinstance(classes, (str, int)):
+        if isinstance(classes, str) or _is_whole(classes):
             classes = [classes] * n
-        if isinstance(classes, (list, tuple)):
-            unknown = [c for c in classes if isinstance(c, str) and c not in self.classes]
-            if unknown:
-                raise DiffeduError(f"unknown class {unknown[0]!r}; the classes are {', '.join(self.classes)}")
-            classes = [self.classes.index(c) if isinstance(c, str) else c for c in classes]
-        labels = torch.as_tensor(classes, device=self.device).long()
-        if labels.shape != (n,):
-            raise DiffeduError(f"give one class for all {n} images or one per image, not {labels.numel()}")
-        return self.unet.labels(labels, n, self.device)
+        try:
+            classes = classes.tolist() if isinstance(classes, torch.Tensor) else list(classes)
+        except TypeError:
+            raise DiffeduError(f"classes must be a class name or index, or one per image, got {classes!r}") from None
+        if len(classes) != n:
+            raise DiffeduError(f"give one class for all {n} images or one per image, not {len(classes)}")
+        indices = []
+        for c in classes:
+            if isinstance(c, str) and c not in names:
+                raise DiffeduError(f"unknown class {c!r}; the classes are {', '.join(names)}")
+            index = names.index(c) if isinstance(c, str) else whole(c, "a class index", 0)
+            if index >= len(names):  # len(names) is the "no label" index; guidance=0 is how to ask for it
+                raise DiffeduError(f"class {index} is not one of the {len(names)} classes (0-{len(names) - 1}: "
+                                   f"{', '.join(names)}); for unconditional samples use guidance=0")
+            indices.append(index)
+        return self.unet.labels(torch.tensor(indices, device=self.device), n, self.device)
 
     def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = "ddim", eta: float = 0.0,
                           spacing: str = "uniform", frames: int = 20, x_T: torch.Tensor | None = None,
@@ -81,6 +119,10 @@ class Diffusion:
         predicted x_0; `images` are the decoded results. A class-conditional model samples the given
         `classes` (names or indices) with classifier-free guidance of scale `guidance`, or, without
         classes, unconditionally."""
+        n, guidance = whole(n, "the number of images"), real(guidance, "guidance")
+        if classes is None and guidance != 1.0:
+            raise DiffeduError("guidance weighs the model's prediction for the classes you ask for: give classes too "
+                               "(e.g. classes='horse'), or leave guidance out")
         x_T = self.noise(n, generator) if x_T is None else x_T.to(self.device)
         model = self.unet if classes is None else Guided(self.unet, self.labels(classes, len(x_T)), guidance)
         trajectory = sample_trajectory(model, self.scheduler(sampler, steps, eta, spacing), x_T, frames, generator, progress)
@@ -125,6 +167,9 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
     device = env.get_device(device)
     path = pretrained.resolve(name_or_path)
     meta = checkpoint.read_meta(path)
+    if meta.get("kind") == "unet" and vae and meta.get("config", {}).get("in_channels") == 3:
+        raise DiffeduError(f"{name_or_path} is a pixel model: it makes images without a VAE, so there is none to "
+                           "replace. Leave the VAE out")
     if meta.get("kind") == "vae":
         raise CheckpointError(f"{name_or_path} is a VAE, not a diffusion model: sample a UNet checkpoint "
                               f"(e.g. ddpm-cifar10 or ldm-cifar10), or score its reconstructions with "

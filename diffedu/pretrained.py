@@ -38,6 +38,9 @@ def path(name: str) -> Path:
 
 def resolve(name_or_path: str | Path) -> Path:
     """A shipped checkpoint's path for its name; anything else is taken as a path."""
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
+        raise DiffeduError(f"which model? Give a shipped name ({', '.join(available())}) or a checkpoint's path, "
+                           f"not {name_or_path!r}")
     return path(name_or_path) if str(name_or_path) in available() else Path(name_or_path)
 
 

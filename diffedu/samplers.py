@@ -267,6 +267,9 @@ def make_scheduler(name: str, schedule: Schedule, steps: int | None = None, eta:
                    spacing: str = "uniform", clip_x0: bool = True) -> Scheduler:
     """A scheduler by name: 'ddpm' (always all T steps) or 'ddim' (steps=None: 50)."""
     if name == "ddpm":
+        if eta:
+            raise DiffeduError("eta is DDIM's knob (0: deterministic, 1: as noisy as DDPM); DDPM's noise is fixed. "
+                               "Leave eta out, or sample with DDIM")
         return DDPMScheduler(schedule, clip_x0).set_timesteps(steps, spacing)
     if name == "ddim":
         return DDIMScheduler(schedule, eta, clip_x0).set_timesteps(50 if steps is None else steps, spacing)

@@ -17,6 +17,9 @@ import torch
 from .errors import DiffeduError
 
 
+MAX_T = 100_000  # DDPM uses 1000 steps, improved DDPM 4000; a config asking for 10^12 would exhaust the memory
+
+
 def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """DDPM's schedule: betas rising linearly from 1e-4 to 0.02 over T = 1000 steps."""
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
@@ -63,8 +66,8 @@ class Schedule:
         makers = {"linear": cls.linear, "cosine": cls.cosine}
         if name not in makers:
             raise DiffeduError(f"unknown schedule {name!r}; choose one of {sorted(makers)}")
-        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-            raise DiffeduError(f"T, the number of diffusion steps, must be a positive whole number, got {T!r}")
+        if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= MAX_T:
+            raise DiffeduError(f"T, the number of diffusion steps, must be a whole number from 1 to {MAX_T:,}, got {T!r}")
         return makers[name](T)
 
     @property

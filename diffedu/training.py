@@ -78,6 +78,9 @@ class EMA:
                 ema.copy_(raw)
 
 
+DIVERGED = 1000  # a loss this many times the untrained model's has blown up (--lr 1e12 reached 1e27)
+
+
 class Trainer:
     """Holds the model, its EMA, the optimizer, the step count and the loss history."""
 
@@ -159,10 +162,13 @@ class Trainer:
 
     def _log(self, pending: list[torch.Tensor], bar, window: int) -> None:
         losses = torch.stack(pending).float().cpu().tolist() if pending else []  # one device sync per log
-        bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
+        first = (self.history or losses or [0.0])[0]  # the untrained model's loss
+        bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss) or 0 < DIVERGED * first < loss]
         if bad:  # found before the next save, so no checkpoint ever holds the broken weights
-            raise FloatingPointError(f"loss became {losses[bad[0]]} at step {self.step - len(losses) + bad[0] + 1}: "
-                                     "lower the learning rate")
+            loss = losses[bad[0]]
+            why = f", over {DIVERGED}x the first step's {first:.4g}" if math.isfinite(loss) else ""
+            raise FloatingPointError(f"loss became {loss:.4g} at step {self.step - len(losses) + bad[0] + 1}{why}: "
+                                     "the training diverged; lower the learning rate")
         self.history += losses
         recent = self.history[-window:]
         if recent:

@@ -1,5 +1,7 @@
 """Bad input gets a clear error that says what to do: from the command line one `error:` line and exit
 code 2, from the API a DiffeduError (a ValueError). Nothing hangs, nothing is silently wrong."""
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -90,14 +92,24 @@ def cifar_with(tmp_path, **replace):
     ({"data": np.random.rand(6, 3072)}, "'data' must be uint8 of shape \\(N, 3072\\).*float64"),  # pixels in [0, 1]: used to load all black
     ({"data": np.zeros((6, 3072), np.int16)}, "'data' must be uint8.*int16"),
     ({"data": np.zeros((6, 32, 32, 3), np.uint8)}, "'data' must be uint8 of shape \\(N, 3072\\).*\\(6, 32, 32, 3\\)"),  # HWC
-    ({"labels": [0, 1, 2]}, "'labels' must be 6 whole numbers in 0..9"),
-    ({"labels": [0, 1, 2, 3, 4, 10]}, "'labels' must be 6 whole numbers in 0..9"),
-    ({"labels": ["cat"] * 6}, "'labels' must be 6 whole numbers"),
+    ({"labels": [0, 1, 2]}, "'labels' must be a list of 6 whole numbers in 0..9.*got list of 3"),
+    ({"labels": [0, 1, 2, 3, 4, 10]}, "'labels' must be a list of 6 whole numbers in 0..9"),
+    ({"labels": ["cat"] * 6}, "'labels' must be a list of 6 whole numbers"),
+    ({"labels": [[0, 1], [2]] * 3}, "'labels' must be a list of 6 whole numbers"),  # ragged: used to trace back
+    ({"labels": [10**100] * 6}, "'labels' must be a list of 6 whole numbers"),
+    ({"labels": [1.5] * 6}, "'labels' must be a list of 6 whole numbers"),
+    ({"labels": 3}, "'labels' must be a list of 6 whole numbers.*got int"),
 ])
 def test_malformed_batch_files_are_refused_by_name(replace, message, tmp_path):
     root = cifar_with(tmp_path, **replace)
     with pytest.raises(DataError, match=f"data_batch_1: {message}"):
         data.load_cifar10(root)
+
+
+def test_a_batch_written_with_a_newer_pickle_protocol_is_read(tmp_path):
+    batch = write_batch(cifar_with(tmp_path) / "cifar-10-batches-py", "data_batch_1", 6)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=5))
+    assert data.load_cifar10(tmp_path).labels.tolist() == batch["labels"]
 
 
 def test_a_missing_test_batch_does_not_block_training(tmp_path, monkeypatch):
@@ -129,8 +141,8 @@ def test_a_vae_of_the_wrong_shape_is_refused(tmp_path):
     other = checkpoint.save_model(tmp_path / "vae8", VAE(VAEConfig(channels=8, latent_channels=8)))
     with pytest.raises(DiffeduError, match="the UNet takes 4x8x8 inputs but the VAE's latents are 8x8x8"):
         load_pipeline("ldm-cifar10", "cpu", vae=other)
-    with pytest.raises(DiffeduError, match="takes 3x32x32 inputs but the VAE's latents are 8x8x8"):
-        load_pipeline("ddpm-cifar10", "cpu", vae=other)  # a pixel model decodes with no VAE
+    with pytest.raises(DiffeduError, match="ddpm-cifar10 is a pixel model: it makes images without a VAE"):
+        load_pipeline("ddpm-cifar10", "cpu", vae=other)
 
 
 def test_a_vae_whose_training_did_not_finish_is_refused_for_latents(tiny_cifar, tmp_path, capsys):
@@ -159,12 +171,12 @@ def test_a_config_is_checked_before_a_model_is_built(change, message, tmp_path):
         checkpoint.load_model(path)
 
 
-@pytest.mark.parametrize("T", ["abc", -5, 0, 2.5])
+@pytest.mark.parametrize("T", ["abc", -5, 0, 2.5, 10**12])
 def test_a_schedule_in_a_config_is_checked(T, tmp_path, capsys):
     path = checkpoint.save_model(tmp_path / "m", UNet(SMALL), schedule="linear", T=T)
-    with pytest.raises(CheckpointError, match="T, the number of diffusion steps, must be a positive whole number"):
+    with pytest.raises(CheckpointError, match="T, the number of diffusion steps, must be a whole number from 1 to 100,000"):
         checkpoint.schedule_of(path)
-    assert "must be a positive whole number" in fails(["sample", "--ckpt", str(path), "--out", str(tmp_path / "x.png")], capsys)
+    assert "must be a whole number from 1 to 100,000" in fails(["sample", "--ckpt", str(path), "--out", str(tmp_path / "x.png")], capsys)
 
 
 # ---- schedules, samplers and widgets -----------------------------------------------
@@ -227,3 +239,80 @@ def test_expected_failures_are_one_error_line(monkeypatch, capsys):
 
         monkeypatch.setitem(cli.COMMANDS, "sample", fail)
         assert str(error) in fails(["sample", "--ckpt", "ddpm-cifar10"], capsys)
+
+
+# ---- options that would be ignored, or cannot hold ----------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--ckpt", "ddpm-cifar10", "--seed", "-1"], "from 0 to 2^63 - 1"),
+    (["sample", "--ckpt", "ddpm-cifar10", "--seed", str(2**64)], "from 0 to 2^63 - 1"),
+    (["train", "--out", ""], "got an empty string"),  # used to train into the default folder
+    (["train", "--data", " "], "got an empty string"),
+    (["train", "--out", "."], "is a folder: name the checkpoint in it"),  # used to write beside it
+    (["sample", "--ckpt", ""], "which model?"),
+    (["sample", "--ckpt", "ddpm-cifar10", "--vae", "vae-cifar10"], "is a pixel model"),  # --vae was ignored
+    (["sample", "--ckpt", "ddpm-cifar10", "--sampler", "ddpm", "--eta", "1"], "eta is DDIM's knob"),  # ignored
+    (["sample", "--ckpt", "ddpm-cifar10", "--guidance", "3"], "give a class too"),  # ignored
+    (["sample", "--ckpt", "ldm-cifar10-cond", "--class", "10"], "class 10 is not one of the 10 classes"),  # "no label"
+    (["sample", "--ckpt", "ddpm-cifar10", "--samples", "1000000000"], "must be at most 50,000"),  # out of memory
+    (["fid", "--samples", "60000"], "must be at most 50,000"),
+])
+def test_ignored_or_impossible_options_are_refused_before_the_work(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("diffedu.samplers.sample_trajectory", lambda *a, **k: pytest.fail("sampling began"))
+    assert message in fails(argv, capsys)
+
+
+def test_the_python_api_says_what_is_wrong_and_takes_numpy_and_torch_integers():
+    pipe, cond = load_pipeline("ddpm-cifar10", "cpu"), load_pipeline("ldm-cifar10-cond", "cpu")
+    for call, message in [
+        (lambda: load_pipeline(""), "which model?"), (lambda: load_pipeline(None), "which model?"),
+        (lambda: pipe.sample(2.5), "the number of images must be a whole number, got 2.5"),
+        (lambda: pipe.sample(2, steps=2.0), "steps must be a whole number"),
+        (lambda: pipe.sample(2, guidance="3"), "guidance must be a number"),
+        (lambda: pipe.sample(2, guidance=3), "give classes too"),
+        (lambda: pipe.sample(2, sampler="ddpm", eta=0.5), "eta is DDIM's knob"),
+        (lambda: cond.sample(2, classes=10), "class 10 is not one of the 10 classes"),
+        (lambda: cond.sample(2, classes=-1), "a class index must be at least 0"),
+        (lambda: cond.sample(2, classes=2.5), "classes must be a class name or index"),
+        (lambda: cond.sample(2, classes=[1, 2, 3]), "one per image, not 3"),
+    ]:
+        with pytest.raises(DiffeduError, match=message):
+            call()
+    assert pipe.sample(np.int64(1), steps=torch.tensor(2), progress=False).shape == (1, 3, 32, 32)
+    for classes in (np.array([1, 2]), torch.tensor([1, 2]), np.int64(3), torch.tensor(3), ["cat", 2]):
+        assert cond.sample(2, steps=2, classes=classes, guidance=np.float32(2), progress=False).shape == (2, 3, 32, 32)
+
+
+def test_weights_that_are_nan_are_refused_not_sampled_black(tmp_path):
+    unet = UNet(SMALL)
+    with torch.no_grad():
+        next(unet.parameters()).fill_(float("nan"))
+    checkpoint.save_model(tmp_path / "broken", unet)
+    with pytest.raises(CheckpointError, match="holds NaN or infinite weights .* its training diverged"):
+        load_pipeline(tmp_path / "broken", "cpu")
+
+
+def test_a_full_disk_is_one_error_line_and_the_old_checkpoint_survives(tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
+    unet = UNet(SMALL)
+    checkpoint.save_model(tmp_path / "model", unet)
+    before = (tmp_path / "model.safetensors").read_bytes()
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    with pytest.raises(OSError, match="No space left on device.*free some disk space"):
+        checkpoint.save_model(tmp_path / "model", unet)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_a_quality_out_that_is_not_a_quality_table_is_refused_not_overwritten(tiny_cifar, tmp_path, capsys):
+    notes = tmp_path / "notes.json"
+    for text in ("my notes, not JSON", '{"a": "dict, but not a table"}'):
+        notes.write_text(text)
+        assert "is not a quality table" in fails(["quality", "--out", str(notes), "--data", str(tiny_cifar)], capsys)
+        assert notes.read_text() == text

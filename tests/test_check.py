@@ -437,6 +437,7 @@ def sampler_with(unscale=True, order="down", clamp=True, seeded=True, multiply=F
     (sampler_with(order="up"), "step from the largest timestep down"),
     (sampler_with(clamp=False), "clamp the decoded images"),
     (sampler_with(seeded=False), "the same seed gave different results"),
+    (lambda *args: None, "it returned None where a tensor was expected"),
 ])
 def test_sample_latents_catalogue(wrong, message):
     rejects("sample_latents", wrong, message)

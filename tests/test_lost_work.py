@@ -119,6 +119,23 @@ def test_a_periodic_save_holds_the_whole_history(tmp_path):
     assert meta["step"] == 5 and len(meta["history"]) == 5
 
 
+def test_ctrl_c_while_python_imports_the_command_is_one_line():
+    """The first seconds of `python -m diffedu` import torch; Ctrl-C there used to print a long traceback."""
+    interrupt_the_import = textwrap.dedent("""
+        import runpy, sys
+        class Interrupt:  # Ctrl-C arriving while diffedu.cli (and torch under it) is imported
+            def find_spec(self, name, path=None, target=None):
+                if name == "diffedu.cli":
+                    raise KeyboardInterrupt
+        sys.meta_path.insert(0, Interrupt())
+        sys.argv = ["diffedu", "--help"]
+        runpy.run_module("diffedu", run_name="__main__")
+    """)
+    done = subprocess.run([sys.executable, "-c", interrupt_the_import], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stderr
+
+
 def test_ctrl_c_during_the_command_saves_and_says_how_to_resume(tiny_cifar, tmp_path, request):
     out = tmp_path / "run" / "model"
     command = [sys.executable, "-m", "diffedu", "train", *SMOKE, "--data", str(tiny_cifar), "--out", str(out),

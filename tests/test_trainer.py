@@ -105,6 +105,17 @@ def test_a_diverging_loss_is_caught_before_anything_is_saved(tmp_path):
     assert meta["step"] == 5  # the save at step 5; none after the NaN
 
 
+def test_a_loss_that_blows_up_without_becoming_nan_is_caught_too(tmp_path):
+    """A huge learning rate can send the loss to 1e27, finite (--lr 1e12 on a shipped recipe did): a loss over
+    1000x the untrained model's stops training before a save all the same."""
+    calls = iter(range(1000))
+    run = Trainer(unet(), lambda model, batch: eps_loss(model, batch, Schedule.linear()) * (1e6 if next(calls) >= 6 else 1.0),
+                  device="cpu")
+    with pytest.raises(FloatingPointError, match=r"loss became \S+ at step 7, over 1000x the first step's"):
+        run.fit(batches(), 20, save_to=tmp_path / "run", save_every=5, log_every=4, progress=False)
+    assert checkpoint.read_meta(tmp_path / "run")["step"] == 5  # the save at step 5; none after
+
+
 def test_a_deadline_stops_training_and_saves(tmp_path):
     run = trainer().fit(batches(), 1000, save_to=tmp_path / "run", deadline=time.monotonic(), progress=False)
     meta = checkpoint.read_meta(tmp_path / "run")
