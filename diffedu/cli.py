@@ -104,6 +104,13 @@ def checkpoint_out(text: str) -> str:
     return text
 
 
+def file_out(text: str) -> str:
+    """argparse type: a file to write results to, not a folder (found after the work, that would lose it)."""
+    if Path(path_text(text)).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: name a file in it, e.g. {Path(text) / 'result.json'}")
+    return text
+
+
 def image_out(text: str) -> str:
     """argparse type: a file name PIL can write an image to, checked before any sampling."""
     if Path(text).suffix.lower() not in Image.registered_extensions() or Path(text).is_dir():
@@ -194,13 +201,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=positive, default=100)
     g.add_argument("--data", type=path_text, help=data_help)
     g.add_argument("--device", help=device_help)
-    g.add_argument("--out", type=path_text, help="JSON file to write (default: data/bench/guidance-<name>.json)")
+    g.add_argument("--out", type=file_out, help="JSON file to write (default: data/bench/guidance-<name>.json)")
 
     q = sub.add_parser("quality", help="the shipped models' FID/KID for every sampler and step count, resumably")
     q.add_argument("--samples", type=image_count, default=500, help="images per row (default: 500)")
     q.add_argument("--rows", nargs="+", metavar="ROW", help='rows to measure, e.g. "DDIM 50" "latent DDIM 20" '
                    "(default: all; rows already in --out are kept)")
-    q.add_argument("--out", type=path_text, help="JSON file (default: data/bench/quality.json; diffedu/checkpoints/quality.json ships)")
+    q.add_argument("--out", type=file_out, help="JSON file (default: data/bench/quality.json; diffedu/checkpoints/quality.json ships)")
     q.add_argument("--batch-size", type=positive, default=100)
     q.add_argument("--data", type=path_text, help=data_help)
     q.add_argument("--device", help=device_help)
@@ -234,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--data", type=path_text, help=data_help)
     b.add_argument("--device", help=device_help)
     b.add_argument("--compile", action="store_true", help="torch.compile the UNets first")
-    b.add_argument("--out", help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)")
+    b.add_argument("--out", type=file_out, help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)")
     return p
 
 

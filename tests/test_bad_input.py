@@ -256,6 +256,8 @@ def test_expected_failures_are_one_error_line(monkeypatch, capsys):
     (["sample", "--ckpt", "ldm-cifar10-cond", "--class", "10"], "class 10 is not one of the 10 classes"),  # "no label"
     (["sample", "--ckpt", "ddpm-cifar10", "--samples", "1000000000"], "must be at most 50,000"),  # out of memory
     (["fid", "--samples", "60000"], "must be at most 50,000"),
+    (["guidance", "--ckpt", "ldm-cifar10-cond", "--out", "."], "is a folder: name a file in it"),  # failed after minutes
+    (["bench", "--out", "/"], "is a folder: name a file in it"),
 ])
 def test_ignored_or_impossible_options_are_refused_before_the_work(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
