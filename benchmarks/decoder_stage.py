@@ -56,7 +56,7 @@ def main() -> None:
             first = (features, batch) if first is None else first
         fid, kid = [s["fid"] for s in scores], [1000 * s["kid"] for s in scores]
         spread = (f" (seeds: {', '.join(f'{k:.1f}' for k in kid)}; std {statistics.stdev(kid):.1f})" if len(kid) > 1
-                  else f" ± {1000 * scores[0]['kid_std']:.2f} (subsets)")
+                  else f" ± {1000 * scores[0]['kid_se']:.2f} (standard error)")
         nn_features = nearest(first[0], train_features).median().item() / real_nn[0]
         nn_pixels = nearest(first[1].flatten(1), train_pixels).median().item() / real_nn[1]
         print(f"  {name:34s} FID {statistics.mean(fid):6.2f}  KID x 1000 {statistics.mean(kid):6.2f}{spread}; "

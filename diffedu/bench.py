@@ -35,7 +35,7 @@ from .pipelines import LatentDiffusion, PixelDiffusion, load_pipeline, load_vae
 from .profiles import Profile
 from .training import Trainer, eps_loss
 
-FORMAT = 2  # of the result dict; results of another format are measured again, not read
+FORMAT = 3  # of the result dict; results of another format are measured again, not read
 CIFAR_TRAIN_IMAGES = 50_000  # "100 epochs" means 100 passes over this many images
 YARDSTICKS = ("real test images", "VAE reconstructions of them")  # the reconstructions of the latent model's VAE
 L1_DECODER = "vae-cifar10"  # the VAE before its decoder stage (diffedu.adversarial): the quality table keeps its rows
@@ -200,7 +200,7 @@ def training_rates(models: Models, train_images: torch.Tensor, settings: BenchSe
 def quality(samples: dict[str, torch.Tensor], reference: torch.Tensor, test: torch.Tensor, vae, device) -> dict[str, dict]:
     """FID and KID of each set of images against the reference images, with real test images and their
     VAE reconstructions as the yardsticks at the same count."""
-    reference_features = metrics.cached_features(reference, device=device)  # read (or computed) once
+    reference_features = metrics.Reference(metrics.cached_features(reference, device=device))  # read (or computed) once
     reconstructions = reconstruct_images(vae, test, device)
     sets = {**samples, YARDSTICKS[0]: test, YARDSTICKS[1]: reconstructions}
     return {name: metrics.score(images, reference_features, device) for name, images in tqdm(sets.items(), desc="FID/KID", leave=False)}
@@ -230,6 +230,7 @@ def guidance_curve(pipe, train, test, samples: int = 500, reference: int | None 
     device = env.get_device(device)
     reference = min(reference or len(train), len(train))
     train_features = metrics.cached_features(train.images[:reference], device=device)
+    scored_against = metrics.Reference(train_features)
     probe = metrics.LinearProbe(train_features, train.labels[:reference])
     test_features = metrics.cached_features(test.images[:samples], device=device)
     classes = torch.arange(samples) % len(pipe.classes)
@@ -239,11 +240,11 @@ def guidance_curve(pipe, train, test, samples: int = 500, reference: int | None 
                                         generator=torch.Generator().manual_seed(seed + start)).float().cpu()
                             for start, chunk in zip(range(0, samples, batch_size), classes.split(batch_size))])
         features = metrics.inception_features(images, device=device)
-        rows[str(w)] = {"guidance": w, **metrics.scores_of(features, train_features), "accuracy": probe.accuracy(features, classes)}
+        rows[str(w)] = {"guidance": w, **metrics.scores_of(features, scored_against), "accuracy": probe.accuracy(features, classes)}
     return {"format": FORMAT, "samples": samples, "steps": steps,
             "reference": f"the first {reference} CIFAR-10 training images",
             "scales": rows,
-            "real test images": {**metrics.scores_of(test_features, train_features),
+            "real test images": {**metrics.scores_of(test_features, scored_against),
                                  "accuracy": probe.accuracy(test_features, test.labels[:samples])},
             "probe_train_accuracy": probe.accuracy(train_features, train.labels[:reference])}
 
@@ -259,6 +260,24 @@ def quality_methods() -> list[Method]:
             Method("latent DDIM 50, L1 decoder", "latent", "ddim", 50, vae=L1_DECODER)]
 
 
+def quality_row_images(label: str, test_images: torch.Tensor, device, batch_size: int = 100,
+                       pipes: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """The images of one row of the quality table, as many as `test_images`, made by its protocol (seeded: the
+    same images every time), and what the row records of how they were made. `pipes` keeps loaded models."""
+    pipes = {} if pipes is None else pipes
+    if label == YARDSTICKS[0]:
+        return test_images, {}
+    if label in (YARDSTICKS[1], L1_RECONSTRUCTIONS):
+        name = L1_DECODER if label == L1_RECONSTRUCTIONS else checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+        return reconstruct_images(load_vae(name, device), test_images, device), {"model": name}
+    method = {m.label: m for m in quality_methods()}[label]
+    name = "ddpm-cifar10" if method.space == "pixel" else "ldm-cifar10"
+    if (name, method.vae) not in pipes:
+        pipes[name, method.vae] = load_pipeline(name, device, vae=method.vae)
+    images = sample_images(pipes[name, method.vae], len(test_images), method.steps, method.sampler, method.spacing, batch_size)
+    return images, {"model": name, **asdict(method)}
+
+
 def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None = None, device=None,
                    data_root: str | None = None, batch_size: int = 100) -> dict:
     """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10) for each sampler, of the
@@ -269,8 +288,7 @@ def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None
     device = env.get_device(device)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
     reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)
-    methods_by_label = {m.label: m for m in quality_methods()}
-    every = [*YARDSTICKS, L1_RECONSTRUCTIONS, *methods_by_label]
+    every = [*YARDSTICKS, L1_RECONSTRUCTIONS, *(m.label for m in quality_methods())]
     labels = labels or every
     unknown = [label for label in labels if label not in every]
     if unknown:
@@ -285,23 +303,11 @@ def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None
             raise DiffeduError(f"{out} is not a quality table: choose another --out, or delete it")
         if (saved.get("format"), saved.get("samples"), saved.get("reference")) == (FORMAT, samples, reference):
             table = saved  # else (another format or count) it is measured again
-    reference_features = metrics.cached_features(train.images, device=device)
+    reference_features = metrics.Reference(metrics.cached_features(train.images, device=device))
     pipes = {}
     for label in tqdm([label for label in labels if label not in table["rows"]], desc="quality rows"):
         start = time.perf_counter()
-        if label == YARDSTICKS[0]:
-            images, row = test.images[:samples], {}
-        elif label in (YARDSTICKS[1], L1_RECONSTRUCTIONS):
-            name = L1_DECODER if label == L1_RECONSTRUCTIONS else checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
-            images = reconstruct_images(load_vae(name, device), test.images[:samples], device)
-            row = {"model": name}
-        else:
-            method = methods_by_label[label]
-            name = "ddpm-cifar10" if method.space == "pixel" else "ldm-cifar10"
-            if (name, method.vae) not in pipes:
-                pipes[name, method.vae] = load_pipeline(name, device, vae=method.vae)
-            images = sample_images(pipes[name, method.vae], samples, method.steps, method.sampler, method.spacing, batch_size)
-            row = {"model": name, **asdict(method)}
+        images, row = quality_row_images(label, test.images[:samples], device, batch_size, pipes)
         row["seconds_per_image"] = (time.perf_counter() - start) / samples
         table["rows"][label] = {**row, **metrics.score(images, reference_features, device), "machine": machine(device),
                                 "date": time.strftime("%Y-%m-%d")}

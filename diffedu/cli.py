@@ -409,8 +409,9 @@ def fid_cmd(args) -> None:
                                      seed=args.seed, eta=args.eta)
         what = f"{args.ckpt}, {args.sampler} {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps"
     row = metrics.score(images, metrics.cached_features(reference, device=device), device)
-    print(f"{what}: {row['n']} images, FID {row['fid']:.2f}, KID x 1000 {1000 * row['kid']:.2f} ± {1000 * row['kid_std']:.2f} "
-          f"against the first {len(reference)} training images of {train.source} (TF-Inception)")
+    fid, kid = report.fid_kid(row)
+    print(f"{what}: {row['n']} images, FID {fid}, KID x 1000 {kid} against the first {len(reference)} training images "
+          f"of {train.source} (TF-Inception; ± the standard error over the images)")
 
 
 def bench_cmd(args) -> None:

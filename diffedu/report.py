@@ -68,13 +68,20 @@ def training_table(result: dict) -> str:
                   f"{r['hours_per_100_epochs']:.2f}", ref_hours["pixel" if name == "pixel" else "latent"]] for name, r in training.items()]))
 
 
+def fid_kid(r: dict) -> list[str]:
+    """A row's FID and KID x 1000, each ± its standard error over the samples (diffedu.metrics)."""
+    return [f"{r['fid']:.2f} ± {r['fid_se']:.2f}", f"{1000 * r['kid']:.2f} ± {1000 * r['kid_se']:.2f}"]
+
+
+SE_NOTE = "± the standard error: the spread of a score over draws of as many images"
+
+
 def quality_table(result: dict) -> str:
     q = result["quality"]
-    return (f"**FID and KID** against {q['reference']} (TF-Inception; lower is better; KID x 1000 as mean ± std "
-            "over subsets). FID depends on the count: compare rows of equal n only.\n\n" + table(
+    return (f"**FID and KID** against {q['reference']} (TF-Inception; lower is better; {SE_NOTE}). FID depends on "
+            "the count: compare rows of equal n only.\n\n" + table(
                 ["images", "n", "FID", "KID x 1000", "reference FID"],
-                [[name, r["n"], f"{r['fid']:.2f}", f"{1000 * r['kid']:.2f} ± {1000 * r['kid_std']:.2f}",
-                  REFERENCE["fid"].get(name, "")] for name, r in q["scores"].items()]))
+                [[name, r["n"], *fid_kid(r), REFERENCE["fid"].get(name, "")] for name, r in q["scores"].items()]))
 
 
 def scaling_table(result: dict) -> str:
@@ -87,23 +94,21 @@ def scaling_table(result: dict) -> str:
 def guidance_table(curve: dict) -> str:
     """A guidance curve (diffedu.bench.guidance_curve) as a table: w, FID, KID and class accuracy."""
     real = curve["real test images"]
-    rows = [[f"w = {r['guidance']:g}", r["n"], f"{r['fid']:.2f}", f"{1000 * r['kid']:.2f} ± {1000 * r['kid_std']:.2f}",
-             f"{100 * r['accuracy']:.1f}%"] for r in curve["scales"].values()]
-    rows.append(["real test images", real["n"], f"{real['fid']:.2f}", f"{1000 * real['kid']:.2f} ± {1000 * real['kid_std']:.2f}",
-                 f"{100 * real['accuracy']:.1f}%"])
+    rows = [[f"w = {r['guidance']:g}", r["n"], *fid_kid(r), f"{100 * r['accuracy']:.1f}%"] for r in curve["scales"].values()]
+    rows.append(["real test images", real["n"], *fid_kid(real), f"{100 * real['accuracy']:.1f}%"])
     return (f"**Classifier-free guidance** ({curve['samples']} samples per scale, DDIM {curve['steps']} steps, the classes in "
-            f"turn; FID/KID against {curve['reference']}; class accuracy by a linear probe on the same Inception "
+            f"turn; FID/KID against {curve['reference']}, {SE_NOTE}; class accuracy by a linear probe on the same Inception "
             f"features, {100 * curve['probe_train_accuracy']:.1f}% on the images it was fit on)\n\n"
             + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows))
 
 
 def quality_curves_table(curves: dict) -> str:
     """The shipped quality table (bench.quality_curves) as markdown."""
-    rows = [[label, r.get("steps", ""), f"{r['fid']:.2f}", f"{1000 * r['kid']:.2f} ± {1000 * r['kid_std']:.2f}",
+    rows = [[label, r.get("steps", ""), *fid_kid(r),
              f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else ""]  # a sampler's row, not a yardstick
             for label, r in curves["rows"].items()]
     machines = {(m["name"], m["device"], m["threads"], m["torch"]) for m in (r["machine"] for r in curves["rows"].values())}
     where = ("{1} ({0}, {2} threads, torch {3})".format(*machines.pop()) if len(machines) == 1
              else "the machine each row of the JSON names")
-    return (f"**FID / KID at {curves['samples']} images** against {curves['reference']}; sampling time per image "
-            f"measured on {where}, batches of 100\n\n" + table(["images", "steps", "FID", "KID x 1000", "ms / image"], rows))
+    return (f"**FID / KID at {curves['samples']} images** against {curves['reference']} ({SE_NOTE}); sampling "
+            f"time per image measured on {where}, batches of 100\n\n" + table(["images", "steps", "FID", "KID x 1000", "ms / image"], rows))

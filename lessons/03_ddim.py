@@ -291,14 +291,21 @@ plt.show()
 display(Markdown(report.quality_curves_table(quality)))
 
 # %% [markdown]
-# What the shipped table says about this model:
+# What the shipped table says about this model. Each score carries a standard error (lesson 06 derives it): about
+# ±1.3 in FID and ±1.5 in KID x 1000 at 500 images. Its rows start from the same noise, so the difference between
+# two of them is known better than either score (`benchmarks/paired_differences.py` measures each, ± its own
+# standard error):
 #
-# - **20 steps are enough.** DDIM 20, 50 and 100 score FID 106.2, 105.3 and 105.6, KID x 1000 32.0, 33.3 and
-#   34.1: differences within KID's standard deviation (about ±1.3). At 10 steps FID rises to 115.6.
-# - **DDPM's 1000 steps are not simply better.** Its FID, 99.3, is the table's best; its KID, 42.3, the worst of
-#   the pixel rows. The two metrics disagree, and at 500 images neither settles it. What is settled: DDIM 20
-#   makes 50x fewer model calls (35 ms against 1,794 ms per image on 2 cores) for a KID at least as good.
-# - **Quadratic spacing** helps only at 10 steps (FID 114.1 against 115.6) and is a little worse from 20 up.
+# - **20 steps are enough.** DDIM 20, 50 and 100 score FID 106.2, 105.3 and 105.6 and KID x 1000 31.8, 33.1 and
+#   33.9. DDIM 20 against DDIM 100: FID +0.7 ± 0.8, no difference to measure, and KID -2.1 ± 0.9, if anything
+#   better. At 10 steps quality goes: FID 115.6, +9.3 ± 1.1 over DDIM 20.
+# - **DDPM's 1000 steps are not simply better.** Its FID, 99.3, is the table's best; its KID, 42.1, the worst of
+#   the pixel rows. Against DDIM 20, FID -6.9 ± 1.9 and KID +10.3 ± 2.4: both beyond their errors, so the two
+#   metrics truly disagree (FID compares the features' means and covariances, KID, through its cubic kernel,
+#   their moments up to the third). What is settled: DDIM 20 makes 50x fewer model calls (35 ms against
+#   1,794 ms per image on 2 cores) for a KID better by 10.
+# - **Quadratic spacing** is measurably worse from 20 steps up (FID +1.5 to +1.8 over uniform, each ± 0.3 to
+#   0.7) and at 10 steps not measurably better (FID -1.5 ± 1.0).
 
 # %% [markdown]
 # ## eta: how much noise to add back

@@ -188,12 +188,14 @@ for name, value in details.items():
 # and the latent samples keep about half of real images' fine detail, the pixel samples about 0.9. Before it, with
 # `vae-cifar10`'s L1 decoder, both kept 0.42. Here is how that decoder was diagnosed, measured on more images
 # (`benchmarks/latent_gap.py` with the L1 decoder: the shipped models, 1,000 test images and samples, 5 minutes
-# on 2 cores). The latent model's gap had two parts, one on top of the other:
+# on 2 cores; its KID, and the next table's, is the mean over subsets of the reference that diffedu took before
+# it took the whole sets, within 0.3 of today's in every row of the quality table). The latent model's gap had
+# two parts, one on top of the other:
 #
 # | question | measured (L1 decoder) | so |
 # | --- | --- | --- |
 # | how much fine detail? | VAE reconstructions 0.42 of real images', ldm-cifar10's samples 0.42, ddpm-cifar10's 0.91 | the blur is all the decoder's |
-# | the best a latent model could do | the VAE's reconstructions: FID 102.8, KID x 1000 53.6 (500 images); ddpm-cifar10, DDIM 50: 105.3 and 33.3 | even a perfect latent UNet on this VAE would lose to the pixel model on KID |
+# | the best a latent model could do | the VAE's reconstructions: FID 102.8, KID x 1000 53.4 (500 images); ddpm-cifar10, DDIM 50: 105.3 and 33.1 | even a perfect latent UNet on this VAE would lose to the pixel model on KID |
 # | how good is the latent UNet, alone? | Fréchet distance to the training latents, in latent space: real test latents 10.7, ldm-cifar10's samples 15.3; test latents plus Gaussian noise of std 0.1, 0.2, 0.3: 10.9, 11.9, 14.6 | its samples are about as far from real latents as real latents with noise of std 0.3 |
 # | what does such an error cost, decoded? | test latents plus noise of std 0.1, 0.2, 0.3, decoded: FID 110.7, 123.0, 139.7 and KID 63.9, 76.5, 95.1 (PSNR 26.1, 24.0, 21.9 dB, against 27.1) | noise of std 0.3 costs what the latent model loses (FID 141.5, KID 102.2): that accounts for the whole gap above the floor |
 # | why so fragile? | the encoder's posterior std is 0.0075 in units where latents have std 1 | with a KL weight of 1e-4 the decoder saw almost no noise in training, so even noise of std 0.1, which barely moves the latent distribution (10.9 against 10.7), costs 8 FID |
@@ -253,7 +255,7 @@ print(f"| DDIM 50 (latent: + decode) | {pixel_50:.2f} s | {latent_50:.2f} s | {p
 # - The data set is encoded once; the encoder never runs during training.
 # - Each step is cheaper, even with a wider UNet, and a single decoder call at the end turns latents into images.
 # - Cheaper is not yet as good. Measured on 500 samples against the 5,170-image training sample (`python -m
-#   diffedu quality`), the shipped latent model scores FID 123.0 and KID x 1000 67.3 with the adversarial decoder
-#   (141.5 and 102.2 with the L1 one), the shipped pixel model 105.3 and 33.3 (DDIM 50), and the VAE's own
-#   reconstructions 90.8 and 30.3. The decoder sets that floor, and turns the latent UNet's errors into the rest.
+#   diffedu quality`), the shipped latent model scores FID 123.0 and KID x 1000 67.1 with the adversarial decoder
+#   (141.5 and 102.0 with the L1 one), the shipped pixel model 105.3 and 33.1 (DDIM 50), and the VAE's own
+#   reconstructions 90.8 and 30.2. The decoder sets that floor, and turns the latent UNet's errors into the rest.
 # - Lesson 06 puts all of it side by side, with FID and KID.

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from diffedu import bench, check, pretrained, report
+from diffedu import bench, check, metrics, pretrained, report
 from diffedu.env import get_device
 from diffedu.metrics import gaussian_fit
 from diffedu.profiles import get_profile
@@ -76,7 +76,9 @@ check.frechet_distance(frechet_distance)
 # - \frac{2}{mn}\sum_{i,j} k(x_i, y_j)$$
 #
 # Leaving out the i = j terms is what makes it unbiased: its expected value does not depend on m and n.
-# (KID averages it over random subsets of the two sets.)
+# KID is this MMD² between the Inception features of the generated and the real images. (Binkowski et al. average
+# it over random subsets of 1,000 to bound its cost at 50,000 images; at this course's counts diffedu takes the
+# whole sets.)
 
 # %% nbgrader={"grade": false, "grade_id": "mmd2_unbiased", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -118,6 +120,46 @@ for n in (100, 300, 1000, 3000):
 # generator would match, score FID 57.8 at 500 images (against the 5,170 training images of the sample) and 172.8
 # at 64 (against 1,000), with KID x 1000 of 0.1 and -0.5. So compare FIDs only at equal counts, and trust KID when
 # samples are few.
+
+# %% [markdown]
+# ## An error bar that means what it says
+#
+# A score from n samples is itself random: draw another n samples from the same model and it moves. How much
+# is its **standard error**, and it can be estimated from the n samples at hand, as for a mean. Give sample i a
+# little more weight and the score moves by its *influence*; a score is, to first order, the mean of its
+# samples' influences, so its standard error is std(influence) / sqrt(n). For KID the influence of sample i is
+# 2 (a_i - b_i), a_i its mean kernel with the other samples and b_i with the reference images; FID's has a
+# closed form too (`diffedu.metrics.fid_and_influence`). The reference images are the same for every model
+# scored, so only the samples' randomness counts; the difference between two rows has a standard error of
+# about sqrt(se_1² + se_2²).
+#
+# Does it keep its promise? One "model" (a Gaussian, shifted and stretched), 200 independent sets of 100
+# samples: the true spread of their scores, beside the standard error that each set claims of itself.
+
+# %%
+generator = torch.Generator().manual_seed(0)
+reference = metrics.Reference(torch.randn(2000, 64, generator=generator, dtype=torch.float64))
+rows = [metrics.scores_of(1.2 * torch.randn(100, 64, generator=generator, dtype=torch.float64) + 0.1, reference)
+        for _ in range(200)]
+for name, scale in (("FID", 1), ("KID x 1000", 1000)):
+    key = name.split()[0].lower()
+    values, claimed = (scale * torch.tensor([row[k] for row in rows]) for k in (key, f"{key}_se"))
+    print(f"{name:>10}: mean {values.mean():6.2f}, true spread over 200 sets {values.std():.2f}, "
+          f"standard error claimed by one set {claimed.mean():.2f} (from {claimed.min():.2f} to {claimed.max():.2f})")
+
+# %% [markdown]
+# The claim errs on the large side, as the jackknife's does: here by about 1.5x for FID and 1.1x for KID, and
+# 1.0-1.5x, never below, in every setting the tests try. Where it matters, at the course's own counts (500 samples
+# of 2,048 features with Inception's covariance, against 5,170), it was 1.02x for FID and 1.03x for KID; a
+# bootstrap over the samples, the other usual recipe, overstated FID's spread 2.8x there
+# (`benchmarks/standard_errors.py`). Every FID and KID below, in the shipped tables and on the model cards,
+# carries this ± .
+#
+# Comparing two rows, one more thing helps. Two samplers of one model started from the same noise (image i of
+# DDIM 20 and image i of DDIM 100 come from the same x_T) err together, so their difference is known far better
+# than either score: its standard error is std(influence_i - influence'_i) / sqrt(n), from the paired images
+# (`metrics.difference`). For the shipped pixel model at 500 images each score is ±1.3 in FID, while DDIM 20
+# against DDIM 100 is known to ±0.8, and DDIM 100 quadratic against uniform to ±0.3.
 
 # %% [markdown]
 # ## One run of the bench
@@ -200,11 +242,11 @@ n_scored = next(iter(quality.values()))["n"]
 fig, ax = plt.subplots(figsize=(7, 3))
 names = list(quality)
 ax.errorbar([1000 * quality[name]["kid"] for name in names], range(len(names)), fmt="o",
-            xerr=[1000 * quality[name]["kid_std"] for name in names], capsize=3)
+            xerr=[1000 * quality[name]["kid_se"] for name in names], capsize=3)
 ax.set_yticks(range(len(names)), names)
 ax.invert_yaxis()
 ax.axvline(0, color="k", lw=0.5)
-ax.set(xlabel="KID x 1000 (lower is better), ± its standard deviation",
+ax.set(xlabel="KID x 1000 (lower is better), ± its standard error",
        title=f"KID of this run's {n_scored} images per row")
 fig.tight_layout()
 plt.show()
@@ -225,17 +267,19 @@ display(Markdown(report.quality_curves_table(table)))
 # %% [markdown]
 # Two levers, read off the table:
 #
-# - **Steps.** Pixel DDIM 20 (35 ms per image) scores what DDIM 50 and 100 score (FID 105-106, KID x 1000 32-34,
-#   within KID's ±1.3), at a fifth of DDIM 100's time and a fiftieth of DDPM 1000's (1,794 ms). DDPM 1000 has
-#   the best FID (99.3) and the worst pixel KID (42.3): the metrics disagree there. Below 20 steps quality
-#   goes: DDIM 10 scores FID 115.6.
+# - **Steps.** Pixel DDIM 20 (35 ms per image) scores what DDIM 50 and 100 score (FID 105-106, KID x 1000 32-34;
+#   against DDIM 100 from the same noise, FID +0.7 ± 0.8 and KID -2.1 ± 0.9, `benchmarks/paired_differences.py`),
+#   at a fifth of DDIM 100's time and a fiftieth of DDPM 1000's (1,794 ms). DDPM 1000 has the best FID (99.3)
+#   and the worst pixel KID (42.1): against DDIM 20, FID -6.9 ± 1.9 and KID +10.3 ± 2.4, so the metrics truly
+#   disagree there. Below 20 steps quality goes: DDIM 10 scores FID 115.6, +9.3 ± 1.1 over DDIM 20.
 # - **Values per step.** Latent DDIM takes 8, 13 and 30 ms per image at 10, 20 and 50 steps: latent DDIM 50 is
 #   3.2x cheaper than pixel DDIM 50 (95 ms) and 60x cheaper than DDPM 1000. (The latent rows were timed on a day
 #   when the machine ran 2.1x slower, measured with pixel DDIM 50 beside them, and are scaled by that ratio.)
 # - **But not yet at comparable quality.** With the adversarial decoder (lesson 04) every latent row scores FID
-#   123-125 and KID x 1000 67-69, whatever its steps, against the pixel model's 105 and 33, and above its own
-#   VAE's reconstructions (90.8 and 30.3). The grey cross is the same latent UNet decoded by the L1 decoder it
-#   replaced (FID 141.5, KID 102.2; its reconstructions 102.8 and 53.6): the decoder stage closed half of the KID
+#   123-125 and KID x 1000 67-69, whatever its steps, against the pixel model's 105 and 33 (latent DDIM 50 against
+#   pixel DDIM 50: FID +17.8 ± 2.1, KID +34.0 ± 2.9), and above its own
+#   VAE's reconstructions (90.8 and 30.2). The grey cross is the same latent UNet decoded by the L1 decoder it
+#   replaced (FID 141.5, KID 102.0; its reconstructions 102.8 and 53.4): the decoder stage closed half of the KID
 #   gap to the pixel model, and no sampler setting closes the rest; the last section says what might.
 
 # %% [markdown]
@@ -297,8 +341,8 @@ print(f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 (ref
 print(f"Latent training from cached latents runs at {cached_rate / pixel_rate:.2f}x the pixel rate "
       f"(reference: 1.3x); with the encoder run per batch at {encoded_rate / pixel_rate:.2f}x.")
 for name, q in quality.items():
-    print(f"{name:>28}: FID {q['fid']:7.2f}   KID x 1000 {1000 * q['kid']:6.2f} ± {1000 * q['kid_std']:.2f}   "
-          f"({q['n']} images)")
+    fid, kid = report.fid_kid(q)
+    print(f"{name:>28}: FID {fid:>15}   KID x 1000 {kid:>14}   ({q['n']} images)")
 if profile.name == "smoke":
     print("\nThe smoke profile's nets are untrained: these numbers only show that the code runs.")
 
@@ -310,9 +354,9 @@ if profile.name == "smoke":
 # - **Values per step are the second.** The latent UNet runs on 12x fewer values, so even a wider latent UNet
 #   takes less time per step, and both levers multiply.
 # - **Where latent diffusion loses, here.** With the shipped models the latent path is 3.2x cheaper per image at
-#   50 steps and still clearly worse: KID x 1000 65.4 ± 1.7 against 32.6 ± 0.6 (the spread over three sampling
-#   seeds, `benchmarks/decoder_stage.py`). Lessons 04 and 05 measured why. The
-#   L1 decoder blurred (its reconstructions kept 42% of real images' fine detail, KID 53.6, already worse than the
+#   50 steps and still clearly worse: in the shipped table KID x 1000 67.1 against 33.1, a difference of
+#   34.0 ± 2.9; over three sampling seeds 65.4 and 32.6, spread 1.7 and 0.6 (`benchmarks/decoder_stage.py`).
+#   Lessons 04 and 05 measured why. The L1 decoder blurred (its reconstructions kept 42% of real images' fine detail, KID 53.4, already worse than the
 #   pixel model) and never learned to forgive the latent UNet's errors, about as large as noise of std 0.3 on real
 #   latents, which took it to KID 102. The adversarial decoder, trained on such noisy latents, lowered the floor to
 #   KID 30 and the samples to 67, with 0.5 dB less PSNR. What is left is the latent UNet's error, decoded: from the floor's 30 to 65. A longer latent training,

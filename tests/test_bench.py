@@ -122,6 +122,7 @@ def test_the_shipped_quality_table_is_one_protocol():
     assert table["samples"] == 500 and table["reference"].startswith("all 5170 CIFAR-10 training images")
     assert set(table["rows"]) <= set(labels) and "real test images" in table["rows"]
     assert all(row["n"] == 500 for row in table["rows"].values())
+    assert table["format"] == bench.FORMAT and all(row["fid_se"] > 0 and row["kid_se"] > 0 for row in table["rows"].values())
     real = table["rows"]["real test images"]
     assert all(row["fid"] > real["fid"] and row["kid"] > real["kid"] for label, row in table["rows"].items() if label != "real test images")
     # the latent model before and after the decoder stage, each with its decoder's reconstructions

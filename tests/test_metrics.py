@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from diffedu import metrics
+from diffedu.errors import DiffeduError
 from diffedu.data import load_cifar10, to_float
 
 
@@ -61,21 +62,78 @@ def test_fid_of_a_feature_set_with_itself_is_zero_and_grows_with_a_shift():
 def test_kid_is_about_zero_for_two_halves_and_positive_for_a_shift():
     g = torch.Generator().manual_seed(0)
     features = torch.randn(2000, 64, generator=g, dtype=torch.float64)
-    same_mean, same_std = metrics.kid(features[:1000], features[1000:], subsets=50, subset_size=500)
-    assert abs(same_mean) < 3 * same_std / math.sqrt(50) + 1e-3
-    shifted_mean, _ = metrics.kid(features[:1000] + 0.3, features[1000:], subsets=50, subset_size=500)
-    assert shifted_mean > 0.05 and shifted_mean > 20 * abs(same_mean)
+    same = metrics.scores_of(features[:1000], features[1000:])
+    assert abs(same["kid"]) < 3 * same["kid_se"] + 1e-3
+    shifted = metrics.kid(features[:1000] + 0.3, features[1000:])
+    assert shifted > 0.05 and shifted > 20 * abs(same["kid"])
 
 
 def test_kid_is_unbiased_at_small_counts_where_fid_is_not():
     """Same distribution, few samples: FID comes out well above 0, KID is 0 on average over draws."""
     g = torch.Generator().manual_seed(1)
-    reference = torch.randn(2000, 32, generator=g, dtype=torch.float64)
+    reference = metrics.Reference(torch.randn(2000, 32, generator=g, dtype=torch.float64))
     draws = [torch.randn(50, 32, generator=g, dtype=torch.float64) for _ in range(40)]
-    fids = torch.tensor([metrics.fid(x, reference) for x in draws])
-    kids = torch.tensor([metrics.kid(x, reference, subsets=5)[0] for x in draws])
+    fids = torch.tensor([metrics.fid(x, reference.features) for x in draws])
+    kids = torch.tensor([metrics.kid_and_influence(x, reference)[0] for x in draws])
     assert fids.mean() > 10 * fids.std() / math.sqrt(40)  # biased: clearly above 0
     assert abs(kids.mean()) < 3 * kids.std() / math.sqrt(40)  # unbiased: 0 within its standard error
+
+
+@pytest.mark.parametrize("n, d", [(60, 100), (300, 20)])  # fewer samples than features (as 500 vs 2048), and more
+def test_scores_with_their_influence_equal_the_closed_forms(n, d):
+    g = torch.Generator().manual_seed(3)
+    reference = torch.randn(400, d, generator=g, dtype=torch.float64) @ random_covariance(d, g)
+    features = torch.randn(n, d, generator=g, dtype=torch.float64) + 0.2
+    row = metrics.scores_of(features, reference)
+    assert row["fid"] == pytest.approx(metrics.fid(features, reference), rel=1e-6)  # square roots of rounding-size eigenvalues
+    assert row["kid"] == pytest.approx(metrics.mmd2_unbiased(features, reference), rel=1e-9)
+
+
+def test_influence_standard_errors_agree_with_the_jackknife():
+    """Leaving each sample out in turn (the jackknife) gives the same standard error to first order."""
+    g = torch.Generator().manual_seed(4)
+    d = 40
+    reference = metrics.Reference(torch.randn(300, d, generator=g, dtype=torch.float64))
+    features = torch.randn(30, d, generator=g, dtype=torch.float64) * 1.2 + 0.3  # fewer samples than features
+    for score in (metrics.fid_and_influence, metrics.kid_and_influence):
+        _, influence = score(features, reference)
+        left_out = torch.tensor([score(features[torch.arange(30) != i], reference)[0] for i in range(30)])
+        jackknife = math.sqrt(29 / 30 * (left_out - left_out.mean()).square().sum())
+        assert metrics.standard_error(influence) == pytest.approx(jackknife, rel=0.15), score.__name__
+
+
+@pytest.mark.parametrize("spread, shift", [(torch.linspace(0.6, 1.4, 96), 0.15), (torch.ones(96), 0.0)])
+def test_standard_errors_predict_the_spread_over_independent_sample_sets(spread, shift):
+    """What a standard error promises: draw many independent sets of samples from one model, and their scores
+    spread by about the SE that each set estimates of itself; like the jackknife's, a little more, never less.
+    Fewer samples than features, as 500 vs 2048; a model unlike the reference, and one equal to it (KID 0)."""
+    g = torch.Generator().manual_seed(5)
+    reference = metrics.Reference(torch.randn(1000, 96, generator=g, dtype=torch.float64))
+    rows = [metrics.scores_of(torch.randn(80, 96, generator=g, dtype=torch.float64) * spread.double() + shift, reference)
+            for _ in range(300)]
+    for name in ("fid", "kid"):
+        true_spread = torch.tensor([row[name] for row in rows]).std()
+        estimated = torch.tensor([row[f"{name}_se"] for row in rows]).mean()
+        assert 0.95 < estimated / true_spread < 1.5, (name, float(estimated), float(true_spread))
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_the_standard_error_of_a_difference_predicts_its_spread(paired):
+    """Two samplers of one model from the same noise: the scores' difference spreads far less than either score,
+    and its SE says by how much. Independent sets: the SE of their difference is about sqrt(se_1^2 + se_2^2)."""
+    g = torch.Generator().manual_seed(6)
+    reference = metrics.Reference(torch.randn(1000, 96, generator=g, dtype=torch.float64))
+    rows = []
+    for _ in range(300):
+        noise = torch.randn(80, 96, generator=g, dtype=torch.float64)
+        other = noise if paired else torch.randn(80, 96, generator=g, dtype=torch.float64)
+        rows.append(metrics.difference(noise * 1.2 + 0.1, other * 1.1 + 0.2 * noise.roll(1, 1), reference))
+    for name in ("fid", "kid"):
+        true_spread = torch.tensor([row[name] for row in rows]).std()
+        estimated = torch.tensor([row[f"{name}_se"] for row in rows]).mean()
+        assert 0.95 < estimated / true_spread < 1.5, (name, float(estimated), float(true_spread))
+    with pytest.raises(DiffeduError, match="sets of one size"):
+        metrics.difference(noise[:5], noise, reference)
 
 
 def test_mmd_matches_a_direct_sum_over_pairs():

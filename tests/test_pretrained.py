@@ -23,12 +23,24 @@ def test_each_checkpoint_ships_with_a_card_and_its_recipe(name):
     for fact in ("data", "recipe", "reproduce", "hardware"):
         assert fact in card
     assert "python -m diffedu fid" in card or "python -m diffedu guidance" in card, "the card says how its scores were measured"
-    assert re.search(r"FID [0-9.]+, KID x 1000 [0-9.]+|\| w = 3 \| [0-9.]+ \| [0-9.]+", card), "the card gives its measured FID and KID"
+    assert re.search(r"FID [0-9.]+ ± [0-9.]+, KID x 1000 [0-9.]+ ± [0-9.]+|\| w = 3 \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ ± [0-9.]+", card), \
+        "the card gives its measured FID and KID, each with its standard error"
     meta = checkpoint.read_meta(pretrained.path(name))
     recipe = get_recipe(name)
     assert meta["recipe"] == name and recipe.finished(meta)  # all its steps, or all its minutes
     assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in recipe.model} == recipe.model
     assert meta["kind"] == ("unet" if recipe.kind in ("ddpm", "latent") else "vae") and meta.get("vae") == recipe.vae
+
+
+@pytest.mark.parametrize("name, rows", [
+    ("ddpm-cifar10", ["DDIM 100"]), ("vae-cifar10", ["L1-decoder reconstructions"]),
+    ("vae-cifar10-gan", ["VAE reconstructions of them"]), ("ldm-cifar10", ["latent DDIM 50", "latent DDIM 50, L1 decoder"]),
+])
+def test_each_card_cites_the_shipped_quality_table(name, rows):
+    table, card = pretrained.quality_table()["rows"], pretrained.card(name)
+    for row in [table[label] for label in [*rows, "real test images"]]:
+        assert (f"FID {row['fid']:.2f} ± {row['fid_se']:.2f}, KID x 1000 {1000 * row['kid']:.2f} ± "
+                f"{1000 * row['kid_se']:.2f}") in card
 
 
 def test_the_latent_models_decode_with_the_adversarial_decoder_on_the_encoder_they_learned():
@@ -77,7 +89,9 @@ def test_the_conditional_model_ships_its_guidance_curve():
     rows = curve["scales"]
     assert [r["guidance"] for r in rows.values()] == [0.0, 1.0, 3.0, 5.0] and curve["samples"] == 500
     assert rows["3.0"]["accuracy"] > 2 * rows["0.0"]["accuracy"]  # guidance makes the classes recognisable
-    assert f"{rows['3.0']['fid']:.2f}" in pretrained.card("ldm-cifar10-cond")  # the card cites the shipped curve
+    card = pretrained.card("ldm-cifar10-cond")  # the card cites the shipped curve, with its standard errors
+    assert f"{rows['3.0']['fid']:.2f} ± {rows['3.0']['fid_se']:.2f}" in card
+    assert f"{1000 * rows['3.0']['kid']:.2f} ± {1000 * rows['3.0']['kid_se']:.2f}" in card
     with pytest.raises(DiffeduError, match="ships no guidance curve"):
         pretrained.guidance_curve("ldm-cifar10")
 
