@@ -242,7 +242,7 @@ def guidance_curve(pipe, train, test, samples: int = 500, reference: int | None 
         features = metrics.inception_features(images, device=device)
         rows[str(w)] = {"guidance": w, **metrics.scores_of(features, scored_against), "accuracy": probe.accuracy(features, classes)}
     return {"format": FORMAT, "samples": samples, "steps": steps,
-            "reference": f"the first {reference} CIFAR-10 training images",
+            "reference": f"{'all' if reference == len(train) else 'the first'} {reference} CIFAR-10 training images",
             "scales": rows,
             "real test images": {**metrics.scores_of(test_features, scored_against),
                                  "accuracy": probe.accuracy(test_features, test.labels[:samples])},

@@ -435,6 +435,7 @@ def guidance_cmd(args) -> None:
     train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
     curve = bench.guidance_curve(pipe, train, test, args.samples, args.reference, args.scales, args.steps,
                                  args.batch_size, args.device)
+    curve["vae"] = checkpoint.read_meta(pretrained.resolve(args.ckpt)).get("vae")  # what decoded the samples
     print(report.guidance_table(curve))
     print(f"\nwrote {bench.save(curve, out)}")
 

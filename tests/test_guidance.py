@@ -141,7 +141,8 @@ def test_train_and_sample_a_class_conditional_latent_model(tiny_cifar, tmp_path,
     assert cli.main(["guidance", "--ckpt", str(out), "--samples", "8", "--reference", "12", "--scales", "0", "3",
                      "--steps", "2", "--data", str(tiny_cifar), "--out", str(curve)]) == 0
     result = bench.load(curve)
-    assert list(result["scales"]) == ["0.0", "3.0"] and result["samples"] == 8
+    assert list(result["scales"]) == ["0.0", "3.0"] and result["samples"] == 8 and result["vae"] == "vae-cifar10"
+    assert result["reference"] == "the first 12 CIFAR-10 training images"
     for row in [*result["scales"].values(), result["real test images"]]:
         assert row["n"] == 8 and 0 <= row["accuracy"] <= 1 and math.isfinite(row["fid"])
     assert "| w = 3 | 8 |" in capsys.readouterr().out
