@@ -140,15 +140,6 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(within_x + within_y - 2 * k_xy.mean())
 
 
-def kid(features: torch.Tensor, reference: torch.Tensor) -> float:
-    """KID: the unbiased squared MMD between the two whole sets of features. About 0 for the same distribution.
-    (Binkowski et al. average it over subsets of 1,000 to bound the cost at 50,000 images; at the course's
-    counts the whole sets cost no more, and leave no resampling noise.)"""
-    if min(len(features), len(reference)) < 2:
-        raise DiffeduError("KID needs at least 2 images in each set")
-    return mmd2_unbiased(features.double(), reference.double())
-
-
 # ---- standard errors ---------------------------------------------------------------
 # A score measured on n samples is itself random: another n samples of the same model score differently.
 # Its standard error, the spread to expect from that, is estimated from the n samples at hand through each
@@ -195,8 +186,10 @@ def fid_and_influence(features: torch.Tensor, reference: Reference) -> tuple[flo
 
 
 def kid_and_influence(features: torch.Tensor, reference: Reference) -> tuple[float, torch.Tensor]:
-    """KID against the reference, and each sample's influence on it: 2 (a_i - b_i), a_i the sample's mean kernel
-    with the other samples, b_i with the reference images."""
+    """KID against the reference: mmd2_unbiased of the two whole sets (Binkowski et al. average it over subsets of
+    1,000 to bound its cost at 50,000 images; at the course's counts the whole sets cost no more and leave no
+    resampling noise). And each sample's influence on it: 2 (a_i - b_i), a_i the sample's mean kernel with the
+    other samples, b_i with the reference images."""
     x = features.double()
     n = len(x)
     if n < 2:
