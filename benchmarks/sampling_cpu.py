@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffedu import measure  # noqa: E402
 from diffedu.pipelines import load_pipeline  # noqa: E402
-from diffedu.runs import hardware  # noqa: E402
+from diffedu.env import hardware  # noqa: E402
 
 
 def ms_per_step(unet, x, repeats: int) -> float:

@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffedu import data, env  # noqa: E402
 from diffedu.recipes import get_recipe  # noqa: E402
-from diffedu.runs import SHIPPED, hardware  # noqa: E402
+from diffedu.env import hardware  # noqa: E402
+from diffedu.runs import SHIPPED  # noqa: E402
 
 
 def random_batches(recipe, batch: int, device):

@@ -5,7 +5,7 @@ The modules, in layers: each imports only from the layers below it.
     cli          python -m diffedu train | sample | fid | bench | student
     check        the checks of the lessons' exercises;  classroom: the student edition
     bench        pixel vs latent, DDPM vs DDIM: time, memory, FID/KID;  report: its markdown tables
-    pipelines    a model made ready to sample: PixelDiffusion, LatentDiffusion, load_pipeline
+    pipelines    a model made ready to sample: Diffusion, LatentDiffusion, load_pipeline
     profiles     DIFFEDU_PROFILE (smoke | cpu | gpu): how much a lesson does, and its recipes
     recipes      how to train each model, by name: kind, architecture, steps, batch, learning rate
     pretrained   shipped checkpoints by name, and their cards

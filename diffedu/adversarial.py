@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint
 from .training import Trainer
 from .vae import VAE
 

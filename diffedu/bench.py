@@ -31,7 +31,7 @@ from . import checkpoint, data, env, measure, metrics, pretrained
 from .errors import DiffeduError
 from .latent import encode_latents
 from .nets import UNet, UNetConfig, count_parameters
-from .pipelines import LatentDiffusion, PixelDiffusion, load_pipeline, load_vae
+from .pipelines import Diffusion, LatentDiffusion, load_pipeline, load_vae
 from .profiles import Profile
 from .training import Trainer, eps_loss
 
@@ -92,11 +92,11 @@ def settings_for(profile: str, quick: bool = False, **overrides) -> BenchSetting
 
 @dataclass
 class Models:
-    pixel: PixelDiffusion
+    pixel: Diffusion
     latent: LatentDiffusion
     source: str
 
-    def of(self, method: Method) -> PixelDiffusion | LatentDiffusion:
+    def of(self, method: Method) -> Diffusion:
         return self.pixel if method.space == "pixel" else self.latent
 
 
@@ -105,12 +105,12 @@ def load_models(profile: Profile, device, pixel: str | None = None, latent: str 
     """Checkpoints by name or path when given, else tiny untrained nets in the smoke profile, else the shipped ones."""
     if profile.name == "smoke" and not (pixel or latent or vae):
         vae_net, schedule = profile.recipe("vae").build().to(device), profile.recipe("ddpm").noise_schedule()
-        return Models(PixelDiffusion(profile.recipe("ddpm").build().to(device), schedule),
+        return Models(Diffusion(profile.recipe("ddpm").build().to(device), schedule),
                       LatentDiffusion(vae_net, profile.recipe("latent").build().to(device), schedule),
                       "untrained smoke-profile nets (timings only; their FID/KID mean nothing)")
     pixel, latent = pixel or "ddpm-cifar10", latent or "ldm-cifar10"
     models = Models(load_pipeline(pixel, device), load_pipeline(latent, device, vae), f"pixel {pixel}, latent {latent}")
-    if not isinstance(models.pixel, PixelDiffusion):
+    if isinstance(models.pixel, LatentDiffusion):
         raise DiffeduError(f"{pixel} is a latent model; the pixel row needs a pixel UNet (e.g. ddpm-cifar10)")
     if not isinstance(models.latent, LatentDiffusion):
         raise DiffeduError(f"{latent} is a pixel model; the latent row needs a latent UNet (e.g. ldm-cifar10)")

@@ -27,7 +27,8 @@ from torch import nn
 from . import metrics
 from .adversarial import hinge_d_loss as _hinge_d_loss
 from .latent import measure_scale_factor
-from .nets import GaussianDenoiser, UNet, UNetConfig
+from .nets import UNet, UNetConfig
+from .oracles import GaussianDenoiser
 from .pipelines import LatentDiffusion
 from .samplers import DDIMScheduler, DDPMScheduler, ddim_sample, ddim_timesteps as _ddim_timesteps, ddpm_sample
 from .samplers import _noise_like as _noise  # a step's fresh noise, drawn as diffedu's own samplers draw it

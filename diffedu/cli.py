@@ -21,7 +21,6 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,7 +29,6 @@ from PIL import Image
 from . import bench, checkpoint, data, env, metrics, pretrained, report, runs
 from .classroom import course_folder, student_edition
 from .errors import CheckpointError, DiffeduError
-from .nets import count_parameters
 from .pipelines import load_pipeline, load_vae
 from .profiles import PROFILES, get_profile
 from .recipes import KINDS, RECIPES, get_recipe
@@ -255,105 +253,11 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
 
 # ---- train -----------------------------------------------------------------------
 
-def choose_recipe(args, saved: dict | None):
-    """The recipe to train: the named one, else (on --resume) the saved run's, else the profile's for the kind.
-    Refused when it trains another kind than asked for, or than the run being resumed."""
-    if args.recipe:
-        recipe = get_recipe(args.recipe)
-    elif saved and not args.profile:
-        recipe = get_recipe(saved["recipe"])
-    else:
-        recipe = get_profile(args.profile).recipe(args.kind or (get_recipe(saved["recipe"]).kind if saved else "ddpm"))
-    check_kind(recipe, args.kind)
-    if args.cond:
-        recipe = recipe.with_classes()
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
-                 "minutes": args.minutes}
-    if saved:
-        if args.cond and not saved["config"].get("num_classes"):
-            raise DiffeduError("the run you are resuming is not class-conditional, and a model keeps its conditioning")
-        overrides["model"] = saved["config"]  # a resumed run keeps its own architecture
-        if get_recipe(saved["recipe"]).kind != recipe.kind:
-            raise DiffeduError(f"the run you are resuming trains a {get_recipe(saved['recipe']).kind} model, recipe "
-                               f"{recipe.name} a {recipe.kind} one: resume it without --recipe/--profile")
-        if args.schedule and saved.get("schedule") not in (None, args.schedule):
-            raise DiffeduError(f"the run you are resuming learned the {saved['schedule']} schedule, and a model keeps its schedule")
-        overrides["schedule"] = saved.get("schedule", args.schedule)
-    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def check_out(args, out: str) -> dict | None:
-    """Never overwrite a model without being asked; fail before training if `out` cannot be written.
-    Returns the saved run's config on --resume."""
-    saved = None
-    if args.resume:
-        if not checkpoint.exists(out):
-            raise CheckpointError(f"nothing to resume at {out}: train without --resume first")
-        saved = checkpoint.read_meta(out)
-        if "optimizer" not in saved or saved.get("recipe") not in RECIPES:
-            raise CheckpointError(f"{out} was not saved by a training run this diffedu can resume (no optimizer state "
-                                  "or recipe): train a new one with another --out")
-    elif checkpoint.exists(out) and not args.force:
-        step = checkpoint.read_meta(out).get("step", "?")
-        raise CheckpointError(f"{checkpoint.paths(out)[0]} already holds a model ({step} steps). Continue it with --resume, "
-                              "choose another --out, or replace it with --force")
-    checkpoint.check_writable(out)
-    return saved
-
-
-def vae_for_latent(args, recipe, saved: dict | None, device):
-    """The VAE a latent run learns; a resumed run keeps the one it started with."""
-    name = saved["vae"] if saved else (args.vae or recipe.vae or "runs/vae/model")
-    if saved and args.vae and pretrained.reference(args.vae) != name:
-        raise DiffeduError(f"this run learns the latents of {name}; resuming it with {args.vae} would mix two latent spaces. "
-                           "Resume without --vae, or train a new run with another --out")
-    vae = load_vae(name, device)
-    runs.check_vae(vae, name, saved)
-    return vae, pretrained.reference(name)
-
-
-def check_kind(recipe, kind: str | None) -> None:
-    if recipe and kind and kind != recipe.kind:
-        raise DiffeduError(f"recipe {recipe.name} trains a {recipe.kind} model, not a {kind} one: "
-                           f"drop `{kind}`, or choose a {kind} recipe")
-
-
 def train(args) -> None:
-    asked = get_recipe(args.recipe) if args.recipe else None
-    check_kind(asked, args.kind)  # before anything is built or written
-    out = args.out or f"runs/{asked.kind if asked else args.kind or 'ddpm'}/model"
-    saved = check_out(args, out)
-    recipe = choose_recipe(args, saved)
-    device = env.get_device(args.device)
-    env.seed_everything(args.seed)
-    model = checkpoint.build_model(saved, out) if saved else recipe.build(args.vae) if recipe.kind == "decoder" else None
-    trainer = recipe.trainer(device, model, **speed_options(args, device))
-    cifar = data.load_cifar10(args.data)
-    vae, vae_ref = vae_for_latent(args, recipe, saved, trainer.device) if recipe.kind == "latent" else (None, None)
-    if saved:
-        trainer.load(out)
-        for group in trainer.optimizer.param_groups if args.lr else []:
-            group["lr"] = args.lr  # the saved optimizer state carries the old rate
-    if args.steps and not args.minutes:
-        recipe = replace(recipe, minutes=None)  # --steps N trains N steps, not the recipe's minutes
-    steps = args.steps or recipe.steps - trainer.step
-    if steps < 1 or (saved and not args.steps and recipe.finished(saved)):
-        raise DiffeduError(f"{out} has already trained all of its recipe ({trainer.step} steps): pass --steps N to train "
-                           "N more (a timed recipe ends with a learning rate near 0: pass --lr too)")
-    length = f"{recipe.minutes:g} minutes of training in all" if recipe.minutes else f"steps {trainer.step} -> {trainer.step + steps}"
-    print(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
-          f"{len(cifar.images[: recipe.n_data])} training images, batch {recipe.batch_size}, {length}, on {trainer.device}")
-    runs.fit(trainer, recipe, out, cifar, steps, vae=vae, vae_ref=vae_ref, seed=args.seed, save_every=args.save_every)
-    recent = trainer.history[-50:]
-    print(f"saved {checkpoint.paths(out)[0]}; final loss {sum(recent) / max(1, len(recent)):.4f}")
-
-
-def speed_options(args, device: torch.device) -> dict:
-    """--compile and --channels-last, where "auto" turns on on CUDA what pays there: CUDA graphs, NHWC."""
-    cuda = device.type == "cuda"
-    mode = ("reduce-overhead" if cuda else "none") if args.compile == "auto" else args.compile
-    return {"compile": None if mode == "none" else mode,
-            "channels_last": cuda if args.channels_last is None else args.channels_last}
+    runs.train(args.recipe, args.out, kind=args.kind, profile=args.profile, data_root=args.data, vae=args.vae,
+               steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+               cond=args.cond, resume=args.resume, force=args.force, seed=args.seed, save_every=args.save_every,
+               device=args.device, compile=args.compile, channels_last=args.channels_last)
 
 
 def retrain_cmd(args) -> None:
@@ -365,9 +269,9 @@ def retrain_cmd(args) -> None:
     out = Path(args.export or Path(args.runs) / "shipped")
     for folder in (Path(args.runs), out):  # before any training
         env.check_writable(folder / names[0])
-    device = env.get_device(args.device)
     start = time.monotonic()
-    done = runs.retrain(names, args.runs, out, args.budget_minutes, args.data, device, **speed_options(args, device))
+    done = runs.retrain(names, args.runs, out, args.budget_minutes, args.data, args.device, compile=args.compile,
+                        channels_last=args.channels_last)
     minutes = (time.monotonic() - start) / 60
     if done:
         print(f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. Measure each "

@@ -1,5 +1,5 @@
 """Where diffedu keeps its files and where it computes: the home folder for downloads and caches,
-results computed once and kept there, the device, and seeds.
+results computed once and kept there, the device and the machine, and seeds.
 
     DIFFEDU_HOME   the home folder (default: data/ of the course checkout; for a pip-installed
                    package, ~/.cache/diffedu). CIFAR-10 downloads there; caches live in its
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import random
 from pathlib import Path
 from typing import Callable
@@ -101,3 +102,17 @@ def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torc
     save_file({"tensor": value.contiguous()}, str(partial))
     partial.replace(path)  # appears whole or not at all
     return value
+
+
+def machine(device: torch.device) -> dict:
+    """What `device` is, for a measurement's record: its name, threads, and the versions that ran."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device": str(device), "name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def hardware() -> str:
+    """What this machine trains on, in words, for a model card."""
+    where = (torch.cuda.get_device_name() if torch.cuda.is_available()
+             else f"{os.cpu_count()}-core CPU ({platform.machine()})")
+    return f"{where}, PyTorch {torch.__version__.split('+')[0]}"

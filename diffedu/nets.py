@@ -1,4 +1,4 @@
-"""The noise-predicting UNet, and an exact noise predictor for Gaussian data.
+"""The noise-predicting UNet.
 
 The UNet follows DDPM's (Ho et al. 2020, appendix B) at any size: a
 sinusoidal embedding of t, residual blocks with GroupNorm that add the time
@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import DiffeduError
-from .schedules import at
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -193,21 +192,3 @@ def check_positive(config, *names: str) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-class GaussianDenoiser(nn.Module):
-    """The exact noise predictor when the data is N(mean, std^2 I).
-
-    Then x_t ~ N(sqrt(ab) mean, ab std^2 + 1 - ab) and the best guess of the noise
-    is linear in x_t:  E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mean) / (ab std^2 + 1 - ab).
-    A sampler driven by it must return N(mean, std^2) samples: that is how the
-    samplers are tested, with no training involved.
-    """
-
-    def __init__(self, schedule, mean: float, std: float):
-        super().__init__()
-        self.schedule, self.mean, self.std = schedule, mean, std
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = at(self.schedule.alpha_bar, torch.as_tensor(t).expand(len(x)), x)
-        return (1 - ab).sqrt() * (x - ab.sqrt() * self.mean) / (ab * self.std**2 + 1 - ab)

@@ -3,7 +3,7 @@
     pipe = load_pipeline("ddpm-cifar10")        # or "ldm-cifar10", or a checkpoint path
     images = pipe.sample(16, steps=50)          # DDIM 50; sampler="ddpm" for all 1000 steps
 
-`PixelDiffusion` samples 32x32x3 images directly. `LatentDiffusion` samples 8x8x4 latents and decodes
+`Diffusion` samples 32x32x3 images directly. `LatentDiffusion` samples 8x8x4 latents and decodes
 them with its VAE. Both have the same `sample` and `sample_trajectory`, and `load_pipeline` builds
 either from a checkpoint, reading the noise schedule, the VAE and its scale factor from it.
 """
@@ -54,7 +54,8 @@ def real(value, what: str) -> float:
 
 
 class Diffusion:
-    """A noise predictor and the schedule it learned. `clip_x0`: clip predicted images to [-1, 1]."""
+    """A noise predictor and the schedule it learned: diffusion on 32x32x3 pixels, where what the UNet denoises is
+    the image (`LatentDiffusion` adds a VAE). `clip_x0`: clip predicted images to [-1, 1]."""
 
     clip_x0 = True
 
@@ -134,10 +135,6 @@ class Diffusion:
         return self.sample_trajectory(n, steps, frames=0, **kwargs).images
 
 
-class PixelDiffusion(Diffusion):
-    """Diffusion on 32x32x3 pixels: what the UNet denoises is the image."""
-
-
 class LatentDiffusion(Diffusion):
     """VAE + latent UNet + noise schedule: sample scaled latents, then decode them. Latents are not
     bounded like pixels, so predicted latents are not clipped."""
@@ -183,7 +180,7 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
     if vae_ref is None:
         if unet.config.in_channels != 3:
             raise CheckpointError(f"{name_or_path} is a latent model whose checkpoint names no VAE: pass the VAE it was trained on")
-        return PixelDiffusion(unet, schedule)
+        return Diffusion(unet, schedule)
     vae_model = load_vae(vae_ref, device)
     if not vae and meta.get("vae_fingerprint") not in (None, vae_fingerprint(vae_model)):
         raise CheckpointError(f"the VAE at {vae_ref} has changed since {name_or_path} was trained on its latents: "

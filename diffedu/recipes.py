@@ -25,7 +25,7 @@ from .adversarial import DecoderTrainer
 from .errors import DiffeduError
 from .nets import UNet, UNetConfig
 from .schedules import Schedule
-from .training import Trainer, class_eps_loss, eps_loss
+from .training import Trainer, eps_loss
 from .vae import VAE, VAEConfig, vae_loss
 
 KINDS = {"ddpm": "the pixel UNet", "vae": "the autoencoder", "latent": "a UNet on a VAE's latents",
@@ -86,9 +86,7 @@ class Recipe:
         if self.kind == "vae":
             return Trainer(model, loss_fn or vae_loss, lr=self.lr, device=device, meta=meta, **speed)
         schedule = self.noise_schedule()
-        if not loss_fn:
-            loss_fn = (partial(class_eps_loss, schedule=schedule, drop=self.label_dropout) if self.conditional
-                       else partial(eps_loss, schedule=schedule))
+        loss_fn = loss_fn or partial(eps_loss, schedule=schedule, drop=self.label_dropout)
         return Trainer(model, loss_fn, lr=self.lr, device=device, meta={**meta, "schedule": schedule.name, "T": schedule.T},
                        **speed)
 

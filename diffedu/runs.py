@@ -1,31 +1,150 @@
-"""Training runs on disk: a recipe trained into a checkpoint that survives Ctrl-C and deadlines, and
+"""Training runs on disk: `train`, the one place that knows how a run is assembled, resumed and saved, and
 `retrain`, which trains the shipped models one after another and exports them for shipping.
 
-    python -m diffedu retrain --all --budget-minutes 9     # repeat until it says "all done"
+    trainer = runs.train("smoke-ddpm", "runs/ddpm/model")          # from a notebook: one call
+    trainer = runs.train(out="runs/ddpm/model", resume=True)        # continue it (Ctrl-C saves first)
+    python -m diffedu train ddpm --steps 2000                       # the command line calls the same function
+    python -m diffedu retrain --all --budget-minutes 9              # repeat until it says "all done"
 
-Each call trains what the last one left (every run resumes from its checkpoint), so a long retrain can
-run in pieces that each fit a time limit.
+A run survives Ctrl-C and deadlines: each call trains what the last one left (every run resumes from its
+checkpoint), so a long retrain can run in pieces that each fit a time limit.
 """
 from __future__ import annotations
 
-import os
-import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from . import checkpoint, data, pretrained
+from . import checkpoint, data, env, pretrained
 from .errors import CheckpointError, DiffeduError
 from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
 from .pipelines import load_vae
-from .recipes import Recipe, get_recipe
+from .profiles import get_profile
+from .recipes import RECIPES, Recipe, get_recipe
 from .training import Trainer
 from .vae import VAE
 
 SHIPPED = ("vae-cifar10", "vae-cifar10-gan", "ldm-cifar10", "ldm-cifar10-cond", "ddpm-cifar10")  # each after what it needs
 _ORDER = ("vae", "decoder", "latent", "ddpm")
+
+
+def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, kind: str | None = None,
+          profile: str | None = None, data_root: str | Path | data.ImageSet | None = None, vae: str | Path | None = None,
+          steps: int | None = None, minutes: float | None = None, batch_size: int | None = None, lr: float | None = None,
+          schedule: str | None = None, cond: bool = False, resume: bool = False, force: bool = False, seed: int = 0,
+          save_every: int = 500, deadline: float | None = None, device=None, compile: str | None = "auto",
+          channels_last: bool | None = None, again: str = "") -> Trainer:
+    """Train a model by a recipe into the checkpoint `out`, or continue the run saved there (`resume`), and
+    return its Trainer (the trained network is `trainer.model`, its EMA `trainer.ema.model`).
+
+    `recipe`: a name or a Recipe; else, on `resume`, the saved run's; else `profile`'s recipe for `kind` (ddpm,
+    vae, latent, decoder). `vae`: for a latent run, the VAE whose latents it learns (default: the recipe's, else
+    runs/vae/model); for a decoder run, the VAE whose decoder it retrains. `steps`, `minutes`, `batch_size`, `lr`,
+    `schedule` override the recipe's (on `resume`, `steps` counts more steps; default: what is left); `cond`
+    makes a ddpm or latent model class-conditional. `data_root`: CIFAR-10's folder, or images already loaded.
+    `out` is never overwritten without `force`. Saved every `save_every` steps, at the end, on Ctrl-C and at
+    `deadline` (a `time.monotonic()` value). `compile`: a torch.compile mode, "auto" (CUDA graphs on CUDA, none
+    on a CPU) or None; `channels_last` (default: on CUDA). `again`: the command that continues the run."""
+    asked = recipe if isinstance(recipe, Recipe) or recipe is None else get_recipe(recipe)
+    _check_kind(asked, kind)  # before anything is built or written
+    out = str(out or Path("runs") / (asked.kind if asked else kind or "ddpm") / "model")
+    saved = _check_out(out, resume, force)
+    recipe = _choose_recipe(asked, kind, profile, saved, cond, dict(steps=steps, batch_size=batch_size, lr=lr,
+                                                                     schedule=schedule, minutes=minutes))
+    device = env.get_device(device)
+    env.seed_everything(seed)
+    model = checkpoint.build_model(saved, out) if saved else recipe.build(vae) if recipe.kind == "decoder" else None
+    trainer = recipe.trainer(device, model, **_speed(device, compile, channels_last))
+    cifar = data_root if isinstance(data_root, data.ImageSet) else data.load_cifar10(data_root)
+    vae_model, vae_ref = _vae_for_latent(vae, recipe, saved, trainer.device) if recipe.kind == "latent" else (None, None)
+    if saved:
+        trainer.load(out)
+        for group in trainer.optimizer.param_groups if lr else []:
+            group["lr"] = lr  # the saved optimizer state carries the old rate
+    if steps and not minutes:
+        recipe = replace(recipe, minutes=None)  # `steps` N trains N steps, not the recipe's minutes
+    steps = steps or recipe.steps - trainer.step
+    if steps < 1 or (saved and recipe.finished(saved) and steps == recipe.steps - trainer.step):
+        raise DiffeduError(f"{out} has already trained all of its recipe ({trainer.step} steps): pass --steps N to train "
+                           "N more (a timed recipe ends with a learning rate near 0: pass --lr too)")
+    length = f"{recipe.minutes:g} minutes of training in all" if recipe.minutes else f"steps {trainer.step} -> {trainer.step + steps}"
+    print(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
+          f"{len(cifar.images[: recipe.n_data])} training images, batch {recipe.batch_size}, {length}, on {trainer.device}")
+    fit(trainer, recipe, out, cifar, steps, vae=vae_model, vae_ref=vae_ref, seed=seed, save_every=save_every,
+        deadline=deadline, again=again)
+    recent = trainer.history[-50:]
+    print(f"saved {checkpoint.paths(out)[0]}; final loss {sum(recent) / max(1, len(recent)):.4f}")
+    return trainer
+
+
+def _check_kind(recipe: Recipe | None, kind: str | None) -> None:
+    if recipe and kind and kind != recipe.kind:
+        raise DiffeduError(f"recipe {recipe.name} trains a {recipe.kind} model, not a {kind} one: "
+                           f"drop `{kind}`, or choose a {kind} recipe")
+
+
+def _check_out(out: str, resume: bool, force: bool) -> dict | None:
+    """Never overwrite a model without being asked; fail before training if `out` cannot be written.
+    Returns the saved run's config when resuming."""
+    saved = None
+    if resume:
+        if not checkpoint.exists(out):
+            raise CheckpointError(f"nothing to resume at {out}: train without --resume first")
+        saved = checkpoint.read_meta(out)
+        if "optimizer" not in saved or saved.get("recipe") not in RECIPES:
+            raise CheckpointError(f"{out} was not saved by a training run this diffedu can resume (no optimizer state "
+                                  "or recipe): train a new one with another --out")
+    elif checkpoint.exists(out) and not force:
+        step = checkpoint.read_meta(out).get("step", "?")
+        raise CheckpointError(f"{checkpoint.paths(out)[0]} already holds a model ({step} steps). Continue it with --resume, "
+                              "choose another --out, or replace it with --force")
+    checkpoint.check_writable(out)
+    return saved
+
+
+def _choose_recipe(asked: Recipe | None, kind: str | None, profile: str | None, saved: dict | None, cond: bool,
+                   overrides: dict) -> Recipe:
+    """The recipe to train: the one asked for, else the resumed run's, else the profile's for the kind, with the
+    overrides given. Refused when it trains another kind than asked for, or than the run being resumed."""
+    if asked:
+        recipe = asked
+    elif saved and not profile:
+        recipe = get_recipe(saved["recipe"])
+    else:
+        recipe = get_profile(profile).recipe(kind or (get_recipe(saved["recipe"]).kind if saved else "ddpm"))
+    _check_kind(recipe, kind)
+    if cond:
+        recipe = recipe.with_classes()
+    if saved:
+        if cond and not saved["config"].get("num_classes"):
+            raise DiffeduError("the run you are resuming is not class-conditional, and a model keeps its conditioning")
+        overrides["model"] = saved["config"]  # a resumed run keeps its own architecture
+        if get_recipe(saved["recipe"]).kind != recipe.kind:
+            raise DiffeduError(f"the run you are resuming trains a {get_recipe(saved['recipe']).kind} model, recipe "
+                               f"{recipe.name} a {recipe.kind} one: resume it without --recipe/--profile")
+        if overrides["schedule"] and saved.get("schedule") not in (None, overrides["schedule"]):
+            raise DiffeduError(f"the run you are resuming learned the {saved['schedule']} schedule, and a model keeps its schedule")
+        overrides["schedule"] = saved.get("schedule", overrides["schedule"])
+    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _vae_for_latent(vae: str | Path | None, recipe: Recipe, saved: dict | None, device) -> tuple[VAE, str]:
+    """The VAE a latent run learns, and its reference for the checkpoint; a resumed run keeps the one it began with."""
+    name = saved["vae"] if saved else str(vae or recipe.vae or "runs/vae/model")
+    if saved and vae and pretrained.reference(vae) != name:
+        raise DiffeduError(f"this run learns the latents of {name}; resuming it with {vae} would mix two latent spaces. "
+                           "Resume without --vae, or train a new run with another --out")
+    model = load_vae(name, device)
+    check_vae(model, name, saved)
+    return model, pretrained.reference(name)
+
+
+def _speed(device, compile: str | None, channels_last: bool | None) -> dict:
+    """The Trainer's speed options, where "auto" turns on on CUDA what pays there: CUDA graphs, NHWC."""
+    cuda = device.type == "cuda"
+    mode = ("reduce-overhead" if cuda else None) if compile == "auto" else compile
+    return {"compile": None if mode == "none" else mode, "channels_last": cuda if channels_last is None else channels_last}
 
 
 def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet, steps: int, *, vae: VAE | None = None,
@@ -65,19 +184,12 @@ def check_vae(vae: VAE, name: str, saved: dict | None) -> None:
                               f"finish): finish it with `python -m diffedu train --out {name} --resume`")
 
 
-def hardware() -> str:
-    """What this machine trains on, in words, for a model card."""
-    where = (torch.cuda.get_device_name() if torch.cuda.is_available()
-             else f"{os.cpu_count()}-core CPU ({platform.machine()})")
-    return f"{where}, PyTorch {torch.__version__.split('+')[0]}"
-
-
 def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str | Path | None = None,
             budget_minutes: float | None = None, data_root: str | None = None, device=None, **speed) -> bool:
     """Train each named recipe into `runs/<name>` (resuming what an earlier call left) and export each finished
     one, float16 weights and a draft card, into `export_to` (default `runs/shipped`). A latent model learns the
     exported VAE when that is retrained too, so the pair ships together. Stops, saved, once `budget_minutes`
-    are spent. `speed`: the Trainer's compile and channels_last. Returns whether every model is done."""
+    are spent. `speed`: `train`'s compile and channels_last. Returns whether every model is done."""
     runs = Path(runs)
     export_to = Path(export_to or runs / "shipped")
     recipes = sorted((get_recipe(name) for name in dict.fromkeys(names)), key=lambda r: _ORDER.index(r.kind))
@@ -96,38 +208,25 @@ def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str 
         if not saved or not recipe.finished(saved):
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            base = _base_of(recipe, names, export_to)
-            trainer = recipe.trainer(device, checkpoint.build_model(saved, str(out)) if saved else recipe.build(base), **speed)
-            if saved:
-                trainer.load(out)
-            vae = vae_ref = None
-            if recipe.kind == "latent":
-                vae_name = _vae_of(recipe, recipes)
-                vae_ref = pretrained.reference(export_to / vae_name if vae_name in names else vae_name)
-                vae = load_vae(vae_ref, trainer.device)
-                check_vae(vae, vae_ref, saved)
-            print(f"{recipe.name}: {count_parameters(trainer.model) / 1e6:.2f}M parameters, batch {recipe.batch_size}, "
-                  + (f"{recipe.minutes:g} minutes of training in all" if recipe.minutes else f"steps {trainer.step} -> {recipe.steps}")
-                  + f" on {trainer.device}")
-            fit(trainer, recipe, out, cifar, recipe.steps - trainer.step, vae=vae, vae_ref=vae_ref, deadline=deadline,
-                again="the same retrain command")
+            trainer = train(recipe, out, vae=_vae_arg(recipe, recipes, names, export_to), data_root=cifar,
+                            resume=saved is not None, deadline=deadline, device=device, again="the same retrain command", **speed)
             if not recipe.finished(checkpoint.read_meta(out)):
                 print(f"{recipe.name}: out of time at step {trainer.step}, saved to {out}")
                 return False
         meta = checkpoint.read_meta(out)
         if not checkpoint.exists(shipped) or checkpoint.read_meta(shipped).get("seconds") != meta["seconds"]:
             export_to.mkdir(parents=True, exist_ok=True)
-            pretrained.export(out, shipped, hardware(), vae=_vae_of(recipe, recipes) if recipe.kind == "latent" else None)
+            pretrained.export(out, shipped, env.hardware(), vae=_vae_of(recipe, recipes) if recipe.kind == "latent" else None)
             Path(f"{shipped}.md").write_text(draft_card(recipe, checkpoint.read_meta(shipped)))
             print(f"{recipe.name}: exported to {checkpoint.paths(shipped)[0]} with a draft card")
     return True
 
 
-def _base_of(recipe: Recipe, names: list[str], export_to: Path) -> str | None:
-    """The VAE a decoder recipe starts from: the one exported beside it when that is retrained too."""
-    if recipe.kind != "decoder":
-        return None
-    return str(export_to / recipe.base) if recipe.base in names else recipe.base
+def _vae_arg(recipe: Recipe, recipes: list[Recipe], names: list[str], export_to: Path) -> str | None:
+    """The VAE a latent recipe learns or a decoder recipe starts from: the one exported beside it when that is
+    retrained too."""
+    name = recipe.base if recipe.kind == "decoder" else _vae_of(recipe, recipes) if recipe.kind == "latent" else None
+    return str(export_to / name) if name in names else name
 
 
 def _vae_of(recipe: Recipe, recipes: list[Recipe]) -> str:

@@ -29,31 +29,25 @@ from .measure import synchronize
 from .schedules import Schedule
 
 
-def eps_loss(model: nn.Module, x0: torch.Tensor, schedule: Schedule) -> torch.Tensor:
-    """DDPM's simple loss (Ho et al. eq. 14): noise x0 to a random step t and
-    ask the model for the noise: || eps - eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps, t) ||^2."""
-    t = torch.randint(0, schedule.T, (len(x0),), device=x0.device)
-    noise = torch.randn_like(x0)
-    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
-
-
 def drop_labels(labels: torch.Tensor, no_label: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each label replaced by `no_label` (the index after the classes) with probability p, on its own."""
     dropped = torch.rand(len(labels), generator=generator).to(labels.device) < p
     return torch.where(dropped, torch.full_like(labels, no_label), labels)
 
 
-def class_eps_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], schedule: Schedule,
-                   drop: float = 0.1, drop_labels: Callable = drop_labels) -> torch.Tensor:
-    """The same loss for a class-conditional model on (x0, labels) batches. Each label is replaced by "no
-    label" with probability `drop` (by `drop_labels`: lesson 07 passes the learner's), so that one model
-    learns both predictions that classifier-free guidance mixes, the conditional and the unconditional one
-    (Ho & Salimans 2022)."""
-    x0, labels = batch
-    labels = drop_labels(labels, model.config.num_classes, drop)
+def eps_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], schedule: Schedule,
+             drop: float = 0.1, drop_labels: Callable = drop_labels) -> torch.Tensor:
+    """DDPM's simple loss (Ho et al. eq. 14): noise x0 to a random step t and
+    ask the model for the noise: || eps - eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps, t) ||^2.
+
+    A class-conditional model trains on (x0, labels) batches, each label replaced by "no label" with
+    probability `drop` (by `drop_labels`: lesson 07 passes the learner's), so that one model learns both
+    predictions that classifier-free guidance mixes, the conditional and the unconditional one (Ho & Salimans 2022)."""
+    x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+    labels = () if labels is None else (drop_labels(labels, model.config.num_classes, drop),)
     t = torch.randint(0, schedule.T, (len(x0),), device=x0.device)
     noise = torch.randn_like(x0)
-    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t, labels), noise)
+    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t, *labels), noise)
 
 
 class EMA:

@@ -25,8 +25,9 @@ import torch
 from diffedu import check
 from diffedu.data import batches, load_cifar10
 from diffedu.env import get_device, seed_everything, shown
-from diffedu.nets import Attention, GaussianDenoiser, ResBlock, UNet, UNetConfig, count_parameters, timestep_embedding
-from diffedu.pipelines import PixelDiffusion, load_pipeline
+from diffedu.nets import Attention, ResBlock, UNet, UNetConfig, count_parameters, timestep_embedding
+from diffedu.oracles import GaussianDenoiser
+from diffedu.pipelines import Diffusion, load_pipeline
 from diffedu.profiles import get_profile
 from diffedu.samplers import Snapshots
 from diffedu.schedules import Schedule
@@ -151,7 +152,9 @@ print(f"loss of the untrained net: {eps_loss(model.to(device), x0, alpha_bar).it
 # everything one training run needs: the kind of model, its size, the steps, the batch size and the learning
 # rate. This profile's recipe for the pixel UNet is the one `python -m diffedu train ddpm` uses; the shipped
 # model below has a recipe too. `recipe.trainer()` builds a fresh UNet and its Trainer; we hand it **your**
-# loss. The loss curve redraws as it trains.
+# loss. The loss curve redraws as it trains. (To train any recipe with diffedu's own loss in one call, data, seed,
+# saving and resuming included, there is `runs.train(recipe, path)`: what `python -m diffedu train` runs, and
+# what lesson 03 calls when it needs this model.)
 
 # %%
 print(recipe)
@@ -292,7 +295,7 @@ assert abs(result.mean() - 0.2) < 0.01 and abs(result.std() - 0.3) < 0.01
 # profiles we sample from the model trained above.
 #
 # A **pipeline** holds a trained model with the noise schedule it learned: `load_pipeline` reads both from a
-# checkpoint, and `PixelDiffusion` puts them together for the model we just trained.
+# checkpoint, and `Diffusion` puts them together for the model we just trained.
 
 # %%
 from IPython.display import Markdown, display
@@ -303,7 +306,7 @@ if profile.pretrained:
     pipe = load_pipeline("ddpm-cifar10", device)
     display(Markdown(pretrained.card("ddpm-cifar10")))
 else:
-    pipe = PixelDiffusion(trainer.ema.model, schedule)
+    pipe = Diffusion(trainer.ema.model, schedule)
     print(f"sampling from the model trained above ({trainer.step} steps)")
 print(pipe.schedule)
 
@@ -327,7 +330,7 @@ plt.show()
 # samples above is GPU training time (`DIFFEDU_PROFILE=gpu`, or `python -m diffedu train --profile gpu`).
 
 # %%
-show_images(PixelDiffusion(trainer.ema.model, schedule).sample(steps=50, x_T=x_T), nrow=8,
+show_images(Diffusion(trainer.ema.model, schedule).sample(steps=50, x_T=x_T), nrow=8,
             title=f"your model after {trainer.step} steps ({profile.name} profile)")
 plt.show()
 

@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from diffedu import check, pretrained, report
-from diffedu.data import batches, load_cifar10, to_float
+from diffedu import check, pretrained, report, runs
+from diffedu.data import load_cifar10, to_float
 from diffedu.env import get_device, seed_everything, shown
-from diffedu.nets import GaussianDenoiser, count_parameters
+from diffedu.nets import count_parameters
+from diffedu.oracles import GaussianDenoiser
 from diffedu.pipelines import load_pipeline
 from diffedu.profiles import get_profile
 from diffedu.samplers import slerp
@@ -201,11 +202,7 @@ assert abs(q.std() - 0.3) < 0.01  # 100 quadratic steps: 1.9% short (the product
 
 # %%
 def train_as_in_lesson_02(path):
-    seed_everything(0)
-    recipe = profile.recipe("ddpm")
-    trainer = recipe.trainer(device)
-    images = load_cifar10().images[: recipe.n_data]
-    trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps).save(path)
+    runs.train(profile.recipe("ddpm"), path, device=device)  # lesson 02's recipe, seeded, saved to `path`
 
 
 which = profile.lesson_checkpoint("ddpm-cifar10", "02_ddpm", train_as_in_lesson_02)
@@ -224,17 +221,17 @@ print(f"{shown(which)}: a UNet with {count_parameters(model) / 1e6:.2f}M paramet
 seed_everything(1)
 n = profile.n_samples
 x_T = pipe.noise(n)
-runs = {}  # name -> (steps, seconds, images)
+timed = {}  # name -> (steps, seconds, images)
 start = time.perf_counter()
 images = pipe.sample(sampler="ddpm", x_T=x_T, generator=torch.Generator().manual_seed(2))  # diffedu's DDPM
-runs["DDPM"] = (1000, time.perf_counter() - start, images)
+timed["DDPM"] = (1000, time.perf_counter() - start, images)
 for steps in profile.ddim_steps:
     start = time.perf_counter()
     images = sample_ddim(model, x_T, alpha_bar, steps)
-    runs[f"DDIM {steps}"] = (steps, time.perf_counter() - start, images)
+    timed[f"DDIM {steps}"] = (steps, time.perf_counter() - start, images)
 
-fig, axes = plt.subplots(len(runs), 1, figsize=(0.6 * min(n, 8) + 1, 0.7 * len(runs) + 0.3))
-for ax, (name, (steps, seconds, images)) in zip(axes, runs.items()):
+fig, axes = plt.subplots(len(timed), 1, figsize=(0.6 * min(n, 8) + 1, 0.7 * len(timed) + 0.3))
+for ax, (name, (steps, seconds, images)) in zip(axes, timed.items()):
     show_images(images[:8], nrow=8, ax=ax)
     ax.set_title(f"{name}: {steps} steps, {seconds:.1f} s", fontsize=9)
 plt.tight_layout()
@@ -250,12 +247,12 @@ plt.show()
 # %%
 reference_steps = max(profile.ddim_steps) * 4
 reference = sample_ddim(model, x_T, alpha_bar, reference_steps)
-ddpm_seconds = runs["DDPM"][1]
+ddpm_seconds = timed["DDPM"][1]
 print(f"{n} images on {device}. Reference for the distance: DDIM with {reference_steps} steps.\n")
 print("| sampler | steps | seconds | ms per step | speed-up vs DDPM | distance to reference |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
 rows = []
-for name, (steps, seconds, images) in runs.items():
+for name, (steps, seconds, images) in timed.items():
     distance = (images - reference).abs().mean().item()
     rows.append((name, steps, seconds, distance))
     print(f"| {name} | {steps} | {seconds:.2f} | {1000 * seconds / steps:.1f} | {ddpm_seconds / seconds:.1f}x "

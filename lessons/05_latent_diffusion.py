@@ -20,14 +20,14 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from diffedu import check, checkpoint, pretrained
+from diffedu import check, pretrained, runs
 from diffedu.data import batches, load_cifar10, to_float
 from diffedu.env import get_device, seed_everything, shown
-from diffedu.latent import cached_latents, calibrate
+from diffedu.latent import cached_latents
 from diffedu.measure import median_seconds
 from diffedu.metrics import fine_detail
 from diffedu.nets import count_parameters
-from diffedu.pipelines import LatentDiffusion, PixelDiffusion, load_pipeline, load_vae
+from diffedu.pipelines import Diffusion, LatentDiffusion, load_pipeline, load_vae
 from diffedu.profiles import get_profile
 from diffedu.samplers import DDIMScheduler
 from diffedu.viz import LiveLoss, show_images
@@ -47,12 +47,7 @@ images = load_cifar10().images[: recipe.n_data]
 
 # %%
 def train_as_in_lesson_04(path):
-    seed_everything(0)
-    vae_recipe = profile.recipe("vae")
-    trainer = vae_recipe.trainer(device)
-    trainer.fit(batches(images, vae_recipe.batch_size, device=device), vae_recipe.steps)
-    calibrate(trainer.ema.model, images)
-    checkpoint.save_model(path, trainer.ema.model, recipe=vae_recipe.name, step=trainer.step)
+    runs.train(profile.recipe("vae"), path, device=device)  # seeded; a finished VAE gets its scale factor measured
 
 
 which = profile.lesson_checkpoint("vae-cifar10-gan", "04_vae", train_as_in_lesson_04)
@@ -230,7 +225,7 @@ for name, value in details.items():
 # pixel UNet (its weights do not matter for timing). Lesson 06 measures all of it properly.
 
 # %%
-pixel = load_pipeline("ddpm-cifar10", device) if profile.pretrained else PixelDiffusion(
+pixel = load_pipeline("ddpm-cifar10", device) if profile.pretrained else Diffusion(
     profile.recipe("ddpm").build().to(device), pipeline.schedule)
 n = profile.n_samples
 x_pixels, x_latents = pixel.noise(n), pipeline.noise(n)

@@ -30,7 +30,7 @@ from diffedu.latent import cached_latents
 from diffedu.nets import UNet, UNetConfig, count_parameters
 from diffedu.pipelines import LatentDiffusion, load_pipeline, load_vae
 from diffedu.profiles import get_profile
-from diffedu.training import class_eps_loss
+from diffedu.training import eps_loss
 from diffedu.viz import LiveLoss, show_images
 from diffedu.widgets import guidance_widget, image_slider
 
@@ -83,7 +83,7 @@ def drop_labels(labels: torch.Tensor, no_label: int, p: float,
 check.drop_labels(drop_labels)
 
 # %% [markdown]
-# The training loss (`diffedu.training.class_eps_loss`) takes your dropout.
+# The training loss (`diffedu.training.eps_loss`, lesson 02's, given (image, label) batches) takes your dropout.
 #
 # We train on lesson 05's cached latents, each with its image's label (the mirrored copies keep theirs). A short
 # live run shows the loss; the samples below come from the shipped `ldm-cifar10-cond` in the cpu profile (the
@@ -95,7 +95,7 @@ images, labels = train.images[: recipe.n_data], train.labels[: recipe.n_data]
 latents, latent_labels = cached_latents(vae, images), labels.repeat(2)  # the images, then their mirror images
 demo_steps = recipe.steps if not profile.pretrained else 200
 seed_everything(0)
-loss = partial(class_eps_loss, schedule=recipe.noise_schedule(), drop=recipe.label_dropout, drop_labels=drop_labels)
+loss = partial(eps_loss, schedule=recipe.noise_schedule(), drop=recipe.label_dropout, drop_labels=drop_labels)
 trainer = recipe.trainer(device, loss_fn=loss)
 print(f"{len(latents)} labelled latents; training {demo_steps} steps, batch {recipe.batch_size}")
 trainer.fit(batches(latents, recipe.batch_size, labels=latent_labels, flip=False, device=device), demo_steps,

@@ -9,7 +9,8 @@ from conftest import write_batch
 
 from diffedu import checkpoint, cli, data, env, pretrained
 from diffedu.errors import CheckpointError, DataError, DiffeduError
-from diffedu.nets import GaussianDenoiser, UNet, UNetConfig
+from diffedu.nets import UNet, UNetConfig
+from diffedu.oracles import GaussianDenoiser
 from diffedu.pipelines import load_pipeline
 from diffedu.samplers import DDIMScheduler, DDPMScheduler, make_scheduler, sample_trajectory
 from diffedu.schedules import Schedule

@@ -10,10 +10,11 @@ from diffedu import bench, checkpoint, cli
 from diffedu.errors import DiffeduError
 from diffedu.metrics import LinearProbe
 from diffedu.nets import UNet, UNetConfig
+from diffedu.oracles import TwoGaussians
 from diffedu.pipelines import LatentDiffusion, load_pipeline
 from diffedu.samplers import DDIMScheduler, Guided, sample
-from diffedu.schedules import Schedule, at
-from diffedu.training import class_eps_loss
+from diffedu.schedules import Schedule
+from diffedu.training import eps_loss
 from diffedu.vae import VAE, VAEConfig
 
 COND = UNetConfig(in_channels=4, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
@@ -62,47 +63,27 @@ class Recorder(nn.Module):
 def test_labels_are_dropped_to_no_label_at_the_given_rate(drop):
     recorder, labels = Recorder(), torch.randint(0, 10, (20_000,))
     torch.manual_seed(0)
-    class_eps_loss(recorder, (torch.zeros(20_000, 1, 1, 1), labels), Schedule.linear(), drop=drop)
+    eps_loss(recorder, (torch.zeros(20_000, 1, 1, 1), labels), Schedule.linear(), drop=drop)
     seen = recorder.seen[0]
     dropped = seen == COND.num_classes
     assert dropped.float().mean().item() == pytest.approx(drop, abs=0.01)
     assert torch.equal(seen[~dropped], labels[~dropped])  # the others keep their own class
 
 
-class TwoGaussians(nn.Module):
-    """The exact noise predictor for data that is N(-M, S^2) (class 0) or N(+M, S^2) (class 1), half each.
-    Given the class it is the Gaussian one; without (label 2), the mixture's: the class posteriors p(k | x_t)
-    are known in closed form, and E[eps | x_t] is their average of the two."""
-
-    M, S = 1.0, 0.3
-
-    def __init__(self, schedule):
-        super().__init__()
-        self.schedule, self.config = schedule, UNetConfig(in_channels=1, image_size=1, channel_mult=(1,), num_classes=2)
-
-    def forward(self, x, t, y=None):
-        ab = at(self.schedule.alpha_bar, torch.as_tensor(t).expand(len(x)), x)
-        var = ab * self.S**2 + 1 - ab
-        means = torch.stack([-self.M * ab.sqrt(), self.M * ab.sqrt()])  # E[x_t | class]
-        eps = (1 - ab).sqrt() * (x - means) / var  # E[eps | x_t, class], per class
-        y = torch.full((len(x),), 2) if y is None else torch.as_tensor(y).expand(len(x))
-        posterior = torch.softmax(-((x - means) ** 2).sum(dim=(2, 3, 4)) / (2 * var.flatten()), dim=0)  # p(k | x_t)
-        mixture = (posterior.view(2, -1, 1, 1, 1) * eps).sum(0)
-        picked = eps.gather(0, y.clamp(max=1).view(1, -1, 1, 1, 1).expand(1, *x.shape))[0]
-        return torch.where((y == 2).view(-1, 1, 1, 1), mixture, picked)
+MEAN, STD = 1.0, 0.3
 
 
 @torch.no_grad()
 def test_guidance_moves_samples_towards_the_class_as_w_grows():
     schedule = Schedule.linear()
-    model = TwoGaussians(schedule)
+    model = TwoGaussians(schedule, MEAN, STD)
     x_T = torch.randn(4000, 1, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     scheduler = DDIMScheduler(schedule, clip_x0=False).set_timesteps(100)
     results = {w: sample(Guided(model, torch.ones(4000, dtype=torch.long), w), scheduler, x_T, progress=False) for w in (0, 1, 3)}
     in_class = {w: (x > 0).double().mean().item() for w, x in results.items()}
     assert in_class[0] == pytest.approx(0.5, abs=0.03)  # unconditional: the mixture, half each
-    assert in_class[1] > 0.99 and results[1].mean().item() == pytest.approx(TwoGaussians.M, abs=0.02)  # the class itself
-    assert results[1].std().item() == pytest.approx(TwoGaussians.S, rel=0.1)
+    assert in_class[1] > 0.99 and results[1].mean().item() == pytest.approx(MEAN, abs=0.02)  # the class itself
+    assert results[1].std().item() == pytest.approx(STD, rel=0.1)
     assert results[3].mean().item() > results[1].mean().item() > results[0].mean().item()  # w > 1 pushes further
     assert in_class[3] >= in_class[1]
 

@@ -3,7 +3,8 @@ from functools import partial
 import pytest
 import torch
 
-from diffedu.nets import GaussianDenoiser, UNet, UNetConfig, count_parameters, timestep_embedding
+from diffedu.nets import UNet, UNetConfig, count_parameters, timestep_embedding
+from diffedu.oracles import GaussianDenoiser
 from diffedu.schedules import Schedule
 from diffedu.training import Trainer, eps_loss
 

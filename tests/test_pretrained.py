@@ -9,7 +9,7 @@ from diffedu.checkpoint import CheckpointError
 from diffedu.data import to_float
 from diffedu.errors import DiffeduError
 from diffedu.metrics import psnr
-from diffedu.pipelines import LatentDiffusion, PixelDiffusion, load_pipeline
+from diffedu.pipelines import Diffusion, LatentDiffusion, load_pipeline
 from diffedu.recipes import get_recipe
 from diffedu.samplers import DDIMScheduler, sample
 
@@ -60,7 +60,7 @@ def test_shipped_checkpoints_fit_the_size_budget():
     assert total < 40 * 2**20
 
 
-@pytest.mark.parametrize("name, kind", [("ddpm-cifar10", PixelDiffusion), ("ldm-cifar10", LatentDiffusion)])
+@pytest.mark.parametrize("name, kind", [("ddpm-cifar10", Diffusion), ("ldm-cifar10", LatentDiffusion)])
 def test_shipped_pipelines_sample_images_in_range(name, kind):
     pipe = load_pipeline(name, "cpu")
     assert type(pipe) is kind and pipe.schedule.name == "linear" and pipe.schedule.T == 1000

@@ -6,7 +6,7 @@ sampler's doing, so its output can be held to the data distribution.
 import pytest
 import torch
 
-from diffedu.nets import GaussianDenoiser
+from diffedu.oracles import GaussianDenoiser
 from diffedu.samplers import (DDIMScheduler, DDPMScheduler, Snapshots, StepOutput, ddim_invert, ddim_sample, ddim_timesteps,
                               ddpm_sample, make_scheduler, sample, sample_trajectory, slerp)
 from diffedu.schedules import Schedule

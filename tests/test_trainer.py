@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffedu import checkpoint, data, runs
+from diffedu.errors import CheckpointError
 from diffedu.latent import vae_fingerprint
 from diffedu.nets import UNet, UNetConfig
 from diffedu.pipelines import load_pipeline, load_vae
@@ -176,3 +177,28 @@ def test_retrain_command(tiny_cifar, tmp_path, capsys):
     assert main(args) == 0
     assert "all done" in capsys.readouterr().out
     assert checkpoint.read_meta(tmp_path / "runs" / "shipped" / "smoke-vae")["step"] == 8
+
+
+def test_a_notebook_trains_any_recipe_in_one_call_and_resumes_it(tiny_cifar, tmp_path):
+    ddpm = runs.train("smoke-ddpm", tmp_path / "ddpm", data_root=tiny_cifar, device="cpu")
+    assert ddpm.step == get_recipe("smoke-ddpm").steps and checkpoint.read_meta(tmp_path / "ddpm")["recipe"] == "smoke-ddpm"
+    assert runs.train(out=tmp_path / "ddpm", resume=True, steps=2, data_root=tiny_cifar).step == ddpm.step + 2
+    vae = runs.train("smoke-vae", tmp_path / "vae", data_root=tiny_cifar)
+    assert vae.ema.model.config.scale_factor != 1.0  # a finished VAE has its scale factor measured, and saved with it
+    assert load_vae(tmp_path / "vae").config.scale_factor == vae.ema.model.config.scale_factor
+    latent = runs.train("smoke-latent", tmp_path / "latent", vae=tmp_path / "vae", data_root=tiny_cifar)
+    assert checkpoint.read_meta(tmp_path / "latent")["vae_fingerprint"] == vae_fingerprint(load_vae(tmp_path / "vae"))
+    assert load_pipeline(tmp_path / "latent", "cpu").sample(2, 2, progress=False).shape == (2, 3, 32, 32)
+    assert latent.step == get_recipe("smoke-latent").steps
+    with pytest.raises(CheckpointError, match="already holds a model"):
+        runs.train("smoke-ddpm", tmp_path / "ddpm", data_root=tiny_cifar)  # nothing replaced without force
+
+
+def test_the_train_command_is_one_call_of_runs_train(monkeypatch, tmp_path):
+    from diffedu import cli
+    calls = []
+    monkeypatch.setattr(runs, "train", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert cli.main(["train", "vae", "--profile", "smoke", "--steps", "3", "--out", str(tmp_path / "v"), "--seed", "4"]) == 0
+    (args, kwargs), = calls
+    assert args == (None, str(tmp_path / "v")) and kwargs["kind"] == "vae" and kwargs["profile"] == "smoke"
+    assert (kwargs["steps"], kwargs["seed"], kwargs["compile"]) == (3, 4, "auto")

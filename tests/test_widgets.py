@@ -1,6 +1,6 @@
 import torch
 
-from diffedu.nets import GaussianDenoiser
+from diffedu.oracles import GaussianDenoiser
 from diffedu.samplers import make_scheduler, sample_trajectory
 from diffedu.schedules import Schedule
 from diffedu.viz import grid

@@ -1,0 +1,53 @@
+"""Exact noise predictors: where the data's distribution is known, so is the best prediction of the noise,
+in closed form. A sampler, a loss or a guidance rule driven by one must give what theory says (samples of the
+data's distribution, the irreducible loss), with no training involved: tests, the exercises' checks and the
+lessons use them as ground truth.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .nets import UNetConfig
+from .schedules import Schedule, at
+
+
+class GaussianDenoiser(nn.Module):
+    """The exact noise predictor when the data is N(mean, std^2 I).
+
+    Then x_t ~ N(sqrt(ab) mean, ab std^2 + 1 - ab) and the best guess of the noise
+    is linear in x_t:  E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mean) / (ab std^2 + 1 - ab).
+    A sampler driven by it must return N(mean, std^2) samples: that is how the
+    samplers are tested, with no training involved.
+    """
+
+    def __init__(self, schedule: Schedule, mean: float, std: float):
+        super().__init__()
+        self.schedule, self.mean, self.std = schedule, mean, std
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = at(self.schedule.alpha_bar, torch.as_tensor(t).expand(len(x)), x)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * self.mean) / (ab * self.std**2 + 1 - ab)
+
+
+class TwoGaussians(nn.Module):
+    """The exact noise predictor for data that is N(-mean, std^2) (class 0) or N(+mean, std^2) (class 1), half
+    each, with class labels as a class-conditional UNet takes them (2: no label). Given the class it is the
+    Gaussian one; without, the mixture's: the class posteriors p(k | x_t) are known in closed form, and
+    E[eps | x_t] is their average of the two classes' predictions."""
+
+    def __init__(self, schedule: Schedule, mean: float = 1.0, std: float = 0.3):
+        super().__init__()
+        self.schedule, self.mean, self.std = schedule, mean, std
+        self.config = UNetConfig(in_channels=1, image_size=1, channel_mult=(1,), num_classes=2)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        ab = at(self.schedule.alpha_bar, torch.as_tensor(t).expand(len(x)), x)
+        var = ab * self.std**2 + 1 - ab
+        means = torch.stack([-self.mean * ab.sqrt(), self.mean * ab.sqrt()])  # E[x_t | class]
+        eps = (1 - ab).sqrt() * (x - means) / var  # E[eps | x_t, class], per class
+        y = torch.full((len(x),), 2) if y is None else torch.as_tensor(y).expand(len(x))
+        posterior = torch.softmax(-((x - means) ** 2).sum(dim=(2, 3, 4)) / (2 * var.flatten()), dim=0)  # p(k | x_t)
+        mixture = (posterior.view(2, -1, 1, 1, 1) * eps).sum(0)
+        picked = eps.gather(0, y.clamp(max=1).view(1, -1, 1, 1, 1).expand(1, *x.shape))[0]
+        return torch.where((y == 2).view(-1, 1, 1, 1), mixture, picked)
