@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from diffedu import bench, data, metrics  # noqa: E402
+from diffedu import data, evaluation, metrics  # noqa: E402
 from diffedu.latent import decode_latents, encode_latents  # noqa: E402
 from diffedu.metrics import fine_detail, psnr  # noqa: E402
 from diffedu.pipelines import load_pipeline, load_vae  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
     report("real test images (the yardstick)", [real])
     seeds = [1000 * s for s in range(args.seeds)]
     pixel = load_pipeline("ddpm-cifar10", "cpu")
-    report("ddpm-cifar10, DDIM 50 (the bar)", [bench.sample_images(pixel, n, 50, seed=s) for s in seeds])
+    report("ddpm-cifar10, DDIM 50 (the bar)", [evaluation.sample_images(pixel, n, steps=50, seed=s) for s in seeds])
     for name in args.vae:
         vae = load_vae(name, "cpu")
         print(f"\n{name}")
@@ -77,7 +77,7 @@ def main() -> None:
         noisy = z + 0.3 * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
         report("test latents + noise 0.3, decoded", [decode_latents(vae, noisy)])
         ldm = load_pipeline("ldm-cifar10", "cpu", vae=name)
-        report("ldm-cifar10, DDIM 50", [bench.sample_images(ldm, n, 50, seed=s) for s in seeds])
+        report("ldm-cifar10, DDIM 50", [evaluation.sample_images(ldm, n, steps=50, seed=s) for s in seeds])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from diffedu import bench, data, env, metrics  # noqa: E402
+from diffedu import data, env, evaluation, metrics  # noqa: E402
 
 PAIRS = [("DDIM 20", "DDIM 100"), ("DDIM 20", "DDIM 50"), ("DDIM 10", "DDIM 20"), ("DDPM 1000", "DDIM 20"),
          ("DDIM 10 quadratic", "DDIM 10"), ("DDIM 20 quadratic", "DDIM 20"), ("DDIM 50 quadratic", "DDIM 50"),
@@ -34,7 +34,7 @@ def main() -> None:
     def features(label: str):
         path = env.home() / "fid" / "quality-rows" / f"{label} ({args.samples}).safetensors"
         return env.cached_tensor(path, lambda: metrics.inception_features(
-            bench.quality_row_images(label, test.images[:args.samples], "cpu", pipes=pipes)[0]))
+            evaluation.quality_row_images(label, test.images[:args.samples], "cpu", pipes=pipes)[0]))
 
     print(f"{args.samples} images per row against all {len(train)} training images; ± the standard error of the difference")
     print("| difference | FID | KID x 1000 |\n|---|---|---|")

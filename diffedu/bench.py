@@ -11,12 +11,12 @@ untrained nets in the smoke profile):
   - FID and KID of each sampler's images against real training images, beside real test images and
     their VAE reconstructions (what a perfect model would score at the same count).
 The result is a JSON-ready dict whose rows are keyed by name (result["sampling"]["DDIM 100"]);
-`diffedu.report` turns it into markdown tables beside the course's reference numbers.
+`diffedu.report` turns it into markdown tables beside the course's reference numbers. The images are drawn and
+scored by `diffedu.evaluation`'s protocols; this module times them.
 """
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from contextlib import nullcontext
@@ -27,36 +27,22 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, env, measure, metrics, pretrained
+from . import data, env, measure
 from .errors import DiffeduError
+from .evaluation import Method, sample_images, score_sets
 from .latent import encode_latents
 from .nets import UNet, UNetConfig, count_parameters
-from .pipelines import Diffusion, LatentDiffusion, load_pipeline, load_vae
+from .pipelines import Diffusion, LatentDiffusion, load_pipeline
 from .profiles import Profile
 from .training import Trainer, eps_loss
 
-FORMAT = 3  # of the result dict; results of another format are measured again, not read
+FORMAT = 4  # of the result dict; results of another format are measured again, not read
 CIFAR_TRAIN_IMAGES = 50_000  # "100 epochs" means 100 passes over this many images
-YARDSTICKS = ("real test images", "VAE reconstructions of them")  # the reconstructions of the latent model's VAE
-L1_DECODER = "vae-cifar10"  # the VAE before its decoder stage (diffedu.adversarial): the quality table keeps its rows
-L1_RECONSTRUCTIONS = "L1-decoder reconstructions"
-
-
-@dataclass(frozen=True)
-class Method:
-    """One way to make images: a row of the sampling and quality tables."""
-
-    label: str
-    space: str  # "pixel" or "latent"
-    sampler: str  # "ddpm" or "ddim"
-    steps: int
-    spacing: str = "uniform"  # of DDIM's timesteps
-    vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
 
 
 def methods(ddim_steps: tuple[int, ...] = (100, 50)) -> list[Method]:
-    return [Method("DDPM 1000", "pixel", "ddpm", 1000), *(Method(f"DDIM {s}", "pixel", "ddim", s) for s in ddim_steps),
-            Method("latent DDIM 50", "latent", "ddim", 50)]
+    """The bench's rows: DDPM 1000, pixel DDIM at each step count, latent DDIM 50."""
+    return [Method.named(label) for label in ("DDPM 1000", *(f"DDIM {s}" for s in ddim_steps), "latent DDIM 50")]
 
 
 @dataclass(frozen=True)
@@ -133,33 +119,21 @@ def model_sizes(models: Models, device) -> dict[str, dict]:
 
 # ---- the measurements ------------------------------------------------------------
 
-def draw(models: Models, method: Method, n: int, seed: int, progress: bool = False) -> torch.Tensor:
-    """n images in [-1, 1]; the same seed gives the pixel samplers the same noise."""
-    return models.of(method).sample(n, method.steps, sampler=method.sampler, spacing=method.spacing,
-                                    generator=torch.Generator().manual_seed(seed), progress=progress)
-
-
-def sample_images(pipe, n: int, steps: int | None = None, sampler: str = "ddim", spacing: str = "uniform",
-                  batch_size: int = 100, seed: int = 0, eta: float = 0.0) -> torch.Tensor:
-    """n images on the CPU, drawn `batch_size` at a time, batch k from the seed `seed + k * batch_size`: the
-    protocol of every FID/KID the course ships, so that a row can be measured again and come out the same."""
-    runs = range(0, n, batch_size)
-    return torch.cat([pipe.sample(min(batch_size, n - start), steps, sampler=sampler, eta=eta, spacing=spacing, progress=False,
-                                  generator=torch.Generator().manual_seed(seed + start)).float().cpu()
-                      for start in tqdm(runs, desc="sampling", leave=False)])
-
-
 def time_sampler(models: Models, method: Method, settings: BenchSettings, device, fast: bool) -> tuple[dict, torch.Tensor]:
     """Warm up, then timed runs of `batch` images (`ddpm_repeats` of DDPM, `repeats` of the others), then
     untimed runs up to `samples` images when FID is scored. Returns the timing row and the images (on the CPU)."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if fast else nullcontext()
     images = []
 
+    def draw(sampler: str, steps: int, seed: int) -> torch.Tensor:
+        return sample_images(models.of(method), settings.batch, steps=steps, sampler=sampler, spacing=method.spacing,
+                             batch_size=settings.batch, seed=seed, progress=True)
+
     def run():
-        images.append(draw(models, method, settings.batch, seed=len(images), progress=True).float().cpu())
+        images.append(draw(method.sampler, method.steps, seed=len(images)))
 
     with autocast, measure.PeakMemory(device) as memory:  # the warm-up counts: after it the allocator holds the memory
-        draw(models, replace(method, sampler="ddim", steps=2), settings.batch, seed=-1)  # the same kernels, 2 steps
+        draw("ddim", 2, seed=-1)  # the same kernels, 2 steps
         times = measure.timed(run, settings.ddpm_repeats if method.sampler == "ddpm" else settings.repeats, device, warmup=False)
     with autocast:
         while settings.fid and sum(map(len, images)) < settings.samples:
@@ -197,128 +171,15 @@ def training_rates(models: Models, train_images: torch.Tensor, settings: BenchSe
     return rows
 
 
-def quality(samples: dict[str, torch.Tensor], reference: torch.Tensor, test: torch.Tensor, vae, device) -> dict[str, dict]:
-    """FID and KID of each set of images against the reference images, with real test images and their
-    VAE reconstructions as the yardsticks at the same count."""
-    reference_features = metrics.Reference(metrics.cached_features(reference, device=device))  # read (or computed) once
-    reconstructions = reconstruct_images(vae, test, device)
-    sets = {**samples, YARDSTICKS[0]: test, YARDSTICKS[1]: reconstructions}
-    return {name: metrics.score(images, reference_features, device) for name, images in tqdm(sets.items(), desc="FID/KID", leave=False)}
-
-
-def reconstruct_images(vae, images: torch.Tensor, device, batch_size: int = 100) -> torch.Tensor:
-    """A VAE's reconstructions of uint8 images, as float images in [-1, 1] on the CPU."""
-    return torch.cat([vae.reconstruct(data.to_float(chunk.to(device))).float().cpu() for chunk in images.split(batch_size)])
-
-
 def scaling_table(sides=(32, 64, 128, 256, 512, 1024)) -> list[dict]:
     """Values a diffusion model denoises per image: pixels (x3) vs latents of 4 channels at f = 4 and 8."""
     return [{"side": s, "pixel": 3 * s * s, "f4": 4 * (s // 4) ** 2, "f8": 4 * (s // 8) ** 2,
              "f4_ratio": 3 * s * s / (4 * (s // 4) ** 2), "f8_ratio": 3 * s * s / (4 * (s // 8) ** 2)} for s in sides]
 
 
-GUIDANCE_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5)
-
-
-def guidance_curve(pipe, train, test, samples: int = 500, reference: int | None = None, scales=GUIDANCE_SCALES,
-                   steps: int = 50, batch_size: int = 100, device=None, seed: int = 0) -> dict:
-    """Classifier-free guidance's trade-off, measured: for each scale w, `samples` images of a class-conditional
-    pipeline (the classes in turn, the same noise at every w) scored by FID and KID against the first `reference`
-    training images (diversity and realism), and by class accuracy: a linear probe on the same Inception
-    features, fit on those training images, says whether a "horse" looks like a horse. Real test images are
-    the yardstick on both counts."""
-    device = env.get_device(device)
-    reference = min(reference or len(train), len(train))
-    train_features = metrics.cached_features(train.images[:reference], device=device)
-    scored_against = metrics.Reference(train_features)
-    probe = metrics.LinearProbe(train_features, train.labels[:reference])
-    test_features = metrics.cached_features(test.images[:samples], device=device)
-    classes = torch.arange(samples) % len(pipe.classes)
-    rows = {}
-    for w in tqdm(scales, desc="guidance scales"):
-        images = torch.cat([pipe.sample(len(chunk), steps, classes=chunk, guidance=w, progress=False,
-                                        generator=torch.Generator().manual_seed(seed + start)).float().cpu()
-                            for start, chunk in zip(range(0, samples, batch_size), classes.split(batch_size))])
-        features = metrics.inception_features(images, device=device)
-        rows[str(w)] = {"guidance": w, **metrics.scores_of(features, scored_against), "accuracy": probe.accuracy(features, classes)}
-    return {"format": FORMAT, "samples": samples, "steps": steps,
-            "reference": f"{'all' if reference == len(train) else 'the first'} {reference} CIFAR-10 training images",
-            "scales": rows,
-            "real test images": {**metrics.scores_of(test_features, scored_against),
-                                 "accuracy": probe.accuracy(test_features, test.labels[:samples])},
-            "probe_train_accuracy": probe.accuracy(train_features, train.labels[:reference])}
-
-
-# ---- the shipped quality curves -------------------------------------------------
-
-def quality_methods() -> list[Method]:
-    """The rows of the shipped quality table: every sampler the lessons compare, DDIM at both spacings."""
-    return [Method("DDPM 1000", "pixel", "ddpm", 1000),
-            *(Method(f"DDIM {s}", "pixel", "ddim", s) for s in (100, 50, 20, 10)),
-            *(Method(f"DDIM {s} quadratic", "pixel", "ddim", s, "quadratic") for s in (100, 50, 20, 10)),
-            *(Method(f"latent DDIM {s}", "latent", "ddim", s) for s in (50, 20, 10)),
-            Method("latent DDIM 50, L1 decoder", "latent", "ddim", 50, vae=L1_DECODER)]
-
-
-def quality_row_images(label: str, test_images: torch.Tensor, device, batch_size: int = 100,
-                       pipes: dict | None = None) -> tuple[torch.Tensor, dict]:
-    """The images of one row of the quality table, as many as `test_images`, made by its protocol (seeded: the
-    same images every time), and what the row records of how they were made. `pipes` keeps loaded models."""
-    pipes = {} if pipes is None else pipes
-    if label == YARDSTICKS[0]:
-        return test_images, {}
-    if label in (YARDSTICKS[1], L1_RECONSTRUCTIONS):
-        name = L1_DECODER if label == L1_RECONSTRUCTIONS else checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
-        return reconstruct_images(load_vae(name, device), test_images, device), {"model": name}
-    method = {m.label: m for m in quality_methods()}[label]
-    name = "ddpm-cifar10" if method.space == "pixel" else "ldm-cifar10"
-    if (name, method.vae) not in pipes:
-        pipes[name, method.vae] = load_pipeline(name, device, vae=method.vae)
-    images = sample_images(pipes[name, method.vae], len(test_images), method.steps, method.sampler, method.spacing, batch_size)
-    return images, {"model": name, **asdict(method)}
-
-
-def quality_curves(out: str | Path, samples: int = 500, labels: list[str] | None = None, device=None,
-                   data_root: str | None = None, batch_size: int = 100) -> dict:
-    """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10) for each sampler, of the
-    reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
-    images, all at `samples` images against all the training images, with
-    the seconds per image each sampler took here. Resumable: rows already in `out` at the same count and
-    reference are kept, and each new row is written as soon as it is measured."""
-    device = env.get_device(device)
-    train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
-    reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)
-    every = [*YARDSTICKS, L1_RECONSTRUCTIONS, *(m.label for m in quality_methods())]
-    labels = labels or every
-    unknown = [label for label in labels if label not in every]
-    if unknown:
-        raise DiffeduError(f"no quality row {unknown[0]!r}; rows: {', '.join(every)}")
-    table = {"format": FORMAT, "samples": samples, "reference": reference, "rows": {}}
-    if Path(out).exists():
-        try:
-            saved = json.loads(Path(out).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise DiffeduError(f"{out} is not a quality table ({error}): choose another --out, or delete it") from error
-        if not isinstance(saved, dict) or "rows" not in saved:
-            raise DiffeduError(f"{out} is not a quality table: choose another --out, or delete it")
-        if (saved.get("format"), saved.get("samples"), saved.get("reference")) == (FORMAT, samples, reference):
-            table = saved  # else (another format or count) it is measured again
-    reference_features = metrics.Reference(metrics.cached_features(train.images, device=device))
-    pipes = {}
-    for label in tqdm([label for label in labels if label not in table["rows"]], desc="quality rows"):
-        start = time.perf_counter()
-        images, row = quality_row_images(label, test.images[:samples], device, batch_size, pipes)
-        row["seconds_per_image"] = (time.perf_counter() - start) / samples
-        table["rows"][label] = {**row, **metrics.score(images, reference_features, device), "machine": machine(device),
-                                "date": time.strftime("%Y-%m-%d")}
-        table["rows"] = {label: table["rows"][label] for label in every if label in table["rows"]}  # the table's order
-        save(table, out)
-    return table
-
-
 # ---- the whole run ---------------------------------------------------------------
 
-def run(profile: Profile, settings: BenchSettings | None = None, device: str | torch.device | None = None,
+def run(profile: Profile, *, settings: BenchSettings | None = None, device: str | torch.device | None = None,
         compile: bool = False, pixel: str | None = None, latent: str | None = None, vae: str | None = None,
         data_root: str | None = None) -> dict:
     """Everything the module docstring lists, as one JSON-ready dict."""
@@ -351,37 +212,23 @@ def run(profile: Profile, settings: BenchSettings | None = None, device: str | t
     scores = None
     if settings.fid:
         bar.set_description("bench: FID and KID")
-        scores = quality(samples, train.images[: settings.reference], test.images[: settings.samples], models.latent.vae, device)
+        scores = score_sets(samples, train.images[: settings.reference], test.images[: settings.samples], models.latent.vae, device)
         bar.update()
     bar.close()
     return {
-        "format": FORMAT, "profile": profile.name, "settings": asdict(settings), "models": models.source, "machine": machine(device),
+        "format": FORMAT, "profile": profile.name, "settings": asdict(settings), "models": models.source, "machine": env.machine(device),
         "options": {"inference_mode": True, "bf16_autocast": fast, "channels_last": True, "torch_compile": compile},
         "sizes": sizes, "sampling": sampling, "training": training,
-        "quality": scores and {"reference": f"the first {settings.reference} CIFAR-10 training images",
-                               "scores": scores},
+        "scores": scores and {"reference": f"the first {settings.reference} CIFAR-10 training images", "rows": scores},
         "scaling": scaling_table(),
         "seconds": time.perf_counter() - began, "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-
-
-def machine(device: torch.device) -> dict:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"device": str(device), "name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
 
 
 def results_path(profile: str, quick: bool = False) -> Path:
     """Where `python -m diffedu bench` writes its JSON and lesson 06 looks for it: bench/ in the diffedu
     home, the same folder from wherever either runs."""
     return env.home() / "bench" / f"{profile}{'-quick' if quick else ''}.json"
-
-
-def save(result: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    return path
 
 
 def load(path: str | Path) -> dict:
@@ -399,5 +246,5 @@ def saved_result(profile: str) -> dict | None:
         result = load(path) if path.exists() else None
     except (DiffeduError, json.JSONDecodeError):
         return None
-    complete = result and result.get("quality") and list(result["sampling"]) == [m.label for m in methods()]
+    complete = result and result.get("scores") and list(result["sampling"]) == [m.label for m in methods()]
     return result if complete else None

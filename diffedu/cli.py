@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import bench, checkpoint, data, env, metrics, pretrained, report, runs
+from . import bench, checkpoint, data, env, evaluation, metrics, pretrained, report, runs
 from .classroom import course_folder, student_edition
 from .errors import CheckpointError, DiffeduError
 from .pipelines import load_pipeline, load_vae
@@ -194,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--ckpt", required=True, help="a class-conditional checkpoint (e.g. ldm-cifar10-cond)")
     g.add_argument("--samples", type=image_count, default=500, help="images per guidance scale (default: 500)")
     g.add_argument("--reference", type=positive, help="first N training images for FID/KID and the probe (default: all)")
-    g.add_argument("--scales", type=finite_float, nargs="+", default=list(bench.GUIDANCE_SCALES), help="guidance scales w")
+    g.add_argument("--scales", type=finite_float, nargs="+", default=list(evaluation.GUIDANCE_SCALES), help="guidance scales w")
     g.add_argument("--steps", type=positive, default=50, help="DDIM steps (default: 50)")
     g.add_argument("--batch-size", type=positive, default=100)
     g.add_argument("--data", type=path_text, help=data_help)
@@ -305,12 +305,12 @@ def fid_cmd(args) -> None:
         images, what = test.images[: args.samples], "real test images"
     elif checkpoint.read_meta(pretrained.resolve(args.ckpt)).get("kind") == "vae":
         vae = load_vae(args.ckpt, device)
-        images = bench.reconstruct_images(vae, test.images[: args.samples], device)
+        images = evaluation.reconstruct_images(vae, test.images[: args.samples], device)
         what = f"{args.ckpt}'s reconstructions of test images"
     else:
         pipe = load_pipeline(args.ckpt, device, args.vae)
-        images = bench.sample_images(pipe, args.samples, args.steps, args.sampler, batch_size=args.batch_size,
-                                     seed=args.seed, eta=args.eta)
+        images = evaluation.sample_images(pipe, args.samples, steps=args.steps, sampler=args.sampler, eta=args.eta,
+                                          batch_size=args.batch_size, seed=args.seed)
         what = f"{args.ckpt}, {args.sampler} {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps"
     row = metrics.score(images, metrics.cached_features(reference, device=device), device)
     fid, kid = report.fid_kid(row)
@@ -325,9 +325,10 @@ def bench_cmd(args) -> None:
     settings = bench.settings_for(profile.name, args.quick, samples=args.samples, reference=args.reference,
                                   batch=args.batch_size, repeats=args.repeats,
                                   ddim_steps=tuple(args.ddim_steps) if args.ddim_steps else None, fid=False if args.no_fid else None)
-    result = bench.run(profile, settings, args.device, args.compile, args.pixel, args.latent, args.vae, args.data)
+    result = bench.run(profile, settings=settings, device=args.device, compile=args.compile, pixel=args.pixel,
+                       latent=args.latent, vae=args.vae, data_root=args.data)
     print(report.tables(result))
-    print(f"\nwrote {bench.save(result, out)}")
+    print(f"\nwrote {env.write_json(result, out)}")
 
 
 def guidance_cmd(args) -> None:
@@ -337,18 +338,19 @@ def guidance_cmd(args) -> None:
     if not pipe.classes:
         raise DiffeduError(f"{args.ckpt} is not class-conditional: there is no guidance to measure")
     train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
-    curve = bench.guidance_curve(pipe, train, test, args.samples, args.reference, args.scales, args.steps,
-                                 args.batch_size, args.device)
+    curve = evaluation.guidance_curve(pipe, train, test, samples=args.samples, reference=args.reference, scales=args.scales,
+                                      steps=args.steps, batch_size=args.batch_size, device=args.device)
     curve["vae"] = checkpoint.read_meta(pretrained.resolve(args.ckpt)).get("vae")  # what decoded the samples
     print(report.guidance_table(curve))
-    print(f"\nwrote {bench.save(curve, out)}")
+    print(f"\nwrote {env.write_json(curve, out)}")
 
 
 def quality_cmd(args) -> None:
     out = Path(args.out or env.home() / "bench" / "quality.json")
     env.check_writable(out)
-    table = bench.quality_curves(out, args.samples, args.rows, args.device, args.data, args.batch_size)
-    print(report.quality_curves_table(table))
+    table = evaluation.quality_table(out, samples=args.samples, labels=args.rows, device=args.device, data_root=args.data,
+                                     batch_size=args.batch_size)
+    print(report.quality_table(table))
     print(f"\nwrote {out}")
 
 

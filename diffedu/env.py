@@ -8,6 +8,7 @@ results computed once and kept there, the device and the machine, and seeds.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import random
@@ -116,3 +117,11 @@ def hardware() -> str:
     where = (torch.cuda.get_device_name() if torch.cuda.is_available()
              else f"{os.cpu_count()}-core CPU ({platform.machine()})")
     return f"{where}, PyTorch {torch.__version__.split('+')[0]}"
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    """A measurement's result as indented JSON at `path`, its folder made if need be."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path

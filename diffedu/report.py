@@ -1,17 +1,14 @@
-"""A bench result (diffedu.bench) as markdown tables, beside the course's reference numbers."""
+"""Measurements as markdown tables: a bench result (diffedu.bench) beside the course's reference numbers, the
+shipped quality table and a guidance curve (diffedu.evaluation)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from .bench import CIFAR_TRAIN_IMAGES
 
-# The course's source material (CIFAR-10, one GPU, 100 epochs): what the measurements stand beside.
-# The course's source material, as the course's design (COURSE.md, "Reference numbers the course is measured
-# against") records it: CIFAR-10's 50,000 training images, one GPU, 100 epochs; sampling times for 64 images.
-# It does not record how many samples its FIDs used, so lesson 06 compares them with ours only loosely.
-REFERENCE = {
-    "train_hours_per_100_epochs": {"pixel": 4.0, "latent": 3.0},
-    "sample_64_seconds": {"DDPM 1000": 11.10, "DDIM 100": 0.82, "latent DDIM 50": 1.41},
-    "fid": {"DDPM 1000": "90.93", "DDIM 100": "88.91", "latent DDIM 50": "85-90"},
-}
+# What the measurements stand beside: the course's source material, its numbers and where they come from ("source").
+REFERENCE = json.loads((Path(__file__).parent / "reference_numbers.json").read_text())
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -27,8 +24,8 @@ def tables(result: dict) -> str:
     parts = [f"Measured on {m['device']} ({m['name']}, {m['threads']} threads, torch {m['torch']}), profile "
              f"`{result['profile']}`, {result['models']}; options on: {', '.join(on)}; {result['seconds']:.0f} s in all.",
              sizes_table(result), sampling_table(result), training_table(result)]
-    if result["quality"]:
-        parts.append(quality_table(result))
+    if result["scores"]:
+        parts.append(scores_table(result))
     parts.append(scaling_table(result))
     return "\n\n".join(parts)
 
@@ -76,12 +73,12 @@ def fid_kid(r: dict) -> list[str]:
 SE_NOTE = "± the standard error: the spread of a score over draws of as many images"
 
 
-def quality_table(result: dict) -> str:
-    q = result["quality"]
+def scores_table(result: dict) -> str:
+    q = result["scores"]
     return (f"**FID and KID** against {q['reference']} (TF-Inception; lower is better; {SE_NOTE}). FID depends on "
             "the count: compare rows of equal n only.\n\n" + table(
                 ["images", "n", "FID", "KID x 1000", "reference FID"],
-                [[name, r["n"], *fid_kid(r), REFERENCE["fid"].get(name, "")] for name, r in q["scores"].items()]))
+                [[name, r["n"], *fid_kid(r), REFERENCE["fid"].get(name, "")] for name, r in q["rows"].items()]))
 
 
 def scaling_table(result: dict) -> str:
@@ -92,7 +89,7 @@ def scaling_table(result: dict) -> str:
 
 
 def guidance_table(curve: dict) -> str:
-    """A guidance curve (diffedu.bench.guidance_curve) as a table: w, FID, KID and class accuracy."""
+    """A guidance curve (diffedu.evaluation.guidance_curve) as a table: w, FID, KID and class accuracy."""
     real = curve["real test images"]
     rows = [[f"w = {r['guidance']:g}", r["n"], *fid_kid(r), f"{100 * r['accuracy']:.1f}%"] for r in curve["scales"].values()]
     rows.append(["real test images", real["n"], *fid_kid(real), f"{100 * real['accuracy']:.1f}%"])
@@ -102,8 +99,8 @@ def guidance_table(curve: dict) -> str:
             + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows))
 
 
-def quality_curves_table(curves: dict) -> str:
-    """The shipped quality table (bench.quality_curves) as markdown."""
+def quality_table(curves: dict) -> str:
+    """The quality table (diffedu.evaluation.quality_table; the shipped one: diffedu.pretrained.quality_table()) as markdown."""
     rows = [[label, r.get("steps", ""), *fid_kid(r),
              f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else ""]  # a sampler's row, not a yardstick
             for label, r in curves["rows"].items()]

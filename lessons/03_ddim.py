@@ -285,7 +285,7 @@ plt.show()
 quality = pretrained.quality_table()
 quality_plot(quality, "steps", latent=False)
 plt.show()
-display(Markdown(report.quality_curves_table(quality)))
+display(Markdown(report.quality_table(quality)))
 
 # %% [markdown]
 # What the shipped table says about this model. Each score carries a standard error (lesson 06 derives it): about

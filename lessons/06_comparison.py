@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from diffedu import bench, check, metrics, pretrained, report
+from diffedu import bench, check, env, metrics, pretrained, report
 from diffedu.env import get_device
 from diffedu.metrics import gaussian_fit
 from diffedu.profiles import get_profile
@@ -177,16 +177,16 @@ if result:
 else:
     settings = bench.settings_for(profile.name, quick=True)
     print(f"Running the short bench: {settings}")
-    result = bench.run(profile, settings, device)
-    bench.save(result, bench.results_path(profile.name, quick=True))
-sampling, training, quality = result["sampling"], result["training"], result["quality"]["scores"]
+    result = bench.run(profile, settings=settings, device=device)
+    env.write_json(result, bench.results_path(profile.name, quick=True))
+sampling, training, scores = result["sampling"], result["training"], result["scores"]["rows"]
 assert list(sampling) == ["DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"]
 
 # %% [markdown]
 # ## The tables
 #
 # All of it, as the bench prints it. The reference columns are the course's source material, as the course's
-# design records it (`diffedu.report.REFERENCE`): 64 images sampled on one GPU, and its models trained for 100
+# design records it (`diffedu.report.REFERENCE`, read from `diffedu/reference_numbers.json`): 64 images sampled on one GPU, and its models trained for 100
 # epochs on the full 50,000 CIFAR-10 images. How many samples its FIDs were computed from is not recorded, and
 # FID falls as the sample count grows, so its FIDs and ours (16 to 500 samples) compare only loosely.
 
@@ -238,11 +238,11 @@ plt.show()
 # with its error bar here, and turn to the shipped table, 500 images per row, for FID.
 
 # %%
-n_scored = next(iter(quality.values()))["n"]
+n_scored = next(iter(scores.values()))["n"]
 fig, ax = plt.subplots(figsize=(7, 3))
-names = list(quality)
-ax.errorbar([1000 * quality[name]["kid"] for name in names], range(len(names)), fmt="o",
-            xerr=[1000 * quality[name]["kid_se"] for name in names], capsize=3)
+names = list(scores)
+ax.errorbar([1000 * scores[name]["kid"] for name in names], range(len(names)), fmt="o",
+            xerr=[1000 * scores[name]["kid_se"] for name in names], capsize=3)
 ax.set_yticks(range(len(names)), names)
 ax.invert_yaxis()
 ax.axvline(0, color="k", lw=0.5)
@@ -262,7 +262,7 @@ plt.show()
 table = pretrained.quality_table()
 quality_plot(table, "seconds")
 plt.show()
-display(Markdown(report.quality_curves_table(table)))
+display(Markdown(report.quality_table(table)))
 
 # %% [markdown]
 # Two levers, read off the table:
@@ -340,7 +340,7 @@ print(f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 (ref
       f"{sizes['latent UNet']['params'] / sizes['pixel UNet']['params']:.1f}x the parameters.")
 print(f"Latent training from cached latents runs at {cached_rate / pixel_rate:.2f}x the pixel rate "
       f"(reference: 1.3x); with the encoder run per batch at {encoded_rate / pixel_rate:.2f}x.")
-for name, q in quality.items():
+for name, q in scores.items():
     fid, kid = report.fid_kid(q)
     print(f"{name:>28}: FID {fid:>15}   KID x 1000 {kid:>14}   ({q['n']} images)")
 if profile.name == "smoke":

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from diffedu import bench, check, pretrained, report
+from diffedu import check, evaluation, pretrained, report
 from diffedu.data import CLASSES, batches, load_cifar10, to_float
 from diffedu.env import get_device, seed_everything
 from diffedu.latent import cached_latents
@@ -146,7 +146,7 @@ check.guided_eps(guided_eps)
 
 # %%
 steps, per_class = 50, 4
-scales = bench.GUIDANCE_SCALES
+scales = evaluation.GUIDANCE_SCALES
 classes = torch.arange(10).repeat_interleave(per_class)
 noise = pipe.noise(len(classes), torch.Generator().manual_seed(1))  # the same noise at every w
 start = time.perf_counter()
@@ -181,8 +181,8 @@ guidance_widget({(k, w): by_scale[w][classes == k] for k in range(10) for w in s
 if profile.pretrained:
     curve = pretrained.guidance_curve("ldm-cifar10-cond")
 else:
-    curve = bench.guidance_curve(pipe, train, test, samples=10 if profile.name == "smoke" else 500,
-                                 reference=16 if profile.name == "smoke" else None, device=device)
+    curve = evaluation.guidance_curve(pipe, train, test, samples=10 if profile.name == "smoke" else 500,
+                                      reference=16 if profile.name == "smoke" else None, device=device)
 display(Markdown(report.guidance_table(curve)))
 
 # %%

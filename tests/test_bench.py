@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffedu import bench, checkpoint, measure, pretrained, report
+from diffedu import bench, checkpoint, env, evaluation, measure, pretrained, report
 from diffedu.cli import main
 
 
@@ -37,7 +37,7 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
     printed = capsys.readouterr().out
     result = bench.load(out)
     assert result["profile"] == "smoke" and result["settings"] == json.loads(json.dumps(vars(bench.settings_for("smoke"))))
-    assert set(result) >= {"format", "models", "machine", "options", "sizes", "sampling", "training", "quality", "scaling",
+    assert set(result) >= {"format", "models", "machine", "options", "sizes", "sampling", "training", "scores", "scaling",
                            "seconds", "date"}
     assert result["options"] == {"inference_mode": True, "bf16_autocast": False, "channels_last": True, "torch_compile": False}
 
@@ -58,10 +58,10 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
         assert r["images_per_second"] > 0
         assert r["hours_per_100_epochs"] == pytest.approx(100 * 50_000 / r["images_per_second"] / 3600)
 
-    scores = result["quality"]["scores"]
+    scores = result["scores"]["rows"]
     assert list(scores) == [*sampling, "real test images", "VAE reconstructions of them"]
     assert all(r["n"] == 4 and math.isfinite(r["fid"]) and math.isfinite(r["kid"]) for r in scores.values())
-    assert "first 16 CIFAR-10 training images" in result["quality"]["reference"]
+    assert "first 16 CIFAR-10 training images" in result["scores"]["reference"]
     assert len(list((tmp_path / "fid").glob("inception-*.safetensors"))) == 1  # the reference, cached
 
     assert printed.startswith(report.tables(result))
@@ -74,7 +74,7 @@ def test_bench_times_other_step_counts_without_fid(cifar_root, tmp_path, capsys)
     args = ["bench", "--profile", "smoke", "--device", "cpu", "--data", str(cifar_root), "--out", str(out)]
     assert main([*args, "--ddim-steps", "20", "10", "--no-fid"]) == 0
     result = bench.load(out)
-    assert list(result["sampling"]) == ["DDPM 1000", "DDIM 20", "DDIM 10", "latent DDIM 50"] and result["quality"] is None
+    assert list(result["sampling"]) == ["DDPM 1000", "DDIM 20", "DDIM 10", "latent DDIM 50"] and result["scores"] is None
     assert "FID and KID" not in capsys.readouterr().out
 
 
@@ -85,46 +85,72 @@ def test_an_old_or_damaged_result_is_measured_again(tmp_path, monkeypatch):
     bench.results_path("cpu").write_text('{"sampling": []}')  # the list-shaped result of an earlier diffedu
     assert bench.saved_result("cpu") is None
     rows = {m.label: {} for m in bench.methods()}
-    bench.save({"format": bench.FORMAT, "sampling": rows, "quality": None}, bench.results_path("cpu"))
+    env.write_json({"format": bench.FORMAT, "sampling": rows, "scores": None}, bench.results_path("cpu"))
     assert bench.saved_result("cpu") is None  # measured with --no-fid: lesson 06 needs FID/KID
-    complete = {"format": bench.FORMAT, "sampling": rows, "quality": {"scores": {}}}
-    bench.save(complete, bench.results_path("cpu"))
+    complete = {"format": bench.FORMAT, "sampling": rows, "scores": {"rows": {}}}
+    env.write_json(complete, bench.results_path("cpu"))
     assert bench.saved_result("cpu") == complete
 
 
-def test_quality_curves_measure_rows_resumably(tiny_cifar, tmp_path, monkeypatch, capsys):
+def test_the_quality_table_measures_rows_resumably(tiny_cifar, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path))  # the Inception cache goes to tmp_path/fid
     out = tmp_path / "quality.json"
     args = ["quality", "--samples", "4", "--data", str(tiny_cifar), "--device", "cpu", "--out", str(out), "--rows"]
     assert main([*args, "real test images", "latent DDIM 10"]) == 0
-    first = bench.load(out)
+    first = json.loads(out.read_text())
     assert list(first["rows"]) == ["real test images", "latent DDIM 10"] and first["samples"] == 4
     assert first["rows"]["latent DDIM 10"]["steps"] == 10 and first["rows"]["latent DDIM 10"]["model"] == "ldm-cifar10"
     assert all(row["n"] == 4 and row["seconds_per_image"] > 0 for row in first["rows"].values())
     assert "| latent DDIM 10 | 10 |" in capsys.readouterr().out  # the table, printed
 
     assert main([*args, "DDIM 10 quadratic", "latent DDIM 10"]) == 0  # one new row; the measured one is kept
-    second = bench.load(out)
+    second = json.loads(out.read_text())
     assert list(second["rows"]) == ["real test images", "DDIM 10 quadratic", "latent DDIM 10"]  # the table's order
     assert second["rows"]["latent DDIM 10"] == first["rows"]["latent DDIM 10"]
     assert second["rows"]["DDIM 10 quadratic"]["spacing"] == "quadratic"
 
     assert main(["quality", "--samples", "2", "--data", str(tiny_cifar), "--device", "cpu", "--out", str(out),
                  "--rows", "real test images"]) == 0  # another count: measured afresh, not mixed
-    assert list(bench.load(out)["rows"]) == ["real test images"]
+    assert list(json.loads(out.read_text())["rows"]) == ["real test images"]
     assert main([*args, "DDIM 7"]) == 2
     assert "no quality row 'DDIM 7'" in capsys.readouterr().err
 
 
 def test_the_shipped_quality_table_is_one_protocol():
     table = pretrained.quality_table()
-    labels = [*bench.YARDSTICKS, bench.L1_RECONSTRUCTIONS, *(m.label for m in bench.quality_methods())]
     assert table["samples"] == 500 and table["reference"].startswith("all 5170 CIFAR-10 training images")
-    assert set(table["rows"]) <= set(labels) and "real test images" in table["rows"]
+    assert list(table["rows"]) == [label for label in evaluation.QUALITY_ROWS if label in table["rows"]] and "real test images" in table["rows"]
     assert all(row["n"] == 500 for row in table["rows"].values())
-    assert table["format"] == bench.FORMAT and all(row["fid_se"] > 0 and row["kid_se"] > 0 for row in table["rows"].values())
+    assert table["format"] == evaluation.FORMAT and all(row["fid_se"] > 0 and row["kid_se"] > 0 for row in table["rows"].values())
     real = table["rows"]["real test images"]
     assert all(row["fid"] > real["fid"] and row["kid"] > real["kid"] for label, row in table["rows"].items() if label != "real test images")
     # the latent model before and after the decoder stage, each with its decoder's reconstructions
-    assert table["rows"]["latent DDIM 50, L1 decoder"]["vae"] == table["rows"][bench.L1_RECONSTRUCTIONS]["model"] == "vae-cifar10"
-    assert table["rows"][bench.YARDSTICKS[1]]["model"] == checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+    assert table["rows"]["latent DDIM 50, L1 decoder"]["vae"] == table["rows"][evaluation.L1_RECONSTRUCTIONS]["model"] == "vae-cifar10"
+    assert table["rows"][evaluation.YARDSTICKS[1]]["model"] == checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+
+
+def test_a_method_is_named_by_its_label_and_a_wrong_label_says_what_is_meant():
+    assert evaluation.Method.named("DDIM 20 quadratic") == evaluation.Method("DDIM 20 quadratic", "pixel", "ddim", 20, "quadratic")
+    assert evaluation.Method.named("latent DDIM 50, L1 decoder").vae == evaluation.L1_DECODER
+    assert evaluation.Method.named("DDPM 1000").sampler == "ddpm"
+    for wrong in ("DDPM 1000 quadratic", "ddim 50", "DDIM fifty"):
+        with pytest.raises(evaluation.DiffeduError, match="no sampling method"):
+            evaluation.Method.named(wrong)
+
+
+def test_one_seeded_protocol_draws_every_scored_image():
+    from diffedu.nets import UNet, UNetConfig
+    from diffedu.pipelines import Diffusion
+    from diffedu.schedules import Schedule
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=(), num_classes=10))
+    nn.init.normal_(unet.head[-1].weight, std=0.1)  # not the zero start: the samples must depend on the noise and class
+    pipe = Diffusion(unet, Schedule.linear())
+    classes = torch.tensor([3, 1, 4, 1, 5])
+    drawn = evaluation.sample_images(pipe, 5, steps=3, classes=classes, guidance=2.0, batch_size=2, seed=7)
+    # batch k is seeded seed + k * batch_size, and its images get their own classes
+    for start in (0, 2, 4):
+        batch = pipe.sample(len(classes[start: start + 2]), 3, classes=classes[start: start + 2], guidance=2.0, progress=False,
+                            generator=torch.Generator().manual_seed(7 + start))
+        assert torch.equal(drawn[start: start + 2], batch)
+    assert not torch.equal(drawn[:2], evaluation.sample_images(pipe, 2, steps=3, classes=classes[:2].flip(0), guidance=2.0, seed=7))

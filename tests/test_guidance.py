@@ -1,12 +1,13 @@
 """Class conditioning and classifier-free guidance: exact at w = 0 and w = 1, label dropout at its rate, and
 on the exact denoiser of a two-class Gaussian mixture, samples move towards the chosen class as w grows."""
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from diffedu import bench, checkpoint, cli
+from diffedu import checkpoint, cli
 from diffedu.errors import DiffeduError
 from diffedu.metrics import LinearProbe
 from diffedu.nets import UNet, UNetConfig
@@ -121,7 +122,7 @@ def test_train_and_sample_a_class_conditional_latent_model(tiny_cifar, tmp_path,
     curve = tmp_path / "curve.json"  # the guidance curve, on a handful of images: its shape, not its values
     assert cli.main(["guidance", "--ckpt", str(out), "--samples", "8", "--reference", "12", "--scales", "0", "3",
                      "--steps", "2", "--data", str(tiny_cifar), "--out", str(curve)]) == 0
-    result = bench.load(curve)
+    result = json.loads(curve.read_text())
     assert list(result["scales"]) == ["0.0", "3.0"] and result["samples"] == 8 and result["vae"] == "vae-cifar10"
     assert result["reference"] == "the first 12 CIFAR-10 training images"
     for row in [*result["scales"].values(), result["real test images"]]:

@@ -1,0 +1,191 @@
+"""The evaluation protocols: how the course's FID/KID numbers are made, so that each can be made again.
+
+    python -m diffedu quality --rows "DDIM 50"       # the shipped quality table's protocol, one row
+    python -m diffedu guidance --ckpt ldm-cifar10-cond
+
+- `sample_images`: the one seeded way to draw many images from a pipeline, a batch at a time. Every FID/KID
+  the course ships was scored on images drawn by it, so a row measured again comes out the same.
+- `Method`: a way to make images, named by its label ("DDPM 1000", "DDIM 20 quadratic", "latent DDIM 50").
+- The **quality table** (`quality_table`, shipped as `diffedu/checkpoints/quality.json`): FID/KID of the shipped
+  models for every sampler and step count, and of the yardsticks (real test images, VAE reconstructions), at
+  500 images against all the training images.
+- The **guidance curve** (`guidance_curve`): a class-conditional model's FID/KID and class accuracy against w.
+Timing lives in `diffedu.bench`; the scores themselves in `diffedu.metrics`.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, data, env, metrics, pretrained
+from .errors import DiffeduError
+from .pipelines import Diffusion, load_pipeline, load_vae
+from .vae import VAE
+
+FORMAT = 3  # of the quality table and the guidance curve; tables of another format are measured again, not read
+YARDSTICKS = ("real test images", "VAE reconstructions of them")  # the reconstructions of the latent model's VAE
+L1_DECODER = "vae-cifar10"  # the VAE before its decoder stage (diffedu.adversarial): the quality table keeps its rows
+L1_RECONSTRUCTIONS = "L1-decoder reconstructions"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to make images: a row of the sampling and quality tables."""
+
+    label: str
+    space: str  # "pixel" or "latent"
+    sampler: str  # "ddpm" or "ddim"
+    steps: int
+    spacing: str = "uniform"  # of DDIM's timesteps
+    vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
+
+    @classmethod
+    def named(cls, label: str) -> "Method":
+        """The method a label names: "DDPM 1000", "DDIM 50", "DDIM 20 quadratic", "latent DDIM 50", and
+        "latent DDIM 50, L1 decoder" (decoded by the VAE before its decoder stage)."""
+        found = re.fullmatch(r"(latent )?(DDPM|DDIM) (\d+)( quadratic)?(, L1 decoder)?", label)
+        if not found or (found[2] == "DDPM" and found[4]):
+            raise DiffeduError(f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic' "
+                               "or 'latent DDIM 50'")
+        latent, sampler, steps, quadratic, l1 = found.groups()
+        return cls(label, "latent" if latent else "pixel", sampler.lower(), int(steps), "quadratic" if quadratic else "uniform",
+                   L1_DECODER if l1 else None)
+
+
+# ---- images, made by one protocol -------------------------------------------------
+
+def sample_images(pipe: Diffusion, n: int, *, steps: int | None = None, sampler: str = "ddim", spacing: str = "uniform",
+                  eta: float = 0.0, classes: torch.Tensor | None = None, guidance: float = 1.0, batch_size: int = 100,
+                  seed: int = 0, progress: bool = False) -> torch.Tensor:
+    """n images in [-1, 1] on the CPU, drawn `batch_size` at a time, batch k from the seed `seed + k * batch_size`:
+    the protocol of every FID/KID the course ships. `classes`: one class per image, for a class-conditional
+    pipeline, with classifier-free guidance of scale `guidance`. `progress`: a bar per sampling loop."""
+    starts = range(0, n, batch_size)
+    return torch.cat([
+        pipe.sample(min(batch_size, n - start), steps, sampler=sampler, eta=eta, spacing=spacing, progress=progress,
+                    classes=None if classes is None else classes[start: start + batch_size], guidance=guidance,
+                    generator=torch.Generator().manual_seed(seed + start)).float().cpu()
+        for start in tqdm(starts, desc="sampling", leave=False, disable=len(starts) == 1)])
+
+
+def reconstruct_images(vae: VAE, images: torch.Tensor, device, batch_size: int = 100) -> torch.Tensor:
+    """A VAE's reconstructions of uint8 images, as float images in [-1, 1] on the CPU."""
+    return torch.cat([vae.reconstruct(data.to_float(chunk.to(device))).float().cpu() for chunk in images.split(batch_size)])
+
+
+def score_sets(samples: dict[str, torch.Tensor], reference: torch.Tensor, test: torch.Tensor, vae: VAE,
+               device) -> dict[str, dict]:
+    """FID and KID of each set of images against the reference images, with real test images and their
+    VAE reconstructions as the yardsticks at the same count."""
+    reference_features = metrics.Reference(metrics.cached_features(reference, device=device))  # read (or computed) once
+    sets = {**samples, YARDSTICKS[0]: test, YARDSTICKS[1]: reconstruct_images(vae, test, device)}
+    return {name: metrics.score(images, reference_features, device) for name, images in tqdm(sets.items(), desc="FID/KID", leave=False)}
+
+
+# ---- the guidance curve -----------------------------------------------------------
+
+GUIDANCE_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5)
+
+
+def guidance_curve(pipe: Diffusion, train: data.ImageSet, test: data.ImageSet, *, samples: int = 500,
+                   reference: int | None = None, scales=GUIDANCE_SCALES, steps: int = 50, batch_size: int = 100,
+                   device=None, seed: int = 0) -> dict:
+    """Classifier-free guidance's trade-off, measured: for each scale w, `samples` images of a class-conditional
+    pipeline (the classes in turn, the same noise at every w) scored by FID and KID against the first `reference`
+    training images (diversity and realism), and by class accuracy: a linear probe on the same Inception
+    features, fit on those training images, says whether a "horse" looks like a horse. Real test images are
+    the yardstick on both counts."""
+    device = env.get_device(device)
+    reference = min(reference or len(train), len(train))
+    train_features = metrics.cached_features(train.images[:reference], device=device)
+    scored_against = metrics.Reference(train_features)
+    probe = metrics.LinearProbe(train_features, train.labels[:reference])
+    test_features = metrics.cached_features(test.images[:samples], device=device)
+    classes = torch.arange(samples) % len(pipe.classes)
+    rows = {}
+    for w in tqdm(scales, desc="guidance scales"):
+        images = sample_images(pipe, samples, steps=steps, classes=classes, guidance=w, batch_size=batch_size, seed=seed)
+        features = metrics.inception_features(images, device=device)
+        rows[str(w)] = {"guidance": w, **metrics.scores_of(features, scored_against), "accuracy": probe.accuracy(features, classes)}
+    return {"format": FORMAT, "samples": samples, "steps": steps,
+            "reference": f"{'all' if reference == len(train) else 'the first'} {reference} CIFAR-10 training images",
+            "scales": rows,
+            "real test images": {**metrics.scores_of(test_features, scored_against),
+                                 "accuracy": probe.accuracy(test_features, test.labels[:samples])},
+            "probe_train_accuracy": probe.accuracy(train_features, train.labels[:reference])}
+
+
+# ---- the quality table ------------------------------------------------------------
+
+QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (100, 50, 20, 10)), *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
+                   *(f"latent DDIM {s}" for s in (50, 20, 10)), "latent DDIM 50, L1 decoder")
+QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
+
+
+def quality_row_images(label: str, test_images: torch.Tensor, device, *, batch_size: int = 100,
+                       pipes: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """The images of one row of the quality table, as many as `test_images`, made by its protocol (seeded: the
+    same images every time), and what the row records of how they were made. `pipes` keeps loaded models."""
+    pipes = {} if pipes is None else pipes
+    if label == YARDSTICKS[0]:
+        return test_images, {}
+    if label in (YARDSTICKS[1], L1_RECONSTRUCTIONS):
+        name = L1_DECODER if label == L1_RECONSTRUCTIONS else checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+        return reconstruct_images(load_vae(name, device), test_images, device), {"model": name}
+    method = Method.named(label)
+    name = "ddpm-cifar10" if method.space == "pixel" else "ldm-cifar10"
+    if (name, method.vae) not in pipes:
+        pipes[name, method.vae] = load_pipeline(name, device, vae=method.vae)
+    images = sample_images(pipes[name, method.vae], len(test_images), steps=method.steps, sampler=method.sampler,
+                           spacing=method.spacing, batch_size=batch_size)
+    return images, {"model": name, **asdict(method)}
+
+
+def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | None = None, device=None,
+                  data_root: str | None = None, batch_size: int = 100) -> dict:
+    """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10) for each sampler, of the
+    reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
+    images, all at `samples` images against all the training images, with the seconds per image each sampler
+    took here. Resumable: rows already in `out` at the same count and reference are kept, and each new row is
+    written as soon as it is measured."""
+    device = env.get_device(device)
+    train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
+    reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)
+    labels = labels or list(QUALITY_ROWS)
+    unknown = [label for label in labels if label not in QUALITY_ROWS]
+    if unknown:
+        raise DiffeduError(f"no quality row {unknown[0]!r}; rows: {', '.join(QUALITY_ROWS)}")
+    table = {"format": FORMAT, "samples": samples, "reference": reference, "rows": {}}
+    saved = _saved_table(out)
+    if saved and (saved.get("format"), saved.get("samples"), saved.get("reference")) == (FORMAT, samples, reference):
+        table = saved  # else (another format or count) it is measured again
+    reference_features = metrics.Reference(metrics.cached_features(train.images, device=device))
+    pipes = {}
+    for label in tqdm([label for label in labels if label not in table["rows"]], desc="quality rows"):
+        start = time.perf_counter()
+        images, row = quality_row_images(label, test.images[:samples], device, batch_size=batch_size, pipes=pipes)
+        row["seconds_per_image"] = (time.perf_counter() - start) / samples
+        table["rows"][label] = {**row, **metrics.score(images, reference_features, device), "machine": env.machine(device),
+                                "date": time.strftime("%Y-%m-%d")}
+        table["rows"] = {label: table["rows"][label] for label in QUALITY_ROWS if label in table["rows"]}  # the table's order
+        env.write_json(table, out)
+    return table
+
+
+def _saved_table(out: str | Path) -> dict | None:
+    """The quality table already at `out`, if any; anything else there is refused, not overwritten."""
+    if not Path(out).exists():
+        return None
+    try:
+        saved = json.loads(Path(out).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DiffeduError(f"{out} is not a quality table ({error}): choose another --out, or delete it") from error
+    if not isinstance(saved, dict) or "rows" not in saved:
+        raise DiffeduError(f"{out} is not a quality table: choose another --out, or delete it")
+    return saved
