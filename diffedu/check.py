@@ -11,6 +11,11 @@ While your function is missing or wrong, the check says so (in red, without a tr
 diffedu's reference in its place under the same name, so the rest of the lesson still runs, Run All
 included: come back to the exercise when you like. Only while nbgrader grades the notebook does a failed
 check raise, so that the exercise counts as failed.
+
+Every exercise is one entry of `EXERCISES` (its name, lesson, points, reference and check): a check that only
+compares answers is declared as data (`compared`: the cases, the expected answers, the known mistakes, what it
+verifies); the others are code (`@exercise`). The lessons' nbgrader cells, the README's table and the tests are
+held to the registry.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import functools
 import os
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -51,11 +57,29 @@ class Mistake(Exception):
     """What a check found wrong, in words."""
 
 
-def exercise(reference: Callable):
-    """Turn `check(fn) -> what it verified` into the check of the exercise of the same name, with
-    `reference` (the same signature as the learner's function) standing in while it fails."""
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the function a learner writes in `lesson` (a lesson's file name, e.g. "01_forward_process"),
+    worth `points` under nbgrader, diffedu's `reference` answer, and its `check(fn) -> what it verified`, which
+    raises Mistake. The lessons' nbgrader cells, the README's table and the tests are held to this registry."""
+
+    name: str
+    lesson: str
+    reference: Callable
+    check: Callable[[Callable], str]
+    points: int = 1
+
+
+EXERCISES: dict[str, Exercise] = {}  # by name, in the lessons' order
+
+
+def exercise(reference: Callable, lesson: str, points: int = 1):
+    """Register `check(fn) -> what it verified` as the exercise of the same name, and return what a lesson calls:
+    `check.<name>(fn)`, which prints what was verified or, while the learner's function fails, the mistake, with
+    `reference` (the same signature as the learner's function) standing in."""
     def wrap(check):
         name = check.__name__
+        EXERCISES[name] = Exercise(name, lesson, reference, check, points)
 
         @functools.wraps(check)
         def run(fn: Callable) -> None:
@@ -70,7 +94,9 @@ def exercise(reference: Callable):
             else:
                 print(f"✓ {name}: {verified}")
                 return
-            sys._getframe(1).f_globals[name] = reference  # so that the lesson's later cells still run
+            # The lesson's later cells call `name`: the reference takes its place in the namespace of the cell that
+            # called the check (the notebook's globals, one frame up), so that Run All still reaches the end.
+            sys._getframe(1).f_globals[name] = reference
             message = f"✗ {name}: {problem}\n(Until it passes, the rest of this lesson uses diffedu's reference {name}.)"
             if os.environ.get(GRADING_ENV):
                 raise ExerciseError(message) from None
@@ -79,6 +105,21 @@ def exercise(reference: Callable):
         run.reference = reference
         return run
     return wrap
+
+
+def compared(name: str, lesson: str, reference: Callable, *, cases: Callable[[], list[tuple]], expected: Callable[[], list],
+             mistakes: dict[str, Callable], verifies: str, answer: Callable | None = None, rtol: float = 1e-5,
+             atol: float = 1e-7, points: int = 1):
+    """An exercise checked by comparison alone: fn(*case) must equal `expected()` on every one of `cases()` (fresh
+    inputs each time); else the known mistake that explains its answers is named (`mistakes`: message -> the
+    wrong function), else the first wrong case is located. `answer`: what to make of fn's result before comparing
+    (e.g. float). `verifies`: what passing shows, in words."""
+    def check(fn: Callable) -> str:
+        _compare(fn if answer is None else lambda *case: answer(fn(*case)), cases, expected(), mistakes, rtol, atol)
+        return verifies
+
+    check.__name__ = check.__qualname__ = name
+    return exercise(reference, lesson, points)(check)
 
 
 def _hint(error: Exception) -> str:
@@ -200,17 +241,39 @@ def _ref_alpha_bar(betas):
     return Schedule(betas).alpha_bar
 
 
-@exercise(_ref_alpha_bar)
-def alpha_bar(fn):
-    tables = [linear_betas(1000), cosine_betas(1000), torch.rand(12, generator=torch.Generator().manual_seed(0), dtype=F64) / 2]
-    _compare(fn, lambda: [(b.clone(),) for b in tables], [Schedule(b).alpha_bar for b in tables], {
+_TABLES = (linear_betas(1000), cosine_betas(1000), torch.rand(12, generator=torch.Generator().manual_seed(0), dtype=F64) / 2)
+alpha_bar = compared(
+    "alpha_bar", "01_forward_process", _ref_alpha_bar,
+    cases=lambda: [(b.clone(),) for b in _TABLES],
+    expected=lambda: [Schedule(b).alpha_bar for b in _TABLES],
+    mistakes={
         "that multiplies the betas; alpha_bar multiplies the alphas, alpha_t = 1 - beta_t": lambda b: torch.cumprod(b, 0),
         "a sum where a product belongs: alpha_bar_t = prod_{s <= t} (1 - beta_s) (torch.cumprod)": lambda b: torch.cumsum(1 - b, 0),
         "off by one: the product includes step t itself, so alpha_bar_0 = 1 - beta_0, not 1":
             lambda b: torch.cat([b.new_ones(1), torch.cumprod(1 - b, 0)[:-1]]),
         "that is 1 - prod(beta_s); alpha_bar is prod(1 - beta_s)": lambda b: 1 - torch.cumprod(b, 0),
-    })
-    return "equals diffedu's alpha_bar for the linear, cosine and a random schedule (linear: 0.9999 at t = 0, 4.0e-05 at t = 999)"
+    },
+    verifies="equals diffedu's alpha_bar for the linear, cosine and a random schedule (linear: 0.9999 at t = 0, 4.0e-05 at t = 999)")
+
+
+def _ref_next_noise_variance(alpha_t, alpha_bar_prev):
+    return 1 - alpha_t * alpha_bar_prev  # = 1 - alpha_bar_t: the claim being proved
+
+
+_ALPHA, _AB_PREV = 1 - _randn(50, seed=3).abs() / 50, torch.rand(50, generator=torch.Generator().manual_seed(4), dtype=F64)
+next_noise_variance = compared(
+    "next_noise_variance", "01_forward_process", _ref_next_noise_variance,
+    cases=lambda: [(_ALPHA.clone(), _AB_PREV.clone())],
+    expected=lambda: [1 - _ALPHA * _AB_PREV],
+    mistakes={
+        "standard deviations added: independent noises add their variances, not their standard deviations":
+            lambda a, p: (a * (1 - p)).sqrt() + (1 - a).sqrt(),
+        "scaling x_{t-1} by sqrt(alpha_t) scales its noise's variance by alpha_t (the square of the factor), not sqrt(alpha_t)":
+            lambda a, p: a.sqrt() * (1 - p) + (1 - a),
+        "the old noise shrinks too: it is inside x_{t-1}, which is multiplied by sqrt(alpha_t)":
+            lambda a, p: (1 - p) + (1 - a),
+    },
+    verifies="alpha_t (1 - alpha_bar_{t-1}) + beta_t = 1 - alpha_bar_t: the noise stays one Gaussian, and the induction holds")
 
 
 def _ref_q_sample(x0, t, noise, alpha_bar):
@@ -223,10 +286,11 @@ def _q_sample_cases():
     return [(_randn(8, 3, 4, 4, seed=1).clamp(-1, 1), t.clone(), _randn(8, 3, 4, 4, seed=2), LINEAR.alpha_bar.clone())]
 
 
-@exercise(_ref_q_sample)
-def q_sample(fn):
-    (x0, t, noise, _), = _q_sample_cases()
-    _compare(fn, _q_sample_cases, [LINEAR.q_sample(x0, t, noise)], {
+q_sample = compared(
+    "q_sample", "01_forward_process", _ref_q_sample,
+    cases=_q_sample_cases,
+    expected=lambda: [LINEAR.q_sample(x0, t, noise) for x0, t, noise, _ in _q_sample_cases()],
+    mistakes={
         "the signal is scaled by sqrt(alpha_bar_t) and the noise by sqrt(1 - alpha_bar_t): the square roots are missing":
             lambda x0, t, n, ab: ab[t].view(-1, 1, 1, 1) * x0 + (1 - ab[t].view(-1, 1, 1, 1)) * n,
         "the noise's factor is sqrt(1 - alpha_bar_t), a standard deviation: its square root is missing":
@@ -237,26 +301,8 @@ def q_sample(fn):
             lambda x0, t, n, ab: _ref_q_sample(x0, t[:1].expand(len(t)), n, ab),
         "x_0 and the noise are swapped: sqrt(alpha_bar_t) scales the image":
             lambda x0, t, n, ab: _ref_q_sample(n, t, x0, ab),
-    })
-    return "x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, with one t per image, at t = 0, 1, ..., 999"
-
-
-def _ref_next_noise_variance(alpha_t, alpha_bar_prev):
-    return 1 - alpha_t * alpha_bar_prev  # = 1 - alpha_bar_t: the claim being proved
-
-
-@exercise(_ref_next_noise_variance)
-def next_noise_variance(fn):
-    alpha, ab_prev = 1 - _randn(50, seed=3).abs() / 50, torch.rand(50, generator=torch.Generator().manual_seed(4), dtype=F64)
-    _compare(fn, lambda: [(alpha.clone(), ab_prev.clone())], [1 - alpha * ab_prev], {
-        "standard deviations added: independent noises add their variances, not their standard deviations":
-            lambda a, p: (a * (1 - p)).sqrt() + (1 - a).sqrt(),
-        "scaling x_{t-1} by sqrt(alpha_t) scales its noise's variance by alpha_t (the square of the factor), not sqrt(alpha_t)":
-            lambda a, p: a.sqrt() * (1 - p) + (1 - a),
-        "the old noise shrinks too: it is inside x_{t-1}, which is multiplied by sqrt(alpha_t)":
-            lambda a, p: (1 - p) + (1 - a),
-    })
-    return "alpha_t (1 - alpha_bar_{t-1}) + beta_t = 1 - alpha_bar_t: the noise stays one Gaussian, and the induction holds"
+    },
+    verifies="x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, with one t per image, at t = 0, 1, ..., 999")
 
 
 # ---- lesson 02 --------------------------------------------------------------------------
@@ -283,7 +329,7 @@ def _gaussian(x: torch.Tensor) -> bool:
     return abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
 
 
-@exercise(_ref_eps_loss)
+@exercise(_ref_eps_loss, "02_ddpm")
 def eps_loss(fn):
     n, ab = 16384, LINEAR.alpha_bar  # many images: every t in 0..999 is drawn, and the noise's statistics are sharp
     x0 = (torch.rand(n, 1, 2, 2, generator=torch.Generator().manual_seed(5), dtype=F64) * 2 - 1)
@@ -334,27 +380,27 @@ def _ref_posterior(betas, alpha_bar):
     return s.posterior_coef_x0, s.posterior_coef_xt, s.posterior_variance
 
 
-@exercise(_ref_posterior)
-def posterior(fn):
-    schedules = [LINEAR, Schedule.cosine()]
+def _prev(ab):
+    return torch.cat([ab.new_ones(1), ab[:-1]])
 
-    def prev(ab):
-        return torch.cat([ab.new_ones(1), ab[:-1]])
 
-    _compare(fn, lambda: [(s.betas.clone(), s.alpha_bar.clone()) for s in schedules],
-             [(s.posterior_coef_x0, s.posterior_coef_xt, s.posterior_variance) for s in schedules], {
+posterior = compared(
+    "posterior", "02_ddpm", _ref_posterior,
+    cases=lambda: [(s.betas.clone(), s.alpha_bar.clone()) for s in (LINEAR, Schedule.cosine())],
+    expected=lambda: [(s.posterior_coef_x0, s.posterior_coef_xt, s.posterior_variance) for s in (LINEAR, Schedule.cosine())],
+    mistakes={
         "the variance is beta-tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t): beta_t itself is Ho et al.'s "
         "other choice of sigma_t^2, an upper bound, not the posterior's":
             lambda b, ab: (*_ref_posterior(b, ab)[:2], b),
         "alpha_bar_{t-1} where the formulas say t - 1: shift alpha_bar by one step, with alpha_bar_{-1} = 1":
             lambda b, ab: (b * ab.sqrt() / (1 - ab), (1 - ab) * (1 - b).sqrt() / (1 - ab), b * (1 - ab) / (1 - ab)),
         "the x_t coefficient has sqrt(alpha_t), not alpha_t":
-            lambda b, ab: (b * prev(ab).sqrt() / (1 - ab), (1 - prev(ab)) * (1 - b) / (1 - ab), _ref_posterior(b, ab)[2]),
+            lambda b, ab: (b * _prev(ab).sqrt() / (1 - ab), (1 - _prev(ab)) * (1 - b) / (1 - ab), _ref_posterior(b, ab)[2]),
         "the two mean coefficients are swapped: beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) multiplies x_0":
             lambda b, ab: (_ref_posterior(b, ab)[1], _ref_posterior(b, ab)[0], _ref_posterior(b, ab)[2]),
-    })
-    return ("the mean coefficients and variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7) for the linear and cosine "
-            "schedules; the variance is 0 at t = 0, where x_0 is known")
+    },
+    verifies="the mean coefficients and variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7) for the linear and cosine "
+             "schedules; the variance is 0 at t = 0, where x_0 is known")
 
 
 def _ref_ddpm_step(eps, t, x_t, noise, alpha_bar, posterior):
@@ -370,7 +416,7 @@ def _ddpm_cases():
              LINEAR.alpha_bar.clone(), tuple(p.clone() for p in post)) for t in (999, 700, 300, 40, 1, 0)]
 
 
-@exercise(_ref_ddpm_step)
+@exercise(_ref_ddpm_step, "02_ddpm")
 def ddpm_step(fn):
     scheduler = DDPMScheduler(LINEAR)
     expected = [scheduler.step(eps, t, x, noise=noise).prev for eps, t, x, noise, _, _ in _ddpm_cases()]
@@ -411,7 +457,7 @@ def _ddpm_loop(model, x_T, alpha_bar, posterior, generator=None, order="down", l
     return x
 
 
-@exercise(_ddpm_loop)
+@exercise(_ddpm_loop, "02_ddpm")
 def sample_ddpm(fn):
     x_T, tables = _randn(64, 1, 2, 2, seed=130), (SHORT.posterior_coef_x0, SHORT.posterior_coef_xt, SHORT.posterior_variance)
 
@@ -464,21 +510,29 @@ def _ddim_pairs(steps: int = 10):
     return [(t, LINEAR.alpha_bar[t], scheduler.alpha_bar(scheduler.prev_timestep(t), LINEAR.alpha_bar)) for t in scheduler.timesteps]
 
 
-@exercise(_ref_ddim_sigma)
-def ddim_sigma(fn):
-    pairs, etas = _ddim_pairs(), (0.0, 0.5, 1.0)
-    ab = torch.stack([p[1] for p in pairs])
-    ab_prev = torch.stack([p[2] for p in pairs])
-    expected = [torch.stack([DDIMScheduler(LINEAR, eta).set_timesteps(10).sigma(t) for t, _, _ in pairs]) for eta in etas]
-    _compare(fn, lambda: [(ab.clone(), ab_prev.clone(), eta) for eta in etas], expected, {
+_ETAS = (0.0, 0.5, 1.0)
+
+
+def _ddim_sigma_cases():
+    pairs = _ddim_pairs()
+    ab, ab_prev = torch.stack([p[1] for p in pairs]), torch.stack([p[2] for p in pairs])
+    return [(ab.clone(), ab_prev.clone(), eta) for eta in _ETAS]
+
+
+ddim_sigma = compared(
+    "ddim_sigma", "03_ddim", _ref_ddim_sigma,
+    cases=_ddim_sigma_cases,
+    expected=lambda: [torch.stack([DDIMScheduler(LINEAR, eta).set_timesteps(10).sigma(t) for t, _, _ in _ddim_pairs()])
+                      for eta in _ETAS],
+    mistakes={
         "eta multiplies sigma: eta = 0 must give sigma = 0 (deterministic DDIM), eta = 1 DDPM's amount":
             lambda a, p, eta: _ref_ddim_sigma(a, p, 1.0),
         "sigma is a standard deviation: take the square root of the product":
             lambda a, p, eta: eta * ((1 - p) / (1 - a) * (1 - a / p)),
         "the first ratio is (1 - alpha_bar_prev) / (1 - alpha_bar_t), not its inverse":
             lambda a, p, eta: eta * ((1 - a) / (1 - p) * (1 - a / p)).sqrt(),
-    })
-    return "Song et al. eq. 16 at each step of a 10-step run for eta = 0, 0.5, 1 (0 on the last step, into the clean image)"
+    },
+    verifies="Song et al. eq. 16 at each step of a 10-step run for eta = 0, 0.5, 1 (0 on the last step, into the clean image)")
 
 
 def _ref_ddim_step(eps, x_t, alpha_bar_t, alpha_bar_prev, eta, noise):
@@ -493,7 +547,7 @@ def _ddim_step_cases(pairs):
              _randn(4, 3, 4, 4, seed=50 + i)) for i, (_, a, p) in enumerate(pairs) for eta in (0.0, 0.6, 1.0)]
 
 
-@exercise(_ref_ddim_step)
+@exercise(_ref_ddim_step, "03_ddim")
 def ddim_step(fn):
     pairs = _ddim_pairs()
     cases = lambda: _ddim_step_cases(pairs)  # noqa: E731
@@ -558,31 +612,34 @@ def _ref_ddim_timesteps(T, steps, spacing="uniform"):
     return _ddim_timesteps(T, steps, spacing)
 
 
-@exercise(_ref_ddim_timesteps)
-def ddim_timesteps(fn):
-    cases = [(1000, n, s) for n in (1, 2, 10, 50, 100, 1000) for s in ("uniform", "quadratic")] + [(20, 7, "quadratic")]
+_TIMESTEP_CASES = [(1000, n, s) for n in (1, 2, 10, 50, 100, 1000) for s in ("uniform", "quadratic")] + [(20, 7, "quadratic")]
 
-    def as_list(f):
-        return lambda *case: [int(v) for v in f(*case)]
 
-    def leading(T, n, s):
-        return list(range(0, T, T // n))[::-1] if s == "uniform" else _ddim_timesteps(T, n, s)
+def _leading(T, n, s):
+    return list(range(0, T, T // n))[::-1] if s == "uniform" else _ddim_timesteps(T, n, s)
 
-    def no_fix(T, n, s):
-        if n == 1:
-            return [T - 1]
-        frac = np.linspace(0, 1, n)
-        return np.round((T - 1) * (frac if s == "uniform" else frac**2)).astype(int)[::-1].tolist()
 
-    _compare(as_list(fn), lambda: cases, [_ddim_timesteps(*case) for case in cases], {
+def _no_fix(T, n, s):
+    if n == 1:
+        return [T - 1]
+    frac = np.linspace(0, 1, n)
+    return np.round((T - 1) * (frac if s == "uniform" else frac**2)).astype(int)[::-1].tolist()
+
+
+ddim_timesteps = compared(
+    "ddim_timesteps", "03_ddim", _ref_ddim_timesteps,
+    cases=lambda: _TIMESTEP_CASES,
+    expected=lambda: [_ddim_timesteps(*case) for case in _TIMESTEP_CASES],
+    answer=lambda timesteps: [int(t) for t in timesteps],
+    mistakes={
         "largest first: sampling runs from t = T - 1 (pure noise) down to 0": lambda *c: _ddim_timesteps(*c)[::-1],
         "start at T - 1 = 999, where x_T is pure noise: range(0, T, T // steps) (diffusers' 'leading' spacing) "
-        "never reaches it": leading,
-        "quadratic spacing repeats timesteps near 0 (round((T-1) (i/(n-1))^2) is 0 several times): take max(t_i, i)": no_fix,
+        "never reaches it": _leading,
+        "quadratic spacing repeats timesteps near 0 (round((T-1) (i/(n-1))^2) is 0 several times): take max(t_i, i)": _no_fix,
         "np.linspace(T, 0, ...) starts at T, outside 0..T-1: end the range at T - 1":
             lambda T, n, s: np.round(np.linspace(T, 0, n)).astype(int).tolist() if s == "uniform" else _ddim_timesteps(T, n, s),
-    })
-    return "strictly decreasing from T - 1 to 0 for 1 to 1000 steps, uniform and quadratic, as diffedu's sampler visits them"
+    },
+    verifies="strictly decreasing from T - 1 to 0 for 1 to 1000 steps, uniform and quadratic, as diffedu's sampler visits them")
 
 
 @torch.inference_mode()
@@ -598,7 +655,7 @@ def _ddim_loop(model, x_T, alpha_bar, steps, eta=0.0, spacing="uniform", generat
     return x
 
 
-@exercise(_ddim_loop)
+@exercise(_ddim_loop, "03_ddim")
 def sample_ddim(fn):
     x_T = _randn(64, 1, 2, 2, seed=132)
     settings = [(10, 0.0, "uniform"), (7, 1.0, "quadratic")]  # (steps, eta, spacing)
@@ -629,14 +686,17 @@ def _ref_ddim_invert_step(eps, x, alpha_bar_t, alpha_bar_prev):
     return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * eps
 
 
-@exercise(_ref_ddim_invert_step)
-def ddim_invert_step(fn):
-    scheduler = DDIMScheduler(LINEAR, clip_x0=False).set_timesteps(10)
-    pairs = _ddim_pairs()
-    cases = lambda: [(_randn(4, 3, 4, 4, seed=60 + i), _randn(4, 3, 4, 4, seed=70 + i) * 1.2, a.clone(), p.clone())  # noqa: E731
-                     for i, (_, a, p) in enumerate(pairs)]
-    expected = [scheduler.invert_step(eps, t, x).prev for (t, _, _), (eps, x, _, _) in zip(pairs, cases())]
-    _compare(fn, cases, expected, {
+def _invert_cases():
+    return [(_randn(4, 3, 4, 4, seed=60 + i), _randn(4, 3, 4, 4, seed=70 + i) * 1.2, a.clone(), p.clone())
+            for i, (_, a, p) in enumerate(_ddim_pairs())]
+
+
+ddim_invert_step = compared(
+    "ddim_invert_step", "03_ddim", _ref_ddim_invert_step,
+    cases=_invert_cases,
+    expected=lambda: [DDIMScheduler(LINEAR, clip_x0=False).set_timesteps(10).invert_step(eps, t, x).prev
+                      for (t, _, _), (eps, x, _, _) in zip(_ddim_pairs(), _invert_cases())],
+    mistakes={
         "that is the sampling step, from t down to t_prev: inversion goes up from t_prev to t, so the two alpha-bars "
         "swap roles": lambda eps, x, a, p: _ref_ddim_invert_step(eps, x, p, a),
         "x_0 = (x - sqrt(1 - alpha_bar_prev) eps) / sqrt(alpha_bar_prev): subtract the noise, do not add it":
@@ -645,8 +705,9 @@ def ddim_invert_step(fn):
             lambda eps, x, a, p: a.sqrt() * ((x - (1 - p).sqrt() * eps) / p.sqrt()).clamp(-1, 1) + (1 - a).sqrt() * eps,
         "the new noise term is sqrt(1 - alpha_bar_t) eps, at the step you move to":
             lambda eps, x, a, p: a.sqrt() * (x - (1 - p).sqrt() * eps) / p.sqrt() + (1 - p).sqrt() * eps,
-    })
-    return "deterministic DDIM run backwards, from t_prev up to t, equal to diffedu's DDIMScheduler.invert_step at every step of a 10-step run"
+    },
+    verifies="deterministic DDIM run backwards, from t_prev up to t, equal to diffedu's DDIMScheduler.invert_step at every "
+             "step of a 10-step run")
 
 
 # ---- lesson 04 --------------------------------------------------------------------------
@@ -655,7 +716,7 @@ def _ref_reparameterize(mean, logvar, noise):
     return _reparameterize(mean, logvar, noise)
 
 
-@exercise(_ref_reparameterize)
+@exercise(_ref_reparameterize, "04_vae")
 def reparameterize(fn):
     mean, logvar, noise = _randn(64, 4, seed=80), _randn(64, 4, seed=81) - 1, _randn(64, 4, seed=82)
     cases = lambda: [(mean.clone(), logvar.clone(), noise.clone())]  # noqa: E731
@@ -679,10 +740,15 @@ def _ref_kl_divergence(mean, logvar):
     return _kl_divergence(mean, logvar)
 
 
-@exercise(_ref_kl_divergence)
-def kl_divergence(fn):
-    cases = lambda: [(_randn(8, 4, 8, 8, seed=90), _randn(8, 4, 8, 8, seed=91)), (torch.zeros(2, 4, dtype=F64), torch.zeros(2, 4, dtype=F64))]  # noqa: E731
-    _compare(fn, cases, [_kl_divergence(*case) for case in cases()], {
+def _kl_cases():
+    return [(_randn(8, 4, 8, 8, seed=90), _randn(8, 4, 8, 8, seed=91)), (torch.zeros(2, 4, dtype=F64), torch.zeros(2, 4, dtype=F64))]
+
+
+kl_divergence = compared(
+    "kl_divergence", "04_vae", _ref_kl_divergence,
+    cases=_kl_cases,
+    expected=lambda: [_kl_divergence(*case) for case in _kl_cases()],
+    mistakes={
         "summed: average over every latent value (and the batch), so the weight of the KL does not depend on the batch size":
             lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 - lv).sum(),
         "summed over each image's latent values, then averaged over the batch (most VAE code's convention): here the "
@@ -692,51 +758,55 @@ def kl_divergence(fn):
         "the log term enters with a minus: KL = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2)": lambda m, lv: 0.5 * (m**2 + lv.exp() - 1 + lv).mean(),
         "sigma^2 = exp(logvar), not exp(2 logvar): logvar is already the log of the variance":
             lambda m, lv: 0.5 * (m**2 + (2 * lv).exp() - 1 - lv).mean(),
-    })
-    return "KL(N(mu, sigma^2) || N(0, 1)) = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2), averaged over values; 0 for N(0, 1) itself"
+    },
+    verifies="KL(N(mu, sigma^2) || N(0, 1)) = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2), averaged over values; 0 for N(0, 1) itself")
 
 
 def _ref_scale_factor(means):
     return measure_scale_factor(means)
 
 
-@exercise(_ref_scale_factor)
-def scale_factor(fn):
-    means = _randn(200, 4, 8, 8, seed=95) * torch.tensor([0.5, 1.0, 2.0, 3.0], dtype=F64).view(1, 4, 1, 1) + 0.3
-    cases = lambda: [(means.clone(),)]  # noqa: E731
-    def as_number(m):
-        out = fn(m)
-        return float(out) if torch.as_tensor(out).numel() == 1 else out
-
-    _compare(as_number, cases, [measure_scale_factor(means)], {
+_MEANS = _randn(200, 4, 8, 8, seed=95) * torch.tensor([0.5, 1.0, 2.0, 3.0], dtype=F64).view(1, 4, 1, 1) + 0.3
+scale_factor = compared(
+    "scale_factor", "04_vae", _ref_scale_factor,
+    cases=lambda: [(_MEANS.clone(),)],
+    expected=lambda: [measure_scale_factor(_MEANS)],
+    answer=lambda out: float(out) if torch.as_tensor(out).numel() == 1 else out,
+    mistakes={
         "that is the standard deviation; the scale factor is its inverse, 1 / std, which brings the latents to unit variance":
             lambda m: m.std().item(),
         "1 / variance over-corrects: divide by the standard deviation, 1 / std": lambda m: 1 / m.var().item(),
         "one number for the whole latent space (as Stable Diffusion's 0.18215), not one per channel":
             lambda m: 1 / m.transpose(0, 1).flatten(1).std(dim=1),
         "the spread is the standard deviation, not the mean absolute value": lambda m: 1 / m.abs().mean().item(),
-    }, rtol=1e-4)
-    return f"1 / std of the latents ({measure_scale_factor(means):.4f} here): multiplied by it, they have unit variance"
+    },
+    rtol=1e-4,
+    verifies=f"1 / std of the latents ({measure_scale_factor(_MEANS):.4f} here): multiplied by it, they have unit variance")
 
 
-@exercise(_hinge_d_loss)
-def hinge_d_loss(fn):
-    cases = lambda: [(2 * _randn(4, 1, 8, 8, seed=96), 2 * _randn(4, 1, 8, 8, seed=97) - 0.5),  # noqa: E731
-                     (torch.full((2, 1, 8, 8), 1.5, dtype=F64), torch.full((2, 1, 8, 8), -1.5, dtype=F64))]
-    relu = torch.relu
-    _compare(fn, cases, [_hinge_d_loss(*case) for case in cases()], {
+def _hinge_cases():
+    return [(2 * _randn(4, 1, 8, 8, seed=96), 2 * _randn(4, 1, 8, 8, seed=97) - 0.5),
+            (torch.full((2, 1, 8, 8), 1.5, dtype=F64), torch.full((2, 1, 8, 8), -1.5, dtype=F64))]
+
+
+_relu = torch.relu
+hinge_d_loss = compared(
+    "hinge_d_loss", "04_vae", _hinge_d_loss,
+    cases=_hinge_cases,
+    expected=lambda: [_hinge_d_loss(*case) for case in _hinge_cases()],
+    mistakes={
         "the signs are swapped: real patches should score high, relu(1 - real), and decoded ones low, relu(1 + fake)":
-            lambda r, f: 0.5 * (relu(1 + r).mean() + relu(1 - f).mean()),
+            lambda r, f: 0.5 * (_relu(1 + r).mean() + _relu(1 - f).mean()),
         "without the relu it is not a hinge: a patch already beyond its margin should cost nothing":
             lambda r, f: 0.5 * ((1 - r).mean() + (1 + f).mean()),
         "the margin is 1: relu(1 - real) and relu(1 + fake), not relu(-real) and relu(fake)":
-            lambda r, f: 0.5 * (relu(-r).mean() + relu(f).mean()),
+            lambda r, f: 0.5 * (_relu(-r).mean() + _relu(f).mean()),
         "the factor 1/2 is missing: the loss is the average of the real and the decoded term":
-            lambda r, f: relu(1 - r).mean() + relu(1 + f).mean(),
+            lambda r, f: _relu(1 - r).mean() + _relu(1 + f).mean(),
         "summed over patches: average them, so that the loss does not grow with the image or the batch":
-            lambda r, f: 0.5 * (relu(1 - r).sum() + relu(1 + f).sum()),
-    })
-    return "1/2 mean(relu(1 - real)) + 1/2 mean(relu(1 + fake)); 0 once every patch is beyond its margin"
+            lambda r, f: 0.5 * (_relu(1 - r).sum() + _relu(1 + f).sum()),
+    },
+    verifies="1/2 mean(relu(1 - real)) + 1/2 mean(relu(1 + fake)); 0 once every patch is beyond its margin")
 
 
 # ---- lesson 05 --------------------------------------------------------------------------
@@ -760,7 +830,7 @@ def _tiny_latent_models():
     return unet.eval(), vae.eval()
 
 
-@exercise(_ref_sample_latents)
+@exercise(_ref_sample_latents, "05_latent_diffusion")
 def sample_latents(fn):
     unet, vae = _tiny_latent_models()
 
@@ -812,66 +882,84 @@ def _sqrtm(s: torch.Tensor) -> torch.Tensor:
     return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
 
 
-@exercise(_ref_frechet_distance)
-def frechet_distance(fn):
-    d = 8
-    diag1, diag2 = torch.diag(_randn(d, seed=106).abs() + 0.1), torch.diag(_randn(d, seed=107).abs() + 0.1)
-    cases = lambda: [  # noqa: E731
-        (_randn(d, seed=100), _covariance(d, 101), _randn(d, seed=102), _covariance(d, 103)),
-        (_randn(d, seed=104), _covariance(d, 105), _randn(d, seed=104), _covariance(d, 105)),  # identical: 0
-        (torch.zeros(d, dtype=F64), diag1.clone(), torch.ones(d, dtype=F64), diag2.clone()),  # diagonal: a closed form
-    ]
-    expected = [metrics.frechet_distance(*case) for case in cases()]
-    expected[2] = float(d + ((diag1.diagonal().sqrt() - diag2.diagonal().sqrt()) ** 2).sum())
-    mean_term = lambda m1, s1, m2, s2: float(((m1 - m2) ** 2).sum())  # noqa: E731
-    _compare(lambda *c: float(fn(*c)), cases, expected, {
+_D = 8
+_DIAG1, _DIAG2 = torch.diag(_randn(_D, seed=106).abs() + 0.1), torch.diag(_randn(_D, seed=107).abs() + 0.1)
+
+
+def _frechet_cases():
+    return [(_randn(_D, seed=100), _covariance(_D, 101), _randn(_D, seed=102), _covariance(_D, 103)),
+            (_randn(_D, seed=104), _covariance(_D, 105), _randn(_D, seed=104), _covariance(_D, 105)),  # identical: 0
+            (torch.zeros(_D, dtype=F64), _DIAG1.clone(), torch.ones(_D, dtype=F64), _DIAG2.clone())]  # diagonal: a closed form
+
+
+def _mean_term(m1, s1, m2, s2):
+    return float(((m1 - m2) ** 2).sum())
+
+
+frechet_distance = compared(
+    "frechet_distance", "06_comparison", _ref_frechet_distance,
+    cases=_frechet_cases,
+    expected=lambda: [metrics.frechet_distance(*_frechet_cases()[0]), 0.0,
+                      float(_D + ((_DIAG1.diagonal().sqrt() - _DIAG2.diagonal().sqrt()) ** 2).sum())],
+    answer=float,
+    mistakes={
         "the covariance term is missing: FID = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)); the means alone miss "
-        "differences in spread": mean_term,
+        "differences in spread": _mean_term,
         "the cross term is 2 Tr((S1 S2)^(1/2)): the 2 is missing":
-            lambda m1, s1, m2, s2: mean_term(m1, s1, m2, s2) + float(torch.trace(s1 + s2 - _sqrtm(_sqrtm(s1) @ s2 @ _sqrtm(s1)))),
+            lambda m1, s1, m2, s2: _mean_term(m1, s1, m2, s2) + float(torch.trace(s1 + s2 - _sqrtm(_sqrtm(s1) @ s2 @ _sqrtm(s1)))),
         "(S1 S2)^(1/2) is a matrix square root (scipy.linalg.sqrtm, or eigenvalues), not the square root of each entry":
-            lambda m1, s1, m2, s2: mean_term(m1, s1, m2, s2) + float(torch.trace(s1 + s2) - 2 * (s1 @ s2).diagonal().sqrt().sum()),
+            lambda m1, s1, m2, s2: _mean_term(m1, s1, m2, s2) + float(torch.trace(s1 + s2) - 2 * (s1 @ s2).diagonal().sqrt().sum()),
         "|mu1 - mu2|^2 is the squared distance between the means: square the norm":
-            lambda m1, s1, m2, s2: metrics.frechet_distance(m1, s1, m2, s2) - mean_term(m1, s1, m2, s2) + float((m1 - m2).norm()),
-    }, rtol=1e-6, atol=1e-8)
-    return ("the Frechet distance of two Gaussians: diffedu's value on random covariances, 0 for identical ones, and "
-            "|mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2 for diagonal ones")
+            lambda m1, s1, m2, s2: metrics.frechet_distance(m1, s1, m2, s2) - _mean_term(m1, s1, m2, s2) + float((m1 - m2).norm()),
+    },
+    rtol=1e-6, atol=1e-8,
+    verifies="the Frechet distance of two Gaussians: diffedu's value on random covariances, 0 for identical ones, and "
+             "|mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2 for diagonal ones")
 
 
 def _ref_mmd2_unbiased(x, y):
     return metrics.mmd2_unbiased(x, y)
 
 
-@exercise(_ref_mmd2_unbiased)
-def mmd2_unbiased(fn):
-    cases = lambda: [(_randn(20, 16, seed=110), _randn(30, 16, seed=111) + 0.3), (_randn(25, 16, seed=112), _randn(25, 16, seed=113))]  # noqa: E731
+def _mmd_cases():
+    return [(_randn(20, 16, seed=110), _randn(30, 16, seed=111) + 0.3), (_randn(25, 16, seed=112), _randn(25, 16, seed=113))]
 
-    def kernel(a, b, scale=True, degree=3, plus=1.0):
-        return (a @ b.T / (a.shape[1] if scale else 1) + plus) ** degree
 
-    def mmd(x, y, unbiased=True, cross=2.0, **k):
-        m, n = len(x), len(y)
-        kxx, kyy, kxy = kernel(x, x, **k), kernel(y, y, **k), kernel(x, y, **k)
-        if unbiased:
-            within = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-        else:
-            within = kxx.mean() + kyy.mean()
-        return float(within - cross * kxy.mean())
+def _kernel(a, b, scale=True, degree=3, plus=1.0):
+    return (a @ b.T / (a.shape[1] if scale else 1) + plus) ** degree
 
-    _compare(lambda *c: float(fn(*c)), cases, [metrics.mmd2_unbiased(*case) for case in cases()], {
+
+def _mmd(x, y, unbiased=True, cross=2.0, **kernel):
+    """MMD^2, right or with one of the mistakes the check names."""
+    m, n = len(x), len(y)
+    kxx, kyy, kxy = _kernel(x, x, **kernel), _kernel(y, y, **kernel), _kernel(x, y, **kernel)
+    if unbiased:
+        within = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+    else:
+        within = kxx.mean() + kyy.mean()
+    return float(within - cross * kxy.mean())
+
+
+mmd2_unbiased = compared(
+    "mmd2_unbiased", "06_comparison", _ref_mmd2_unbiased,
+    cases=_mmd_cases,
+    expected=lambda: [metrics.mmd2_unbiased(*case) for case in _mmd_cases()],
+    answer=float,
+    mistakes={
         "unbiased: leave k(x_i, x_i) out of the within-set means (sum over i != j, divided by m (m - 1))":
-            lambda x, y: mmd(x, y, unbiased=False),
-        "the kernel is (x . y / d + 1)^3: divide the dot product by the feature dimension d": lambda x, y: mmd(x, y, scale=False),
-        "the kernel is cubic, (x . y / d + 1)^3": lambda x, y: mmd(x, y, degree=2),
-        "the kernel adds 1 before cubing: (x . y / d + 1)^3": lambda x, y: mmd(x, y, plus=0.0),
-        "the cross term counts twice: MMD^2 = mean k(x, x') + mean k(y, y') - 2 mean k(x, y)": lambda x, y: mmd(x, y, cross=1.0),
-    }, rtol=1e-6, atol=1e-8)
-    return "the unbiased MMD^2 with KID's cubic kernel, equal to diffedu's on sets of equal and unequal sizes"
+            lambda x, y: _mmd(x, y, unbiased=False),
+        "the kernel is (x . y / d + 1)^3: divide the dot product by the feature dimension d": lambda x, y: _mmd(x, y, scale=False),
+        "the kernel is cubic, (x . y / d + 1)^3": lambda x, y: _mmd(x, y, degree=2),
+        "the kernel adds 1 before cubing: (x . y / d + 1)^3": lambda x, y: _mmd(x, y, plus=0.0),
+        "the cross term counts twice: MMD^2 = mean k(x, x') + mean k(y, y') - 2 mean k(x, y)": lambda x, y: _mmd(x, y, cross=1.0),
+    },
+    rtol=1e-6, atol=1e-8,
+    verifies="the unbiased MMD^2 with KID's cubic kernel, equal to diffedu's on sets of equal and unequal sizes")
 
 
 # ---- lesson 07 --------------------------------------------------------------------------
 
-@exercise(_drop_labels)
+@exercise(_drop_labels, "07_guidance")
 def drop_labels(fn):
     labels = torch.randint(0, 10, (100_000,), generator=torch.Generator().manual_seed(140))
     p, n = 0.1, len(labels)
@@ -908,15 +996,20 @@ def _ref_guided_eps(eps_uncond, eps_cond, w):
     return eps_uncond + w * (eps_cond - eps_uncond)
 
 
-@exercise(_ref_guided_eps)
-def guided_eps(fn):
-    cases = lambda: [(_randn(4, 4, 8, 8, seed=120), _randn(4, 4, 8, 8, seed=121), w) for w in (0.0, 1.0, 3.0, 7.5)]  # noqa: E731
-    _compare(fn, cases, [_ref_guided_eps(*case) for case in cases()], {
+def _guidance_cases():
+    return [(_randn(4, 4, 8, 8, seed=120), _randn(4, 4, 8, 8, seed=121), w) for w in (0.0, 1.0, 3.0, 7.5)]
+
+
+guided_eps = compared(
+    "guided_eps", "07_guidance", _ref_guided_eps,
+    cases=_guidance_cases,
+    expected=lambda: [_ref_guided_eps(*case) for case in _guidance_cases()],
+    mistakes={
         "the roles are swapped: start from the unconditional prediction and move towards the conditional one":
             lambda u, c, w: c + w * (u - c),
         "here w = 1 is the plain conditional model: eps_uncond + w (eps_cond - eps_uncond); (1 + w) eps_cond - w "
         "eps_uncond is the other convention, where w = 0 is conditional": lambda u, c, w: (1 + w) * c - w * u,
         "the difference is added to the unconditional prediction, not used alone": lambda u, c, w: w * (c - u),
         "w scales the difference between the two predictions, not the conditional one alone": lambda u, c, w: u + w * c,
-    })
-    return "eps_uncond + w (eps_cond - eps_uncond): w = 0 the unconditional prediction, w = 1 the conditional one, more beyond it"
+    },
+    verifies="eps_uncond + w (eps_cond - eps_uncond): w = 0 the unconditional prediction, w = 1 the conditional one, more beyond it")

@@ -1,6 +1,7 @@
 """The classroom edition works on the real tools: the student edition runs with only its checks failing,
 and nbgrader grades a lesson as it is (full marks for the solutions, none for the blank)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,11 +11,30 @@ import jupytext
 import nbformat
 import pytest
 
-from diffedu import cli
+from diffedu import check, cli
 from diffedu.classroom import exercises, strip_solution, student_edition
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 SCRIPTS = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
+
+
+def test_the_exercise_registry_is_what_the_lessons_and_the_readme_say():
+    registry = list(check.EXERCISES.values())
+    for script in SCRIPTS:
+        mine = [e for e in registry if e.lesson == script.stem]
+        assert exercises(script) == [e.name for e in mine], script.stem  # the solution cells, in order
+        points = [c.metadata["nbgrader"]["points"] for c in jupytext.read(script).cells if c.metadata.get("nbgrader", {}).get("grade")]
+        assert points == [e.points for e in mine], script.stem
+    assert {e.lesson for e in registry} <= {script.stem for script in SCRIPTS}
+    readme = " ".join((LESSONS.parent / "README.md").read_text().split())
+    rows = re.findall(r"^\| \d\d \| `(\w+)` \|.*\| (.*) \|$", (LESSONS.parent / "README.md").read_text(), re.M)
+    assert [lesson for lesson, _ in rows] == list(dict.fromkeys(e.lesson for e in registry))  # a row per lesson with exercises
+    for lesson, written in rows:
+        assert re.findall(r"`(\w+)`", written) == [e.name for e in registry if e.lesson == lesson], lesson
+    per_lesson = [sum(e.points for e in registry if e.lesson == s.stem) for s in SCRIPTS[1:]]
+    assert f"({len(registry)} exercises in all)" in readme
+    assert (f"worth 1 point ({sum(per_lesson)} in all: lessons 01 to 07 have {', '.join(map(str, per_lesson[:-1]))} and "
+            f"{per_lesson[-1]})") in readme and {e.points for e in registry} == {1}
 
 
 def test_a_solution_becomes_a_stub_that_names_its_exercise():
