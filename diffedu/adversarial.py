@@ -32,7 +32,7 @@ class PatchDiscriminator(nn.Module):
     VQGAN) sized for 32x32 images: two strided 4x4 convolutions and a 3x3 one, no fully connected layer. No
     normalisation layer: GroupNorm's statistics would let every patch's score depend on the whole image."""
 
-    def __init__(self, in_channels: int = 3, channels: int = 64):
+    def __init__(self, in_channels: int = 3, channels: int = 64) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
@@ -73,7 +73,7 @@ class DecoderTrainer(Trainer):
     `disc_loss(real_logits, fake_logits)`: the discriminator's loss (default: the hinge; a lesson passes a learner's)."""
 
     def __init__(self, vae: VAE, *, lr: float = 1e-4, disc_weight: float = 0.5, warmup: int = 200,
-                 latent_noise: float = 0.3, disc_loss=hinge_d_loss, **kwargs):
+                 latent_noise: float = 0.3, disc_loss=hinge_d_loss, **kwargs) -> None:
         vae.encoder.requires_grad_(False)  # the latent space stays exactly as the latent models learnt it
         vae.decoder.requires_grad_(True)  # (a VAE taken from an EMA has every weight frozen)
         super().__init__(vae, None, lr=lr, **kwargs)
@@ -117,7 +117,7 @@ class DecoderTrainer(Trainer):
         self.ema.update(vae, self.step)
         return reconstruction.detach()
 
-    def parts(self):
+    def parts(self) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
         """The discriminator and its optimizer are saved with the run: a resumed run goes on where it stopped."""
         modules, optimizers = super().parts()
         return modules | {"disc": self.discriminator}, optimizers | {"disc_optim": self.disc_optimizer}

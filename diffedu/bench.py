@@ -129,7 +129,7 @@ def time_sampler(models: Models, method: Method, settings: BenchSettings, device
         return sample_images(models.of(method), settings.batch, steps=steps, sampler=sampler, spacing=method.spacing,
                              batch_size=settings.batch, seed=seed, progress=True)
 
-    def run():
+    def run() -> None:
         images.append(draw(method.sampler, method.steps, seed=len(images)))
 
     with autocast, measure.PeakMemory(device) as memory:  # the warm-up counts: after it the allocator holds the memory

@@ -73,11 +73,11 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {}  # by name, in the lessons' order
 
 
-def exercise(reference: Callable, lesson: str, points: int = 1):
+def exercise(reference: Callable, lesson: str, points: int = 1) -> Callable:
     """Register `check(fn) -> what it verified` as the exercise of the same name, and return what a lesson calls:
     `check.<name>(fn)`, which prints what was verified or, while the learner's function fails, the mistake, with
     `reference` (the same signature as the learner's function) standing in."""
-    def wrap(check):
+    def wrap(check) -> Callable:
         name = check.__name__
         EXERCISES[name] = Exercise(name, lesson, reference, check, points)
 
@@ -109,7 +109,7 @@ def exercise(reference: Callable, lesson: str, points: int = 1):
 
 def compared(name: str, lesson: str, reference: Callable, *, cases: Callable[[], list[tuple]], expected: Callable[[], list],
              mistakes: dict[str, Callable], verifies: str, answer: Callable | None = None, rtol: float = 1e-5,
-             atol: float = 1e-7, points: int = 1):
+             atol: float = 1e-7, points: int = 1) -> Callable[[Callable], None]:
     """An exercise checked by comparison alone: fn(*case) must equal `expected()` on every one of `cases()` (fresh
     inputs each time); else the known mistake that explains its answers is named (`mistakes`: message -> the
     wrong function), else the first wrong case is located. `answer`: what to make of fn's result before comparing
@@ -213,7 +213,7 @@ LINEAR = Schedule.linear()
 _DIFFUSERS_LOCK = threading.Lock()  # diffusers' lazy module must not be imported from two threads at once
 
 
-def _diffusers(name: str):
+def _diffusers(name: str) -> type | None:
     """diffusers' scheduler class, or None when it is not installed (the comparison is then skipped)."""
     with _DIFFUSERS_LOCK:
         try:
@@ -237,7 +237,7 @@ SKIPPED = " (diffusers is not installed: the comparison with its {} was skipped;
 
 # ---- lesson 01 --------------------------------------------------------------------------
 
-def _ref_alpha_bar(betas):
+def _ref_alpha_bar(betas) -> torch.Tensor:
     return Schedule(betas).alpha_bar
 
 
@@ -256,7 +256,7 @@ alpha_bar = compared(
     verifies="equals diffedu's alpha_bar for the linear, cosine and a random schedule (linear: 0.9999 at t = 0, 4.0e-05 at t = 999)")
 
 
-def _ref_next_noise_variance(alpha_t, alpha_bar_prev):
+def _ref_next_noise_variance(alpha_t, alpha_bar_prev) -> torch.Tensor:
     return 1 - alpha_t * alpha_bar_prev  # = 1 - alpha_bar_t: the claim being proved
 
 
@@ -276,12 +276,12 @@ next_noise_variance = compared(
     verifies="alpha_t (1 - alpha_bar_{t-1}) + beta_t = 1 - alpha_bar_t: the noise stays one Gaussian, and the induction holds")
 
 
-def _ref_q_sample(x0, t, noise, alpha_bar):
+def _ref_q_sample(x0, t, noise, alpha_bar) -> torch.Tensor:
     ab = at(alpha_bar, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
-def _q_sample_cases():
+def _q_sample_cases() -> list[tuple]:
     t = torch.tensor([0, 1, 250, 500, 998, 999, 10, 600])
     return [(_randn(8, 3, 4, 4, seed=1).clamp(-1, 1), t.clone(), _randn(8, 3, 4, 4, seed=2), LINEAR.alpha_bar.clone())]
 
@@ -310,16 +310,16 @@ q_sample = compared(
 class Spy(nn.Module):
     """A stand-in for the UNet: it records what it is given and answers with fixed numbers."""
 
-    def __init__(self, answer: torch.Tensor):
+    def __init__(self, answer: torch.Tensor) -> None:
         super().__init__()
         self.answer, self.calls = answer, []
 
-    def forward(self, x, t):
+    def forward(self, x, t) -> torch.Tensor:
         self.calls.append((x.detach().clone(), torch.as_tensor(t).detach().clone()))
         return self.answer
 
 
-def _ref_eps_loss(model, x0, alpha_bar):
+def _ref_eps_loss(model, x0, alpha_bar) -> torch.Tensor:
     t = torch.randint(0, len(alpha_bar), (len(x0),), device=x0.device)
     noise = torch.randn_like(x0)
     return torch.nn.functional.mse_loss(model(_ref_q_sample(x0, t, noise, alpha_bar.to(x0.device)), t), noise)
@@ -330,7 +330,7 @@ def _gaussian(x: torch.Tensor) -> bool:
 
 
 @exercise(_ref_eps_loss, "02_ddpm")
-def eps_loss(fn):
+def eps_loss(fn) -> str:
     n, ab = 16384, LINEAR.alpha_bar  # many images: every t in 0..999 is drawn, and the noise's statistics are sharp
     x0 = (torch.rand(n, 1, 2, 2, generator=torch.Generator().manual_seed(5), dtype=F64) * 2 - 1)
     spy = Spy(_randn(n, 1, 2, 2, seed=6))
@@ -375,12 +375,12 @@ def eps_loss(fn):
             "error between the model's answer and that noise (Ho et al. eq. 14)")
 
 
-def _ref_posterior(betas, alpha_bar):
+def _ref_posterior(betas, alpha_bar) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     s = Schedule(betas)
     return s.posterior_coef_x0, s.posterior_coef_xt, s.posterior_variance
 
 
-def _prev(ab):
+def _prev(ab) -> torch.Tensor:
     return torch.cat([ab.new_ones(1), ab[:-1]])
 
 
@@ -403,28 +403,28 @@ posterior = compared(
              "schedules; the variance is 0 at t = 0, where x_0 is known")
 
 
-def _ref_ddpm_step(eps, t, x_t, noise, alpha_bar, posterior):
+def _ref_ddpm_step(eps, t, x_t, noise, alpha_bar, posterior) -> torch.Tensor:
     coef_x0, coef_xt, variance = posterior
     ab = alpha_bar[t]
     x0 = ((x_t - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
     return coef_x0[t] * x0 + coef_xt[t] * x_t + variance[t].sqrt() * noise
 
 
-def _ddpm_cases():
+def _ddpm_cases() -> list[tuple]:
     post = (LINEAR.posterior_coef_x0, LINEAR.posterior_coef_xt, LINEAR.posterior_variance)
     return [(_randn(4, 3, 4, 4, seed=10 + t) * 0.8, t, _randn(4, 3, 4, 4, seed=20 + t) * 1.3, _randn(4, 3, 4, 4, seed=t),
              LINEAR.alpha_bar.clone(), tuple(p.clone() for p in post)) for t in (999, 700, 300, 40, 1, 0)]
 
 
 @exercise(_ref_ddpm_step, "02_ddpm")
-def ddpm_step(fn):
+def ddpm_step(fn) -> str:
     scheduler = DDPMScheduler(LINEAR)
     expected = [scheduler.step(eps, t, x, noise=noise).prev for eps, t, x, noise, _, _ in _ddpm_cases()]
 
-    def shifted(eps, t, x, n, ab, post):
+    def shifted(eps, t, x, n, ab, post) -> torch.Tensor:
         return _ref_ddpm_step(eps, max(t - 1, 0), x, n, ab, post)
 
-    def unclipped(eps, t, x, n, ab, post):
+    def unclipped(eps, t, x, n, ab, post) -> torch.Tensor:
         x0 = (x - (1 - ab[t]).sqrt() * eps) / ab[t].sqrt()
         return post[0][t] * x0 + post[1][t] * x + post[2][t].sqrt() * n
 
@@ -447,7 +447,7 @@ EXACT = GaussianDenoiser(SHORT, mean=0.2, std=0.3)  # the exact noise predictor 
 
 
 @torch.inference_mode()
-def _ddpm_loop(model, x_T, alpha_bar, posterior, generator=None, order="down", last=0, fresh=True):
+def _ddpm_loop(model, x_T, alpha_bar, posterior, generator=None, order="down", last=0, fresh=True) -> torch.Tensor:
     """Algorithm 2 as a loop, right, or with one of the mistakes the check names."""
     ts = list(range(len(alpha_bar) - 1, last - 1, -1))
     x, once = x_T, None if fresh else _noise(x_T, generator)
@@ -458,10 +458,10 @@ def _ddpm_loop(model, x_T, alpha_bar, posterior, generator=None, order="down", l
 
 
 @exercise(_ddpm_loop, "02_ddpm")
-def sample_ddpm(fn):
+def sample_ddpm(fn) -> str:
     x_T, tables = _randn(64, 1, 2, 2, seed=130), (SHORT.posterior_coef_x0, SHORT.posterior_coef_xt, SHORT.posterior_variance)
 
-    def run(f):
+    def run(f: Callable) -> torch.Tensor:
         with torch.inference_mode():
             return f(EXACT, x_T.clone(), SHORT.alpha_bar.clone(), tuple(p.clone() for p in tables), torch.Generator().manual_seed(131))
 
@@ -500,11 +500,11 @@ def _diffusers_version() -> str:
 
 # ---- lesson 03 --------------------------------------------------------------------------
 
-def _ref_ddim_sigma(alpha_bar_t, alpha_bar_prev, eta):
+def _ref_ddim_sigma(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
     return eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)).sqrt()
 
 
-def _ddim_pairs(steps: int = 10):
+def _ddim_pairs(steps: int = 10) -> list[tuple]:
     """(t, alpha_bar_t, alpha_bar_prev) for each step of a DDIM run, the last one landing on the clean image."""
     scheduler = DDIMScheduler(LINEAR).set_timesteps(steps)
     return [(t, LINEAR.alpha_bar[t], scheduler.alpha_bar(scheduler.prev_timestep(t), LINEAR.alpha_bar)) for t in scheduler.timesteps]
@@ -513,7 +513,7 @@ def _ddim_pairs(steps: int = 10):
 _ETAS = (0.0, 0.5, 1.0)
 
 
-def _ddim_sigma_cases():
+def _ddim_sigma_cases() -> list[tuple]:
     pairs = _ddim_pairs()
     ab, ab_prev = torch.stack([p[1] for p in pairs]), torch.stack([p[2] for p in pairs])
     return [(ab.clone(), ab_prev.clone(), eta) for eta in _ETAS]
@@ -535,36 +535,36 @@ ddim_sigma = compared(
     verifies="Song et al. eq. 16 at each step of a 10-step run for eta = 0, 0.5, 1 (0 on the last step, into the clean image)")
 
 
-def _ref_ddim_step(eps, x_t, alpha_bar_t, alpha_bar_prev, eta, noise):
+def _ref_ddim_step(eps, x_t, alpha_bar_t, alpha_bar_prev, eta, noise) -> torch.Tensor:
     x0 = ((x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()).clamp(-1, 1)
     eps = (x_t - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()  # the noise that agrees with the clipped x_0
     sigma = _ref_ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
     return alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).sqrt() * eps + sigma * noise
 
 
-def _ddim_step_cases(pairs):
+def _ddim_step_cases(pairs) -> list[tuple]:
     return [(_randn(4, 3, 4, 4, seed=30 + i), _randn(4, 3, 4, 4, seed=40 + i) * 1.3, a.clone(), p.clone(), eta,
              _randn(4, 3, 4, 4, seed=50 + i)) for i, (_, a, p) in enumerate(pairs) for eta in (0.0, 0.6, 1.0)]
 
 
 @exercise(_ref_ddim_step, "03_ddim")
-def ddim_step(fn):
+def ddim_step(fn) -> str:
     pairs = _ddim_pairs()
     cases = lambda: _ddim_step_cases(pairs)  # noqa: E731
     expected = [DDIMScheduler(LINEAR, eta).set_timesteps(10).step(eps, t, x, noise=noise).prev
                 for (t, _, _), (eps, x, _, _, eta, noise) in zip([p for p in pairs for _ in range(3)], cases())]
 
-    def unclipped(eps, x, a, p, eta, n):
+    def unclipped(eps, x, a, p, eta, n) -> torch.Tensor:
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
         s = _ref_ddim_sigma(a, p, eta)
         return p.sqrt() * x0 + (1 - p - s**2).sqrt() * eps + s * n
 
-    def eps_not_recomputed(eps, x, a, p, eta, n):
+    def eps_not_recomputed(eps, x, a, p, eta, n) -> torch.Tensor:
         x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
         s = _ref_ddim_sigma(a, p, eta)
         return p.sqrt() * x0 + (1 - p - s**2).sqrt() * eps + s * n
 
-    def direction_keeps_all(eps, x, a, p, eta, n):
+    def direction_keeps_all(eps, x, a, p, eta, n) -> torch.Tensor:
         s = _ref_ddim_sigma(a, p, eta)
         return _ref_ddim_step(eps, x, a, p, eta, n) - (1 - p - s**2).sqrt() * _clipped_eps(eps, x, a) + (1 - p).sqrt() * _clipped_eps(eps, x, a)
 
@@ -584,11 +584,11 @@ def ddim_step(fn):
             f"10-step run for eta = 0, 0.6, 1, equal to diffedu's DDIMScheduler{compared}")
 
 
-def _clipped_x0(eps, x, a):
+def _clipped_x0(eps, x, a) -> torch.Tensor:
     return ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
 
 
-def _clipped_eps(eps, x, a):
+def _clipped_eps(eps, x, a) -> torch.Tensor:
     return (x - a.sqrt() * _clipped_x0(eps, x, a)) / (1 - a).sqrt()
 
 
@@ -608,18 +608,18 @@ def _against_diffusers_ddim(fn) -> str:
     return f", and to diffusers {_diffusers_version()}'s DDIMScheduler.step (its own timesteps 900, 800, ..., 0) on the same inputs"
 
 
-def _ref_ddim_timesteps(T, steps, spacing="uniform"):
+def _ref_ddim_timesteps(T, steps, spacing="uniform") -> list[int]:
     return _ddim_timesteps(T, steps, spacing)
 
 
 _TIMESTEP_CASES = [(1000, n, s) for n in (1, 2, 10, 50, 100, 1000) for s in ("uniform", "quadratic")] + [(20, 7, "quadratic")]
 
 
-def _leading(T, n, s):
+def _leading(T, n, s) -> list[int]:
     return list(range(0, T, T // n))[::-1] if s == "uniform" else _ddim_timesteps(T, n, s)
 
 
-def _no_fix(T, n, s):
+def _no_fix(T, n, s) -> list[int]:
     if n == 1:
         return [T - 1]
     frac = np.linspace(0, 1, n)
@@ -644,7 +644,7 @@ ddim_timesteps = compared(
 
 @torch.inference_mode()
 def _ddim_loop(model, x_T, alpha_bar, steps, eta=0.0, spacing="uniform", generator=None, prev="next",
-               to_clean=True, order="down"):
+               to_clean=True, order="down") -> torch.Tensor:
     """The DDIM loop, right, or with one of the mistakes the check names."""
     ts = _ddim_timesteps(len(alpha_bar), steps, spacing)
     ts = ts if order == "down" else ts[::-1]
@@ -656,11 +656,11 @@ def _ddim_loop(model, x_T, alpha_bar, steps, eta=0.0, spacing="uniform", generat
 
 
 @exercise(_ddim_loop, "03_ddim")
-def sample_ddim(fn):
+def sample_ddim(fn) -> str:
     x_T = _randn(64, 1, 2, 2, seed=132)
     settings = [(10, 0.0, "uniform"), (7, 1.0, "quadratic")]  # (steps, eta, spacing)
 
-    def run(f):
+    def run(f: Callable) -> list[torch.Tensor]:
         with torch.inference_mode():
             return [f(EXACT, x_T.clone(), SHORT.alpha_bar.clone(), steps, eta, spacing, torch.Generator().manual_seed(133))
                     for steps, eta, spacing in settings]
@@ -681,12 +681,12 @@ def sample_ddim(fn):
             "quadratic ones at eta = 1")
 
 
-def _ref_ddim_invert_step(eps, x, alpha_bar_t, alpha_bar_prev):
+def _ref_ddim_invert_step(eps, x, alpha_bar_t, alpha_bar_prev) -> torch.Tensor:
     x0 = (x - (1 - alpha_bar_prev).sqrt() * eps) / alpha_bar_prev.sqrt()
     return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * eps
 
 
-def _invert_cases():
+def _invert_cases() -> list[tuple]:
     return [(_randn(4, 3, 4, 4, seed=60 + i), _randn(4, 3, 4, 4, seed=70 + i) * 1.2, a.clone(), p.clone())
             for i, (_, a, p) in enumerate(_ddim_pairs())]
 
@@ -712,12 +712,12 @@ ddim_invert_step = compared(
 
 # ---- lesson 04 --------------------------------------------------------------------------
 
-def _ref_reparameterize(mean, logvar, noise):
+def _ref_reparameterize(mean, logvar, noise) -> torch.Tensor:
     return _reparameterize(mean, logvar, noise)
 
 
 @exercise(_ref_reparameterize, "04_vae")
-def reparameterize(fn):
+def reparameterize(fn) -> str:
     mean, logvar, noise = _randn(64, 4, seed=80), _randn(64, 4, seed=81) - 1, _randn(64, 4, seed=82)
     cases = lambda: [(mean.clone(), logvar.clone(), noise.clone())]  # noqa: E731
     _compare(fn, cases, [_reparameterize(mean, logvar, noise)], {
@@ -736,11 +736,11 @@ def reparameterize(fn):
     return "z = mean + exp(logvar / 2) eps, and its gradients reach the mean and the log-variance"
 
 
-def _ref_kl_divergence(mean, logvar):
+def _ref_kl_divergence(mean, logvar) -> torch.Tensor:
     return _kl_divergence(mean, logvar)
 
 
-def _kl_cases():
+def _kl_cases() -> list[tuple]:
     return [(_randn(8, 4, 8, 8, seed=90), _randn(8, 4, 8, 8, seed=91)), (torch.zeros(2, 4, dtype=F64), torch.zeros(2, 4, dtype=F64))]
 
 
@@ -762,7 +762,7 @@ kl_divergence = compared(
     verifies="KL(N(mu, sigma^2) || N(0, 1)) = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2), averaged over values; 0 for N(0, 1) itself")
 
 
-def _ref_scale_factor(means):
+def _ref_scale_factor(means) -> float:
     return measure_scale_factor(means)
 
 
@@ -784,7 +784,7 @@ scale_factor = compared(
     verifies=f"1 / std of the latents ({measure_scale_factor(_MEANS):.4f} here): multiplied by it, they have unit variance")
 
 
-def _hinge_cases():
+def _hinge_cases() -> list[tuple]:
     return [(2 * _randn(4, 1, 8, 8, seed=96), 2 * _randn(4, 1, 8, 8, seed=97) - 0.5),
             (torch.full((2, 1, 8, 8), 1.5, dtype=F64), torch.full((2, 1, 8, 8), -1.5, dtype=F64))]
 
@@ -812,7 +812,7 @@ hinge_d_loss = compared(
 # ---- lesson 05 --------------------------------------------------------------------------
 
 @torch.inference_mode()
-def _ref_sample_latents(unet, vae, scheduler, n, generator):
+def _ref_sample_latents(unet, vae, scheduler, n, generator) -> torch.Tensor:
     cfg = unet.config
     x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator).to(next(unet.parameters()).device)
     for t in scheduler.timesteps:
@@ -820,7 +820,7 @@ def _ref_sample_latents(unet, vae, scheduler, n, generator):
     return vae.decode(x / vae.config.scale_factor).clamp(-1, 1)
 
 
-def _tiny_latent_models():
+def _tiny_latent_models() -> tuple[UNet, VAE]:
     """A small UNet on 4x8x8 latents and a VAE with scale factor 0.5, random but fixed (no training needed)."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -831,20 +831,20 @@ def _tiny_latent_models():
 
 
 @exercise(_ref_sample_latents, "05_latent_diffusion")
-def sample_latents(fn):
+def sample_latents(fn) -> str:
     unet, vae = _tiny_latent_models()
 
-    def scheduler():
+    def scheduler() -> DDIMScheduler:
         return DDIMScheduler(LINEAR, clip_x0=False).set_timesteps(5)
 
-    def run(f):
+    def run(f: Callable) -> torch.Tensor:
         with torch.inference_mode():
             return f(unet, vae, scheduler(), 3, torch.Generator().manual_seed(7))
 
     expected = LatentDiffusion(vae, unet, LINEAR).sample(3, steps=5, generator=torch.Generator().manual_seed(7), progress=False)
 
-    def loop(forward=True, unscale=True, clamp=True, multiply=False):
-        def sample(unet, vae, scheduler, n, generator):
+    def loop(forward=True, unscale=True, clamp=True, multiply=False) -> Callable:
+        def sample(unet, vae, scheduler, n, generator) -> torch.Tensor:
             cfg = unet.config
             x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator)
             for t in scheduler.timesteps if forward else scheduler.timesteps[::-1]:
@@ -868,7 +868,7 @@ def sample_latents(fn):
 
 # ---- lesson 06 --------------------------------------------------------------------------
 
-def _ref_frechet_distance(mu1, sigma1, mu2, sigma2):
+def _ref_frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return metrics.frechet_distance(mu1, sigma1, mu2, sigma2)
 
 
@@ -886,13 +886,13 @@ _D = 8
 _DIAG1, _DIAG2 = torch.diag(_randn(_D, seed=106).abs() + 0.1), torch.diag(_randn(_D, seed=107).abs() + 0.1)
 
 
-def _frechet_cases():
+def _frechet_cases() -> list[tuple]:
     return [(_randn(_D, seed=100), _covariance(_D, 101), _randn(_D, seed=102), _covariance(_D, 103)),
             (_randn(_D, seed=104), _covariance(_D, 105), _randn(_D, seed=104), _covariance(_D, 105)),  # identical: 0
             (torch.zeros(_D, dtype=F64), _DIAG1.clone(), torch.ones(_D, dtype=F64), _DIAG2.clone())]  # diagonal: a closed form
 
 
-def _mean_term(m1, s1, m2, s2):
+def _mean_term(m1, s1, m2, s2) -> float:
     return float(((m1 - m2) ** 2).sum())
 
 
@@ -917,19 +917,19 @@ frechet_distance = compared(
              "|mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2 for diagonal ones")
 
 
-def _ref_mmd2_unbiased(x, y):
+def _ref_mmd2_unbiased(x, y) -> float:
     return metrics.mmd2_unbiased(x, y)
 
 
-def _mmd_cases():
+def _mmd_cases() -> list[tuple]:
     return [(_randn(20, 16, seed=110), _randn(30, 16, seed=111) + 0.3), (_randn(25, 16, seed=112), _randn(25, 16, seed=113))]
 
 
-def _kernel(a, b, scale=True, degree=3, plus=1.0):
+def _kernel(a, b, scale=True, degree=3, plus=1.0) -> torch.Tensor:
     return (a @ b.T / (a.shape[1] if scale else 1) + plus) ** degree
 
 
-def _mmd(x, y, unbiased=True, cross=2.0, **kernel):
+def _mmd(x, y, unbiased=True, cross=2.0, **kernel) -> float:
     """MMD^2, right or with one of the mistakes the check names."""
     m, n = len(x), len(y)
     kxx, kyy, kxy = _kernel(x, x, **kernel), _kernel(y, y, **kernel), _kernel(x, y, **kernel)
@@ -960,11 +960,11 @@ mmd2_unbiased = compared(
 # ---- lesson 07 --------------------------------------------------------------------------
 
 @exercise(_drop_labels, "07_guidance")
-def drop_labels(fn):
+def drop_labels(fn) -> str:
     labels = torch.randint(0, 10, (100_000,), generator=torch.Generator().manual_seed(140))
     p, n = 0.1, len(labels)
 
-    def run(p=p, labels=labels):
+    def run(p: float = p, labels: torch.Tensor = labels) -> torch.Tensor:
         return torch.as_tensor(fn(labels.clone(), 10, p, torch.Generator().manual_seed(141)))
 
     got = run()
@@ -992,11 +992,11 @@ def drop_labels(fn):
             f"{tolerance:.2%}), the others unchanged, none at p = 0, all at p = 1, the same seed the same labels")
 
 
-def _ref_guided_eps(eps_uncond, eps_cond, w):
+def _ref_guided_eps(eps_uncond, eps_cond, w) -> torch.Tensor:
     return eps_uncond + w * (eps_cond - eps_uncond)
 
 
-def _guidance_cases():
+def _guidance_cases() -> list[tuple]:
     return [(_randn(4, 4, 8, 8, seed=120), _randn(4, 4, 8, 8, seed=121), w) for w in (0.0, 1.0, 3.0, 7.5)]
 
 

@@ -123,7 +123,7 @@ class _Folder:
 
     MANIFEST = ".diffedu-written.json"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
         manifest = path / self.MANIFEST

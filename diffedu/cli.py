@@ -35,7 +35,7 @@ from .recipes import KINDS, RECIPES, get_recipe
 from .viz import grid
 
 
-def at_least(minimum: int, maximum: int | None = None):
+def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """argparse type: a whole number of at least `minimum` (so 0 and -4 fail here, not in a hang later), and at most
     `maximum` where more could not fit in memory."""
     def parse(text: str) -> int:

@@ -48,18 +48,18 @@ class PeakMemory:
     statistics. On a CPU `mib` stays None: there the process's resident memory follows the allocator's caching
     and what ran before, not what the block needs, so it would be a number that measures nothing."""
 
-    def __init__(self, device):
+    def __init__(self, device) -> None:
         self.cuda = torch.device(device).type == "cuda"
         self.mib: float | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> "PeakMemory":
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         if self.cuda:
             torch.cuda.synchronize()
             self.mib = max(0, torch.cuda.max_memory_allocated() - self.base) / 2**20

@@ -155,7 +155,7 @@ class Reference:
     """What FID and KID need of the reference set, computed once in float64: its Gaussian, the square root of
     its covariance, and its mean kernel between distinct images."""
 
-    def __init__(self, features: torch.Tensor):
+    def __init__(self, features: torch.Tensor) -> None:
         if len(features) < 2:
             raise DiffeduError("FID and KID need at least 2 reference images (and thousands to mean much)")
         self.features = features.double()
@@ -243,7 +243,7 @@ class LinearProbe:
     L-BFGS on standardised features. It judges whether samples of a class look like their class: fit it on
     real training images, and its accuracy on real test images is the yardstick."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: int = 10, l2: float = 1e-3, steps: int = 100):
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: int = 10, l2: float = 1e-3, steps: int = 100) -> None:
         features = features.double()
         self.mean, self.std = features.mean(0), features.std(0).clamp_min(1e-6)
         x, labels = (features - self.mean) / self.std, labels.long()
@@ -251,7 +251,7 @@ class LinearProbe:
         self.bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.LBFGS([self.weight, self.bias], max_iter=steps, line_search_fn="strong_wolfe")
 
-        def loss():
+        def loss() -> torch.Tensor:
             optimizer.zero_grad()
             value = F.cross_entropy(x @ self.weight + self.bias, labels) + l2 * self.weight.square().sum()
             value.backward()

@@ -37,7 +37,7 @@ class ResBlock(nn.Module):
     """x + f(x, t): two 3x3 convolutions, with the time embedding added in between
     (t_dim = 0 for a block that needs no time, as in the VAE)."""
 
-    def __init__(self, c_in: int, c_out: int, t_dim: int = 0, dropout: float = 0.0):
+    def __init__(self, c_in: int, c_out: int, t_dim: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
         self.norm1, self.conv1 = norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
         self.t_proj = nn.Linear(t_dim, c_out) if t_dim else None
@@ -56,7 +56,7 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Self-attention over the pixels of a feature map, so far-apart regions can agree."""
 
-    def __init__(self, channels: int, heads: int = 1):
+    def __init__(self, channels: int, heads: int = 1) -> None:
         super().__init__()
         self.heads = heads
         self.norm = norm(channels)
@@ -84,7 +84,7 @@ class UNetConfig:
     heads: int = 1
     num_classes: int = 0  # > 0: class-conditional, with one more learned class, index num_classes, for "no label"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.channel_mult, self.attn_resolutions = tuple(self.channel_mult), tuple(self.attn_resolutions)
         check_positive(self, "in_channels", "image_size", "channels", "channel_mult", "num_res_blocks", "heads")
         if self.attn_resolutions:
@@ -106,7 +106,7 @@ class UNet(nn.Module):
     """eps_theta(x_t, t): predicts the noise that was added to make x_t. With `num_classes`, eps_theta(x_t, t, y):
     a learned embedding of the class y is added to the time embedding, so every block knows what to draw."""
 
-    def __init__(self, config: UNetConfig | None = None, **overrides):
+    def __init__(self, config: UNetConfig | None = None, **overrides) -> None:
         super().__init__()
         self.config = cfg = config or UNetConfig(**overrides)
         ch, t_dim = cfg.channels, 4 * cfg.channels
@@ -115,7 +115,7 @@ class UNet(nn.Module):
             self.class_emb = nn.Embedding(cfg.num_classes + 1, t_dim)  # the last row: "no label"
         self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
-        def stage(c_in, c_out, res):
+        def stage(c_in, c_out, res) -> nn.ModuleList:
             attn = Attention(c_out, cfg.heads) if res in cfg.attn_resolutions else nn.Identity()
             return nn.ModuleList([ResBlock(c_in, c_out, t_dim, cfg.dropout), attn])
 

@@ -21,7 +21,7 @@ class GaussianDenoiser(nn.Module):
     samplers are tested, with no training involved.
     """
 
-    def __init__(self, schedule: Schedule, mean: float, std: float):
+    def __init__(self, schedule: Schedule, mean: float, std: float) -> None:
         super().__init__()
         self.schedule, self.mean, self.std = schedule, mean, std
 
@@ -36,7 +36,7 @@ class TwoGaussians(nn.Module):
     Gaussian one; without, the mixture's: the class posteriors p(k | x_t) are known in closed form, and
     E[eps | x_t] is their average of the two classes' predictions."""
 
-    def __init__(self, schedule: Schedule, mean: float = 1.0, std: float = 0.3):
+    def __init__(self, schedule: Schedule, mean: float = 1.0, std: float = 0.3) -> None:
         super().__init__()
         self.schedule, self.mean, self.std = schedule, mean, std
         self.config = UNetConfig(in_channels=1, image_size=1, channel_mult=(1,), num_classes=2)

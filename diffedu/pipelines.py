@@ -59,7 +59,7 @@ class Diffusion:
 
     clip_x0 = True
 
-    def __init__(self, unet: nn.Module, schedule: Schedule):
+    def __init__(self, unet: nn.Module, schedule: Schedule) -> None:
         self.unet, self.schedule = unet.eval(), schedule
 
     @property
@@ -141,7 +141,7 @@ class LatentDiffusion(Diffusion):
 
     clip_x0 = False
 
-    def __init__(self, vae: VAE, unet: nn.Module, schedule: Schedule):
+    def __init__(self, vae: VAE, unet: nn.Module, schedule: Schedule) -> None:
         if (unet.config.in_channels, unet.config.image_size) != (vae.config.latent_channels, vae.config.latent_size):
             raise DiffeduError(f"the UNet takes {unet.config.in_channels}x{unet.config.image_size}x{unet.config.image_size} "
                                f"inputs but the VAE's latents are {vae.config.latent_channels}x{vae.config.latent_size}x{vae.config.latent_size}")

@@ -48,7 +48,7 @@ class Recipe:
     minutes: float | None = None  # train for this much training time (steps: then only an upper bound)
     note: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DiffeduError(f"recipe {self.name}: unknown kind {self.kind!r}; kinds: {', '.join(KINDS)}")
         if (self.kind == "decoder") != bool(self.base):

@@ -40,7 +40,7 @@ def sampling_table(result: dict) -> str:
     sampling, seconds_ref = result["sampling"], REFERENCE["sample_64_seconds"]
     ddpm, ddpm_ref = sampling["DDPM 1000"]["seconds"], seconds_ref["DDPM 1000"]
 
-    def reference(name):
+    def reference(name) -> str:
         return f"{seconds_ref[name]} s ({ddpm_ref / seconds_ref[name]:.1f}x)" if name in seconds_ref else ""
 
     return (f"**Sampling {result['settings']['batch']} images** (the median of the timed runs after a warm-up; latent: "

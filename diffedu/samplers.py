@@ -66,7 +66,7 @@ class Scheduler:
     (-1: the clean image), and the model's prediction of x_0, clipped to the pixel range [-1, 1]
     when `clip_x0` (latents are not bounded, so latent pipelines turn it off)."""
 
-    def __init__(self, schedule: Schedule, clip_x0: bool = True):
+    def __init__(self, schedule: Schedule, clip_x0: bool = True) -> None:
         self.schedule, self.clip_x0 = schedule, clip_x0
         self.set_timesteps()
 
@@ -129,7 +129,7 @@ class DDIMScheduler(Scheduler):
     eta = 0 is deterministic (an ODE solver); eta = 1 over all T steps is DDPM.
     """
 
-    def __init__(self, schedule: Schedule, eta: float = 0.0, clip_x0: bool = True):
+    def __init__(self, schedule: Schedule, eta: float = 0.0, clip_x0: bool = True) -> None:
         if not 0 <= eta <= 1:
             raise DiffeduError(f"eta must be in [0, 1], got {eta}")
         self.eta = eta
@@ -169,7 +169,7 @@ class Guided(nn.Module):
     unconditional model, w = 1 the conditional one (each a single call), w > 1 pushes samples further
     towards what distinguishes the class."""
 
-    def __init__(self, model: nn.Module, labels: torch.Tensor, guidance: float):
+    def __init__(self, model: nn.Module, labels: torch.Tensor, guidance: float) -> None:
         super().__init__()
         if not 0 <= guidance < float("inf"):
             raise DiffeduError(f"the guidance scale w must be 0 or more (0: unconditional, 1: conditional), got {guidance}")
@@ -206,7 +206,7 @@ class Snapshots(nn.Module):
     anywhere (a lesson's), it records x_t and the predicted clean image (clipped to [-1, 1]) at `frames` evenly
     spaced timesteps of T, on the CPU, and answers as the model does."""
 
-    def __init__(self, model: nn.Module, alpha_bar: torch.Tensor, frames: int = 20):
+    def __init__(self, model: nn.Module, alpha_bar: torch.Tensor, frames: int = 20) -> None:
         super().__init__()
         self.model, self.alpha_bar, self.kept = model, alpha_bar, []
         self.keep = set(np.linspace(len(alpha_bar) - 1, 0, frames).round().astype(int).tolist())

@@ -38,7 +38,7 @@ def cosine_betas(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> to
 class Schedule:
     """Every table a sampler or the training loss needs, computed once from the betas."""
 
-    def __init__(self, betas: torch.Tensor, name: str = "custom"):
+    def __init__(self, betas: torch.Tensor, name: str = "custom") -> None:
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.dim() != 1 or len(betas) == 0 or not ((betas > 0) & (betas < 1)).all():
             raise DiffeduError(f"betas must be a non-empty 1-d tensor with every value in (0, 1), got shape {tuple(betas.shape)}")

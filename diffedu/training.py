@@ -54,7 +54,7 @@ class EMA:
     """An exponential moving average of the weights. Its copy of the model samples
     better than the raw weights, which jitter from batch to batch."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.model.config = model.config  # one architecture, one config: a change to it (a VAE's scale factor) reaches both
@@ -81,7 +81,7 @@ class Trainer:
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], *,
                  lr: float = 2e-4, weight_decay: float = 0.0, ema_decay: float = 0.999, grad_clip: float = 1.0,
                  device: str | torch.device | None = None, meta: dict | None = None,
-                 compile: str | None = None, channels_last: bool = False):
+                 compile: str | None = None, channels_last: bool = False) -> None:
         """`compile`: a torch.compile mode for the forward and backward ("default", "reduce-overhead" for CUDA
         graphs, "max-autotune"); `channels_last`: convolutions on NHWC tensors (faster on tensor cores)."""
         self.meta = dict(meta or {})  # saved with every checkpoint, e.g. which noise schedule the model learned
@@ -246,7 +246,7 @@ def budget_lr(lr: float, used: float) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * min(max(used, 0.0), 1.0)))
 
 
-def _channels_last(batch):
+def _channels_last(batch) -> torch.Tensor | tuple | list:
     """The image tensors of a batch (or an (images, labels) pair) in NHWC memory order."""
     if isinstance(batch, (tuple, list)):
         return type(batch)(_channels_last(b) for b in batch)

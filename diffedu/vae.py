@@ -27,7 +27,7 @@ class VAEConfig:
     num_res_blocks: int = 1
     scale_factor: float = 1.0  # latents are multiplied by this before diffusion (measured on the data)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
         check_positive(self, "in_channels", "image_size", "latent_channels", "channels", "channel_mult", "num_res_blocks")
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
@@ -44,7 +44,7 @@ class VAEConfig:
 
 
 class VAE(nn.Module):
-    def __init__(self, config: VAEConfig | None = None, **overrides):
+    def __init__(self, config: VAEConfig | None = None, **overrides) -> None:
         super().__init__()
         self.config = cfg = config or VAEConfig(**overrides)
         widths = [cfg.channels * m for m in cfg.channel_mult]

@@ -28,7 +28,7 @@ def grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
 FIGURE_WIDTH = 9.5
 
 
-def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, scale: float = 0.6):
+def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, scale: float = 0.6) -> plt.Axes:
     """Show a batch as a grid (each 32x32 image drawn about `scale` inches wide)."""
     g = grid(images, nrow)
     if ax is None:
@@ -49,7 +49,7 @@ def smooth(values, window: int = 20) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def plot_loss(history, ax=None, title: str = "training loss"):
+def plot_loss(history, ax=None, title: str = "training loss") -> plt.Axes:
     ax = ax or plt.subplots(figsize=(6, 3))[1]
     ax.plot(history, alpha=0.3, label="per batch")
     window = max(1, len(history) // 20)
@@ -62,7 +62,7 @@ def plot_loss(history, ax=None, title: str = "training loss"):
 class LiveLoss:
     """A Trainer callback that redraws the loss curve in place in a notebook."""
 
-    def __init__(self, title: str = "training loss"):
+    def __init__(self, title: str = "training loss") -> None:
         self.title, self.handle = title, None
 
     def __call__(self, trainer) -> None:
@@ -87,7 +87,7 @@ _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
 )
 
 
-def quality_plot(table: dict, against: str = "steps", latent: bool = True):
+def quality_plot(table: dict, against: str = "steps", latent: bool = True) -> plt.Figure:
     """The shipped quality table (diffedu.pretrained.quality_table()) as FID and KID against the sampling steps
     (`against="steps"`) or the seconds per image: one line per kind of sampler (KID with its error bars), the
     yardsticks as horizontal lines.

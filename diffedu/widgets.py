@@ -42,7 +42,7 @@ def _slider_view(frames: list[bytes], captions: list[str], description: str, val
                                layout=W.Layout(width="500px"))
     index = {v: i for i, v in enumerate(values)}
 
-    def show(change):
+    def show(change) -> None:
         i = index[change["new"]]
         image.value, caption.value = frames[i], captions[i]
 
@@ -100,7 +100,7 @@ def latent_explorer(vae, image_a: torch.Tensor, image_b: torch.Tensor, seed: int
     jitter = W.FloatSlider(0.0, min=0, max=2, step=0.1, description="add noise")
     decoded, channels, caption = W.Image(format="png"), W.Image(format="png"), W.HTML()
 
-    def update(_=None):
+    def update(_=None) -> None:
         z = torch.lerp(z_a, z_b, mix.value)
         z[channel.value] = z[channel.value] * scale.value + jitter.value * noise
         decoded.value = png(decode_latents(vae, z[None]).cpu(), zoom=6)
@@ -147,7 +147,7 @@ def guidance_widget(images: dict, classes: list[str]) -> W.VBox:
                                continuous_update=True, layout=W.Layout(width="500px"))
     image, caption = W.Image(format="png"), W.HTML()
 
-    def show(_=None):
+    def show(_=None) -> None:
         image.value = frames[(picker.value, slider.value)]
         caption.value = (f"{classes[picker.value]}, w = {slider.value:g}: "
                          + {0: "unconditional (the label is ignored)", 1: "conditional, no guidance"}.get(slider.value, "guided"))
