@@ -40,9 +40,10 @@ FORMAT = 4  # of the result dict; results of another format are measured again, 
 CIFAR_TRAIN_IMAGES = 50_000  # "100 epochs" means 100 passes over this many images
 
 
-def methods(ddim_steps: tuple[int, ...] = (100, 50)) -> list[Method]:
-    """The bench's rows: DDPM 1000, pixel DDIM at each step count, latent DDIM 50."""
-    return [Method.named(label) for label in ("DDPM 1000", *(f"DDIM {s}" for s in ddim_steps), "latent DDIM 50")]
+def methods(ddim_steps: tuple[int, ...] = (100, 50), also: tuple[str, ...] = ()) -> list[Method]:
+    """The bench's rows: DDPM 1000, pixel DDIM at each step count, latent DDIM 50, then the methods `also` names
+    (labels such as "DPM-Solver++(2M) 10" or "Heun 5": any registered sampler)."""
+    return [Method.named(label) for label in ("DDPM 1000", *(f"DDIM {s}" for s in ddim_steps), "latent DDIM 50", *also)]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class BenchSettings:
     train_batch: int = 32
     train_steps: int = 5  # timed training steps, after 2 warm-up steps
     ddim_steps: tuple[int, ...] = (100, 50)  # the pixel DDIM rows
+    also: tuple[str, ...] = ()  # more rows, by label (Method.named): other samplers
     fid: bool = True  # score FID/KID (False: sizes and timings only)
 
 
@@ -139,8 +141,10 @@ def time_sampler(models: Models, method: Method, settings: BenchSettings, device
         while settings.fid and sum(map(len, images)) < settings.samples:
             run()
     seconds = statistics.median(times)
-    return {"steps": method.steps, "images": settings.batch, "runs": len(times), "seconds": seconds, "all_seconds": times,
-            "ms_per_step": 1000 * seconds / method.steps, "peak_memory_mib": memory.mib}, torch.cat(images)[: settings.samples]
+    calls = models.of(method).scheduler(method.sampler, method.steps).model_calls()
+    return {"steps": method.steps, "model_calls": calls, "images": settings.batch, "runs": len(times), "seconds": seconds,
+            "all_seconds": times, "ms_per_step": 1000 * seconds / method.steps,
+            "peak_memory_mib": memory.mib}, torch.cat(images)[: settings.samples]
 
 
 def training_rates(models: Models, train_images: torch.Tensor, settings: BenchSettings, device) -> dict[str, dict]:
@@ -187,7 +191,7 @@ def run(profile: Profile, *, settings: BenchSettings | None = None, device: str 
     fast = device.type == "cuda"  # bf16 autocast pays off on a GPU, not on a CPU
     began = time.perf_counter()
     models = load_models(profile, device, pixel, latent, vae)
-    for method in methods(settings.ddim_steps):  # an impossible step count fails now, not after minutes of timing
+    for method in methods(settings.ddim_steps, settings.also):  # an impossible step count fails now, not after minutes of timing
         (models.pixel if method.space == "pixel" else models.latent).scheduler(method.sampler, method.steps)
     sizes = model_sizes(models, device)  # counted before torch.compile, which FlopCounterMode cannot see into
     for net in (models.pixel.unet, models.latent.unet, *([models.latent.vae] if fast else [])):
@@ -197,14 +201,14 @@ def run(profile: Profile, *, settings: BenchSettings | None = None, device: str 
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
     settings = replace(settings, reference=min(settings.reference, len(train)))
 
-    rows = methods(settings.ddim_steps)
+    rows = methods(settings.ddim_steps, settings.also)
     bar = tqdm(total=len(rows) + 1 + settings.fid, desc="bench")
     sampling, samples = {}, {}
     for method in rows:
         bar.set_description(f"bench: sampling {method.label}")
         sampling[method.label], samples[method.label] = time_sampler(models, method, settings, device, fast)
-        sampling[method.label]["gflops_per_image"] = method.steps * sizes[f"{method.space} UNet"]["gflops"] + (
-            sizes["VAE decoder"]["gflops"] if method.space == "latent" else 0)  # steps x UNet, plus one decoder call
+        sampling[method.label]["gflops_per_image"] = sampling[method.label]["model_calls"] * sizes[f"{method.space} UNet"]["gflops"] + (
+            sizes["VAE decoder"]["gflops"] if method.space == "latent" else 0)  # model calls x UNet, plus one decoder call
         bar.update()
     bar.set_description("bench: training throughput")
     training = training_rates(models, train.images, settings, device)

@@ -32,6 +32,7 @@ from .errors import CheckpointError, DiffeduError
 from .pipelines import load_pipeline, load_vae
 from .profiles import PROFILES, get_profile
 from .recipes import KINDS, RECIPES, get_recipe
+from .samplers import SAMPLERS
 from .viz import grid
 
 
@@ -116,6 +117,15 @@ def image_out(text: str) -> str:
     return text
 
 
+def method_label(text: str) -> str:
+    """argparse type: a sampling method's label (diffedu.evaluation.Method.named), checked before any work."""
+    try:
+        evaluation.Method.named(text)
+    except DiffeduError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m diffedu", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -165,8 +175,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", required=True, help="checkpoint path (suffix optional) or shipped name")
     s.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
     s.add_argument("--samples", type=image_count, default=16, help="number of images (default: 16)")
-    s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
-    s.add_argument("--steps", type=positive, help="DDIM steps (default: 50; DDPM always uses all T)")
+    s.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="ddpm, ddim, heun (2 model calls a step) or "
+                   "dpmpp2m, DPM-Solver++(2M) (default: ddim)")
+    s.add_argument("--steps", type=positive, help="sampling steps (default: 50; DDPM always uses all T)")
     s.add_argument("--eta", type=finite_float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
     s.add_argument("--spacing", default="uniform", choices=["uniform", "quadratic"])
     s.add_argument("--class", dest="class_", metavar="CLASS", help="for a class-conditional model: a class name (horse) or index")
@@ -182,8 +193,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
     f.add_argument("--samples", type=image_count, default=1000, help="images to score (default: 1000)")
     f.add_argument("--reference", type=positive, help="first N training images as the reference (default: all)")
-    f.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim"])
-    f.add_argument("--steps", type=positive, help="DDIM steps (default: 50)")
+    f.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="ddpm, ddim, heun or dpmpp2m (default: ddim)")
+    f.add_argument("--steps", type=positive, help="sampling steps (default: 50)")
     f.add_argument("--eta", type=finite_float, default=0.0)
     f.add_argument("--batch-size", type=positive, default=100, help="images per sampling run (default: 100)")
     f.add_argument("--data", type=path_text, help=data_help)
@@ -232,6 +243,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=positive, help="images per timed sampling run (default: 64)")
     b.add_argument("--repeats", type=positive, help="timed sampling runs per sampler (the median is reported)")
     b.add_argument("--ddim-steps", type=positive, nargs="+", help="the pixel DDIM step counts to time (default: 100 50)")
+    b.add_argument("--also", type=method_label, nargs="+", metavar="ROW", help='more samplers to time and score, by label: '
+                   '"DPM-Solver++(2M) 10", "Heun 5", "latent Heun 10" (default: none)')
     b.add_argument("--no-fid", action="store_true", help="skip FID/KID: sizes and timings only")
     b.add_argument("--pixel", help="pixel UNet checkpoint (default: the shipped ddpm-cifar10)")
     b.add_argument("--latent", help="latent UNet checkpoint (default: the shipped ldm-cifar10)")
@@ -294,7 +307,13 @@ def sample_cmd(args) -> None:
                          guidance=guidance if classes is not None else 1.0)
     Image.fromarray(grid(images, nrow=8)).save(args.out)
     which = f", class {args.class_}, guidance {guidance:g}" if args.class_ else ""
-    print(f"wrote {args.samples} images ({args.sampler}, {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps{which}) to {args.out}")
+    print(f"wrote {args.samples} images ({describe(pipe.scheduler(args.sampler, args.steps, args.eta, args.spacing))}{which}) "
+          f"to {args.out}")
+
+
+def describe(scheduler) -> str:
+    """A sampler run in words: its name, steps and model calls (NFE, what it costs)."""
+    return f"{scheduler.title} {len(scheduler.timesteps)} steps, {scheduler.model_calls()} model calls"
 
 
 def fid_cmd(args) -> None:
@@ -311,7 +330,7 @@ def fid_cmd(args) -> None:
         pipe = load_pipeline(args.ckpt, device, args.vae)
         images = evaluation.sample_images(pipe, args.samples, steps=args.steps, sampler=args.sampler, eta=args.eta,
                                           batch_size=args.batch_size, seed=args.seed)
-        what = f"{args.ckpt}, {args.sampler} {len(pipe.scheduler(args.sampler, args.steps).timesteps)} steps"
+        what = f"{args.ckpt}, {describe(pipe.scheduler(args.sampler, args.steps, args.eta))}"
     row = metrics.score(images, metrics.cached_features(reference, device=device), device)
     fid, kid = report.fid_kid(row)
     print(f"{what}: {row['n']} images, FID {fid}, KID x 1000 {kid} against the first {len(reference)} training images "
@@ -324,7 +343,8 @@ def bench_cmd(args) -> None:
     env.check_writable(out)
     settings = bench.settings_for(profile.name, args.quick, samples=args.samples, reference=args.reference,
                                   batch=args.batch_size, repeats=args.repeats,
-                                  ddim_steps=tuple(args.ddim_steps) if args.ddim_steps else None, fid=False if args.no_fid else None)
+                                  ddim_steps=tuple(args.ddim_steps) if args.ddim_steps else None,
+                                  also=tuple(args.also) if args.also else None, fid=False if args.no_fid else None)
     result = bench.run(profile, settings=settings, device=args.device, compile=args.compile, pixel=args.pixel,
                        latent=args.latent, vae=args.vae, data_root=args.data)
     print(report.tables(result))

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, env, metrics, pretrained
 from .errors import DiffeduError
 from .pipelines import Diffusion, load_pipeline, load_vae
+from .samplers import SAMPLERS
 from .vae import VAE
 
 FORMAT = 3  # of the quality table and the guidance curve; tables of another format are measured again, not read
@@ -40,21 +41,23 @@ class Method:
 
     label: str
     space: str  # "pixel" or "latent"
-    sampler: str  # "ddpm" or "ddim"
+    sampler: str  # a registered sampler's name (diffedu.samplers.SAMPLERS): "ddpm", "ddim", "heun", "dpmpp2m"
     steps: int
     spacing: str = "uniform"  # of DDIM's timesteps
     vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
 
     @classmethod
     def named(cls, label: str) -> "Method":
-        """The method a label names: "DDPM 1000", "DDIM 50", "DDIM 20 quadratic", "latent DDIM 50", and
-        "latent DDIM 50, L1 decoder" (decoded by the VAE before its decoder stage)."""
-        found = re.fullmatch(r"(latent )?(DDPM|DDIM) (\d+)( quadratic)?(, L1 decoder)?", label)
+        """The method a label names: a sampler's title and its steps ("DDPM 1000", "DDIM 50", "Heun 10",
+        "DPM-Solver++(2M) 10"), then optionally " quadratic" (the spacing), with "latent " before it for the latent
+        model, and ", L1 decoder" after it to decode by the VAE before its decoder stage."""
+        titles = {scheduler.title: name for name, scheduler in SAMPLERS.items()}
+        found = re.fullmatch(rf"(latent )?({'|'.join(map(re.escape, titles))}) (\d+)( quadratic)?(, L1 decoder)?", label)
         if not found or (found[2] == "DDPM" and found[4]):
-            raise DiffeduError(f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic' "
-                               "or 'latent DDIM 50'")
-        latent, sampler, steps, quadratic, l1 = found.groups()
-        return cls(label, "latent" if latent else "pixel", sampler.lower(), int(steps), "quadratic" if quadratic else "uniform",
+            raise DiffeduError(f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic', "
+                               f"'latent DDIM 50' or 'Heun 10' (samplers: {', '.join(titles)})")
+        latent, title, steps, quadratic, l1 = found.groups()
+        return cls(label, "latent" if latent else "pixel", titles[title], int(steps), "quadratic" if quadratic else "uniform",
                    L1_DECODER if l1 else None)
 
 
@@ -124,6 +127,7 @@ def guidance_curve(pipe: Diffusion, train: data.ImageSet, test: data.ImageSet, *
 # ---- the quality table ------------------------------------------------------------
 
 QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (100, 50, 20, 10)), *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
+                   *(f"DPM-Solver++(2M) {s}" for s in (50, 20, 10, 5)), *(f"Heun {s}" for s in (25, 10, 5, 3)),
                    *(f"latent DDIM {s}" for s in (50, 20, 10)), "latent DDIM 50, L1 decoder")
 QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
 
@@ -142,9 +146,10 @@ def quality_row_images(label: str, test_images: torch.Tensor, device, *, batch_s
     name = "ddpm-cifar10" if method.space == "pixel" else "ldm-cifar10"
     if (name, method.vae) not in pipes:
         pipes[name, method.vae] = load_pipeline(name, device, vae=method.vae)
-    images = sample_images(pipes[name, method.vae], len(test_images), steps=method.steps, sampler=method.sampler,
-                           spacing=method.spacing, batch_size=batch_size)
-    return images, {"model": name, **asdict(method)}
+    pipe = pipes[name, method.vae]
+    images = sample_images(pipe, len(test_images), steps=method.steps, sampler=method.sampler, spacing=method.spacing,
+                           batch_size=batch_size)
+    return images, {"model": name, **asdict(method), "model_calls": pipe.scheduler(method.sampler, method.steps).model_calls()}
 
 
 def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | None = None, device=None,

@@ -29,6 +29,16 @@ class GaussianDenoiser(nn.Module):
         ab = at(self.schedule.alpha_bar, torch.as_tensor(t).expand(len(x)), x)
         return (1 - ab).sqrt() * (x - ab.sqrt() * self.mean) / (ab * self.std**2 + 1 - ab)
 
+    def flow(self, x: torch.Tensor, t: int, t_to: int) -> torch.Tensor:
+        """The exact solution of the probability-flow ODE from x at timestep t to timestep t_to (-1: the clean
+        image). In sigma = sqrt((1 - ab) / ab) and x~ = x / sqrt(ab) the ODE is dx~/dsigma = E[eps | x_t]; for this
+        data that is (x~ - mean) sigma / (std^2 + sigma^2), so x~ - mean grows as sqrt(std^2 + sigma^2)."""
+        ab = self.schedule.alpha_bar.to(x.dtype)
+        ab_to = ab[t_to] if t_to >= 0 else ab.new_ones(())
+        sigma2, sigma2_to = (1 - ab[t]) / ab[t], (1 - ab_to) / ab_to
+        x_tilde = self.mean + (x / ab[t].sqrt() - self.mean) * ((self.std**2 + sigma2_to) / (self.std**2 + sigma2)).sqrt()
+        return ab_to.sqrt() * x_tilde
+
 
 class TwoGaussians(nn.Module):
     """The exact noise predictor for data that is N(-mean, std^2) (class 0) or N(+mean, std^2) (class 1), half

@@ -79,7 +79,8 @@ class Diffusion:
 
     def scheduler(self, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
                   spacing: str = "uniform") -> Scheduler:
-        """'ddim' in `steps` steps (None: 50), or 'ddpm' (always all T)."""
+        """A sampler by name (diffedu.samplers.SAMPLERS): 'ddim', 'heun' or 'dpmpp2m' in `steps` steps (None: 50),
+        or 'ddpm' (always all T)."""
         steps = None if steps is None else whole(steps, "steps")
         return make_scheduler(sampler, self.schedule, steps, eta, spacing, clip_x0=self.clip_x0)
 

@@ -45,9 +45,9 @@ def sampling_table(result: dict) -> str:
 
     return (f"**Sampling {result['settings']['batch']} images** (the median of the timed runs after a warm-up; latent: "
             "decoding included; the reference: 64 images on one GPU)\n\n" + table(
-                ["sampler", "steps", "runs", "seconds", "ms per step", "speed-up vs DDPM 1000", "GFLOPs per image",
+                ["sampler", "steps", "model calls", "runs", "seconds", "ms per step", "speed-up vs DDPM 1000", "GFLOPs per image",
                  "peak memory", "reference"],
-                [[name, r["steps"], r["runs"], f"{r['seconds']:.2f}", f"{r['ms_per_step']:.1f}", f"{ddpm / r['seconds']:.1f}x",
+                [[name, r["steps"], r["model_calls"], r["runs"], f"{r['seconds']:.2f}", f"{r['ms_per_step']:.1f}", f"{ddpm / r['seconds']:.1f}x",
                   f"{r['gflops_per_image']:.3g}", _memory(r["peak_memory_mib"]), reference(name)] for name, r in sampling.items()]))
 
 
@@ -101,11 +101,11 @@ def guidance_table(curve: dict) -> str:
 
 def quality_table(curves: dict) -> str:
     """The quality table (diffedu.evaluation.quality_table; the shipped one: diffedu.pretrained.quality_table()) as markdown."""
-    rows = [[label, r.get("steps", ""), *fid_kid(r),
+    rows = [[label, r.get("steps", ""), r.get("model_calls", r.get("steps", "")), *fid_kid(r),
              f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else ""]  # a sampler's row, not a yardstick
             for label, r in curves["rows"].items()]
     machines = {(m["name"], m["device"], m["threads"], m["torch"]) for m in (r["machine"] for r in curves["rows"].values())}
     where = ("{1} ({0}, {2} threads, torch {3})".format(*machines.pop()) if len(machines) == 1
              else "the machine each row of the JSON names")
     return (f"**FID / KID at {curves['samples']} images** against {curves['reference']} ({SE_NOTE}); sampling "
-            f"time per image measured on {where}, batches of 100\n\n" + table(["images", "steps", "FID", "KID x 1000", "ms / image"], rows))
+            f"time per image measured on {where}, batches of 100\n\n" + table(["images", "steps", "model calls", "FID", "KID x 1000", "ms / image"], rows))

@@ -64,14 +64,14 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
             group["lr"] = lr  # the saved optimizer state carries the old rate
     if steps and not minutes:
         recipe = replace(recipe, minutes=None)  # `steps` N trains N steps, not the recipe's minutes
-    steps = steps or recipe.steps - trainer.step
-    if steps < 1 or (saved and recipe.finished(saved) and steps == recipe.steps - trainer.step):
-        raise DiffeduError(f"{out} has already trained all of its recipe ({trainer.step} steps): pass --steps N to train "
-                           "N more (a timed recipe ends with a learning rate near 0: pass --lr too)")
-    length = f"{recipe.minutes:g} minutes of training in all" if recipe.minutes else f"steps {trainer.step} -> {trainer.step + steps}"
+    more = steps or recipe.steps - trainer.step
+    if more < 1 or (saved and not steps and recipe.finished(saved)):
+        raise DiffeduError(f"{out} has already trained all of its recipe ({trainer.step} steps): pass --steps N (steps=N) to "
+                           "train N more (a timed recipe ends with a learning rate near 0: pass --lr too)")
+    length = f"{recipe.minutes:g} minutes of training in all" if recipe.minutes else f"steps {trainer.step} -> {trainer.step + more}"
     print(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
           f"{len(cifar.images[: recipe.n_data])} training images, batch {recipe.batch_size}, {length}, on {trainer.device}")
-    fit(trainer, recipe, out, cifar, steps, vae=vae_model, vae_ref=vae_ref, seed=seed, save_every=save_every,
+    fit(trainer, recipe, out, cifar, more, vae=vae_model, vae_ref=vae_ref, seed=seed, save_every=save_every,
         deadline=deadline, again=again)
     recent = trainer.history[-50:]
     print(f"saved {checkpoint.paths(out)[0]}; final loss {sum(recent) / max(1, len(recent)):.4f}")
@@ -136,7 +136,7 @@ def _vae_for_latent(vae: str | Path | None, recipe: Recipe, saved: dict | None, 
         raise DiffeduError(f"this run learns the latents of {name}; resuming it with {vae} would mix two latent spaces. "
                            "Resume without --vae, or train a new run with another --out")
     model = load_vae(name, device)
-    check_vae(model, name, saved)
+    _check_vae(model, name, saved)
     return model, pretrained.reference(name)
 
 
@@ -173,7 +173,7 @@ def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet,
         trainer.save(out)
 
 
-def check_vae(vae: VAE, name: str, saved: dict | None) -> None:
+def _check_vae(vae: VAE, name: str, saved: dict | None) -> None:
     """A latent run learns one VAE's latent space: refuse a VAE that has changed since the run began, or one
     whose scale factor was never measured."""
     if saved and saved.get("vae_fingerprint") not in (None, vae_fingerprint(vae)):

@@ -1,20 +1,25 @@
-"""Samplers: from noise x_T back to an image, one model call per step.
+"""Samplers: from noise x_T back to an image.
 
-Each sampler is a scheduler with the shape of diffusers' schedulers:
+Each sampler is a scheduler registered by name (`SAMPLERS`), with the shape of diffusers' schedulers:
 
-    scheduler = DDIMScheduler(schedule, eta=0.0)
-    scheduler.set_timesteps(50)                # which t's to visit, largest first
-    for t in scheduler.timesteps:
-        eps = model(x, t)                      # the model's guess of the noise in x_t
-        x, x0 = scheduler.step(eps, t, x)      # x_t -> x_{t_prev}, and the predicted clean image
+    scheduler = make_scheduler("ddim", schedule, steps=50)
+    for t in scheduler.timesteps:                            # which t's to visit, largest first
+        x, x0 = scheduler.sample_step(model, x, t)           # x_t -> x_{t_prev}, and the predicted clean image
 
-`sample` and `sample_trajectory` run exactly that loop; `ddpm_sample` and
-`ddim_sample` are one-line shortcuts for it, and `ddim_invert` runs it backwards.
+A sampler owns its model calls: DDPM and DDIM call the model once per step (`step(eps, t, x)` is that step
+given the call's answer, the one the lessons write), Heun twice, DPM-Solver++(2M) once and remembers the last
+answer. Each declares its `order` and counts its calls per run (`model_calls`, NFE: what sampling costs).
+`sample` and `sample_trajectory` run that loop; `ddpm_sample` and `ddim_sample` are one-line shortcuts for it,
+and `ddim_invert` runs DDIM backwards.
+
+The deterministic samplers all solve one ODE, the probability-flow ODE, which is simplest in the variables
+sigma = sqrt((1 - alpha_bar) / alpha_bar) and x~ = x / sqrt(alpha_bar):  dx~/dsigma = eps(x, t).
+DDIM (eta = 0) is exactly its Euler step; Heun and DPM-Solver++(2M) are second-order steps of it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -24,7 +29,6 @@ from tqdm.auto import tqdm
 from .errors import DiffeduError
 from .schedules import Schedule, at
 
-SAMPLERS = ("ddpm", "ddim")
 SPACINGS = ("uniform", "quadratic")
 
 
@@ -61,10 +65,28 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
     return t[::-1].tolist()
 
 
+SAMPLERS: dict[str, type[Scheduler]] = {}  # by name: what `make_scheduler`, the pipelines and the command line offer
+
+
+def register(name: str, title: str) -> Callable[[type], type]:
+    """Make a scheduler class a sampler that can be asked for by `name` (`title`: its name in tables)."""
+    def wrap(cls: type) -> type:
+        cls.name, cls.title = name, title
+        SAMPLERS[name] = cls
+        return cls
+    return wrap
+
+
 class Scheduler:
     """What every sampler shares: the timesteps it visits (largest first), the step after each one
     (-1: the clean image), and the model's prediction of x_0, clipped to the pixel range [-1, 1]
-    when `clip_x0` (latents are not bounded, so latent pipelines turn it off)."""
+    when `clip_x0` (latents are not bounded, so latent pipelines turn it off).
+
+    A sampler's `sample_step(model, x, t)` calls the model as its method needs and steps from t; `order` is the
+    order of its error in the step size as an ODE solver; `model_calls()` is how many calls one run makes."""
+
+    name, title = "", ""
+    order = 1
 
     def __init__(self, schedule: Schedule, clip_x0: bool = True) -> None:
         self.schedule, self.clip_x0 = schedule, clip_x0
@@ -74,7 +96,19 @@ class Scheduler:
         """Visit `steps` timesteps (None: all T), spaced uniformly or quadratically."""
         self.timesteps = ddim_timesteps(self.schedule.T, self.schedule.T if steps is None else steps, spacing)
         self._prev = dict(zip(self.timesteps, self.timesteps[1:] + [-1]))
+        self.reset()
         return self
+
+    def reset(self) -> None:
+        """Forget what earlier steps left behind, before a new run (a multistep sampler remembers its last call)."""
+
+    def model_calls(self) -> int:
+        """Model calls (NFE) of one run through the timesteps: one per step here."""
+        return len(self.timesteps)
+
+    def sample_step(self, model: nn.Module, x: torch.Tensor, t: int, generator=None) -> "StepOutput":
+        """One step from t: ask the model for the noise in x_t, then `step`."""
+        return self.step(model(x, _t_batch(t, x)), t, x, generator)
 
     def prev_timestep(self, t: int) -> int:
         """The timestep the step from t lands on (-1 for the clean image)."""
@@ -98,9 +132,13 @@ class Scheduler:
         return x0, eps
 
 
+@register("ddpm", "DDPM")
 class DDPMScheduler(Scheduler):
     """Ancestral sampling (Ho et al. 2020, Algorithm 2): all T steps, each one a
-    draw from the posterior q(x_{t-1} | x_t, x_0) with x_0 replaced by the model's guess."""
+    draw from the posterior q(x_{t-1} | x_t, x_0) with x_0 replaced by the model's guess. A stochastic
+    sampler, not an ODE solver: it has no order in that sense."""
+
+    order = None
 
     def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> "DDPMScheduler":
         if steps not in (None, self.schedule.T):
@@ -119,6 +157,7 @@ class DDPMScheduler(Scheduler):
         return StepOutput(mean + at(s.posterior_variance, t, x_t).sqrt() * noise, x0)
 
 
+@register("ddim", "DDIM")
 class DDIMScheduler(Scheduler):
     """DDIM (Song et al. 2021, eq. 12): the same trained model, a non-Markovian
     process with the same marginals q(x_t | x_0), so it can skip steps.
@@ -160,6 +199,75 @@ class DDIMScheduler(Scheduler):
         return StepOutput(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, x0)
 
 
+def _sigma(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The probability-flow ODE's time: sigma = sqrt((1 - alpha_bar) / alpha_bar), 0 for the clean image."""
+    return ((1 - alpha_bar) / alpha_bar).sqrt()
+
+
+@register("heun", "Heun")
+class HeunScheduler(Scheduler):
+    """Heun's second-order step on the probability-flow ODE, as EDM takes it (Karras et al. 2022, Algorithm 1,
+    without churn): an Euler step (DDIM's) from sigma to sigma_prev, the slope eps asked again where it lands,
+    and the step taken again with the mean of the two slopes:
+
+        x~' = x~ + (sigma_prev - sigma) eps(x, t)                       (Euler: DDIM)
+        x~_prev = x~ + (sigma_prev - sigma) (eps(x, t) + eps(x', t_prev)) / 2
+
+    with x~ = x / sqrt(alpha_bar). Two model calls per step, but one on the last step, into the clean image
+    (sigma = 0, where the model cannot be asked): an Euler step there, as EDM's."""
+
+    order = 2
+
+    def model_calls(self) -> int:
+        return 2 * len(self.timesteps) - 1
+
+    def sample_step(self, model: nn.Module, x: torch.Tensor, t: int, generator=None) -> StepOutput:
+        t_prev = self.prev_timestep(t)
+        x0, eps = self.predict(model(x, _t_batch(t, x)), t, x)
+        ab, ab_prev = self.alpha_bar(t, x), self.alpha_bar(t_prev, x)
+        euler = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
+        if t_prev < 0:
+            return StepOutput(euler, x0)
+        _, eps_prev = self.predict(model(euler, _t_batch(t_prev, x)), t_prev, euler)
+        x_tilde = x / ab.sqrt() + (_sigma(ab_prev) - _sigma(ab)) * (eps + eps_prev) / 2
+        return StepOutput(ab_prev.sqrt() * x_tilde, x0)
+
+
+@register("dpmpp2m", "DPM-Solver++(2M)")
+class DPMSolverScheduler(Scheduler):
+    """DPM-Solver++(2M) (Lu et al. 2022): the probability-flow ODE solved exactly for its linear part, in
+    lambda = log(sqrt(alpha_bar) / sqrt(1 - alpha_bar)), with the model's clean image x0 extrapolated from this
+    step's call and the last one's (multistep: one call per step, second order):
+
+        x_prev = (s_prev / s) x - a_prev (exp(-h) - 1) D,   h = lambda_prev - lambda,
+        D = (1 + 1 / (2 r)) x0 - 1 / (2 r) x0_last,         r = (lambda - lambda_last) / h
+
+    (a = sqrt(alpha_bar), s = sqrt(1 - alpha_bar)). With D = x0 it is DDIM: the first step, with no last call,
+    and the last, into the clean image (x0 itself), are that first-order step, as diffusers' lower_order_final."""
+
+    order = 2
+
+    def reset(self) -> None:
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # the last step's x0 and lambda
+
+    def sample_step(self, model: nn.Module, x: torch.Tensor, t: int, generator=None) -> StepOutput:
+        t_prev = self.prev_timestep(t)
+        x0, _ = self.predict(model(x, _t_batch(t, x)), t, x)
+        if t_prev < 0:
+            self.reset()
+            return StepOutput(x0, x0)
+        ab, ab_prev = self.alpha_bar(t, x), self.alpha_bar(t_prev, x)
+        lam, lam_prev = -_sigma(ab).log(), -_sigma(ab_prev).log()
+        h, data = lam_prev - lam, x0
+        if self._last is not None:
+            x0_last, lam_last = self._last
+            r = (lam - lam_last) / h
+            data = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_last
+        self._last = (x0, lam)
+        x_prev = ((1 - ab_prev) / (1 - ab)).sqrt() * x - ab_prev.sqrt() * torch.expm1(-h) * data
+        return StepOutput(x_prev, x0)
+
+
 class Guided(nn.Module):
     """Classifier-free guidance (Ho & Salimans 2022) as a noise predictor for the sampling loop:
 
@@ -199,6 +307,7 @@ class Trajectory:
     x_t: torch.Tensor  # (frames, batch, C, H, W)
     x0: torch.Tensor  # (frames, batch, C, H, W)
     images: torch.Tensor  # (batch, C, H, W)
+    model_calls: int = 0  # the run's cost: how many times it asked the model (NFE)
 
 
 class Snapshots(nn.Module):
@@ -236,17 +345,30 @@ def sample_trajectory(
     model.eval()
     last = len(scheduler.timesteps) - 1
     keep = set(np.linspace(0, last, frames).round().astype(int).tolist()) if frames > 0 else set()
-    x, kept = x_T, []
+    x, kept, counted = x_T, [], Counted(model)
+    scheduler.reset()
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=type(scheduler).__name__, disable=not progress, leave=False)):
-        x_prev, x0 = scheduler.step(model(x, _t_batch(t, x)), t, x, generator)
+        x_prev, x0 = scheduler.sample_step(counted, x, t, generator)
         if i in keep:
             kept.append((t, x.float().cpu().contiguous(), x0.float().cpu().contiguous()))
         x = x_prev
     x = x.contiguous()  # NCHW, whatever memory order the model computes in
     if not kept:
-        return Trajectory([], torch.empty(0), torch.empty(0), x)
+        return Trajectory([], torch.empty(0), torch.empty(0), x, counted.calls)
     ts, xs, x0s = zip(*kept)
-    return Trajectory(list(ts), torch.stack(xs), torch.stack(x0s), x)
+    return Trajectory(list(ts), torch.stack(xs), torch.stack(x0s), x, counted.calls)
+
+
+class Counted(nn.Module):
+    """A model that counts its calls: the cost of a sampling run, in model evaluations (NFE)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x, t)
 
 
 def sample(model: nn.Module, scheduler: Scheduler, x_T: torch.Tensor, generator=None, progress: bool = True) -> torch.Tensor:
@@ -265,15 +387,17 @@ def ddim_sample(model, schedule: Schedule, x_T, steps: int = 50, eta: float = 0.
 
 def make_scheduler(name: str, schedule: Schedule, steps: int | None = None, eta: float = 0.0,
                    spacing: str = "uniform", clip_x0: bool = True) -> Scheduler:
-    """A scheduler by name: 'ddpm' (always all T steps) or 'ddim' (steps=None: 50)."""
+    """A sampler by its registered name (`SAMPLERS`): 'ddpm' (always all T steps), or 'ddim', 'heun', 'dpmpp2m' in
+    `steps` steps (None: 50). `eta` is DDIM's alone."""
+    if name not in SAMPLERS:
+        raise DiffeduError(f"unknown sampler {name!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
+    if eta and name != "ddim":
+        raise DiffeduError(f"eta is DDIM's knob (0: deterministic, 1: as noisy as DDPM); {SAMPLERS[name].title} has none. "
+                           "Leave eta out, or sample with DDIM")
     if name == "ddpm":
-        if eta:
-            raise DiffeduError("eta is DDIM's knob (0: deterministic, 1: as noisy as DDPM); DDPM's noise is fixed. "
-                               "Leave eta out, or sample with DDIM")
         return DDPMScheduler(schedule, clip_x0).set_timesteps(steps, spacing)
-    if name == "ddim":
-        return DDIMScheduler(schedule, eta, clip_x0).set_timesteps(50 if steps is None else steps, spacing)
-    raise DiffeduError(f"unknown sampler {name!r}; choose 'ddpm' or 'ddim'")
+    scheduler = DDIMScheduler(schedule, eta, clip_x0) if name == "ddim" else SAMPLERS[name](schedule, clip_x0)
+    return scheduler.set_timesteps(50 if steps is None else steps, spacing)
 
 
 @torch.inference_mode()

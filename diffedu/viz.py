@@ -81,33 +81,40 @@ class LiveLoss:
 _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
     ("pixel DDIM, uniform steps", "o-", "C0", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddim" and r["spacing"] == "uniform"),
     ("pixel DDIM, quadratic steps", "^--", "C1", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddim" and r["spacing"] == "quadratic"),
+    ("pixel DPM-Solver++(2M)", "v-", "C4", lambda r: r.get("space") == "pixel" and r["sampler"] == "dpmpp2m"),
+    ("pixel Heun", "P-", "C5", lambda r: r.get("space") == "pixel" and r["sampler"] == "heun"),
     ("pixel DDPM 1000", "s", "C3", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddpm"),
     ("latent DDIM", "D-", "C2", lambda r: r.get("space") == "latent" and not r.get("vae")),
     ("latent DDIM, L1 decoder", "x", "C7", lambda r: r.get("space") == "latent" and r.get("vae")),  # before the decoder stage
 )
 
 
-def quality_plot(table: dict, against: str = "steps", latent: bool = True) -> plt.Figure:
-    """The shipped quality table (diffedu.pretrained.quality_table()) as FID and KID against the sampling steps
-    (`against="steps"`) or the seconds per image: one line per kind of sampler (KID with its error bars), the
-    yardsticks as horizontal lines.
-    `latent=False` leaves out the latent model and its VAE."""
-    x_key = {"steps": "steps", "seconds": "seconds_per_image"}[against]
-    rows = table["rows"]
+def _model_calls(row: dict) -> int:
+    """A row's model calls (NFE); rows measured before they were recorded are DDPM's and DDIM's: one per step."""
+    return row.get("model_calls", row["steps"])
+
+
+def quality_plot(table: dict, against: str = "calls", latent: bool = True, samplers: tuple[str, ...] | None = None) -> plt.Figure:
+    """The shipped quality table (diffedu.pretrained.quality_table()) as FID and KID against the model calls
+    (`against="calls"`, NFE: for DDPM and DDIM the steps) or the seconds per image: one line per kind of sampler,
+    each point with its standard error, the yardsticks as horizontal lines. `latent=False` leaves out the latent
+    model and its VAE; `samplers` (e.g. ("ddpm", "ddim")) keeps only those samplers' rows."""
+    x_of = {"calls": _model_calls, "seconds": lambda r: r["seconds_per_image"]}[against]
+    rows = {k: r for k, r in table["rows"].items() if samplers is None or r.get("sampler", samplers[0]) in samplers}
     fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.4))
     for ax, key, name, scale in ((axes[0], "fid", "FID", 1), (axes[1], "kid", "KID x 1000", 1000)):
         for label, style, colour, picks in _FAMILIES:
-            points = sorted((r[x_key], scale * r[key], scale * r.get(f"{key}_std", 0)) for r in rows.values() if picks(r))
+            points = sorted((x_of(r), scale * r[key], scale * r[f"{key}_se"]) for r in rows.values() if picks(r))
             if points and (latent or not label.startswith("latent")):
-                x, y, error = zip(*points)  # KID's standard deviation as error bars (FID has none)
+                x, y, error = zip(*points)
                 ax.errorbar(x, y, yerr=error, fmt=style, color=colour, capsize=2, label=label)
         yardsticks = [("real test images", "--", "k")] + ([("VAE reconstructions of them", ":", "C2"),
                                                            ("L1-decoder reconstructions", ":", "C7")] if latent else [])
         for label, style, colour in yardsticks:
             if label in rows:
                 ax.axhline(scale * rows[label][key], color=colour, ls=style, lw=1, label=label)
-        ax.set(xscale="log", xlabel="sampling steps" if against == "steps" else "seconds per image (log scale)",
-               ylabel=f"{name} (lower is better)", title=f"{name}, {table['samples']} images each")
+        ax.set(xscale="log", xlabel="model calls (NFE; DDPM's and DDIM's: the steps)" if against == "calls" else
+               "seconds per image (log scale)", ylabel=f"{name} (lower is better)", title=f"{name}, {table['samples']} images each")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -283,7 +283,7 @@ plt.show()
 
 # %%
 quality = pretrained.quality_table()
-quality_plot(quality, "steps", latent=False)
+quality_plot(quality, "calls", latent=False, samplers=("ddpm", "ddim"))
 plt.show()
 display(Markdown(report.quality_table(quality)))
 

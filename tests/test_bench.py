@@ -65,16 +65,18 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
     assert len(list((tmp_path / "fid").glob("inception-*.safetensors"))) == 1  # the reference, cached
 
     assert printed.startswith(report.tables(result))
-    for line in ("| DDPM 1000 | 1000 |", "| latent, cached latents |", "| real test images | 4 |", "| 32x32x3 | 3,072 | 256 | 12x |"):
+    for line in ("| DDPM 1000 | 1000 | 1000 |", "| latent, cached latents |", "| real test images | 4 |", "| 32x32x3 | 3,072 | 256 | 12x |"):
         assert line in printed
 
 
 def test_bench_times_other_step_counts_without_fid(cifar_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", "--profile", "smoke", "--device", "cpu", "--data", str(cifar_root), "--out", str(out)]
-    assert main([*args, "--ddim-steps", "20", "10", "--no-fid"]) == 0
+    assert main([*args, "--ddim-steps", "20", "10", "--also", "Heun 3", "DPM-Solver++(2M) 4", "--no-fid"]) == 0
     result = bench.load(out)
-    assert list(result["sampling"]) == ["DDPM 1000", "DDIM 20", "DDIM 10", "latent DDIM 50"] and result["scores"] is None
+    assert list(result["sampling"]) == ["DDPM 1000", "DDIM 20", "DDIM 10", "latent DDIM 50", "Heun 3", "DPM-Solver++(2M) 4"]
+    assert [r["model_calls"] for r in result["sampling"].values()] == [1000, 20, 10, 50, 5, 4] and result["scores"] is None
+    assert result["sampling"]["Heun 3"]["gflops_per_image"] == pytest.approx(5 * result["sizes"]["pixel UNet"]["gflops"])
     assert "FID and KID" not in capsys.readouterr().out
 
 
@@ -101,7 +103,7 @@ def test_the_quality_table_measures_rows_resumably(tiny_cifar, tmp_path, monkeyp
     assert list(first["rows"]) == ["real test images", "latent DDIM 10"] and first["samples"] == 4
     assert first["rows"]["latent DDIM 10"]["steps"] == 10 and first["rows"]["latent DDIM 10"]["model"] == "ldm-cifar10"
     assert all(row["n"] == 4 and row["seconds_per_image"] > 0 for row in first["rows"].values())
-    assert "| latent DDIM 10 | 10 |" in capsys.readouterr().out  # the table, printed
+    assert "| latent DDIM 10 | 10 | 10 |" in capsys.readouterr().out  # the table, printed
 
     assert main([*args, "DDIM 10 quadratic", "latent DDIM 10"]) == 0  # one new row; the measured one is kept
     second = json.loads(out.read_text())
@@ -133,7 +135,9 @@ def test_a_method_is_named_by_its_label_and_a_wrong_label_says_what_is_meant():
     assert evaluation.Method.named("DDIM 20 quadratic") == evaluation.Method("DDIM 20 quadratic", "pixel", "ddim", 20, "quadratic")
     assert evaluation.Method.named("latent DDIM 50, L1 decoder").vae == evaluation.L1_DECODER
     assert evaluation.Method.named("DDPM 1000").sampler == "ddpm"
-    for wrong in ("DDPM 1000 quadratic", "ddim 50", "DDIM fifty"):
+    assert evaluation.Method.named("latent DPM-Solver++(2M) 10 quadratic") == evaluation.Method(
+        "latent DPM-Solver++(2M) 10 quadratic", "latent", "dpmpp2m", 10, "quadratic")
+    for wrong in ("DDPM 1000 quadratic", "ddim 50", "DDIM fifty", "Euler 10"):
         with pytest.raises(evaluation.DiffeduError, match="no sampling method"):
             evaluation.Method.named(wrong)
 

@@ -46,7 +46,9 @@ def test_cli_trains_resumes_and_samples(cifar_root, tmp_path, capsys):
     png = tmp_path / "grid.png"
     assert cli.main(["sample", "--ckpt", str(out), "--sampler", "ddim", "--steps", "5", "--samples", "3", "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert "wrote 3 images (ddim, 5 steps)" in capsys.readouterr().out
+    assert "wrote 3 images (DDIM 5 steps, 5 model calls)" in capsys.readouterr().out
+    assert cli.main(["sample", "--ckpt", str(out), "--sampler", "heun", "--steps", "4", "--samples", "2", "--out", str(png)]) == 0
+    assert "wrote 2 images (Heun 4 steps, 7 model calls)" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
@@ -87,7 +89,7 @@ def test_cli_fid_scores_real_images_reconstructions_and_samples(cifar_root, tmp_
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("real test images: 3 images, FID ")
     assert lines[1].startswith("vae-cifar10's reconstructions of test images: 3 images, FID ")
-    assert lines[2].startswith("ldm-cifar10, ddim 2 steps: 3 images, FID ")
+    assert lines[2].startswith("ldm-cifar10, DDIM 2 steps, 2 model calls: 3 images, FID ")
     assert all("against the first 6 training images" in line for line in lines)
     assert len(list((tmp_path / "fid").glob("*.safetensors"))) == 1  # one reference set, computed once
 

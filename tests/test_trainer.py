@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffedu import checkpoint, data, runs
-from diffedu.errors import CheckpointError
+from diffedu.errors import CheckpointError, DiffeduError
 from diffedu.latent import vae_fingerprint
 from diffedu.nets import UNet, UNetConfig
 from diffedu.pipelines import load_pipeline, load_vae
@@ -183,6 +183,8 @@ def test_a_notebook_trains_any_recipe_in_one_call_and_resumes_it(tiny_cifar, tmp
     ddpm = runs.train("smoke-ddpm", tmp_path / "ddpm", data_root=tiny_cifar, device="cpu")
     assert ddpm.step == get_recipe("smoke-ddpm").steps and checkpoint.read_meta(tmp_path / "ddpm")["recipe"] == "smoke-ddpm"
     assert runs.train(out=tmp_path / "ddpm", resume=True, steps=2, data_root=tiny_cifar).step == ddpm.step + 2
+    with pytest.raises(DiffeduError, match="already trained all of its recipe"):
+        runs.train(out=tmp_path / "ddpm", resume=True, data_root=tiny_cifar)  # nothing left: say how to go on
     vae = runs.train("smoke-vae", tmp_path / "vae", data_root=tiny_cifar)
     assert vae.ema.model.config.scale_factor != 1.0  # a finished VAE has its scale factor measured, and saved with it
     assert load_vae(tmp_path / "vae").config.scale_factor == vae.ema.model.config.scale_factor
