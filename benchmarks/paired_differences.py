@@ -6,20 +6,24 @@ Rows of one model sampled from the same noise (DDIM 20 and DDIM 100 start from t
 protocol) are paired: the standard error of their difference comes from the paired images' influences
 (diffedu.metrics.difference) and is far smaller than either row's. Rows from different noise (pixel against
 latent) pair arbitrarily, which comes to sqrt(se_1^2 + se_2^2). Each row's Inception features are kept in
-data/fid/quality-rows/, so a second run takes seconds.
+data/fid/quality-rows/ (`python -m diffedu quality` keeps them as it measures), so a second run takes seconds.
 """
 import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from diffedu import data, env, evaluation, metrics  # noqa: E402
+from diffedu import data, evaluation, metrics  # noqa: E402
 
 PAIRS = [("DDIM 20", "DDIM 100"), ("DDIM 20", "DDIM 50"), ("DDIM 10", "DDIM 20"), ("DDPM 1000", "DDIM 20"),
          ("DDIM 10 quadratic", "DDIM 10"), ("DDIM 20 quadratic", "DDIM 20"), ("DDIM 50 quadratic", "DDIM 50"),
          ("DDIM 100 quadratic", "DDIM 100"), ("latent DDIM 10", "latent DDIM 50"),
          ("latent DDIM 50", "latent DDIM 50, L1 decoder"), ("latent DDIM 50", "DDIM 50"),
-         ("latent DDIM 50", "VAE reconstructions of them")]
+         ("latent DDIM 50", "VAE reconstructions of them"),
+         # lesson 08's samplers against DDIM at about the same model calls, or twice them
+         ("DPM-Solver++(2M) 5", "DDIM 10"), ("DPM-Solver++(2M) 10", "DDIM 10"), ("DPM-Solver++(2M) 10", "DDIM 20"),
+         ("DPM-Solver++(2M) 20", "DDIM 20"), ("DPM-Solver++(2M) 50", "DDIM 50"), ("Heun 5", "DDIM 10"), ("Heun 10", "DDIM 20"),
+         ("Heun 25", "DDIM 50"), ("Heun 3", "DDIM 5"), ("DPM-Solver++(2M) 5", "DDIM 5")]
 
 
 def main() -> None:
@@ -32,9 +36,7 @@ def main() -> None:
     pipes = {}
 
     def features(label: str):
-        path = env.home() / "fid" / "quality-rows" / f"{label} ({args.samples}).safetensors"
-        return env.cached_tensor(path, lambda: metrics.inception_features(
-            evaluation.quality_row_images(label, test.images[:args.samples], "cpu", pipes=pipes)[0]))
+        return evaluation.row_features(label, test.images[:args.samples], "cpu", pipes)
 
     print(f"{args.samples} images per row against all {len(train)} training images; ± the standard error of the difference")
     print("| difference | FID | KID x 1000 |\n|---|---|---|")

@@ -126,7 +126,7 @@ def guidance_curve(pipe: Diffusion, train: data.ImageSet, test: data.ImageSet, *
 
 # ---- the quality table ------------------------------------------------------------
 
-QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (100, 50, 20, 10)), *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
+QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (100, 50, 20, 10, 5)), *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
                    *(f"DPM-Solver++(2M) {s}" for s in (50, 20, 10, 5)), *(f"Heun {s}" for s in (25, 10, 5, 3)),
                    *(f"latent DDIM {s}" for s in (50, 20, 10)), "latent DDIM 50, L1 decoder")
 QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
@@ -150,6 +150,18 @@ def quality_row_images(label: str, test_images: torch.Tensor, device, *, batch_s
     images = sample_images(pipe, len(test_images), steps=method.steps, sampler=method.sampler, spacing=method.spacing,
                            batch_size=batch_size)
     return images, {"model": name, **asdict(method), "model_calls": pipe.scheduler(method.sampler, method.steps).model_calls()}
+
+
+def row_features_path(label: str, samples: int) -> Path:
+    """Where a quality row's Inception features are kept once measured: two rows drawn from the same noise are
+    compared by their paired difference (metrics.difference), which needs both rows' features."""
+    return env.home() / "fid" / "quality-rows" / f"{label} ({samples}).safetensors"
+
+
+def row_features(label: str, test_images: torch.Tensor, device, pipes: dict | None = None) -> torch.Tensor:
+    """A quality row's Inception features, as kept by `quality_table`, or made again by the row's protocol."""
+    return env.cached_tensor(row_features_path(label, len(test_images)), lambda: metrics.inception_features(
+        quality_row_images(label, test_images, device, pipes=pipes)[0], device=device))
 
 
 def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | None = None, device=None,
@@ -176,7 +188,10 @@ def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | No
         start = time.perf_counter()
         images, row = quality_row_images(label, test.images[:samples], device, batch_size=batch_size, pipes=pipes)
         row["seconds_per_image"] = (time.perf_counter() - start) / samples
-        table["rows"][label] = {**row, **metrics.score(images, reference_features, device), "machine": env.machine(device),
+        kept = row_features_path(label, samples)
+        kept.unlink(missing_ok=True)  # measured afresh: its features replace any kept from before
+        features = env.cached_tensor(kept, lambda: metrics.inception_features(images, device=device))
+        table["rows"][label] = {**row, **metrics.scores_of(features, reference_features), "machine": env.machine(device),
                                 "date": time.strftime("%Y-%m-%d")}
         table["rows"] = {label: table["rows"][label] for label in QUALITY_ROWS if label in table["rows"]}  # the table's order
         env.write_json(table, out)

@@ -61,3 +61,33 @@ class TwoGaussians(nn.Module):
         mixture = (posterior.view(2, -1, 1, 1, 1) * eps).sum(0)
         picked = eps.gather(0, y.clamp(max=1).view(1, -1, 1, 1, 1).expand(1, *x.shape))[0]
         return torch.where((y == 2).view(-1, 1, 1, 1), mixture, picked)
+
+
+class GaussianVelocity(nn.Module):
+    """The exact velocity of flow matching (rectified flow) when the data is N(mean, std^2 I).
+
+    x_t = (1 - t) x_0 + t eps, t in [0, 1], and the network learns v = eps - x_0. Given x_t, both are Gaussian:
+    with V = (1 - t)^2 std^2 + t^2 (the variance of x_t) and mu = (1 - t) mean (its mean),
+    E[x_0 | x_t] = mean + (1 - t) std^2 (x_t - mu) / V and E[eps | x_t] = t (x_t - mu) / V, so the best v is
+    linear in x_t:  v = (t - (1 - t) std^2) (x_t - mu) / V - mean.
+    """
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def _moments(self, t: torch.Tensor | float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1, *[1] * (like.dim() - 1))
+        return (1 - t) * self.mean, (1 - t) ** 2 * self.std**2 + t**2
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        mu, variance = self._moments(t, x)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, *[1] * (x.dim() - 1))
+        return (t - (1 - t) * self.std**2) * (x - mu) / variance - self.mean
+
+    def flow(self, x: torch.Tensor, t: float, t_to: float) -> torch.Tensor:
+        """The exact solution of dx/dt = v(x, t) from time t to t_to: x_t's distribution stays N(mu, V), and
+        the flow keeps each point's standardised position, x - mu growing as sqrt(V)."""
+        mu, variance = self._moments(t, x)
+        mu_to, variance_to = self._moments(t_to, x)
+        return mu_to + (variance_to / variance).sqrt() * (x - mu)

@@ -99,12 +99,14 @@ def guidance_table(curve: dict) -> str:
             + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows))
 
 
-def quality_table(curves: dict) -> str:
-    """The quality table (diffedu.evaluation.quality_table; the shipped one: diffedu.pretrained.quality_table()) as markdown."""
+def quality_table(curves: dict, samplers: tuple[str, ...] | None = None) -> str:
+    """The quality table (diffedu.evaluation.quality_table; the shipped one: diffedu.pretrained.quality_table()) as
+    markdown; `samplers` (e.g. ("ddpm", "ddim")) keeps only those samplers' rows, and the yardsticks."""
+    kept = {label: r for label, r in curves["rows"].items() if samplers is None or r.get("sampler", samplers[0]) in samplers}
     rows = [[label, r.get("steps", ""), r.get("model_calls", r.get("steps", "")), *fid_kid(r),
              f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else ""]  # a sampler's row, not a yardstick
-            for label, r in curves["rows"].items()]
-    machines = {(m["name"], m["device"], m["threads"], m["torch"]) for m in (r["machine"] for r in curves["rows"].values())}
+            for label, r in kept.items()]
+    machines = {(m["name"], m["device"], m["threads"], m["torch"]) for m in (r["machine"] for r in kept.values())}
     where = ("{1} ({0}, {2} threads, torch {3})".format(*machines.pop()) if len(machines) == 1
              else "the machine each row of the JSON names")
     return (f"**FID / KID at {curves['samples']} images** against {curves['reference']} ({SE_NOTE}); sampling "

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .errors import DiffeduError
 from .latent import decode_latents, encode_latents
-from .samplers import Trajectory
+from .samplers import SAMPLERS, Trajectory
 from .schedules import Schedule
 from .viz import grid
 
@@ -135,24 +135,45 @@ def image_slider(images: dict, description: str, caption: Callable[[object], str
     return _slider_view([png(images[v], nrow=nrow) for v in values], [caption(v) for v in values], description, values)
 
 
-def guidance_widget(images: dict, classes: list[str]) -> W.VBox:
-    """Pick a class, move the guidance scale w: {(class index, w): images} precomputed from the same noise
-    at every w, so that what changes is the guidance alone."""
-    scales = sorted({w for _, w in images})
-    if not images or not scales:
-        raise DiffeduError("the guidance widget needs images for at least one class and scale")
+def picker_widget(images: dict, pick: tuple[str, list[tuple[str, object]]], slide: tuple[str, list],
+                  caption: Callable[[object, object], str], start: int = 0) -> W.VBox:
+    """Pick one thing from a list and slide along another: {(picked, slid): images} precomputed (from the same
+    noise, so that what changes is what the two controls choose), shown as one row. `pick`: the dropdown's
+    description and its (label, value) options; `slide`: the slider's description and values, starting at the
+    `start`-th; `caption(picked, slid)`: the line above the images."""
+    if not images:
+        raise DiffeduError("the widget needs at least one batch of images")
     frames = {key: png(batch, nrow=len(batch), zoom=3) for key, batch in images.items()}
-    picker = W.Dropdown(options=[(classes[k], k) for k in sorted({k for k, _ in images})], description="class")
-    slider = W.SelectionSlider(options=scales, value=scales[min(1, len(scales) - 1)], description="guidance w",
+    picker = W.Dropdown(options=pick[1], description=pick[0])
+    slider = W.SelectionSlider(options=slide[1], value=slide[1][min(start, len(slide[1]) - 1)], description=slide[0],
                                continuous_update=True, layout=W.Layout(width="500px"))
-    image, caption = W.Image(format="png"), W.HTML()
+    image, text = W.Image(format="png"), W.HTML()
 
     def show(_=None) -> None:
         image.value = frames[(picker.value, slider.value)]
-        caption.value = (f"{classes[picker.value]}, w = {slider.value:g}: "
-                         + {0: "unconditional (the label is ignored)", 1: "conditional, no guidance"}.get(slider.value, "guided"))
+        text.value = caption(picker.value, slider.value)
 
     picker.observe(show, names="value")
     slider.observe(show, names="value")
     show()
-    return W.VBox([W.HBox([picker, slider]), caption, image])
+    return W.VBox([W.HBox([picker, slider]), text, image])
+
+
+def guidance_widget(images: dict, classes: list[str]) -> W.VBox:
+    """Pick a class, move the guidance scale w: {(class index, w): images} precomputed from the same noise
+    at every w, so that what changes is the guidance alone."""
+    def caption(k: int, w: float) -> str:
+        return f"{classes[k]}, w = {w:g}: " + {0: "unconditional (the label is ignored)", 1: "conditional, no guidance"}.get(w, "guided")
+
+    picks = [(classes[k], k) for k in sorted({k for k, _ in images})]
+    return picker_widget(images, ("class", picks), ("guidance w", sorted({w for _, w in images})), caption, start=1)
+
+
+def sampler_widget(images: dict, model_calls: dict) -> W.VBox:
+    """Pick a sampler, move its steps: {(sampler name, steps): images} precomputed from the same starting noise, and
+    {(sampler name, steps): model calls}, what each run cost."""
+    def caption(name: str, steps: int) -> str:
+        return f"{SAMPLERS[name].title}, {steps} steps: {model_calls[name, steps]} model calls"
+
+    picks = [(SAMPLERS[name].title, name) for name in dict.fromkeys(name for name, _ in images)]
+    return picker_widget(images, ("sampler", picks), ("steps", sorted({steps for _, steps in images})), caption)

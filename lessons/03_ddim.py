@@ -285,7 +285,7 @@ plt.show()
 quality = pretrained.quality_table()
 quality_plot(quality, "calls", latent=False, samplers=("ddpm", "ddim"))
 plt.show()
-display(Markdown(report.quality_table(quality)))
+display(Markdown(report.quality_table(quality, samplers=("ddpm", "ddim"))))
 
 # %% [markdown]
 # What the shipped table says about this model. Each score carries a standard error (lesson 06 derives it): about

@@ -540,3 +540,123 @@ def test_drop_labels_catalogue(wrong, message):
 ])
 def test_guided_eps_catalogue(wrong, message):
     rejects("guided_eps", wrong, message)
+
+
+# ---- lesson 08: written as a learner might, each with one thing changed ------------------------------
+
+def heun_with(average=True, second_where="landing", into_zero="euler", direction=1.0):
+    def step(slope, x, sigma, sigma_prev):
+        dt = direction * (sigma_prev - sigma)
+        d = slope(x, sigma)
+        trial = x + dt * d
+        if sigma_prev == 0 and into_zero == "euler":
+            return trial
+        d2 = slope(trial if second_where == "landing" else x, sigma_prev)
+        return x + dt * ((d + d2) / 2 if average else d2)
+    return step
+
+
+def test_a_learners_heun_step_passes(capsys):
+    check.heun_step(heun_with())
+    assert "✓ heun_step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (heun_with(into_zero="ask"), "asked the model at sigma = 0"),
+    (heun_with(second_where="start"), "where the Euler step lands"),
+    (heun_with(average=False), "the mean of the two slopes"),
+    (heun_with(direction=-1.0), "multiply by sigma_prev - sigma"),
+])
+def test_heun_step_catalogue(wrong, message):
+    rejects("heun_step", wrong, message)
+
+
+def test_heun_step_that_calls_the_model_thrice_is_told_so():
+    def thrice(slope, x, sigma, sigma_prev):
+        slope(x, sigma)
+        return heun_with()(slope, x, sigma, sigma_prev)
+    rejects("heun_step", thrice, "Heun asks twice a step")
+
+
+def dpm_with(half=True, lam_scale=0.5, r_flip=False, expm1_sign=-1.0, clean="x0"):
+    def step(x, x0, x0_last, a, a_prev, a_last):
+        if a_prev == 1:
+            return x0 if clean == "x0" else x * 0 + x0.mean()
+        lam = lambda ab: lam_scale * torch.log(ab / (1 - ab))  # noqa: E731
+        h = lam(a_prev) - lam(a)
+        d = x0
+        if x0_last is not None:
+            r = (lam(a) - lam(a_last)) / h
+            r = 1 / r if r_flip else r
+            c = 1 / (2 * r) if half else 1 / r
+            d = (1 + c) * x0 - c * x0_last
+        return torch.sqrt((1 - a_prev) / (1 - a)) * x - torch.sqrt(a_prev) * torch.expm1(expm1_sign * h) * d
+    return step
+
+
+def test_a_learners_dpm_solver_step_passes(capsys):
+    check.dpm_solver_step(dpm_with())
+    assert "✓ dpm_solver_step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (dpm_with(half=False), "the 1/2 is missing"),
+    (dpm_with(lam_scale=1.0), "half the log of the signal-to-noise ratio"),
+    (dpm_with(r_flip=True), "not its inverse"),
+    (dpm_with(expm1_sign=1.0), "the factor is exp(-h) - 1"),  # the first step already goes wrong
+])
+def test_dpm_solver_step_catalogue(wrong, message):
+    rejects("dpm_solver_step", wrong, message)
+
+
+def fm_loss_with(target="velocity", swapped=False, one_t=False, integer_t=False):
+    def loss(model, x0):
+        t = torch.full((len(x0),), 0.3) if one_t else torch.rand(len(x0))
+        t = (t * 1000).long() if integer_t else t
+        noise = torch.randn_like(x0)
+        tt = t.view(-1, 1, 1, 1).to(x0.dtype)
+        x_t = tt * x0 + (1 - tt) * noise if swapped else (1 - tt) * x0 + tt * noise
+        goal = {"velocity": noise - x0, "reversed": x0 - noise, "noise": noise}[target]
+        return F.mse_loss(model(x_t, t), goal)
+    return loss
+
+
+def test_a_learners_fm_loss_passes(capsys):
+    check.fm_loss(fm_loss_with())
+    assert "✓ fm_loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (fm_loss_with(target="reversed"), "not x_0 - eps"),
+    (fm_loss_with(target="noise"), "not the noise alone"),
+    (fm_loss_with(swapped=True), "the weights are swapped"),
+    (fm_loss_with(one_t=True), "one t per image"),
+    (fm_loss_with(integer_t=True), "one float per image"),
+])
+def test_fm_loss_catalogue(wrong, message):
+    rejects("fm_loss", wrong, message)
+
+
+def fm_sample_with(flip=False, ask_at_end=False, grid="linspace"):
+    def run(velocity, x1, steps):
+        ts = [1 - i / steps for i in range(steps + 1)] if grid == "linspace" else [1 - i / (steps + 1) for i in range(steps + 1)]
+        x = x1
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            dt = t - t_next if flip else t_next - t
+            x = x + dt * velocity(x, torch.tensor(t_next if ask_at_end else t, dtype=x.dtype))
+        return x
+    return run
+
+
+def test_a_learners_fm_sample_passes(capsys):
+    check.fm_sample(fm_sample_with())
+    assert "✓ fm_sample" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (fm_sample_with(flip=True), "the sign is flipped"),
+    (fm_sample_with(ask_at_end=True), "not where it ends"),
+    (fm_sample_with(grid="short"), "wrong on test case"),  # stops short of t = 0 by another amount: located, not named
+])
+def test_fm_sample_catalogue(wrong, message):
+    rejects("fm_sample", wrong, message)

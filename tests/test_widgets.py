@@ -103,3 +103,15 @@ def test_image_slider_and_guidance_widget_show_the_chosen_frame():
     assert scale.value == 1.0 and "conditional" in caption.value
     picker.value, scale.value = 7, 3.0
     assert image.value == png(images[(7, 3.0)], nrow=2, zoom=3) and caption.value.startswith("horse, w = 3: guided")
+
+
+def test_sampler_widget_shows_each_sampler_at_each_step_count():
+    from diffedu.widgets import sampler_widget
+
+    images = {(name, steps): torch.full((2, 3, 32, 32), steps / 100) for name in ("ddim", "heun") for steps in (5, 10)}
+    calls = {("ddim", 5): 5, ("ddim", 10): 10, ("heun", 5): 9, ("heun", 10): 19}
+    widget = sampler_widget(images, calls)
+    (picker, steps), caption, image = widget.children[0].children, widget.children[1], widget.children[2]
+    assert [label for label, _ in picker.options] == ["DDIM", "Heun"] and caption.value == "DDIM, 5 steps: 5 model calls"
+    picker.value, steps.value = "heun", 10
+    assert image.value == png(images[("heun", 10)], nrow=2, zoom=3) and caption.value == "Heun, 10 steps: 19 model calls"
