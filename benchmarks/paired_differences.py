@@ -23,7 +23,15 @@ PAIRS = [("DDIM 20", "DDIM 100"), ("DDIM 20", "DDIM 50"), ("DDIM 10", "DDIM 20")
          # lesson 08's samplers against DDIM at about the same model calls, or twice them
          ("DPM-Solver++(2M) 5", "DDIM 10"), ("DPM-Solver++(2M) 10", "DDIM 10"), ("DPM-Solver++(2M) 10", "DDIM 20"),
          ("DPM-Solver++(2M) 20", "DDIM 20"), ("DPM-Solver++(2M) 50", "DDIM 50"), ("Heun 5", "DDIM 10"), ("Heun 10", "DDIM 20"),
-         ("Heun 25", "DDIM 50"), ("Heun 3", "DDIM 5"), ("DPM-Solver++(2M) 5", "DDIM 5")]
+         ("Heun 25", "DDIM 50"), ("Heun 3", "DDIM 5"), ("DPM-Solver++(2M) 5", "DDIM 5"),
+         # the same samplers on timesteps spaced evenly in log-SNR
+         ("DDIM 10 log-SNR", "DDIM 10"), ("DDIM 20 log-SNR", "DDIM 20"), ("DPM-Solver++(2M) 10 log-SNR", "DPM-Solver++(2M) 10"),
+         ("DPM-Solver++(2M) 5 log-SNR", "DDIM 10"), ("DPM-Solver++(2M) 10 log-SNR", "DDIM 20"),
+         ("DPM-Solver++(2M) 10 log-SNR", "DDIM 50"), ("DPM-Solver++(2M) 20 log-SNR", "DDIM 20"),
+         ("DPM-Solver++(2M) 20 log-SNR", "DDIM 50"), ("Heun 5 log-SNR", "DDIM 10"), ("Heun 10 log-SNR", "DDIM 20"),
+         # closer to the ODE's own solution
+         ("DDIM 250", "DDIM 50"), ("DDIM 250", "DDIM 20"), ("DPM-Solver++(2M) 50", "DDIM 250"),
+         ("DPM-Solver++(2M) 20 log-SNR", "DDIM 250"), ("DPM-Solver++(2M) 10 log-SNR", "DDIM 250")]
 
 
 def main() -> None:

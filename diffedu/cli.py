@@ -32,7 +32,7 @@ from .errors import CheckpointError, DiffeduError
 from .pipelines import load_pipeline, load_vae
 from .profiles import PROFILES, get_profile
 from .recipes import KINDS, RECIPES, get_recipe
-from .samplers import SAMPLERS
+from .samplers import SAMPLERS, SPACINGS
 from .viz import grid
 
 
@@ -179,7 +179,8 @@ def parser() -> argparse.ArgumentParser:
                    "dpmpp2m, DPM-Solver++(2M) (default: ddim)")
     s.add_argument("--steps", type=positive, help="sampling steps (default: 50; DDPM always uses all T)")
     s.add_argument("--eta", type=finite_float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
-    s.add_argument("--spacing", default="uniform", choices=["uniform", "quadratic"])
+    s.add_argument("--spacing", default="uniform", choices=list(SPACINGS), help="of the timesteps: uniform, quadratic "
+                   "(more near t = 0) or logsnr (evenly in log signal-to-noise ratio, DPM-Solver's choice; default: uniform)")
     s.add_argument("--class", dest="class_", metavar="CLASS", help="for a class-conditional model: a class name (horse) or index")
     s.add_argument("--guidance", type=finite_float, help="with --class: the guidance scale w (0 unconditional, "
                    "1 conditional, more: stronger; default 3)")

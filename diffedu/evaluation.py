@@ -43,7 +43,7 @@ class Method:
     space: str  # "pixel" or "latent"
     sampler: str  # a registered sampler's name (diffedu.samplers.SAMPLERS): "ddpm", "ddim", "heun", "dpmpp2m"
     steps: int
-    spacing: str = "uniform"  # of DDIM's timesteps
+    spacing: str = "uniform"  # of the timesteps: "uniform", "quadratic" or "logsnr" (diffedu.samplers.ddim_timesteps)
     vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
 
     @classmethod
@@ -52,13 +52,13 @@ class Method:
         "DPM-Solver++(2M) 10"), then optionally " quadratic" (the spacing), with "latent " before it for the latent
         model, and ", L1 decoder" after it to decode by the VAE before its decoder stage."""
         titles = {scheduler.title: name for name, scheduler in SAMPLERS.items()}
-        found = re.fullmatch(rf"(latent )?({'|'.join(map(re.escape, titles))}) (\d+)( quadratic)?(, L1 decoder)?", label)
+        found = re.fullmatch(rf"(latent )?({'|'.join(map(re.escape, titles))}) (\d+)( quadratic| log-SNR)?(, L1 decoder)?", label)
         if not found or (found[2] == "DDPM" and found[4]):
             raise DiffeduError(f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic', "
-                               f"'latent DDIM 50' or 'Heun 10' (samplers: {', '.join(titles)})")
-        latent, title, steps, quadratic, l1 = found.groups()
-        return cls(label, "latent" if latent else "pixel", titles[title], int(steps), "quadratic" if quadratic else "uniform",
-                   L1_DECODER if l1 else None)
+                               f"'DPM-Solver++(2M) 10 log-SNR', 'latent DDIM 50' or 'Heun 10' (samplers: {', '.join(titles)})")
+        latent, title, steps, spacing, l1 = found.groups()
+        spacing = {None: "uniform", " quadratic": "quadratic", " log-SNR": "logsnr"}[spacing]
+        return cls(label, "latent" if latent else "pixel", titles[title], int(steps), spacing, L1_DECODER if l1 else None)
 
 
 # ---- images, made by one protocol -------------------------------------------------
@@ -126,8 +126,10 @@ def guidance_curve(pipe: Diffusion, train: data.ImageSet, test: data.ImageSet, *
 
 # ---- the quality table ------------------------------------------------------------
 
-QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (100, 50, 20, 10, 5)), *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
+QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (250, 100, 50, 20, 10, 5)), *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
                    *(f"DPM-Solver++(2M) {s}" for s in (50, 20, 10, 5)), *(f"Heun {s}" for s in (25, 10, 5, 3)),
+                   *(f"DDIM {s} log-SNR" for s in (20, 10)), *(f"DPM-Solver++(2M) {s} log-SNR" for s in (20, 10, 5)),
+                   *(f"Heun {s} log-SNR" for s in (10, 5)),
                    *(f"latent DDIM {s}" for s in (50, 20, 10)), "latent DDIM 50, L1 decoder")
 QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
 

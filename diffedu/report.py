@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .bench import CIFAR_TRAIN_IMAGES
+from .viz import quality_rows
 
 # What the measurements stand beside: the course's source material, its numbers and where they come from ("source").
 REFERENCE = json.loads((Path(__file__).parent / "reference_numbers.json").read_text())
@@ -99,10 +100,11 @@ def guidance_table(curve: dict) -> str:
             + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows))
 
 
-def quality_table(curves: dict, samplers: tuple[str, ...] | None = None) -> str:
+def quality_table(curves: dict, samplers: tuple[str, ...] | None = None, spacings: tuple[str, ...] | None = None,
+                  latent: bool = True) -> str:
     """The quality table (diffedu.evaluation.quality_table; the shipped one: diffedu.pretrained.quality_table()) as
-    markdown; `samplers` (e.g. ("ddpm", "ddim")) keeps only those samplers' rows, and the yardsticks."""
-    kept = {label: r for label, r in curves["rows"].items() if samplers is None or r.get("sampler", samplers[0]) in samplers}
+    markdown; which rows: as diffedu.viz.quality_rows."""
+    kept = quality_rows(curves, samplers, spacings, latent)
     rows = [[label, r.get("steps", ""), r.get("model_calls", r.get("steps", "")), *fid_kid(r),
              f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else ""]  # a sampler's row, not a yardstick
             for label, r in kept.items()]

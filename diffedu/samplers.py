@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .errors import DiffeduError
 from .schedules import Schedule, at
 
-SPACINGS = ("uniform", "quadratic")
+SPACINGS = ("uniform", "quadratic", "logsnr")
 
 
 class StepOutput(NamedTuple):
@@ -44,20 +44,31 @@ def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
-def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
+def ddim_timesteps(T: int, steps: int, spacing: str = "uniform", alpha_bar: torch.Tensor | None = None) -> list[int]:
     """`steps` timesteps from T-1 down to 0, strictly decreasing (one step: just T-1).
 
     uniform:   evenly spaced.
     quadratic: spaced as i^2, so more of them near t = 0 where details form
                (the DDIM paper's choice for CIFAR-10).
+    logsnr:    evenly spaced in lambda = log(sqrt(alpha_bar) / sqrt(1 - alpha_bar)), half the log signal-to-noise
+               ratio (DPM-Solver's choice): the nearest timesteps to evenly spaced lambdas. Needs `alpha_bar`.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
         raise DiffeduError(f"steps must be a whole number between 1 and T={T}, got {steps!r}")
     if spacing not in SPACINGS:
-        raise DiffeduError(f"unknown spacing {spacing!r}; choose 'uniform' or 'quadratic'")
+        raise DiffeduError(f"unknown spacing {spacing!r}; choose one of {', '.join(map(repr, SPACINGS))}")
     if steps == 1:
         return [T - 1]
     frac = np.linspace(0, 1, steps)
+    if spacing == "logsnr":
+        if alpha_bar is None:
+            raise DiffeduError("logsnr spacing needs the schedule's alpha_bar")
+        lam = 0.5 * np.log((alpha_bar / (1 - alpha_bar)).double().cpu().numpy())  # falls from t = 0 to T - 1
+        t = np.abs(lam[None, :] - (lam[0] + frac * (lam[T - 1] - lam[0]))[:, None]).argmin(1)
+        # Near t = 0 one timestep spans a wide range of lambda, so neighbours can round to the same one: move each
+        # repeat up past the one before it, and none past T - 1.
+        t = np.maximum.accumulate(t - np.arange(steps)) + np.arange(steps)
+        return np.minimum(t, np.arange(T - steps, T))[::-1].tolist()
     t = np.round((T - 1) * (frac if spacing == "uniform" else frac**2)).astype(int)
     # Where i^2 grows slower than one step per index (near 0), take i instead:
     # this keeps the steps distinct and still ends exactly at T - 1.
@@ -93,8 +104,9 @@ class Scheduler:
         self.set_timesteps()
 
     def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> "Scheduler":
-        """Visit `steps` timesteps (None: all T), spaced uniformly or quadratically."""
-        self.timesteps = ddim_timesteps(self.schedule.T, self.schedule.T if steps is None else steps, spacing)
+        """Visit `steps` timesteps (None: all T), spaced uniformly, quadratically or evenly in log-SNR."""
+        self.timesteps = ddim_timesteps(self.schedule.T, self.schedule.T if steps is None else steps, spacing,
+                                        self.schedule.alpha_bar)
         self._prev = dict(zip(self.timesteps, self.timesteps[1:] + [-1]))
         self.reset()
         return self

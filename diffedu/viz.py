@@ -1,6 +1,8 @@
 """Pictures: image grids, and a loss curve that redraws while training runs."""
 from __future__ import annotations
 
+from typing import Callable
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -78,11 +80,19 @@ class LiveLoss:
         plt.close(fig)
 
 
+def _pixel(sampler: str, spacing: str) -> Callable[[dict], bool]:
+    """Which rows of the quality table are the pixel model's with this sampler and spacing."""
+    return lambda r: (r.get("space"), r.get("sampler"), r.get("spacing")) == ("pixel", sampler, spacing)
+
+
 _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
-    ("pixel DDIM, uniform steps", "o-", "C0", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddim" and r["spacing"] == "uniform"),
-    ("pixel DDIM, quadratic steps", "^--", "C1", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddim" and r["spacing"] == "quadratic"),
-    ("pixel DPM-Solver++(2M)", "v-", "C4", lambda r: r.get("space") == "pixel" and r["sampler"] == "dpmpp2m"),
-    ("pixel Heun", "P-", "C5", lambda r: r.get("space") == "pixel" and r["sampler"] == "heun"),
+    ("pixel DDIM, uniform steps", "o-", "C0", _pixel("ddim", "uniform")),
+    ("pixel DDIM, quadratic steps", "^--", "C1", _pixel("ddim", "quadratic")),
+    ("pixel DDIM, log-SNR steps", "o:", "C0", _pixel("ddim", "logsnr")),
+    ("pixel DPM-Solver++(2M)", "v-", "C4", _pixel("dpmpp2m", "uniform")),
+    ("pixel DPM-Solver++(2M), log-SNR steps", "v:", "C4", _pixel("dpmpp2m", "logsnr")),
+    ("pixel Heun", "P-", "C5", _pixel("heun", "uniform")),
+    ("pixel Heun, log-SNR steps", "P:", "C5", _pixel("heun", "logsnr")),
     ("pixel DDPM 1000", "s", "C3", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddpm"),
     ("latent DDIM", "D-", "C2", lambda r: r.get("space") == "latent" and not r.get("vae")),
     ("latent DDIM, L1 decoder", "x", "C7", lambda r: r.get("space") == "latent" and r.get("vae")),  # before the decoder stage
@@ -94,22 +104,36 @@ def _model_calls(row: dict) -> int:
     return row.get("model_calls", row["steps"])
 
 
-def quality_plot(table: dict, against: str = "calls", latent: bool = True, samplers: tuple[str, ...] | None = None) -> plt.Figure:
+def quality_rows(table: dict, samplers: tuple[str, ...] | None = None, spacings: tuple[str, ...] | None = None,
+                 latent: bool = True) -> dict:
+    """The rows of a quality table to show: only those samplers' and spacings' (None: all), without the latent
+    model's unless `latent`; the yardsticks (real test images, reconstructions) always, the latent VAE's only with
+    the latent rows."""
+    def kept(label: str, row: dict) -> bool:
+        if "sampler" not in row:  # a yardstick
+            return latent or label == "real test images"
+        return ((latent or row["space"] != "latent") and (samplers is None or row["sampler"] in samplers)
+                and (spacings is None or row["spacing"] in spacings))
+
+    return {label: row for label, row in table["rows"].items() if kept(label, row)}
+
+
+def quality_plot(table: dict, against: str = "calls", latent: bool = True, samplers: tuple[str, ...] | None = None,
+                 spacings: tuple[str, ...] | None = None) -> plt.Figure:
     """The shipped quality table (diffedu.pretrained.quality_table()) as FID and KID against the model calls
     (`against="calls"`, NFE: for DDPM and DDIM the steps) or the seconds per image: one line per kind of sampler,
-    each point with its standard error, the yardsticks as horizontal lines. `latent=False` leaves out the latent
-    model and its VAE; `samplers` (e.g. ("ddpm", "ddim")) keeps only those samplers' rows."""
+    each point with its standard error, the yardsticks as horizontal lines. Which rows: as `quality_rows`."""
     x_of = {"calls": _model_calls, "seconds": lambda r: r["seconds_per_image"]}[against]
-    rows = {k: r for k, r in table["rows"].items() if samplers is None or r.get("sampler", samplers[0]) in samplers}
+    rows = quality_rows(table, samplers, spacings, latent)
     fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.4))
     for ax, key, name, scale in ((axes[0], "fid", "FID", 1), (axes[1], "kid", "KID x 1000", 1000)):
         for label, style, colour, picks in _FAMILIES:
             points = sorted((x_of(r), scale * r[key], scale * r[f"{key}_se"]) for r in rows.values() if picks(r))
-            if points and (latent or not label.startswith("latent")):
+            if points:
                 x, y, error = zip(*points)
                 ax.errorbar(x, y, yerr=error, fmt=style, color=colour, capsize=2, label=label)
-        yardsticks = [("real test images", "--", "k")] + ([("VAE reconstructions of them", ":", "C2"),
-                                                           ("L1-decoder reconstructions", ":", "C7")] if latent else [])
+        yardsticks = [("real test images", "--", "k"), ("VAE reconstructions of them", ":", "C2"),
+                      ("L1-decoder reconstructions", ":", "C7")]
         for label, style, colour in yardsticks:
             if label in rows:
                 ax.axhline(scale * rows[label][key], color=colour, ls=style, lw=1, label=label)

@@ -107,15 +107,27 @@ def test_inverted_noise_looks_like_noise(schedule, exact):
     assert z.mean().item() == pytest.approx(0, abs=0.05) and z.std().item() == pytest.approx(1, abs=0.05)
 
 
-@pytest.mark.parametrize("spacing", ["uniform", "quadratic"])
-def test_step_spacings_run_from_T_minus_1_to_0(spacing):
+@pytest.mark.parametrize("spacing", ["uniform", "quadratic", "logsnr"])
+def test_step_spacings_run_from_T_minus_1_to_0(spacing, schedule):
     T = 1000
     for steps in range(1, T + 1):
-        ts = ddim_timesteps(T, steps, spacing)
+        ts = ddim_timesteps(T, steps, spacing, schedule.alpha_bar)
         assert len(ts) == steps and ts[0] == T - 1
         assert all(a > b for a, b in zip(ts, ts[1:])), f"{steps} steps: not strictly decreasing"
         assert ts[-1] == (0 if steps > 1 else T - 1)  # a single step jumps from T-1 straight to the image
-    assert ddim_timesteps(T, T, spacing) == list(range(T - 1, -1, -1))
+    assert ddim_timesteps(T, T, spacing, schedule.alpha_bar) == list(range(T - 1, -1, -1))
+
+
+@pytest.mark.parametrize("steps", [5, 10, 20])
+def test_logsnr_spacing_is_even_in_lambda_where_the_timesteps_allow(schedule, steps):
+    lam = 0.5 * (schedule.alpha_bar / (1 - schedule.alpha_bar)).log()
+    ts = ddim_timesteps(schedule.T, steps, "logsnr", schedule.alpha_bar)
+    gaps = (lam[ts[1:]] - lam[ts[:-1]])
+    even = (lam[0] - lam[-1]) / (steps - 1)
+    # each gap within the lambda-width of one timestep there (wide only near t = 0) of the even gap
+    assert torch.allclose(gaps[:-3], even.expand(steps - 4), rtol=0.05)
+    with pytest.raises(ValueError, match="needs the schedule's alpha_bar"):
+        ddim_timesteps(schedule.T, steps, "logsnr")
 
 
 def test_quadratic_spacing_crowds_the_small_ts():
