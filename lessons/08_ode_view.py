@@ -27,6 +27,7 @@ from IPython.display import Markdown, display
 
 from diffedu import check, pretrained, report
 from diffedu.env import get_device
+from diffedu.metrics import fine_detail
 from diffedu.oracles import GaussianDenoiser, GaussianVelocity
 from diffedu.pipelines import load_pipeline
 from diffedu.profiles import get_profile
@@ -286,7 +287,8 @@ display(Markdown(report.quality_table(quality, **shown)))
 #
 # ## The same noise, every sampler
 #
-# Pick a sampler, move its steps: the same starting noise each time, so what changes is the sampler alone.
+# Pick a sampler, move its steps (on evenly spaced timesteps): the same starting noise each time, so what changes
+# is the sampler alone. Printed first: each run's fine detail, against real test images' 0.150.
 
 # %%
 pipe = load_pipeline("ddpm-cifar10", device)
@@ -298,6 +300,9 @@ for name in ("ddim", "dpmpp2m", "heun"):
         run = pipe.sample_trajectory(steps=steps, sampler=name, x_T=noise, frames=0, progress=False)
         images[name, steps], calls[name, steps] = run.images.cpu(), run.model_calls
 print(f"{len(images)} runs of {n} images, {sum(calls.values())} model calls: {time.perf_counter() - start:.0f} s")
+for name in ("ddim", "dpmpp2m", "heun"):
+    print(f"{SAMPLERS[name].title:>17} fine detail at 3, 5, 10, 20 steps: "
+          + ", ".join(f"{fine_detail(images[name, steps]):.2f}" for steps in (3, 5, 10, 20)))
 sampler_widget(images, calls)
 
 # %% [markdown]
