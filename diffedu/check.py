@@ -1253,10 +1253,12 @@ def _fm_cases() -> list[tuple]:
     return [(GaussianVelocity(*_ODE_DATA), _randn(64, 1, 2, 2, seed=156), steps) for steps in (1, 4, 10)]
 
 
-def _fm_with(sign=1.0, at_next=False, stop=0.0) -> Callable:
+def _fm_with(sign=1.0, at_next=False, grid="right") -> Callable:
     """Euler on the flow with one of the mistakes the check names."""
     def run(velocity, x1, steps) -> torch.Tensor:
-        x, ts = x1, torch.linspace(1, stop, steps + 1, dtype=x1.dtype)
+        x, ts = x1, {"right": torch.linspace(1, 0, steps + 1, dtype=x1.dtype),
+                     "short": torch.arange(1, 0, -1 / steps, dtype=x1.dtype),  # 1, ..., 1/steps: never reaches 0
+                     "one fewer": torch.linspace(1, 0, max(steps, 2), dtype=x1.dtype)}[grid]
         for t, t_next in zip(ts[:-1], ts[1:]):
             x = x + sign * (t_next - t) * velocity(x, t_next if at_next else t)
         return x
@@ -1271,7 +1273,10 @@ fm_sample = compared(
         "time runs from 1 (noise) down to 0 (data), so each step is x + (t_next - t) v with t_next < t: the sign is flipped":
             _fm_with(sign=-1.0),
         "Euler asks the velocity where the step starts, v(x, t), not where it ends": _fm_with(at_next=True),
-        "the last step must reach t = 0, the data: torch.linspace(1, 0, steps + 1)": _fm_with(stop=1e-3),
+        "the last step must reach t = 0, the data: `steps` steps need steps + 1 times, torch.linspace(1, 0, steps + 1)":
+            _fm_with(grid="short"),
+        "that takes steps - 1 steps: `steps` steps need steps + 1 times, torch.linspace(1, 0, steps + 1)":
+            _fm_with(grid="one fewer"),
     },
     verifies="Euler's steps on dx/dt = v(x, t) from t = 1 to 0 in 1, 4 and 10 uniform steps, on the exact velocity of "
              "N(0.2, 0.3^2) data")

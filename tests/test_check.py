@@ -552,7 +552,7 @@ def heun_with(average=True, second_where="landing", into_zero="euler", direction
         if sigma_prev == 0 and into_zero == "euler":
             return trial
         d2 = slope(trial if second_where == "landing" else x, sigma_prev)
-        return x + dt * ((d + d2) / 2 if average else d2)
+        return x + dt * ({True: (d + d2) / 2, False: d2, "sum": d + d2}[average])
     return step
 
 
@@ -566,6 +566,7 @@ def test_a_learners_heun_step_passes(capsys):
     (heun_with(second_where="start"), "where the Euler step lands"),
     (heun_with(average=False), "the mean of the two slopes"),
     (heun_with(direction=-1.0), "multiply by sigma_prev - sigma"),
+    (heun_with(average="sum"), "the two slopes weigh the same"),
 ])
 def test_heun_step_catalogue(wrong, message):
     rejects("heun_step", wrong, message)
@@ -578,7 +579,7 @@ def test_heun_step_that_calls_the_model_thrice_is_told_so():
     rejects("heun_step", thrice, "Heun asks twice a step")
 
 
-def dpm_with(half=True, lam_scale=0.5, r_flip=False, expm1_sign=-1.0, clean="x0"):
+def dpm_with(half=True, lam_scale=0.5, r_flip=False, expm1_sign=-1.0, clean="x0", noise_ratio="falls"):
     def step(x, x0, x0_last, a, a_prev, a_last):
         if a_prev == 1:
             return x0 if clean == "x0" else x * 0 + x0.mean()
@@ -590,7 +591,8 @@ def dpm_with(half=True, lam_scale=0.5, r_flip=False, expm1_sign=-1.0, clean="x0"
             r = 1 / r if r_flip else r
             c = 1 / (2 * r) if half else 1 / r
             d = (1 + c) * x0 - c * x0_last
-        return torch.sqrt((1 - a_prev) / (1 - a)) * x - torch.sqrt(a_prev) * torch.expm1(expm1_sign * h) * d
+        ratio = (1 - a_prev) / (1 - a) if noise_ratio == "falls" else (1 - a) / (1 - a_prev)
+        return torch.sqrt(ratio) * x - torch.sqrt(a_prev) * torch.expm1(expm1_sign * h) * d
     return step
 
 
@@ -604,12 +606,13 @@ def test_a_learners_dpm_solver_step_passes(capsys):
     (dpm_with(lam_scale=1.0), "half the log of the signal-to-noise ratio"),
     (dpm_with(r_flip=True), "not its inverse"),
     (dpm_with(expm1_sign=1.0), "the factor is exp(-h) - 1"),  # the first step already goes wrong
+    (dpm_with(noise_ratio="grows"), "the ratio of the noise levels, which falls"),
 ])
 def test_dpm_solver_step_catalogue(wrong, message):
     rejects("dpm_solver_step", wrong, message)
 
 
-def fm_loss_with(target="velocity", swapped=False, one_t=False, integer_t=False):
+def fm_loss_with(target="velocity", swapped=False, one_t=False, integer_t=False, reduce="mean"):
     def loss(model, x0):
         t = torch.full((len(x0),), 0.3) if one_t else torch.rand(len(x0))
         t = (t * 1000).long() if integer_t else t
@@ -617,7 +620,7 @@ def fm_loss_with(target="velocity", swapped=False, one_t=False, integer_t=False)
         tt = t.view(-1, 1, 1, 1).to(x0.dtype)
         x_t = tt * x0 + (1 - tt) * noise if swapped else (1 - tt) * x0 + tt * noise
         goal = {"velocity": noise - x0, "reversed": x0 - noise, "noise": noise}[target]
-        return F.mse_loss(model(x_t, t), goal)
+        return F.mse_loss(model(x_t, t), goal, reduction=reduce)
     return loss
 
 
@@ -632,6 +635,7 @@ def test_a_learners_fm_loss_passes(capsys):
     (fm_loss_with(swapped=True), "the weights are swapped"),
     (fm_loss_with(one_t=True), "one t per image"),
     (fm_loss_with(integer_t=True), "one float per image"),
+    (fm_loss_with(reduce="sum"), "summed: take the mean"),
 ])
 def test_fm_loss_catalogue(wrong, message):
     rejects("fm_loss", wrong, message)
@@ -639,7 +643,10 @@ def test_fm_loss_catalogue(wrong, message):
 
 def fm_sample_with(flip=False, ask_at_end=False, grid="linspace"):
     def run(velocity, x1, steps):
-        ts = [1 - i / steps for i in range(steps + 1)] if grid == "linspace" else [1 - i / (steps + 1) for i in range(steps + 1)]
+        ts = {"linspace": [1 - i / steps for i in range(steps + 1)],
+              "unreached": [1 - i / steps for i in range(steps)],  # a loop over range(steps) of times: 0 never comes
+              "too few": [1 - i / max(steps - 1, 1) for i in range(max(steps, 2))],
+              "short": [1 - i / (steps + 1) for i in range(steps + 1)]}[grid]
         x = x1
         for t, t_next in zip(ts[:-1], ts[1:]):
             dt = t - t_next if flip else t_next - t
@@ -656,6 +663,8 @@ def test_a_learners_fm_sample_passes(capsys):
 @pytest.mark.parametrize("wrong, message", [
     (fm_sample_with(flip=True), "the sign is flipped"),
     (fm_sample_with(ask_at_end=True), "not where it ends"),
+    (fm_sample_with(grid="unreached"), "the last step must reach t = 0"),
+    (fm_sample_with(grid="too few"), "that takes steps - 1 steps"),
     (fm_sample_with(grid="short"), "wrong on test case"),  # stops short of t = 0 by another amount: located, not named
 ])
 def test_fm_sample_catalogue(wrong, message):
