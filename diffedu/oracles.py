@@ -76,18 +76,18 @@ class GaussianVelocity(nn.Module):
         super().__init__()
         self.mean, self.std = mean, std
 
-    def _moments(self, t: torch.Tensor | float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _moments(self, t: torch.Tensor | float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """t shaped to broadcast over `like`'s images, and x_t's mean and variance there."""
         t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1, *[1] * (like.dim() - 1))
-        return (1 - t) * self.mean, (1 - t) ** 2 * self.std**2 + t**2
+        return t, (1 - t) * self.mean, (1 - t) ** 2 * self.std**2 + t**2
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        mu, variance = self._moments(t, x)
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, *[1] * (x.dim() - 1))
+        t, mu, variance = self._moments(t, x)
         return (t - (1 - t) * self.std**2) * (x - mu) / variance - self.mean
 
     def flow(self, x: torch.Tensor, t: float, t_to: float) -> torch.Tensor:
         """The exact solution of dx/dt = v(x, t) from time t to t_to: x_t's distribution stays N(mu, V), and
         the flow keeps each point's standardised position, x - mu growing as sqrt(V)."""
-        mu, variance = self._moments(t, x)
-        mu_to, variance_to = self._moments(t_to, x)
+        _, mu, variance = self._moments(t, x)
+        _, mu_to, variance_to = self._moments(t_to, x)
         return mu_to + (variance_to / variance).sqrt() * (x - mu)
