@@ -262,11 +262,11 @@ display(Markdown(report.quality_table(quality, **shown)))
 # `benchmarks/sampler_detail.py` says why, on 64 images each: how far each lands from the ODE's solution (DDIM in
 # 500 steps standing in for it), and the fine detail of its images (lesson 04's measure; real test images 0.150).
 # DDIM: 0.082, 0.044, 0.017 away at 10, 20, 50 steps, fine detail 0.065, 0.095, 0.130 (at few steps it blurs).
-# DPM-Solver++(2M): 0.050, 0.025, 0.010 away, as close as DDIM with twice the calls, as its order promises, but
-# fine detail 0.21, 0.21, 0.18: sharper than the data. Heun 10: 0.091 away, fine detail 0.32. Both lean on the
-# model where these timesteps treat it worst: Heun's last correction asks it at t = 0 (σ = 0.01, noise of std
-# 0.01 to be found) and adds that answer times half the last step's length; with Euler's step into t = 0
-# instead, Heun 10 lands 0.045 away with fine detail 0.11. DPM-Solver++ extrapolates x̂_0 across the last step,
+# DPM-Solver++(2M): 0.050, 0.025, 0.010 away, at 10 calls about as close as DDIM at 20 (0.044), as its order
+# promises, but fine detail 0.21, 0.21, 0.18: sharper than the data. Heun 10: 0.091 away, fine detail 0.32.
+# Both lean on the model where these timesteps treat it worst: Heun's last correction asks it at t = 0
+# (σ = 0.01, noise of std 0.01 to be found) and adds that answer times half the last step's length; with
+# Euler's step into t = 0 instead, Heun 10 lands 0.045 away with fine detail 0.11. DPM-Solver++ extrapolates x̂_0 across the last step,
 # by far the longest in λ: a weight well above 1 on the newest x̂_0 and a negative one on the last, an unsharp
 # mask.
 #
@@ -276,14 +276,15 @@ display(Markdown(report.quality_table(quality, **shown)))
 # - Heun with 19 calls scores FID 107.0, DDIM 20's (+0.7 ± 1.2), where it scored 180.9; DPM-Solver++(2M) with 10
 #   calls 105.3, DDIM 50's (+0.1 ± 0.7). DPM-Solver++'s fine detail comes back to the data's (0.12 at 10 calls,
 #   0.150 at 20), Heun's excess shrinks (0.21). DDIM itself does worse on that grid (+3.7 ± 0.8 at 20 steps).
-# - DPM-Solver++(2M) with 20 calls lands 0.008 from the ODE's solution and scores what the solution scores: against
-#   DDIM 250 (0.002 away), FID -0.6 ± 0.2 and KID +0.6 ± 0.2.
+# - DPM-Solver++(2M) with 20 calls lands 0.008 from the ODE's solution and scores within 0.6 of what the solution
+#   scores: against DDIM 250 (0.002 away), FID -0.6 ± 0.2 and KID +0.6 ± 0.2.
 # - And the solution's own KID is 34.5, **worse than DDIM 20's** (+2.7 ± 1.1; FID the same, -0.2 ± 0.9). DDIM's
-#   lead in KID is its first-order blur, which KID happens to reward on this model, not its accuracy.
+#   lead in KID is not accuracy; its blur (the fine detail above) is the likely reason, which KID happens to reward
+#   on this model.
 #
 # So an order is a statement about the ODE, and it holds here; FID and KID judge images. A second-order method
-# pays with a time grid that suits it (EDM's and DPM-Solver's papers each choose theirs), and then its 10 to 20
-# calls get what the ODE itself gives. Whether the ODE's solution is the best image is the model's business.
+# pays with a time grid that suits it (EDM's and DPM-Solver's papers each choose theirs), and then its 20 calls
+# get close to what the ODE itself gives. Whether the ODE's solution is the best image is the model's business.
 #
 # ## The same noise, every sampler
 #
@@ -410,7 +411,7 @@ for steps in (5, 10, 20, 50):
 # - A method's order, measured on data where the solution is known, says how its error falls with the model
 #   calls: 1 for DDIM, 2 for Heun and DPM-Solver++(2M), once the steps are small.
 # - Cost is model calls, not steps. On the shipped model, with timesteps even in log-SNR, DPM-Solver++(2M) gives in
-#   20 calls what the ODE's solution gives in 250; on DDIM's timesteps the second-order samplers sharpen beyond the
-#   data. A sampler's order and its time grid go together.
+#   20 calls nearly what the ODE's solution gives in 250; on DDIM's timesteps the second-order samplers sharpen
+#   beyond the data. A sampler's order and its time grid go together.
 # - Flow matching learns the velocity of a straight-line path; it is the same kind of ODE, in another clock, and
 #   its sampler is Euler's step. What it changes is the training target and the time grid.
