@@ -30,10 +30,10 @@ from PIL import Image
 from . import bench, checkpoint, data, env, evaluation, metrics, pretrained, report, runs
 from .classroom import course_folder, student_edition
 from .errors import CheckpointError, DiffeduError
-from .pipelines import load_pipeline, load_vae
+from .pipelines import Diffusion, FlowMatching, load_pipeline, load_vae
 from .profiles import PROFILES, get_profile
 from .recipes import KINDS, RECIPES, get_recipe
-from .samplers import SAMPLERS, SPACINGS
+from .samplers import FLOW_SAMPLERS, SAMPLERS, SPACINGS
 from .viz import grid
 
 
@@ -135,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model by a recipe: the profile's for its kind, or a named one")
     t.add_argument("kind", nargs="?", choices=list(KINDS),
-                   help="ddpm: the pixel UNet (default); vae: the autoencoder; latent: a UNet on a VAE's latents; "
+                   help="ddpm: the pixel UNet (default); flow: the pixel UNet trained by flow matching; vae: the autoencoder; latent: a UNet on a VAE's latents; "
                         "decoder: a trained VAE's decoder retrained adversarially (its encoder kept)")
     which = t.add_mutually_exclusive_group()
     which.add_argument("--profile", choices=list(PROFILES), help="train the profile's recipe for the kind "
@@ -147,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=positive, help="default: the recipe's")
     t.add_argument("--lr", type=positive_float, help="learning rate (default: the recipe's)")
     t.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (default: the recipe's, linear)")
-    t.add_argument("--cond", action="store_true", help="class-conditional (ddpm, latent): learn CIFAR-10's labels, each "
+    t.add_argument("--cond", action="store_true", help="class-conditional (ddpm, flow, latent): learn CIFAR-10's labels, each "
                    "dropped to 'no label' 10%% of the time, for classifier-free guidance")
     t.add_argument("--data", type=path_text, help=data_help)
     t.add_argument("--vae", help="for latent: the VAE whose latents to learn (default: the recipe's, else runs/vae/model); "
@@ -176,8 +176,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", required=True, help="checkpoint path (suffix optional) or shipped name")
     s.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
     s.add_argument("--samples", type=image_count, default=16, help="number of images (default: 16)")
-    s.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="ddpm, ddim, heun (2 model calls a step) or "
-                   "dpmpp2m, DPM-Solver++(2M) (default: ddim)")
+    s.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS], help="ddpm, ddim, heun (2 model calls a step) or "
+                   "dpmpp2m, DPM-Solver++(2M) (default: ddim); a flow-matching model: euler (default) or heun")
     s.add_argument("--steps", type=positive, help="sampling steps (default: 50; DDPM always uses all T)")
     s.add_argument("--eta", type=finite_float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
     s.add_argument("--spacing", default="uniform", choices=list(SPACINGS), help="of the timesteps: uniform, quadratic "
@@ -195,7 +195,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
     f.add_argument("--samples", type=image_count, default=1000, help="images to score (default: 1000)")
     f.add_argument("--reference", type=positive, help="first N training images as the reference (default: all)")
-    f.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="ddpm, ddim, heun or dpmpp2m (default: ddim)")
+    f.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS], help="ddpm, ddim, heun or dpmpp2m (default: ddim); "
+                   "a flow-matching model: euler (default) or heun")
     f.add_argument("--steps", type=positive, help="sampling steps (default: 50)")
     f.add_argument("--eta", type=finite_float, default=0.0)
     f.add_argument("--batch-size", type=positive, default=100, help="images per sampling run (default: 100)")
@@ -304,17 +305,20 @@ def sample_cmd(args) -> None:
     pipe = load_pipeline(args.ckpt, args.device, args.vae)
     classes = int(args.class_) if args.class_ and args.class_.isdigit() else args.class_
     guidance = 3.0 if args.guidance is None else args.guidance
-    images = pipe.sample(args.samples, args.steps, sampler=args.sampler, eta=args.eta, spacing=args.spacing,
+    sampler = args.sampler or pipe.default_sampler
+    images = pipe.sample(args.samples, args.steps, sampler=sampler, eta=args.eta, spacing=args.spacing,
                          generator=torch.Generator().manual_seed(args.seed), classes=classes,
                          guidance=guidance if classes is not None else 1.0)
     Image.fromarray(grid(images, nrow=8)).save(args.out)
     which = f", class {args.class_}, guidance {guidance:g}" if args.class_ else ""
-    print(f"wrote {args.samples} images ({describe(pipe.scheduler(args.sampler, args.steps, args.eta, args.spacing))}{which}) "
-          f"to {args.out}")
+    print(f"wrote {args.samples} images ({describe(pipe, sampler, args.steps, args.eta, args.spacing)}{which}) to {args.out}")
 
 
-def describe(scheduler) -> str:
+def describe(pipe: Diffusion, sampler: str, steps: int | None, eta: float = 0.0, spacing: str = "uniform") -> str:
     """A sampler run in words: its name, steps and model calls (NFE, what it costs)."""
+    if isinstance(pipe, FlowMatching):
+        return f"flow {FLOW_SAMPLERS[sampler]} {steps or 50} steps, {pipe.model_calls(sampler, steps)} model calls"
+    scheduler = pipe.scheduler(sampler, steps, eta, spacing)
     return f"{scheduler.title} {len(scheduler.timesteps)} steps, {scheduler.model_calls()} model calls"
 
 
@@ -330,9 +334,10 @@ def fid_cmd(args) -> None:
         what = f"{args.ckpt}'s reconstructions of test images"
     else:
         pipe = load_pipeline(args.ckpt, device, args.vae)
-        images = evaluation.sample_images(pipe, args.samples, steps=args.steps, sampler=args.sampler, eta=args.eta,
+        sampler = args.sampler or pipe.default_sampler
+        images = evaluation.sample_images(pipe, args.samples, steps=args.steps, sampler=sampler, eta=args.eta,
                                           batch_size=args.batch_size, seed=args.seed)
-        what = f"{args.ckpt}, {describe(pipe.scheduler(args.sampler, args.steps, args.eta))}"
+        what = f"{args.ckpt}, {describe(pipe, sampler, args.steps, args.eta)}"
     row = metrics.score(images, metrics.cached_features(reference, device=device), device)
     fid, kid = report.fid_kid(row)
     print(f"{what}: {row['n']} images, FID {fid}, KID x 1000 {kid} against the first {len(reference)} training images "

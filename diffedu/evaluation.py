@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, env, metrics, pretrained
 from .errors import DiffeduError
 from .pipelines import Diffusion, load_pipeline, load_vae
-from .samplers import SAMPLERS
+from .samplers import FLOW_SAMPLERS, SAMPLERS
 from .vae import VAE
 
 FORMAT = 3  # of the quality table and the guidance curve; tables of another format are measured again, not read
@@ -40,8 +40,8 @@ class Method:
     """One way to make images: a row of the sampling and quality tables."""
 
     label: str
-    space: str  # "pixel" or "latent"
-    sampler: str  # a registered sampler's name (diffedu.samplers.SAMPLERS): "ddpm", "ddim", "heun", "dpmpp2m"
+    space: str  # "pixel", "latent" or "flow" (the models: ddpm-cifar10, ldm-cifar10, fm-cifar10)
+    sampler: str  # a registered sampler's name (SAMPLERS: "ddpm", "ddim", "heun", "dpmpp2m"; flow: FLOW_SAMPLERS)
     steps: int
     spacing: str = "uniform"  # of the timesteps: "uniform", "quadratic" or "logsnr" (diffedu.samplers.ddim_timesteps)
     vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
@@ -49,16 +49,21 @@ class Method:
     @classmethod
     def named(cls, label: str) -> "Method":
         """The method a label names: a sampler's title and its steps ("DDPM 1000", "DDIM 50", "Heun 10",
-        "DPM-Solver++(2M) 10"), then optionally " quadratic" (the spacing), with "latent " before it for the latent
-        model, and ", L1 decoder" after it to decode by the VAE before its decoder stage."""
-        titles = {scheduler.title: name for name, scheduler in SAMPLERS.items()}
-        found = re.fullmatch(rf"(latent )?({'|'.join(map(re.escape, titles))}) (\d+)( quadratic| log-SNR)?(, L1 decoder)?", label)
-        if not found or (found[2] == "DDPM" and found[4]):
+        "DPM-Solver++(2M) 10"), then optionally " quadratic" or " log-SNR" (the spacing), with "latent " before it for
+        the latent model, and ", L1 decoder" after it to decode by the VAE before its decoder stage; or "flow " and a
+        flow sampler's title for the flow-matching model ("flow Euler 10", "flow Heun 5")."""
+        found = re.fullmatch(r"(latent |flow )?(\S+) (\d+)( quadratic| log-SNR)?(, L1 decoder)?", label)
+        space = {None: "pixel", "latent ": "latent", "flow ": "flow"}[found[1]] if found else None
+        titles = ({title: name for name, title in FLOW_SAMPLERS.items()} if space == "flow"
+                  else {scheduler.title: name for name, scheduler in SAMPLERS.items()})
+        if (not found or found[2] not in titles or (found[2] == "DDPM" and found[4])
+                or (space == "flow" and (found[4] or found[5]))):
             raise DiffeduError(f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic', "
-                               f"'DPM-Solver++(2M) 10 log-SNR', 'latent DDIM 50' or 'Heun 10' (samplers: {', '.join(titles)})")
-        latent, title, steps, spacing, l1 = found.groups()
+                               f"'DPM-Solver++(2M) 10 log-SNR', 'latent DDIM 50', 'Heun 10' or 'flow Euler 10' "
+                               f"(samplers: {', '.join(t.title for t in SAMPLERS.values())}; flow: {', '.join(FLOW_SAMPLERS.values())})")
+        _, title, steps, spacing, l1 = found.groups()
         spacing = {None: "uniform", " quadratic": "quadratic", " log-SNR": "logsnr"}[spacing]
-        return cls(label, "latent" if latent else "pixel", titles[title], int(steps), spacing, L1_DECODER if l1 else None)
+        return cls(label, space, titles[title], int(steps), spacing, L1_DECODER if l1 else None)
 
 
 # ---- images, made by one protocol -------------------------------------------------
@@ -130,7 +135,9 @@ QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (250, 100, 50, 20, 10, 5)
                    *(f"DPM-Solver++(2M) {s}" for s in (50, 20, 10, 5)), *(f"Heun {s}" for s in (25, 10, 5, 3)),
                    *(f"DDIM {s} log-SNR" for s in (20, 10)), *(f"DPM-Solver++(2M) {s} log-SNR" for s in (20, 10, 5)),
                    *(f"Heun {s} log-SNR" for s in (10, 5)),
-                   *(f"latent DDIM {s}" for s in (50, 20, 10)), "latent DDIM 50, L1 decoder")
+                   *(f"latent DDIM {s}" for s in (50, 20, 10)), "latent DDIM 50, L1 decoder",
+                   *(f"flow Euler {s}" for s in (50, 20, 10, 5)), *(f"flow Heun {s}" for s in (25, 10, 5, 3)))
+MODELS = {"pixel": "ddpm-cifar10", "latent": "ldm-cifar10", "flow": "fm-cifar10"}  # the model each space's rows sample
 QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
 
 
@@ -145,13 +152,13 @@ def quality_row_images(label: str, test_images: torch.Tensor, device, *, batch_s
         name = L1_DECODER if label == L1_RECONSTRUCTIONS else checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
         return reconstruct_images(load_vae(name, device), test_images, device), {"model": name}
     method = Method.named(label)
-    name = "ddpm-cifar10" if method.space == "pixel" else "ldm-cifar10"
+    name = MODELS[method.space]
     if (name, method.vae) not in pipes:
         pipes[name, method.vae] = load_pipeline(name, device, vae=method.vae)
     pipe = pipes[name, method.vae]
     images = sample_images(pipe, len(test_images), steps=method.steps, sampler=method.sampler, spacing=method.spacing,
                            batch_size=batch_size)
-    return images, {"model": name, **asdict(method), "model_calls": pipe.scheduler(method.sampler, method.steps).model_calls()}
+    return images, {"model": name, **asdict(method), "model_calls": pipe.model_calls(method.sampler, method.steps, method.spacing)}
 
 
 def row_features_path(label: str, samples: int) -> Path:
@@ -168,11 +175,12 @@ def row_features(label: str, test_images: torch.Tensor, device, pipes: dict | No
 
 def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | None = None, device=None,
                   data_root: str | None = None, batch_size: int = 100) -> dict:
-    """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10) for each sampler, of the
+    """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10, fm-cifar10) for each sampler, of the
     reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
     images, all at `samples` images against all the training images, with the seconds per image each sampler
-    took here. Resumable: rows already in `out` at the same count and reference are kept, and each new row is
-    written as soon as it is measured."""
+    took here (a row measured while other jobs shared the machine is marked by hand: "timed": false, and why in
+    "timing"; tables and plots then show no time for it). Resumable: rows already in `out` at the same count and
+    reference are kept, and each new row is written as soon as it is measured."""
     device = env.get_device(device)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
     reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)

@@ -83,10 +83,15 @@ class UNetConfig:
     dropout: float = 0.1
     heads: int = 1
     num_classes: int = 0  # > 0: class-conditional, with one more learned class, index num_classes, for "no label"
+    # the embedding sees time_scale * t: 1000 for a flow-matching model, whose t runs over [0, 1], so that its
+    # features vary as much as over DDPM's timesteps 0..999, the range the embedding's frequencies were made for
+    time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.channel_mult, self.attn_resolutions = tuple(self.channel_mult), tuple(self.attn_resolutions)
         check_positive(self, "in_channels", "image_size", "channels", "channel_mult", "num_res_blocks", "heads")
+        if isinstance(self.time_scale, bool) or not isinstance(self.time_scale, (int, float)) or not self.time_scale > 0:
+            raise DiffeduError(f"time_scale must be a positive number, got {self.time_scale!r}")
         if self.attn_resolutions:
             check_positive(self, "attn_resolutions")
         if not 0 <= self.dropout < 1:
@@ -103,7 +108,8 @@ class UNetConfig:
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): predicts the noise that was added to make x_t. With `num_classes`, eps_theta(x_t, t, y):
+    """eps_theta(x_t, t): predicts the noise that was added to make x_t (trained by flow matching: the velocity
+    v_theta(x_t, t), the same network). With `num_classes`, eps_theta(x_t, t, y):
     a learned embedding of the class y is added to the time embedding, so every block knows what to draw."""
 
     def __init__(self, config: UNetConfig | None = None, **overrides) -> None:
@@ -152,7 +158,7 @@ class UNet(nn.Module):
                 f"this UNet takes inputs of shape (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
             )
         t = torch.as_tensor(t, device=x.device).expand(len(x))  # one t for all, or one each
-        emb = self.t_mlp(timestep_embedding(t, cfg.channels).to(x.dtype))
+        emb = self.t_mlp(timestep_embedding(cfg.time_scale * t, cfg.channels).to(x.dtype))
         if cfg.num_classes:
             emb = emb + self.class_emb(self.labels(y, len(x), x.device))
         elif y is not None:

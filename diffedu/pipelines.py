@@ -21,7 +21,8 @@ from . import checkpoint, env, pretrained
 from .errors import CheckpointError, DiffeduError
 from .latent import decode_latents, encode_latents, vae_fingerprint
 from .data import CLASSES
-from .samplers import Guided, Scheduler, Trajectory, make_scheduler, sample_trajectory
+from .samplers import (FLOW_SAMPLERS, Guided, Scheduler, Trajectory, flow_model_calls, flow_sample, make_scheduler,
+                       sample_trajectory)
 from .schedules import Schedule
 from .vae import VAE
 
@@ -58,6 +59,7 @@ class Diffusion:
     the image (`LatentDiffusion` adds a VAE). `clip_x0`: clip predicted images to [-1, 1]."""
 
     clip_x0 = True
+    default_sampler = "ddim"
 
     def __init__(self, unet: nn.Module, schedule: Schedule) -> None:
         self.unet, self.schedule = unet.eval(), schedule
@@ -83,6 +85,10 @@ class Diffusion:
         or 'ddpm' (always all T)."""
         steps = None if steps is None else whole(steps, "steps")
         return make_scheduler(sampler, self.schedule, steps, eta, spacing, clip_x0=self.clip_x0)
+
+    def model_calls(self, sampler: str = "ddim", steps: int | None = None, spacing: str = "uniform") -> int:
+        """What one run of a sampler costs, in model calls (NFE)."""
+        return self.scheduler(sampler, steps, spacing=spacing).model_calls()
 
     @property
     def classes(self) -> list[str]:
@@ -113,6 +119,14 @@ class Diffusion:
             indices.append(index)
         return self.unet.labels(torch.tensor(indices, device=self.device), n, self.device)
 
+    def guided(self, x_T: torch.Tensor, classes, guidance: float) -> nn.Module:
+        """The model the sampler calls: the UNet, or for the given `classes` its classifier-free guided mix."""
+        guidance = real(guidance, "guidance")
+        if classes is None and guidance != 1.0:
+            raise DiffeduError("guidance weighs the model's prediction for the classes you ask for: give classes too "
+                               "(e.g. classes='horse'), or leave guidance out")
+        return self.unet if classes is None else Guided(self.unet, self.labels(classes, len(x_T)), guidance)
+
     def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = "ddim", eta: float = 0.0,
                           spacing: str = "uniform", frames: int = 20, x_T: torch.Tensor | None = None,
                           generator: torch.Generator | None = None, progress: bool = True,
@@ -121,12 +135,9 @@ class Diffusion:
         predicted x_0; `images` are the decoded results. A class-conditional model samples the given
         `classes` (names or indices) with classifier-free guidance of scale `guidance`, or, without
         classes, unconditionally."""
-        n, guidance = whole(n, "the number of images"), real(guidance, "guidance")
-        if classes is None and guidance != 1.0:
-            raise DiffeduError("guidance weighs the model's prediction for the classes you ask for: give classes too "
-                               "(e.g. classes='horse'), or leave guidance out")
+        n = whole(n, "the number of images")
         x_T = self.noise(n, generator) if x_T is None else x_T.to(self.device)
-        model = self.unet if classes is None else Guided(self.unet, self.labels(classes, len(x_T)), guidance)
+        model = self.guided(x_T, classes, guidance)
         trajectory = sample_trajectory(model, self.scheduler(sampler, steps, eta, spacing), x_T, frames, generator, progress)
         trajectory.images = self.decode(trajectory.images)
         return trajectory
@@ -134,6 +145,42 @@ class Diffusion:
     def sample(self, n: int = 16, steps: int | None = None, **kwargs) -> torch.Tensor:
         """n images in [-1, 1]; the same options as sample_trajectory."""
         return self.sample_trajectory(n, steps, frames=0, **kwargs).images
+
+
+class FlowMatching(Diffusion):
+    """A flow-matching model (recipe kind "flow", lesson 08): its UNet predicts the velocity v = eps - x_0 of the
+    straight path x_t = (1 - t) x_0 + t eps, t in [0, 1], and sampling solves dx/dt = v from the noise at t = 1
+    to an image at t = 0 (`samplers.flow_sample`: sampler 'euler' or 'heun', on evenly spaced t). It has no
+    noise schedule; guidance mixes velocities as `Diffusion` mixes noise predictions."""
+
+    default_sampler = "euler"
+
+    def __init__(self, unet: nn.Module) -> None:
+        self.unet, self.schedule = unet.eval(), None
+
+    def scheduler(self, sampler: str = "euler", *args, **kwargs) -> Scheduler:
+        raise DiffeduError(f"a flow-matching model has no noise schedule for the {sampler!r} sampler: sample it with "
+                           f"{' or '.join(map(repr, FLOW_SAMPLERS))}")
+
+    def model_calls(self, sampler: str = "euler", steps: int | None = None, spacing: str = "uniform") -> int:
+        return flow_model_calls(sampler, 50 if steps is None else whole(steps, "steps"))
+
+    def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = "euler", eta: float = 0.0,
+                          spacing: str = "uniform", frames: int = 0, x_T: torch.Tensor | None = None,
+                          generator: torch.Generator | None = None, progress: bool = True,
+                          classes=None, guidance: float = 1.0) -> Trajectory:
+        """n images (from `x_T`, default fresh noise) in `steps` steps (None: 50) of 'euler' or 'heun'. No
+        snapshots are kept (`frames` must be 0), and `eta` and `spacing` are the noise-schedule samplers' knobs."""
+        if sampler not in FLOW_SAMPLERS or eta or spacing != "uniform" or frames:
+            what = (f"{sampler!r} sampler" if sampler not in FLOW_SAMPLERS else "eta" if eta else
+                    f"{spacing!r} spacing" if spacing != "uniform" else "snapshots (frames)")
+            raise DiffeduError(f"a flow-matching model takes no {what}: sample it with sampler "
+                               f"{' or '.join(map(repr, FLOW_SAMPLERS))} on evenly spaced t")
+        x_T = self.noise(whole(n, "the number of images"), generator) if x_T is None else x_T.to(self.device)
+        steps = 50 if steps is None else whole(steps, "steps")
+        run = flow_sample(self.guided(x_T, classes, guidance), x_T, steps, sampler, progress)
+        run.images = run.images.clamp(-1, 1)  # images in [-1, 1], as every pipeline's
+        return run
 
 
 class LatentDiffusion(Diffusion):
@@ -176,6 +223,8 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
     # (202 instead of 289 on 100; benchmarks/sampling_cpu.py), and tensor cores want it on a GPU. (Only for the
     # UNets loaded here: a module someone passes to a pipeline keeps its layout.)
     unet = checkpoint.load_model(path, device).to(memory_format=torch.channels_last)
+    if meta.get("objective") == "flow":
+        return FlowMatching(unet)
     schedule = checkpoint.schedule_of(path)
     vae_ref = vae or meta.get("vae")
     if vae_ref is None:

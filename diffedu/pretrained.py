@@ -56,7 +56,7 @@ def export(run: str | Path, out: str | Path, hardware: str, vae: str | None = No
     latent model, the name its VAE ships under (its fingerprint still has to match)."""
     meta = checkpoint.read_meta(run)
     history = meta.get("history") or [float("nan")]
-    kept = {k: meta[k] for k in ("schedule", "T", "recipe", "step", "seconds", "vae", "vae_fingerprint") if k in meta}
+    kept = {k: meta[k] for k in ("schedule", "T", "objective", "recipe", "step", "seconds", "vae", "vae_fingerprint") if k in meta}
     if vae and "vae" in kept:
         kept["vae"] = vae
     return checkpoint.save_model(out, checkpoint.load_model(run), dtype=torch.float16, **kept, hardware=hardware,

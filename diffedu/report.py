@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .bench import CIFAR_TRAIN_IMAGES
-from .viz import quality_rows
+from .viz import SPACES, quality_rows
 
 # What the measurements stand beside: the course's source material, its numbers and where they come from ("source").
 REFERENCE = json.loads((Path(__file__).parent / "reference_numbers.json").read_text())
@@ -101,12 +101,12 @@ def guidance_table(curve: dict) -> str:
 
 
 def quality_table(curves: dict, samplers: tuple[str, ...] | None = None, spacings: tuple[str, ...] | None = None,
-                  latent: bool = True) -> str:
+                  spaces: tuple[str, ...] = SPACES) -> str:
     """The quality table (diffedu.evaluation.quality_table; the shipped one: diffedu.pretrained.quality_table()) as
     markdown; which rows: as diffedu.viz.quality_rows."""
-    kept = quality_rows(curves, samplers, spacings, latent)
+    kept = quality_rows(curves, samplers, spacings, spaces)
     rows = [[label, r.get("steps", ""), r.get("model_calls", r.get("steps", "")), *fid_kid(r),
-             f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else ""]  # a sampler's row, not a yardstick
+             (f"{1000 * r['seconds_per_image']:.0f}" if r.get("timed", True) else "-") if r.get("space") else ""]  # a sampler's row
             for label, r in kept.items()]
     machines = {(m["name"], m["device"], m["threads"], m["torch"]) for m in (r["machine"] for r in kept.values())}
     where = ("{1} ({0}, {2} threads, torch {3})".format(*machines.pop()) if len(machines) == 1

@@ -25,8 +25,8 @@ from .recipes import RECIPES, Recipe, get_recipe
 from .training import Trainer
 from .vae import VAE
 
-SHIPPED = ("vae-cifar10", "vae-cifar10-gan", "ldm-cifar10", "ldm-cifar10-cond", "ddpm-cifar10")  # each after what it needs
-_ORDER = ("vae", "decoder", "latent", "ddpm")
+SHIPPED = ("vae-cifar10", "vae-cifar10-gan", "ldm-cifar10", "ldm-cifar10-cond", "ddpm-cifar10", "fm-cifar10")  # each after what it needs
+_ORDER = ("vae", "decoder", "latent", "ddpm", "flow")
 
 
 def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, kind: str | None = None,

@@ -412,6 +412,41 @@ def make_scheduler(name: str, schedule: Schedule, steps: int | None = None, eta:
     return scheduler.set_timesteps(50 if steps is None else steps, spacing)
 
 
+FLOW_SAMPLERS = {"euler": "Euler", "heun": "Heun"}  # a flow-matching model's solvers, by name and title
+
+
+def flow_model_calls(sampler: str, steps: int) -> int:
+    """Model calls (NFE) of `flow_sample`: one a step for Euler, two for Heun but one for its last step."""
+    if sampler not in FLOW_SAMPLERS:
+        raise DiffeduError(f"unknown flow sampler {sampler!r}; choose one of {', '.join(map(repr, FLOW_SAMPLERS))}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise DiffeduError(f"steps must be a whole number of at least 1, got {steps!r}")
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
+@torch.inference_mode()
+def flow_sample(velocity: nn.Module, x1: torch.Tensor, steps: int, sampler: str = "euler",
+                progress: bool = False) -> Trajectory:
+    """Solve a flow-matching model's ODE dx/dt = v(x, t) from the noise x1 at t = 1 to an image at t = 0, in
+    `steps` evenly spaced steps of t (rectified flow's grid): by Euler's method (lesson 08's `fm_sample`; on the
+    flow it is DDIM's step), or by Heun's (the mean of the slopes at both ends of the Euler step: second order,
+    two calls a step) with its last step, into t = 0, by Euler as EDM's (`HeunScheduler`): asked at t = 0 too,
+    fm-cifar10 sharpens past the data (fine detail 1.10 of real images' at 5 steps, against 0.43 without)."""
+    calls = flow_model_calls(sampler, steps)
+    x, ts = x1, torch.linspace(1, 0, steps + 1, dtype=torch.float64).tolist()
+
+    def at(t: float) -> torch.Tensor:  # one t per image
+        return torch.full((len(x),), t, dtype=x.dtype, device=x.device)
+
+    velocity.eval()
+    for t, t_next in tqdm(list(zip(ts[:-1], ts[1:])), desc=f"flow {sampler}", disable=not progress, leave=False):
+        slope = velocity(x, at(t))
+        if sampler == "heun" and t_next > 0:
+            slope = (slope + velocity(x + (t_next - t) * slope, at(t_next))) / 2
+        x = x + (t_next - t) * slope
+    return Trajectory([], torch.empty(0), torch.empty(0), x.contiguous(), calls)
+
+
 @torch.inference_mode()
 def ddim_invert(model: nn.Module, schedule: Schedule, x0: torch.Tensor, steps: int = 100,
                 spacing: str = "uniform", progress: bool = True) -> torch.Tensor:

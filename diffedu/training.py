@@ -50,6 +50,20 @@ def eps_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.T
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t, *labels), noise)
 
 
+def flow_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], drop: float = 0.1,
+              drop_labels: Callable = drop_labels) -> torch.Tensor:
+    """Flow matching's loss (rectified flow: Lipman et al. 2023, Liu et al. 2023): put x0 at a uniform time t on
+    the straight line to its noise, x_t = (1 - t) x0 + t eps (t = 0 the data, t = 1 pure noise), and ask the model
+    for the line's velocity: || (eps - x0) - v_theta(x_t, t) ||^2. The best answer is E[eps - x0 | x_t], the
+    velocity of an ODE that carries noise to data (lesson 08). Labels as in `eps_loss`."""
+    x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+    labels = () if labels is None else (drop_labels(labels, model.config.num_classes, drop),)
+    t = torch.rand(len(x0), device=x0.device)
+    noise = torch.randn_like(x0)
+    t_ = t.view(-1, *[1] * (x0.dim() - 1)).to(x0.dtype)
+    return F.mse_loss(model((1 - t_) * x0 + t_ * noise, t, *labels), noise - x0)
+
+
 class EMA:
     """An exponential moving average of the weights. Its copy of the model samples
     better than the raw weights, which jitter from batch to batch."""

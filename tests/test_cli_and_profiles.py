@@ -57,7 +57,17 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert cli.main(["train", "--profile", "smoke", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     assert "was not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["sample", "--ckpt", "x", "--sampler", "euler"])
+        cli.main(["sample", "--ckpt", "x", "--sampler", "rk4"])
+
+
+def test_cli_samples_the_flow_model_with_its_own_solvers(tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    assert cli.main(["sample", "--ckpt", "fm-cifar10", "--steps", "2", "--samples", "2", "--out", str(png)]) == 0
+    assert "wrote 2 images (flow Euler 2 steps, 2 model calls)" in capsys.readouterr().out
+    assert cli.main(["sample", "--ckpt", "fm-cifar10", "--sampler", "heun", "--steps", "2", "--samples", "2", "--out", str(png)]) == 0
+    assert "(flow Heun 2 steps, 3 model calls)" in capsys.readouterr().out
+    assert cli.main(["sample", "--ckpt", "fm-cifar10", "--sampler", "ddim", "--out", str(png)]) == 2
+    assert "a flow-matching model takes no 'ddim' sampler" in capsys.readouterr().err
 
 
 def test_cli_trains_a_vae_then_a_latent_model_and_samples_images(cifar_root, tmp_path, capsys, monkeypatch):
@@ -102,11 +112,14 @@ def test_every_recipe_knows_its_kind_and_builds_its_model():
     diffusion = ("ddpm", "latent")
     for recipe in RECIPES.values():
         model = recipe.build("vae-cifar10") if recipe.kind == "decoder" else recipe.build()  # a decoder starts from a VAE
-        assert isinstance(model, UNet if recipe.kind in diffusion else VAE), recipe.name
+        assert isinstance(model, UNet if recipe.kind in (*diffusion, "flow") else VAE), recipe.name
         if recipe.kind == "latent":
             assert (model.config.in_channels, model.config.image_size) == (4, 8)
         trainer = recipe.trainer("cpu", model)
         assert trainer.meta["recipe"] == recipe.name and ("schedule" in trainer.meta) == (recipe.kind in diffusion)
+        assert (trainer.meta.get("objective") == "flow") == (recipe.kind == "flow")  # a flow model has no schedule
+        if isinstance(model, UNet):  # a flow model's t is in [0, 1], embedded as 1000 t
+            assert (model.config.time_scale == 1000) == (recipe.kind == "flow")
     kinds = ("ddpm", "vae", "latent", "decoder")
     for profile in PROFILES.values():  # a profile names one lesson-sized recipe per kind, and sizes nothing else
         assert [profile.recipe(k).name for k in kinds] == [f"{profile.name}-{k}" for k in kinds]
