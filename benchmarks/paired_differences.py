@@ -31,7 +31,14 @@ PAIRS = [("DDIM 20", "DDIM 100"), ("DDIM 20", "DDIM 50"), ("DDIM 10", "DDIM 20")
          ("DPM-Solver++(2M) 20 log-SNR", "DDIM 50"), ("Heun 5 log-SNR", "DDIM 10"), ("Heun 10 log-SNR", "DDIM 20"),
          # closer to the ODE's own solution
          ("DDIM 250", "DDIM 50"), ("DDIM 250", "DDIM 20"), ("DPM-Solver++(2M) 50", "DDIM 250"),
-         ("DPM-Solver++(2M) 20 log-SNR", "DDIM 250"), ("DPM-Solver++(2M) 10 log-SNR", "DDIM 250")]
+         ("DPM-Solver++(2M) 20 log-SNR", "DDIM 250"), ("DPM-Solver++(2M) 10 log-SNR", "DDIM 250"),
+         # flow matching (fm-cifar10, the same UNet and training compute as ddpm-cifar10) against it at equal model calls
+         ("flow Euler 5", "DDIM 5"), ("flow Euler 10", "DDIM 10"), ("flow Euler 20", "DDIM 20"), ("flow Euler 50", "DDIM 50"),
+         ("flow Euler 5", "DPM-Solver++(2M) 5"), ("flow Euler 10", "DPM-Solver++(2M) 10"),
+         ("flow Euler 20", "DPM-Solver++(2M) 20"), ("flow Heun 5", "DPM-Solver++(2M) 10"),
+         ("flow Heun 3", "DDIM 5"), ("flow Heun 3", "DPM-Solver++(2M) 5"), ("flow Heun 3", "flow Euler 5"),
+         ("flow Heun 10", "DPM-Solver++(2M) 20"), ("flow Heun 25", "DDIM 50"), ("flow Heun 10", "flow Euler 20"),
+         ("flow Euler 10", "flow Euler 50"), ("flow Euler 20", "flow Euler 50")]
 
 
 def main() -> None:
