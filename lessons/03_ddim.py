@@ -283,8 +283,8 @@ plt.show()
 
 # %%
 quality = pretrained.quality_table()
-shown = dict(samplers=("ddpm", "ddim"), spacings=("uniform", "quadratic"))  # lesson 08 adds other samplers
-quality_plot(quality, "calls", latent=False, **shown)
+shown = dict(spaces=("pixel",), samplers=("ddpm", "ddim"), spacings=("uniform", "quadratic"))  # lesson 08 adds other samplers
+quality_plot(quality, "calls", **shown)
 plt.show()
 display(Markdown(report.quality_table(quality, **shown)))
 

@@ -351,7 +351,8 @@ print(f"{stage.step} steps in {stage.seconds:.0f} s; the encoder is untouched: {
 
 # %% [markdown]
 # A few dozen steps only show the machinery. The shipped `vae-cifar10-gan` is `vae-cifar10`'s decoder after
-# this stage ran for 50 minutes on a 2-core CPU (its card below). Compare the two decoders on the same test
+# this stage ran for 8.5 minutes on a GPU, 31,762 steps (its card below; 50 minutes of a 2-core CPU made 4,616
+# steps, and a decoder with KID 30 where this one has 19). Compare the two decoders on the same test
 # images: PSNR, and **fine detail** (the energy of each image's Laplacian, relative to the real images': 1.0 is
 # as much edge and texture as a photo), then on latents with noise of std 0.3, as a diffusion model makes them.
 

@@ -87,7 +87,7 @@ check.drop_labels(drop_labels)
 #
 # We train on lesson 05's cached latents, each with its image's label (the mirrored copies keep theirs). A short
 # live run shows the loss; the samples below come from the shipped `ldm-cifar10-cond` in the cpu profile (the
-# same recipe, trained for 52 minutes on a 2-core CPU; its card says how), and from this run elsewhere.
+# same recipe, trained for 4 minutes on a GPU; its card says how), and from this run elsewhere.
 
 # %%
 vae = load_vae("vae-cifar10-gan", device)  # the shipped VAE in every profile: this lesson is about the UNet
