@@ -64,6 +64,8 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
             group["lr"] = lr  # the saved optimizer state carries the old rate
     if steps and not minutes:
         recipe = replace(recipe, minutes=None)  # `steps` N trains N steps, not the recipe's minutes
+    if minutes and not steps:
+        recipe = replace(recipe, steps=10**9)  # `minutes` M trains M minutes, not the recipe's steps (as many as they hold)
     more = steps or recipe.steps - trainer.step
     if more < 1 or (saved and not steps and recipe.finished(saved)):
         raise DiffeduError(f"{out} has already trained all of its recipe ({trainer.step} steps): pass --steps N (steps=N) to "

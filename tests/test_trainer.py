@@ -196,6 +196,11 @@ def test_a_notebook_trains_any_recipe_in_one_call_and_resumes_it(tiny_cifar, tmp
         runs.train("smoke-ddpm", tmp_path / "ddpm", data_root=tiny_cifar)  # nothing replaced without force
 
 
+def test_minutes_train_for_the_time_not_the_recipes_steps(tiny_cifar, tmp_path):
+    timed = runs.train("smoke-ddpm", tmp_path / "timed", minutes=0.05, data_root=tiny_cifar, device="cpu")
+    assert timed.step > get_recipe("smoke-ddpm").steps and timed.seconds >= 3  # 3 s of steps, not the recipe's 8
+
+
 def test_the_train_command_is_one_call_of_runs_train(monkeypatch, tmp_path):
     from diffedu import cli
     calls = []
