@@ -283,7 +283,8 @@ plt.show()
 
 # %%
 quality = pretrained.quality_table()
-shown = dict(spaces=("pixel",), samplers=("ddpm", "ddim"), spacings=("uniform", "quadratic"))  # lesson 08 adds other samplers
+# lesson 08 adds other samplers, and the flow-matching model
+shown = dict(spaces=("pixel",), samplers=("ddpm", "ddim"), spacings=("uniform", "quadratic"))
 quality_plot(quality, "calls", **shown)
 plt.show()
 display(Markdown(report.quality_table(quality, **shown)))

@@ -260,7 +260,8 @@ plt.show()
 
 # %%
 table = pretrained.quality_table()
-shown = dict(spaces=("pixel", "latent"), samplers=("ddpm", "ddim"), spacings=("uniform", "quadratic"))  # lesson 08 adds other samplers
+# lesson 08 adds other samplers, and the flow-matching model
+shown = dict(spaces=("pixel", "latent"), samplers=("ddpm", "ddim"), spacings=("uniform", "quadratic"))
 quality_plot(table, "seconds", **shown)
 plt.show()
 display(Markdown(report.quality_table(table, **shown)))
