@@ -178,9 +178,8 @@ def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | No
     """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10, fm-cifar10) for each sampler, of the
     reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
     images, all at `samples` images against all the training images, with the seconds per image each sampler
-    took here (a row measured while other jobs shared the machine is marked by hand: "timed": false, and why in
-    "timing"; tables and plots then show no time for it). Resumable: rows already in `out` at the same count and
-    reference are kept, and each new row is written as soon as it is measured."""
+    took here. Resumable: rows already in `out` at the same count and reference are kept, and each new row is
+    written as soon as it is measured."""
     device = env.get_device(device)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
     reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)

@@ -106,7 +106,7 @@ def quality_table(curves: dict, samplers: tuple[str, ...] | None = None, spacing
     markdown; which rows: as diffedu.viz.quality_rows."""
     kept = quality_rows(curves, samplers, spacings, spaces)
     rows = [[label, r.get("steps", ""), r.get("model_calls", r.get("steps", "")), *fid_kid(r),
-             (f"{1000 * r['seconds_per_image']:.0f}" if r.get("timed", True) else "-") if r.get("space") else ""]  # a sampler's row
+             f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else ""]  # a sampler's row, not a yardstick
             for label, r in kept.items()]
     machines = {(m["name"], m["device"], m["threads"], m["torch"]) for m in (r["machine"] for r in kept.values())}
     where = ("{1} ({0}, {2} threads, torch {3})".format(*machines.pop()) if len(machines) == 1

@@ -128,8 +128,6 @@ def quality_plot(table: dict, against: str = "calls", samplers: tuple[str, ...] 
     each point with its standard error, the yardsticks as horizontal lines. Which rows: as `quality_rows`."""
     x_of = {"calls": _model_calls, "seconds": lambda r: r["seconds_per_image"]}[against]
     rows = quality_rows(table, samplers, spacings, spaces)
-    if against == "seconds":  # a row measured while other jobs shared the machine says so: its seconds are no timing
-        rows = {label: row for label, row in rows.items() if row.get("timed", True)}
     fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.4))
     for ax, key, name, scale in ((axes[0], "fid", "FID", 1), (axes[1], "kid", "KID x 1000", 1000)):
         for label, style, colour, picks in _FAMILIES:

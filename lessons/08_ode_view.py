@@ -444,8 +444,8 @@ display(Markdown(report.quality_table(quality, **shown)))
 #
 # The same network, images and steps, so the difference is the training objective (and the path and grid it
 # brings). Few steps suit the flow, as the Gaussian example above predicted; but its samples have less contrast
-# and detail than real images (at Euler 20 a pixel std of 0.41 against real images' 0.50 and DDIM's 0.53; fine
-# detail 0.54 of real images' against DDIM's 0.72), which KID sees far more than FID. SD3 found uniform t the
+# and detail than real images (200 images at Euler 20: a pixel std of 0.41 against real images' 0.50 and DDIM's
+# 0.53; fine detail 0.54 of real images' against DDIM's 0.72), which KID sees far more than FID. SD3 found uniform t the
 # weakest of its flow-matching variants and trains with logit-normal t: that is the next experiment (the model's
 # card says what it costs).
 #
