@@ -43,7 +43,12 @@ CIFAR_TRAIN_IMAGES = 50_000  # "100 epochs" means 100 passes over this many imag
 def methods(ddim_steps: tuple[int, ...] = (100, 50), also: tuple[str, ...] = ()) -> list[Method]:
     """The bench's rows: DDPM 1000, pixel DDIM at each step count, latent DDIM 50, then the methods `also` names
     (labels such as "DPM-Solver++(2M) 10" or "Heun 5": any registered sampler)."""
-    return [Method.named(label) for label in ("DDPM 1000", *(f"DDIM {s}" for s in ddim_steps), "latent DDIM 50", *also)]
+    chosen = [Method.named(label) for label in ("DDPM 1000", *(f"DDIM {s}" for s in ddim_steps), "latent DDIM 50", *also)]
+    for method in chosen:
+        if method.space == "flow":  # the bench times the profile's own pixel and latent models
+            raise DiffeduError(f"the bench times the profile's pixel and latent models, not the flow model: measure "
+                               f"'{method.label}' with python -m diffedu quality --rows '{method.label}'")
+    return chosen
 
 
 @dataclass(frozen=True)

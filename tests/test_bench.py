@@ -141,6 +141,8 @@ def test_a_method_is_named_by_its_label_and_a_wrong_label_says_what_is_meant():
     for wrong in ("DDPM 1000 quadratic", "ddim 50", "DDIM fifty", "Euler 10"):
         with pytest.raises(evaluation.DiffeduError, match="no sampling method"):
             evaluation.Method.named(wrong)
+    with pytest.raises(evaluation.DiffeduError, match="quality --rows 'flow Euler 10'"):
+        bench.methods(also=("flow Euler 10",))  # the bench times the profile's models; the flow model is measured apart
 
 
 def test_one_seeded_protocol_draws_every_scored_image():
