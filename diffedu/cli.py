@@ -135,8 +135,9 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model by a recipe: the profile's for its kind, or a named one")
     t.add_argument("kind", nargs="?", choices=list(KINDS),
-                   help="ddpm: the pixel UNet (default); flow: the pixel UNet trained by flow matching; vae: the autoencoder; latent: a UNet on a VAE's latents; "
-                        "decoder: a trained VAE's decoder retrained adversarially (its encoder kept)")
+                   help="ddpm: the pixel UNet (default); flow: the pixel UNet trained by flow matching; vae: the "
+                        "autoencoder; latent: a UNet on a VAE's latents; decoder: a trained VAE's decoder retrained "
+                        "adversarially (its encoder kept)")
     which = t.add_mutually_exclusive_group()
     which.add_argument("--profile", choices=list(PROFILES), help="train the profile's recipe for the kind "
                        "(default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
