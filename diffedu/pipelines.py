@@ -171,10 +171,11 @@ class FlowMatching(Diffusion):
                           classes=None, guidance: float = 1.0) -> Trajectory:
         """n images (from `x_T`, default fresh noise) in `steps` steps (None: 50) of 'euler' or 'heun'. No
         snapshots are kept (`frames` must be 0), and `eta` and `spacing` are the noise-schedule samplers' knobs."""
-        if sampler not in FLOW_SAMPLERS or eta or spacing != "uniform" or frames:
-            what = (f"{sampler!r} sampler" if sampler not in FLOW_SAMPLERS else "eta" if eta else
-                    f"{spacing!r} spacing" if spacing != "uniform" else "snapshots (frames)")
-            raise DiffeduError(f"a flow-matching model takes no {what}: sample it with sampler "
+        refused = {f"{sampler!r} sampler": sampler not in FLOW_SAMPLERS, "eta": bool(eta),
+                   f"{spacing!r} spacing": spacing != "uniform", "snapshots (frames)": bool(frames)}
+        wrong = [what for what, refuse in refused.items() if refuse]
+        if wrong:
+            raise DiffeduError(f"a flow-matching model takes no {wrong[0]}: sample it with sampler "
                                f"{' or '.join(map(repr, FLOW_SAMPLERS))} on evenly spaced t")
         x_T = self.noise(whole(n, "the number of images"), generator) if x_T is None else x_T.to(self.device)
         steps = 50 if steps is None else whole(steps, "steps")

@@ -21,7 +21,7 @@ from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
 from .pipelines import load_vae
 from .profiles import get_profile
-from .recipes import RECIPES, Recipe, get_recipe
+from .recipes import RECIPES, UNLIMITED, Recipe, get_recipe
 from .training import Trainer
 from .vae import VAE
 
@@ -65,7 +65,7 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
     if steps and not minutes:
         recipe = replace(recipe, minutes=None)  # `steps` N trains N steps, not the recipe's minutes
     if minutes and not steps:
-        recipe = replace(recipe, steps=10**9)  # `minutes` M trains M minutes, not the recipe's steps (as many as they hold)
+        recipe = replace(recipe, steps=UNLIMITED)  # `minutes` M trains M minutes, not the recipe's steps
     more = steps or recipe.steps - trainer.step
     if more < 1 or (saved and not steps and recipe.finished(saved)):
         raise DiffeduError(f"{out} has already trained all of its recipe ({trainer.step} steps): pass --steps N (steps=N) to "
