@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The torch/torchvision pair the course is tested with (they must match).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: lab test browser-test student course setup clean
+.PHONY: lab test browser-test colab-test student course setup clean
 
 $(BIN)/.installed: pyproject.toml lab/overrides.json Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,23 @@ browser-test: setup
 	  { echo "installing Debian's chromium for the browser test"; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "error: the browser test needs Chromium: run 'apt-get install chromium' (as root), or set CHROMIUM=/path/to/chromium"; exit 1; }
 	DIFFEDU_PROFILE=smoke $(BIN)/python -m pytest browser -p no:cacheprovider -v
+
+# The course installed as Colab installs it, without this Makefile's set-up: a fresh environment that already has
+# PyTorch (the wheel on disk) and, as Colab has its own, the oldest versions of the light dependencies that
+# pyproject.toml declares (tests/test_colab.py holds the two lists together); then lesson 01 under nbval, Colab
+# faked (google.colab imported at the kernel's start), so that its set-up cell takes the install branch and
+# pip-installs this checkout, as it would the repository.
+OLDEST := numpy==2.0.2 matplotlib==3.8.4 ipywidgets==8.1.0 tqdm==4.66.0 safetensors==0.4.3
+COLAB  := $(CURDIR)/.colab-test
+colab-test:
+	rm -rf $(COLAB) && $(PYTHON) -m venv $(COLAB)/venv && mkdir -p $(COLAB)/ipython/profile_default/startup
+	$(COLAB)/venv/bin/python -m pip install -q $(TORCH) $(OLDEST) pytest nbval ipykernel
+	echo 'import sys, types; sys.modules["google.colab"] = types.ModuleType("google.colab")' \
+	  > $(COLAB)/ipython/profile_default/startup/00-colab.py
+	cd $(COLAB) && IPYTHONDIR=$(COLAB)/ipython DIFFEDU_INSTALL=$(CURDIR) venv/bin/python -m pytest --nbval-lax \
+	  --nbval-current-env -p no:cacheprovider --rootdir=$(COLAB) $(CURDIR)/lessons/01_forward_process.ipynb
+	$(COLAB)/venv/bin/python -m pip show diffedu | grep -q "^Location: $(COLAB)/venv/" \
+	  || { echo "error: the set-up cell did not install the course"; exit 1; }
 
 # The student edition, for a teacher to hand out: the lessons with the exercises' solutions replaced by stubs.
 student: setup

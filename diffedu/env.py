@@ -4,6 +4,8 @@ results computed once and kept there, the device and the machine, and seeds.
     DIFFEDU_HOME   the home folder (default: data/ of the course checkout; for a pip-installed
                    package, ~/.cache/diffedu). CIFAR-10 downloads there; caches live in its
                    subfolders latents/, fid/ and bench/, and the models the lessons train in runs/.
+    DIFFEDU_DEVICE the device to compute on when none is named: cpu, cuda or mps (default: CUDA when
+                   PyTorch sees a GPU, else Apple's MPS, else the CPU)
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from safetensors.torch import load_file, save_file
 from .errors import DiffeduError
 
 HOME_ENV = "DIFFEDU_HOME"
+DEVICE_ENV = "DIFFEDU_DEVICE"
+DEVICES = ("cpu", "cuda", "mps")
 _CHECKOUT = Path(__file__).resolve().parent.parent
 
 
@@ -43,18 +47,24 @@ def shown(path: str | Path) -> str:
 
 
 def get_device(name: str | torch.device | None = None) -> torch.device:
-    """The named device, checked; with no name, CUDA when a GPU is there, else the CPU."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The named device (else $DIFFEDU_DEVICE's), checked; with neither, CUDA when PyTorch sees a GPU, else
+    Apple's MPS, else the CPU."""
+    name = name or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "mps" if _mps() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise DiffeduError(f"unknown device {str(name)!r}: use cpu or cuda (or cuda:N for the N-th GPU)") from None
+        raise DiffeduError(f"unknown device {str(name)!r} (the argument, else ${DEVICE_ENV}): use cpu, cuda (or cuda:N for the N-th GPU) or mps") from None
+    if device.type not in DEVICES:
+        raise DiffeduError(f"diffedu runs on cpu, cuda or mps, not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DiffeduError(f"device {str(name)!r} asked for, but torch sees no CUDA GPU on this machine: use cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise DiffeduError(f"diffedu runs on cpu or cuda, not {device.type}")
+    if device.type == "mps" and not _mps():
+        raise DiffeduError(f"device {str(name)!r} asked for, but torch sees no Apple MPS device here: use cpu")
     return device
+
+
+def _mps() -> bool:
+    return torch.backends.mps.is_available()
 
 
 def seed_everything(seed: int = 0) -> None:

@@ -20,9 +20,12 @@ def forward_flops(module: torch.nn.Module, *inputs) -> int:
 
 
 def synchronize(device) -> None:
-    """Wait for queued GPU work, so that a clock read after it is the work's end."""
-    if torch.device(device).type == "cuda":
+    """Wait for queued GPU work (CUDA's or MPS's), so that a clock read after it is the work's end."""
+    kind = torch.device(device).type
+    if kind == "cuda":
         torch.cuda.synchronize()
+    elif kind == "mps":
+        torch.mps.synchronize()
 
 
 def timed(fn: Callable[[], object], repeats: int = 3, device="cpu", warmup: bool = True) -> list[float]:
@@ -45,8 +48,9 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3, device="cpu", war
 
 class PeakMemory:
     """Peak GPU memory above the level at the start, in MiB, while the block runs: the CUDA allocator's
-    statistics. On a CPU `mib` stays None: there the process's resident memory follows the allocator's caching
-    and what ran before, not what the block needs, so it would be a number that measures nothing."""
+    statistics. Elsewhere `mib` stays None: on a CPU the process's resident memory follows the allocator's caching
+    and what ran before, not what the block needs, so it would be a number that measures nothing; on Apple's MPS
+    PyTorch keeps no peak statistics."""
 
     def __init__(self, device) -> None:
         self.cuda = torch.device(device).type == "cuda"

@@ -53,7 +53,7 @@ def sampling_table(result: dict) -> str:
 
 
 def _memory(mib: float | None) -> str:
-    return "not measured on a CPU" if mib is None else f"{mib:.0f} MiB"  # (measure.PeakMemory says why)
+    return "not measured (CUDA only)" if mib is None else f"{mib:.0f} MiB"  # (measure.PeakMemory says why)
 
 
 def training_table(result: dict) -> str:

@@ -33,6 +33,15 @@
 # One switch, `DIFFEDU_PROFILE` (`smoke`, `cpu` or `gpu`), sizes what each lesson does.
 
 # %%
+# Set-up: on Colab, install the course (a minute, once per session); anywhere else this does nothing.
+import importlib.util, os, subprocess, sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
+    course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", course], check=True)  # keeps Colab's PyTorch
+    importlib.invalidate_caches()  # so that `import diffedu` finds what was just installed
+
+# %%
 import matplotlib.pyplot as plt
 import torch
 

@@ -28,6 +28,15 @@
 # Everything below the exercises is `diffedu.bench`, which `python -m diffedu bench` runs outside the notebook too.
 
 # %%
+# Set-up: on Colab, install the course (a minute, once per session); anywhere else this does nothing.
+import importlib.util, os, subprocess, sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
+    course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", course], check=True)  # keeps Colab's PyTorch
+    importlib.invalidate_caches()  # so that `import diffedu` finds what was just installed
+
+# %%
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
@@ -277,12 +286,12 @@ display(Markdown(report.quality_table(table, **shown)))
 # - **Values per step.** Latent DDIM takes 8, 13 and 30 ms per image at 10, 20 and 50 steps: latent DDIM 50 is
 #   3.2x cheaper than pixel DDIM 50 (95 ms) and 60x cheaper than DDPM 1000. (The latent rows were timed on a day
 #   when the machine ran 2.1x slower, measured with pixel DDIM 50 beside them, and are scaled by that ratio.)
-# - **Close on FID, not yet on KID.** With the adversarial decoder (lesson 04) the latent rows score FID 111-117
-#   and KID x 1000 53-60 (DDIM 50 to 10), against the pixel model's 105 and 33 (latent DDIM 50 against pixel
-#   DDIM 50: FID +5.6 ± 2.1, KID +20.4 ± 2.7), and above their own VAE's reconstructions (80.9 and 19.2). The
-#   grey cross is the same latent UNet decoded by the L1 decoder it replaced (FID 141.5, KID 102.0; its
-#   reconstructions 102.8 and 53.4): the decoder stage closed more than half of the KID gap to the pixel model,
-#   and no sampler setting closes the rest; the last section says what might.
+# - **Close on FID, not yet on KID.** With the adversarial decoder (lesson 04) the latent rows score FID 107-117
+#   and KID x 1000 46-61 (DDIM 50 to 10), against the pixel model's 105 and 33 (latent DDIM 50 against pixel
+#   DDIM 50: FID +2.2 ± 2.0, a tie, and KID +12.9 ± 2.4), and above their own VAE's reconstructions (80.9 and
+#   19.2). The grey cross is the same latent UNet decoded by the L1 decoder it replaced (FID 134.8, KID 93.2; its
+#   reconstructions 102.8 and 53.4): the decoder stage and longer training closed two thirds of the KID gap to
+#   the pixel model, and no sampler setting closes the rest; the last section says what might.
 
 # %% [markdown]
 # ## Training throughput
@@ -356,14 +365,14 @@ if profile.name == "smoke":
 # - **Values per step are the second.** The latent UNet runs on 12x fewer values, so even a wider latent UNet
 #   takes less time per step, and both levers multiply.
 # - **Where latent diffusion loses, here.** With the shipped models the latent path is 3.2x cheaper per image at
-#   50 steps, close on FID (+5.6 ± 2.1) and still clearly worse on KID: 53.5 against 33.1, a difference of
-#   20.4 ± 2.7. Lessons 04 and 05 measured why. The L1 decoder blurred (its reconstructions kept 42% of real
+#   50 steps, level on FID (+2.2 ± 2.0) and still clearly worse on KID: 46.0 against 33.1, a difference of
+#   12.9 ± 2.4. Lessons 04 and 05 measured why. The L1 decoder blurred (its reconstructions kept 42% of real
 #   images' fine detail, KID 53.4, already worse than the pixel model) and never learned to forgive the latent
 #   UNet's errors, about as large as noise of std 0.3 on real latents, which took it to KID 102. The adversarial
 #   decoder, trained on such noisy latents, lowered the floor to KID 19 and the samples to 53, with 0.6 dB less
-#   PSNR. What is left is the latent UNet's error, decoded: from the floor's 19 to 53. Retrained on a GPU by the
-#   same recipe the latent UNet scored the same, so more training than its 6,000 steps, or a larger latent UNet,
-#   is the next lever. Ours are small models trained in minutes.
+#   PSNR. What is left is the latent UNet's error, decoded: training it on 4x more latents (7.5 minutes of a GPU
+#   instead of 6,000 steps of 256) took the samples from 53 to 46, and the gain had not flattened, so longer
+#   training still, or a larger latent UNet, is the next lever. Ours are small models trained in minutes.
 # - **Small images are latent diffusion's worst case.** At 32x32 the pixel UNet is already cheap, and the
 #   encoder (at full resolution, once per training image) and decoder (once per sample) are fixed costs that
 #   a 12x saving must pay for. At 512x512 the saving is 48x in values and far more in attention: that is where
