@@ -53,7 +53,8 @@ def get_device(name: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise DiffeduError(f"unknown device {str(name)!r} (the argument, else ${DEVICE_ENV}): use cpu, cuda (or cuda:N for the N-th GPU) or mps") from None
+        raise DiffeduError(f"unknown device {str(name)!r} (the argument, else ${DEVICE_ENV}): use cpu, cuda (or cuda:N "
+                           "for the N-th GPU) or mps") from None
     if device.type not in DEVICES:
         raise DiffeduError(f"diffedu runs on cpu, cuda or mps, not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from . import checkpoint
-from .env import home
+from .env import get_device, home
 from .errors import DiffeduError
 from .recipes import Recipe, get_recipe
 
@@ -71,8 +69,9 @@ PROFILES = {
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """The named profile, else $DIFFEDU_PROFILE, else gpu with CUDA and cpu without."""
-    name = name or os.environ.get(PROFILE_ENV) or ("gpu" if torch.cuda.is_available() else "cpu")
+    """The named profile, else $DIFFEDU_PROFILE, else gpu on a CUDA device and cpu elsewhere (Apple's MPS too:
+    the gpu profile's trainings are sized for a CUDA card), the device being env.get_device()'s."""
+    name = name or os.environ.get(PROFILE_ENV) or ("gpu" if get_device().type == "cuda" else "cpu")
     if name not in PROFILES:
         raise DiffeduError(f"unknown profile {name!r} (from {PROFILE_ENV} or the argument); valid profiles: {', '.join(PROFILES)}")
     return PROFILES[name]

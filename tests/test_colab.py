@@ -17,6 +17,7 @@ import torch
 
 from diffedu import colab, env, measure
 from diffedu.errors import DiffeduError
+from diffedu.profiles import PROFILE_ENV, get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
@@ -113,12 +114,14 @@ def mac(monkeypatch):
 
 
 def test_the_default_device_is_cuda_then_mps_then_the_cpu(mac, monkeypatch):
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
     assert env.get_device() == torch.device("mps") and env.get_device("mps") == torch.device("mps")
-    monkeypatch.setenv(env.DEVICE_ENV, "cpu")  # forced
-    assert env.get_device() == torch.device("cpu")
+    assert get_profile().name == "cpu"  # on a Mac: MPS speeds the cpu profile up
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env.get_device() == torch.device("cuda") and get_profile().name == "gpu"
+    monkeypatch.setenv(env.DEVICE_ENV, "cpu")  # forced, and the profile follows
+    assert env.get_device() == torch.device("cpu") and get_profile().name == "cpu"
     monkeypatch.delenv(env.DEVICE_ENV)
-    assert env.get_device() == torch.device("cuda")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert env.get_device() == torch.device("cpu")
