@@ -37,7 +37,7 @@ def repository(root: Path = ROOT) -> str:
 
 def setup_cell(url: str) -> str:
     """The source of every lesson's first code cell."""
-    return f'''{FIRST_LINE} (a minute, once per session); anywhere else this does nothing.
+    return f'''{FIRST_LINE} (once per session); anywhere else this does nothing.
 import importlib.util, os, subprocess, sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:

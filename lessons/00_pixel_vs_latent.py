@@ -33,7 +33,7 @@
 # One switch, `DIFFEDU_PROFILE` (`smoke`, `cpu` or `gpu`), sizes what each lesson does.
 
 # %%
-# Set-up: on Colab, install the course (a minute, once per session); anywhere else this does nothing.
+# Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
 import importlib.util, os, subprocess, sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:

@@ -16,7 +16,7 @@
 # with your step.
 
 # %%
-# Set-up: on Colab, install the course (a minute, once per session); anywhere else this does nothing.
+# Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
 import importlib.util, os, subprocess, sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:

@@ -30,7 +30,7 @@
 # You write the pieces: sigma, the step, the timesteps to visit, and the step run backwards (inversion).
 
 # %%
-# Set-up: on Colab, install the course (a minute, once per session); anywhere else this does nothing.
+# Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
 import importlib.util, os, subprocess, sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
