@@ -227,9 +227,10 @@ for name, value in details.items():
 # recipe (6,000 steps of 256) on a GPU it scored the same (KID 53.0), but trained on 4x more latents (7.5 minutes
 # of a GPU at batch 1024, the shipped one) it reached FID 107.4 and KID 46.0 (from the same noise: -3.5 ± 1.4 and
 # -7.4 ± 2.0), now level with the pixel model on FID (+2.2 ± 2.0) and behind on KID (+12.9 ± 2.4). Its samples
-# are smoother (fine detail 0.42), and nothing is memorised: the samples' median distance to their
-# nearest training image is 1.17x real test images' in Inception features (the pixel model's: 1.17x), 0.90x in
-# pixels (0.99x; smoother images sit closer to everything in pixels).
+# are smoother (fine detail 0.42). Memorised? The samples' median distance to their nearest training image is
+# 1.17x real test images' in Inception features (the pixel model's: 1.17x), but 0.90x in pixels (0.99x): real
+# test images blurred to the samples' fine detail come to 0.95x, so smoothness explains only part of it, and in
+# pixels the samples sit a little closer to the training set than unseen images do.
 
 # %% [markdown]
 # ## A first look at the cost of a step
