@@ -371,7 +371,7 @@ if profile.name == "smoke":
 #   UNet's errors, about as large as noise of std 0.3 on real latents, which took it to KID 102. The adversarial
 #   decoder, trained on such noisy latents, lowered the floor to KID 19 and the samples to 53, with 0.6 dB less
 #   PSNR. What is left is the latent UNet's error, decoded: training it on 4x more latents (7.5 minutes of a GPU
-#   instead of 6,000 steps of 256) took the samples from 53 to 46, and the gain had not flattened, so longer
+#   instead of 6,000 steps of 256) took the samples from 53 to 46; whether still more helps is untested, so longer
 #   training still, or a larger latent UNet, is the next lever. Ours are small models trained in minutes.
 # - **Small images are latent diffusion's worst case.** At 32x32 the pixel UNet is already cheap, and the
 #   encoder (at full resolution, once per training image) and decoder (once per sample) are fixed costs that
