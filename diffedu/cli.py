@@ -318,7 +318,7 @@ def sample_cmd(args) -> None:
 def describe(pipe: Diffusion, sampler: str, steps: int | None, eta: float = 0.0, spacing: str = "uniform") -> str:
     """A sampler run in words: its name, steps and model calls (NFE, what it costs)."""
     if isinstance(pipe, FlowMatching):
-        return f"flow {FLOW_SAMPLERS[sampler]} {steps or 50} steps, {pipe.model_calls(sampler, steps)} model calls"
+        return f"flow {FLOW_SAMPLERS[sampler]} {pipe.steps(steps)} steps, {pipe.model_calls(sampler, steps)} model calls"
     scheduler = pipe.scheduler(sampler, steps, eta, spacing)
     return f"{scheduler.title} {len(scheduler.timesteps)} steps, {scheduler.model_calls()} model calls"
 

@@ -21,8 +21,8 @@ from . import checkpoint, env, pretrained
 from .errors import CheckpointError, DiffeduError
 from .latent import decode_latents, encode_latents, vae_fingerprint
 from .data import CLASSES
-from .samplers import (FLOW_SAMPLERS, Guided, Scheduler, Trajectory, flow_model_calls, flow_sample, make_scheduler,
-                       sample_trajectory)
+from .samplers import (DEFAULT_STEPS, FLOW_SAMPLERS, Guided, Scheduler, Trajectory, flow_model_calls, flow_sample,
+                       make_scheduler, sample_trajectory)
 from .schedules import Schedule
 from .vae import VAE
 
@@ -163,7 +163,12 @@ class FlowMatching(Diffusion):
                            f"{' or '.join(map(repr, FLOW_SAMPLERS))}")
 
     def model_calls(self, sampler: str = "euler", steps: int | None = None, spacing: str = "uniform") -> int:
-        return flow_model_calls(sampler, 50 if steps is None else whole(steps, "steps"))
+        return flow_model_calls(sampler, self.steps(steps))
+
+    @staticmethod
+    def steps(steps: int | None) -> int:
+        """The Euler or Heun steps a run takes: `steps`, checked, or by default DEFAULT_STEPS."""
+        return DEFAULT_STEPS if steps is None else whole(steps, "steps")
 
     def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = "euler", eta: float = 0.0,
                           spacing: str = "uniform", frames: int = 0, x_T: torch.Tensor | None = None,
@@ -178,8 +183,7 @@ class FlowMatching(Diffusion):
             raise DiffeduError(f"a flow-matching model takes no {wrong[0]}: sample it with sampler "
                                f"{' or '.join(map(repr, FLOW_SAMPLERS))} on evenly spaced t")
         x_T = self.noise(whole(n, "the number of images"), generator) if x_T is None else x_T.to(self.device)
-        steps = 50 if steps is None else whole(steps, "steps")
-        run = flow_sample(self.guided(x_T, classes, guidance), x_T, steps, sampler, progress)
+        run = flow_sample(self.guided(x_T, classes, guidance), x_T, self.steps(steps), sampler, progress)
         run.images = run.images.clamp(-1, 1)  # images in [-1, 1], as every pipeline's
         return run
 

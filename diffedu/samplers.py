@@ -397,10 +397,13 @@ def ddim_sample(model, schedule: Schedule, x_T, steps: int = 50, eta: float = 0.
     return sample(model, DDIMScheduler(schedule, eta, clip_x0).set_timesteps(steps, spacing), x_T, **kwargs)
 
 
+DEFAULT_STEPS = 50  # a sampler's steps when none are asked for (DDPM's excepted: always all T)
+
+
 def make_scheduler(name: str, schedule: Schedule, steps: int | None = None, eta: float = 0.0,
                    spacing: str = "uniform", clip_x0: bool = True) -> Scheduler:
     """A sampler by its registered name (`SAMPLERS`): 'ddpm' (always all T steps), or 'ddim', 'heun', 'dpmpp2m' in
-    `steps` steps (None: 50). `eta` is DDIM's alone."""
+    `steps` steps (None: DEFAULT_STEPS). `eta` is DDIM's alone."""
     if name not in SAMPLERS:
         raise DiffeduError(f"unknown sampler {name!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
     if eta and name != "ddim":
@@ -409,7 +412,7 @@ def make_scheduler(name: str, schedule: Schedule, steps: int | None = None, eta:
     if name == "ddpm":
         return DDPMScheduler(schedule, clip_x0).set_timesteps(steps, spacing)
     scheduler = DDIMScheduler(schedule, eta, clip_x0) if name == "ddim" else SAMPLERS[name](schedule, clip_x0)
-    return scheduler.set_timesteps(50 if steps is None else steps, spacing)
+    return scheduler.set_timesteps(DEFAULT_STEPS if steps is None else steps, spacing)
 
 
 FLOW_SAMPLERS = {"euler": "Euler", "heun": "Heun"}  # a flow-matching model's solvers, by name and title
