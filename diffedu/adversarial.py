@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .training import Trainer
 from .vae import VAE
 
@@ -60,6 +61,7 @@ def adaptive_weight(reconstruction: torch.Tensor, adversarial: torch.Tensor, las
     weight that gives the adversarial term as strong a pull on the decoder's last layer as the reconstruction."""
     g_rec, = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)
     g_adv, = torch.autograd.grad(adversarial, last_layer, retain_graph=True)
+    g_rec, g_adv = distributed.mean(g_rec), distributed.mean(g_adv)  # on several processes: the global batch's
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, max_weight).detach()
 
 
@@ -81,6 +83,9 @@ class DecoderTrainer(Trainer):
         self.discriminator = PatchDiscriminator(vae.config.in_channels).to(self.device)
         self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
         self.disc_weight, self.warmup, self.latent_noise, self.disc_loss = disc_weight, warmup, latent_noise, disc_loss
+        # What the step calls: on several processes (torchrun) DDP's wrappers, which average the gradients
+        self._decoder = distributed.wrap(vae.decoder, self.device)
+        self._discriminator = distributed.wrap(self.discriminator, self.device)
         self.meta |= {"stage": "decoder", "disc_weight": disc_weight, "warmup": warmup, "latent_noise": latent_noise}
 
     def noisy_latents(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,14 +93,15 @@ class DecoderTrainer(Trainer):
         vae = self.model
         with torch.no_grad():
             mean = vae.encode(x)[0]
-        std = self.latent_noise * torch.rand(len(x), 1, 1, 1, device=x.device) / vae.config.scale_factor
-        return mean + std * torch.randn_like(mean)
+        # torch.rand and torch.randn_like, drawn alike on any number of processes (diffedu.distributed)
+        std = self.latent_noise * distributed.rand(len(x), 1, 1, 1, device=x.device) / vae.config.scale_factor
+        return mean + std * distributed.randn_like(mean)
 
     def train_step(self, x: torch.Tensor) -> torch.Tensor:
         vae = self.model
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         vae.encoder.eval()
-        decoded = vae.decode(self.noisy_latents(x))
+        decoded = self._decoder(self.noisy_latents(x))  # vae.decode
         reconstruction = F.l1_loss(decoded, x)
         loss = reconstruction
         if self.step >= self.warmup:
@@ -108,7 +114,9 @@ class DecoderTrainer(Trainer):
             nn.utils.clip_grad_norm_(vae.decoder.parameters(), self.grad_clip)
         self.optimizer.step()
 
-        d_loss = self.disc_loss(self.discriminator(x), self.discriminator(decoded.detach()))
+        # real and decoded patches in one call: DDP averages the gradients of one forward and backward
+        real_logits, fake_logits = self._discriminator(torch.cat([x, decoded.detach()])).chunk(2)
+        d_loss = self.disc_loss(real_logits, fake_logits)
         self.disc_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.disc_optimizer.step()

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from . import bench, checkpoint, data, env, evaluation, metrics, pretrained, report, runs
+from . import bench, checkpoint, data, distributed, env, evaluation, metrics, pretrained, report, runs
 from .classroom import course_folder, student_edition
 from .errors import CheckpointError, DiffeduError
 from .pipelines import Diffusion, FlowMatching, load_pipeline, load_vae
@@ -133,7 +133,9 @@ def parser() -> argparse.ArgumentParser:
     data_help = "folder holding cifar-10-batches-py (default: $DIFFEDU_DATA, else the diffedu home, data/)"
     device_help = "cpu or cuda (default: cuda when available)"
 
-    t = sub.add_parser("train", help="train a model by a recipe: the profile's for its kind, or a named one")
+    t = sub.add_parser("train", help="train a model by a recipe: the profile's for its kind, or a named one",
+                       epilog="On several GPUs: torchrun --standalone --nproc_per_node=N -m diffedu train ... (the recipe's "
+                              "batch is split over the N processes; README: Training on more than one GPU)")
     t.add_argument("kind", nargs="?", choices=list(KINDS),
                    help="ddpm: the pixel UNet (default); flow: the pixel UNet trained by flow matching; vae: the "
                         "autoencoder; latent: a UNet on a VAE's latents; decoder: a trained VAE's decoder retrained "
@@ -145,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=positive, help="training steps (default: the recipe's; with --resume, what is left of them)")
     t.add_argument("--minutes", type=positive_float, help="train for this many minutes of training time in all, the learning "
                    "rate annealed over them, then stop (default: the recipe's, for a timed recipe such as vae-cifar10-gan)")
-    t.add_argument("--batch-size", type=positive, help="default: the recipe's")
+    t.add_argument("--batch-size", type=positive, help="the global batch, split over torchrun's processes (default: the recipe's)")
     t.add_argument("--lr", type=positive_float, help="learning rate (default: the recipe's)")
     t.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (default: the recipe's, linear)")
     t.add_argument("--cond", action="store_true", help="class-conditional (ddpm, flow, latent): learn CIFAR-10's labels, each "
@@ -291,10 +293,10 @@ def retrain_cmd(args) -> None:
                         channels_last=args.channels_last)
     minutes = (time.monotonic() - start) / 60
     if done:
-        print(f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. Measure each "
+        distributed.print_main(f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. Measure each "
               "(python -m diffedu fid ...), copy them into diffedu/checkpoints/ and merge the draft cards")
     else:
-        print(f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue")
+        distributed.print_main(f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue")
 
 
 # ---- sample, fid, bench ----------------------------------------------------------
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except KeyboardInterrupt as interrupt:
-        print(f"\n{interrupt or 'interrupted'}", file=sys.stderr)
+        distributed.print_main(f"\n{interrupt or 'interrupted'}", file=sys.stderr)  # once, not once per process
         return 130
     # Expected failures (bad input, files, a missing package, a diverging loss) are one line; anything else is a
     # bug and keeps its traceback.

@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from . import distributed
 from .env import home
 from .errors import DataError
 
@@ -168,8 +169,12 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2, the whole batch at once."""
-    flip = torch.rand(len(x), generator=generator, device=generator.device if generator else x.device) < 0.5
-    return torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    return _mirror(x, torch.rand(len(x), generator=generator, device=generator.device if generator else x.device) < 0.5)
+
+
+def _mirror(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """x with the images where `flips` is True mirrored left-right."""
+    return torch.where(flips.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def batches(
@@ -184,22 +189,26 @@ def batches(
     """Endless shuffled batches on `device`: uint8 images come out scaled to [-1, 1],
     float tensors (latents) as they are; with `labels`, (images, labels) pairs. The set
     moves to the device once; each batch is drawn, indexed, flipped and scaled there, so
-    that a GPU never waits for the host (a copy from the host would be a sync per step)."""
+    that a GPU never waits for the host (a copy from the host would be a sync per step).
+    Under torchrun each process gets its rows of every batch (diffedu.distributed)."""
     if not 1 <= batch_size <= len(images):  # checked now, not at the first next(): a bad size must not hang
         raise DataError(f"batch size must be between 1 and the size of the data set ({len(images)}), got {batch_size}")
     if labels is not None and len(labels) != len(images):
         raise DataError(f"{len(labels)} labels for {len(images)} images: one label per image")
+    mine = distributed.rows(batch_size)  # this process's rows of each batch: all of them on one process
     labels = None if labels is None else labels.to(device)
     images = images.to(device)
-    return _endless_batches(images, labels, batch_size, flip, torch.Generator(images.device).manual_seed(seed))
+    return _endless_batches(images, labels, batch_size, mine, flip, torch.Generator(images.device).manual_seed(seed))
 
 
-def _endless_batches(images, labels, batch_size: int, flip: bool, generator: torch.Generator) -> Iterator:
+def _endless_batches(images, labels, batch_size: int, mine: slice, flip: bool, generator: torch.Generator) -> Iterator:
     while True:
+        # every process draws the same order and flips (the same seed), for the whole batch, and keeps its rows
         order = torch.randperm(len(images), generator=generator, device=images.device)
         for start in range(0, len(order) - batch_size + 1, batch_size):  # drop the ragged last batch
-            picked = order[start:start + batch_size]
+            picked = order[start:start + batch_size][mine]
+            flips = torch.rand(batch_size, generator=generator, device=generator.device)[mine] < 0.5 if flip else None
             x = images[picked]
             x = to_float(x) if x.dtype == torch.uint8 else x
-            x = random_hflip(x, generator) if flip else x
+            x = x if flips is None else _mirror(x, flips)
             yield x if labels is None else (x, labels[picked])

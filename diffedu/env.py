@@ -79,7 +79,7 @@ def check_writable(path: str | Path) -> None:
     """Fail now, not after an hour of work, when a file cannot be written at `path` (its folder is
     made if need be)."""
     path = Path(path)
-    probe = path.with_name(path.name + ".probe")
+    probe = path.with_name(f"{path.name}.{os.getpid()}.probe")  # processes checking at once each probe their own
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
@@ -110,7 +110,7 @@ def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torc
             pass
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # processes computing it at once each write their own
     save_file({"tensor": value.contiguous()}, str(partial))
     partial.replace(path)  # appears whole or not at all
     return value

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .errors import DiffeduError
 
 
@@ -33,6 +34,16 @@ def norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with its masks drawn per image as one process draws them for the whole batch (diffedu.distributed):
+    on several processes, each image gets its own mask, the one it would get on one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * (distributed.rand_like(x, dtype=torch.float32) >= self.p) / (1 - self.p)
+
+
 class ResBlock(nn.Module):
     """x + f(x, t): two 3x3 convolutions, with the time embedding added in between
     (t_dim = 0 for a block that needs no time, as in the VAE)."""
@@ -42,7 +53,7 @@ class ResBlock(nn.Module):
         self.norm1, self.conv1 = norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
         self.t_proj = nn.Linear(t_dim, c_out) if t_dim else None
         self.norm2, self.conv2 = norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor | None = None) -> torch.Tensor:

@@ -52,11 +52,12 @@ def reference(name_or_path: str | Path) -> str:
 
 def export(run: str | Path, out: str | Path, hardware: str, vae: str | None = None) -> Path:
     """A training run as a shipped checkpoint: the EMA weights in float16 (half the size, the same samples to the
-    eye) and the config trimmed to what a card cites: recipe, steps, seconds, hardware, final loss. `vae`: for a
+    eye) and the config trimmed to what a card cites: recipe, steps, seconds, processes, hardware, final loss. `vae`: for a
     latent model, the name its VAE ships under (its fingerprint still has to match)."""
     meta = checkpoint.read_meta(run)
     history = meta.get("history") or [float("nan")]
-    kept = {k: meta[k] for k in ("schedule", "T", "objective", "recipe", "step", "seconds", "vae", "vae_fingerprint") if k in meta}
+    kept = {k: meta[k] for k in ("schedule", "T", "objective", "recipe", "step", "seconds", "processes", "vae",
+                                                "vae_fingerprint") if k in meta}
     if vae and "vae" in kept:
         kept["vae"] = vae
     return checkpoint.save_model(out, checkpoint.load_model(run), dtype=torch.float16, **kept, hardware=hardware,

@@ -5,6 +5,7 @@
     trainer = runs.train(out="runs/ddpm/model", resume=True)        # continue it (Ctrl-C saves first)
     python -m diffedu train ddpm --steps 2000                       # the command line calls the same function
     python -m diffedu retrain --all --budget-minutes 9              # repeat until it says "all done"
+    torchrun --standalone --nproc_per_node=4 -m diffedu train ...   # the same run on 4 GPUs (diffedu.distributed)
 
 A run survives Ctrl-C and deadlines: each call trains what the last one left (every run resumes from its
 checkpoint), so a long retrain can run in pieces that each fit a time limit.
@@ -15,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import checkpoint, data, env, pretrained
+from . import checkpoint, data, distributed, env, pretrained
 from .errors import CheckpointError, DiffeduError
 from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
@@ -52,10 +53,12 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
     saved = _check_out(out, resume, force)
     recipe = _choose_recipe(asked, kind, profile, saved, cond, dict(steps=steps, batch_size=batch_size, lr=lr,
                                                                      schedule=schedule, minutes=minutes))
-    device = env.get_device(device)
-    env.seed_everything(seed)
+    device = distributed.setup(env.get_device(device))  # under torchrun: join the others, take this process's GPU
+    distributed.rows(recipe.batch_size)  # a batch that does not split over the processes is refused now
+    env.seed_everything(seed)  # the same seed on every process: their per-image draws are cut from the same ones
     model = checkpoint.build_model(saved, out) if saved else recipe.build(vae) if recipe.kind == "decoder" else None
     trainer = recipe.trainer(device, model, **_speed(device, compile, channels_last))
+    trainer.meta["processes"] = max(distributed.WORLD, (saved or {}).get("processes", 1))  # the most that trained it
     cifar = data_root if isinstance(data_root, data.ImageSet) else data.load_cifar10(data_root)
     vae_model, vae_ref = _vae_for_latent(vae, recipe, saved, trainer.device) if recipe.kind == "latent" else (None, None)
     if saved:
@@ -71,12 +74,15 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
         raise DiffeduError(f"{out} has already trained all of its recipe ({trainer.step} steps): pass --steps N (steps=N) to "
                            "train N more (a timed recipe ends with a learning rate near 0: pass --lr too)")
     length = f"{recipe.minutes:g} minutes of training in all" if recipe.minutes else f"steps {trainer.step} -> {trainer.step + more}"
-    print(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
-          f"{len(cifar.images[: recipe.n_data])} training images, batch {recipe.batch_size}, {length}, on {trainer.device}")
+    on = f"{distributed.WORLD} processes ({trainer.device.type}), batch {recipe.batch_size // distributed.WORLD} each" \
+        if distributed.WORLD > 1 else trainer.device
+    distributed.print_main(f"{recipe.kind} ({recipe.name}): {type(trainer.model).__name__} "
+                           f"{count_parameters(trainer.model) / 1e6:.2f}M parameters, {len(cifar.images[: recipe.n_data])} "
+                           f"training images, batch {recipe.batch_size}, {length}, on {on}")
     fit(trainer, recipe, out, cifar, more, vae=vae_model, vae_ref=vae_ref, seed=seed, save_every=save_every,
         deadline=deadline, again=again)
     recent = trainer.history[-50:]
-    print(f"saved {checkpoint.paths(out)[0]}; final loss {sum(recent) / max(1, len(recent)):.4f}")
+    distributed.print_main(f"saved {checkpoint.paths(out)[0]}; final loss {sum(recent) / max(1, len(recent)):.4f}")
     return trainer
 
 
@@ -145,7 +151,8 @@ def _vae_for_latent(vae: str | Path | None, recipe: Recipe, saved: dict | None, 
 def _speed(device, compile: str | None, channels_last: bool | None) -> dict:
     """The Trainer's speed options, where "auto" turns on on CUDA what pays there: CUDA graphs, NHWC."""
     cuda = device.type == "cuda"
-    mode = ("reduce-overhead" if cuda else None) if compile == "auto" else compile
+    # CUDA graphs with DDP's gradient hooks (torchrun) are untested here: auto leaves them off there
+    mode = ("reduce-overhead" if cuda and distributed.WORLD == 1 else None) if compile == "auto" else compile
     return {"compile": None if mode == "none" else mode, "channels_last": cuda if channels_last is None else channels_last}
 
 
@@ -160,7 +167,8 @@ def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet,
     images, labels = cifar.images[: recipe.n_data], cifar.labels[: recipe.n_data]
     train_set = images
     if recipe.kind == "latent":  # learn the VAE's scaled latents, encoded once and cached
-        train_set, labels = cached_latents(vae, images), labels.repeat(2)  # the images, then their mirror images
+        # the images, then their mirror images; under torchrun encoded by process 0, read by the others
+        train_set, labels = distributed.main_first(lambda: cached_latents(vae, images)), labels.repeat(2)
         trainer.meta |= {"vae": vae_ref, "vae_fingerprint": vae_fingerprint(vae)}
     batches = data.batches(train_set, recipe.batch_size, labels=labels if recipe.conditional else None,
                            flip=recipe.kind != "latent", device=trainer.device, seed=seed + trainer.step)
@@ -171,7 +179,8 @@ def fit(trainer: Trainer, recipe: Recipe, out: str | Path, cifar: data.ImageSet,
         raise KeyboardInterrupt(f"interrupted: saved {trainer.step} steps to {checkpoint.paths(out)[0]}; "
                                 f"continue with: {again or f'python -m diffedu train --out {out} --resume'}") from None
     if recipe.kind == "vae" and trainer.step == goal:  # the scale factor belongs to the trained VAE: measured last
-        print(f"latent scale factor {calibrate(trainer.ema.model, images):.4f}")
+        scale = calibrate(trainer.ema.model, images, progress=distributed.is_main())
+        distributed.print_main(f"latent scale factor {scale:.4f}")
         trainer.save(out)
 
 
@@ -208,19 +217,21 @@ def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str 
         if saved and saved.get("recipe") != recipe.name:
             raise CheckpointError(f"{out} holds a run of recipe {saved.get('recipe')!r}, not {recipe.name}: move it away")
         if not saved or not recipe.finished(saved):
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and distributed.agree(0.0, time.monotonic() > deadline)[1]:  # process 0's clock
                 return False
             trainer = train(recipe, out, vae=_vae_arg(recipe, recipes, names, export_to), data_root=cifar,
                             resume=saved is not None, deadline=deadline, device=device, again="the same retrain command", **speed)
             if not recipe.finished(checkpoint.read_meta(out)):
-                print(f"{recipe.name}: out of time at step {trainer.step}, saved to {out}")
+                distributed.print_main(f"{recipe.name}: out of time at step {trainer.step}, saved to {out}")
                 return False
         meta = checkpoint.read_meta(out)
-        if not checkpoint.exists(shipped) or checkpoint.read_meta(shipped).get("seconds") != meta["seconds"]:
+        exported = checkpoint.exists(shipped) and checkpoint.read_meta(shipped).get("seconds") == meta["seconds"]
+        if not exported and distributed.is_main():
             export_to.mkdir(parents=True, exist_ok=True)
             pretrained.export(out, shipped, env.hardware(), vae=_vae_of(recipe, recipes) if recipe.kind == "latent" else None)
             Path(f"{shipped}.md").write_text(draft_card(recipe, checkpoint.read_meta(shipped)))
             print(f"{recipe.name}: exported to {checkpoint.paths(shipped)[0]} with a draft card")
+        distributed.barrier()  # the next recipe may learn this export
     return True
 
 
@@ -257,7 +268,8 @@ def draft_card(recipe: Recipe, meta: dict) -> str:
                   + "gradient clipping at 1.0, EMA 0.999 (the weights shipped are the EMA's)"
                   + (f", on the latents of `{meta['vae']}`" if meta.get("vae") else ""),
         "reproduce": f"`python -m diffedu retrain {recipe.name}`",
-        "hardware, time": f"{meta.get('hardware')}: {meta['seconds']:.0f} s of training ({steps_per_s:.1f} steps/s)",
+        "hardware, time": f"{meta.get('hardware')}: {meta['seconds']:.0f} s of training ({steps_per_s:.1f} steps/s)"
+                          + (f", on {meta['processes']} processes (torchrun)" if meta.get("processes", 1) > 1 else ""),
         "final loss": f"{meta.get('final_loss', float('nan')):.4f} (mean of the last 50 steps)",
         "stored as": "float16 safetensors",
         "FID / KID": f"not measured yet: {fid} on a machine with the data",

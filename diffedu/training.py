@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .env import get_device
 from .measure import synchronize
 from .schedules import Schedule
@@ -31,7 +31,7 @@ from .schedules import Schedule
 
 def drop_labels(labels: torch.Tensor, no_label: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each label replaced by `no_label` (the index after the classes) with probability p, on its own."""
-    dropped = torch.rand(len(labels), generator=generator).to(labels.device) < p
+    dropped = distributed.rand(len(labels), generator=generator).to(labels.device) < p
     return torch.where(dropped, torch.full_like(labels, no_label), labels)
 
 
@@ -45,8 +45,9 @@ def eps_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.T
     predictions that classifier-free guidance mixes, the conditional and the unconditional one (Ho & Salimans 2022)."""
     x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
     labels = () if labels is None else (drop_labels(labels, model.config.num_classes, drop),)
-    t = torch.randint(0, schedule.T, (len(x0),), device=x0.device)
-    noise = torch.randn_like(x0)
+    # torch.randint and torch.randn_like, drawn alike on any number of processes (diffedu.distributed)
+    t = distributed.randint(schedule.T, len(x0), device=x0.device)
+    noise = distributed.randn_like(x0)
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t, *labels), noise)
 
 
@@ -58,8 +59,8 @@ def flow_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.
     velocity of an ODE that carries noise to data (lesson 08). Labels as in `eps_loss`."""
     x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
     labels = () if labels is None else (drop_labels(labels, model.config.num_classes, drop),)
-    t = torch.rand(len(x0), device=x0.device)
-    noise = torch.randn_like(x0)
+    t = distributed.rand(len(x0), device=x0.device)  # torch.rand and torch.randn_like, as in eps_loss
+    noise = distributed.randn_like(x0)
     t_ = t.view(-1, *[1] * (x0.dim() - 1)).to(x0.dtype)
     return F.mse_loss(model((1 - t_) * x0 + t_ * noise, t, *labels), noise - x0)
 
@@ -106,19 +107,22 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
                                            fused=self.device.type == "cuda")  # one kernel for every parameter's update
         self.ema = EMA(self.model, ema_decay)
+        # What the loss calls: on several processes (torchrun) DDP's wrapper, which averages the gradients.
+        # (A subclass with its own step, and no loss_fn, wraps what it trains itself.)
+        self._net = distributed.wrap(self.model, self.device) if loss_fn else self.model
         self.step, self.history, self.seconds = 0, [], 0.0
         # The model stays uncompiled (its weights, names and checkpoints do not change); the loss calls it compiled.
         self.compile = compile
         self._loss = torch.compile(self._model_loss, mode=compile) if compile else self._model_loss
 
     def _model_loss(self, batch) -> torch.Tensor:
-        return self.loss_fn(self.model, batch)
+        return self.loss_fn(self._net, batch)
 
     def fit(self, batches: Iterator[torch.Tensor], steps: int, *, log_every: int = 10,
             callback: Callable[["Trainer"], None] | None = None, save_to: str | Path | None = None,
             save_every: int = 0, progress: bool = True, deadline: float | None = None,
             budget_seconds: float | None = None) -> "Trainer":
-        """Train for `steps` more steps, or until `time.monotonic()` passes `deadline`. Every `log_every`
+        """Train for `steps` more steps, or until `time.monotonic()` passes `deadline` (seen at a log). Every `log_every`
         steps: update the bar and call `callback(self)`; every `save_every` steps, at the end, and on Ctrl-C: save.
         `budget_seconds`: train for this much training time in all (earlier runs' included) instead, the learning
         rate decaying with the fraction of it used (see `budget_lr`), so that any machine ends with a finished model."""
@@ -126,34 +130,42 @@ class Trainer:
         pending, start = [], time.perf_counter()
         optimizers = list(self.parts()[1].values())  # a timed run anneals every one of them
         # a timed run's bar counts the budget's seconds (its steps are not known in advance), any other's the steps
+        progress = progress and distributed.is_main()
         bar = (tqdm(total=round(budget_seconds), initial=min(round(self.seconds), round(budget_seconds)), unit="s",
                     desc="training (time budget)", disable=not progress) if budget_seconds
                else tqdm(total=steps, desc="training", disable=not progress))
+        # The clock is read at each log, and on several processes taken from process 0 (`distributed.agree`):
+        # all of them must stop at the same step and anneal alike.
+        used = self.seconds  # training seconds so far
         try:
             for i in range(steps):
                 if budget_seconds:
-                    seconds = self.seconds + time.perf_counter() - start
-                    bar.update(min(round(seconds), bar.total) - bar.n)
-                    if seconds >= budget_seconds:
+                    if used >= budget_seconds:
                         break
                     for optimizer in optimizers:
                         for group in optimizer.param_groups:
-                            group["lr"] = budget_lr(self.lr, seconds / budget_seconds)
+                            group["lr"] = budget_lr(self.lr, used / budget_seconds)
                 else:
                     bar.update(1)
                 loss = self.train_step(next(batches))
                 pending.append(loss.detach().clone())  # a copy: a CUDA graph's output is overwritten by its next run
                 saving = bool(save_to and save_every and self.step % save_every == 0)
-                out_of_time = deadline is not None and time.monotonic() > deadline
-                if len(pending) == log_every or i == steps - 1 or saving or out_of_time:  # a save holds the whole history
+                stop = False
+                if len(pending) == log_every or i == steps - 1 or saving:  # a save holds the whole history
                     self._log(pending, bar, log_every)
                     pending = []
+                    late = deadline is not None and time.monotonic() > deadline
+                    used, stop, asked = distributed.agree(self.seconds + time.perf_counter() - start, late)
+                    if asked:  # Ctrl-C on some process (torchrun): every process is here, at the same step
+                        raise KeyboardInterrupt
+                    if budget_seconds:
+                        bar.update(min(round(used), bar.total) - bar.n)
                     if callback:
                         callback(self)
                 if saving:
                     self._save_timed(save_to, start)
                     start = time.perf_counter()
-                if out_of_time:
+                if stop:
                     break
         except KeyboardInterrupt:  # keep every finished step: the next run can --resume from here
             if save_to:
@@ -169,7 +181,8 @@ class Trainer:
         return self
 
     def _log(self, pending: list[torch.Tensor], bar, window: int) -> None:
-        losses = torch.stack(pending).float().cpu().tolist() if pending else []  # one device sync per log
+        # one device sync per log; on several processes, the global batch's losses (their rows' averaged)
+        losses = distributed.mean(torch.stack(pending).float()).cpu().tolist() if pending else []
         first = (self.history or losses or [0.0])[0]  # the untrained model's loss
         bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss) or 0 < DIVERGED * first < loss]
         if bad:  # found before the next save, so no checkpoint ever holds the broken weights
@@ -223,7 +236,14 @@ class Trainer:
         return {"model": self.model, "ema": self.ema.model}, {"optim": self.optimizer}
 
     def save(self, path: str | Path, **meta) -> Path:
-        """Everything needed to resume: raw and EMA weights, optimizer state, step, history."""
+        """Everything needed to resume: raw and EMA weights, optimizer state, step, history. On several processes
+        process 0 writes it (they all hold the same), and all return once it is written."""
+        if distributed.is_main():
+            self._write(path, **meta)
+        distributed.barrier()
+        return checkpoint.paths(path)[0].with_suffix("")  # as checkpoint.save returns it
+
+    def _write(self, path: str | Path, **meta) -> Path:
         modules, optimizers = self.parts()
         tensors = {f"{prefix}.{k}": v for prefix, module in modules.items() for k, v in module.state_dict().items()}
         groups = {}

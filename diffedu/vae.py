@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .errors import DiffeduError
 from .nets import ResBlock, check_positive, norm
 
@@ -98,7 +99,7 @@ class VAE(nn.Module):
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
     """z = mean + std * eps: a sample of N(mean, exp(logvar)) that gradients can flow through
     (eps: `noise`, default a fresh N(0, I) draw)."""
-    return mean + (0.5 * logvar).exp() * (torch.randn_like(mean) if noise is None else noise)
+    return mean + (0.5 * logvar).exp() * (distributed.randn_like(mean) if noise is None else noise)
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
