@@ -41,13 +41,14 @@ def setup(device: torch.device) -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    if not dist.is_initialized():  # (a script of one's own may have joined them already)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        RANK, WORLD = dist.get_rank(), dist.get_world_size()
         # A signal stops one process wherever it is, perhaps halfway through a collective the others wait in;
-        # so it only asks, and all of them stop at the same step (Trainer.fit), where they can save.
+        # so it only asks, and all of them stop at the same step (Trainer.fit), where they can save. (torchrun
+        # kills the processes that have not stopped 30 s after it passed on the signal.)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _ask_to_stop)
+    RANK, WORLD = dist.get_rank(), dist.get_world_size()
     return device
 
 
