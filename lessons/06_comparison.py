@@ -371,10 +371,10 @@ if profile.name == "smoke":
 #   UNet's errors, about as large as noise of std 0.3 on real latents, which took it to KID 102. The adversarial
 #   decoder, trained on such noisy latents, lowered the floor to KID 19 and the samples to 53, with 0.6 dB less
 #   PSNR. What is left is the latent UNet's error, decoded: training it on 4x more latents (7.5 minutes of a GPU
-#   instead of 6,000 steps of 256) took the samples from 53 to 46, but longer still did not help: 8 minutes of a
-#   GPU alone (31,211 steps, 3,090 passes over the 10,340 latents) scored 46.9, with smoother samples nearer the
-#   training images. The UNet has begun to fit its 5,170 images: more data or regularisation is the next lever.
-#   Ours are small models trained in minutes.
+#   instead of 6,000 steps of 256) took the samples from 53 to 46, but longer still did not clearly help: 3.5 and
+#   8 minutes of a GPU alone (13,971 and 31,211 steps) scored 43.2 and 46.9 (from the same noise: -2.8 ± 1.8 and
+#   +0.9 ± 1.9), the longer one with smoother samples nearer the training images. The UNet has begun to fit its
+#   5,170 images: more data or regularisation is the next lever. Ours are small models trained in minutes.
 # - **Small images are latent diffusion's worst case.** At 32x32 the pixel UNet is already cheap, and the
 #   encoder (at full resolution, once per training image) and decoder (once per sample) are fixed costs that
 #   a 12x saving must pay for. At 512x512 the saving is 48x in values and far more in attention: that is where
