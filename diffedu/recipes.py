@@ -132,8 +132,8 @@ _RECIPES = [
     # Trained for a time budget: 7.5 minutes of an H200 shared with three other trainings (11,469 steps). Against
     # the 6,000 steps of 256 it replaced: KID -7.4 +- 2.0; batch 256 for the same 7.5 minutes (16,538 steps) -3.6
     # +- 1.9, batch 2048 for 3 minutes alone (5,709 steps, as many latents as this) -2.0 +- 1.8. Longer does not
-    # help on 10,340 latents: 8 minutes alone (31,211 steps) scored KID +0.9 +- 1.9, its samples nearer the
-    # training images (the card says more).
+    # clearly help on 10,340 latents: alone for 3.5 minutes (13,971 steps) KID -2.8 +- 1.8 against this one, for 8
+    # (31,211 steps) +0.9 +- 1.9, its samples nearer the training images (the card says more).
     Recipe("ldm-cifar10", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
            steps=UNLIMITED, batch_size=1024, lr=8e-4, vae="vae-cifar10-gan", minutes=7.5,
            note="latent DDPM on vae-cifar10's scaled latents, linear schedule, T = 1000"),
