@@ -292,11 +292,10 @@ def retrain_cmd(args) -> None:
     done = runs.retrain(names, args.runs, out, args.budget_minutes, args.data, args.device, compile=args.compile,
                         channels_last=args.channels_last)
     minutes = (time.monotonic() - start) / 60
-    if done:
-        distributed.print_main(f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. Measure each "
-              "(python -m diffedu fid ...), copy them into diffedu/checkpoints/ and merge the draft cards")
-    else:
-        distributed.print_main(f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue")
+    distributed.print_main(
+        f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. Measure each (python -m "
+        "diffedu fid ...), copy them into diffedu/checkpoints/ and merge the draft cards" if done else
+        f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue")
 
 
 # ---- sample, fid, bench ----------------------------------------------------------

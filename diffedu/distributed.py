@@ -84,16 +84,19 @@ def _mine(n: int) -> slice:
 # Per-image randomness: drawn for the global batch, from the same generator state on every process, then cut.
 def randn_like(x: torch.Tensor, **kwargs) -> torch.Tensor:
     """torch.randn_like(x) for this process's rows x of the global batch."""
-    if WORLD == 1:
-        return torch.randn_like(x, **kwargs)
-    return torch.randn_like(torch.cat([x] * WORLD), **kwargs)[_mine(len(x))]  # cat keeps x's memory layout
+    return _like(torch.randn_like, x, **kwargs)
 
 
 def rand_like(x: torch.Tensor, **kwargs) -> torch.Tensor:
     """torch.rand_like(x) for this process's rows x of the global batch."""
+    return _like(torch.rand_like, x, **kwargs)
+
+
+def _like(draw: Callable[..., torch.Tensor], x: torch.Tensor, **kwargs) -> torch.Tensor:
+    """draw(x) on one process; on several, drawn like all the processes' rows and cut to x's."""
     if WORLD == 1:
-        return torch.rand_like(x, **kwargs)
-    return torch.rand_like(torch.cat([x] * WORLD), **kwargs)[_mine(len(x))]
+        return draw(x, **kwargs)
+    return draw(torch.cat([x] * WORLD), **kwargs)[_mine(len(x))]  # cat keeps x's memory layout, which the draw follows
 
 
 def rand(n: int, *shape: int, **kwargs) -> torch.Tensor:
