@@ -20,6 +20,7 @@ held to the registry.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 import threading
@@ -114,8 +115,11 @@ def compared(name: str, lesson: str, reference: Callable, *, cases: Callable[[],
     inputs each time); else the known mistake that explains its answers is named (`mistakes`: message -> the
     wrong function), else the first wrong case is located. `answer`: what to make of fn's result before comparing
     (e.g. float). `verifies`: what passing shows, in words."""
+    names = list(inspect.signature(reference).parameters)
+
     def check(fn: Callable) -> str:
-        _compare(fn if answer is None else lambda *case: answer(fn(*case)), cases, expected(), mistakes, rtol, atol)
+        _compare(fn if answer is None else lambda *case: answer(fn(*case)), cases, expected(), mistakes, rtol, atol,
+                 names=names)
         return verifies
 
     check.__name__ = check.__qualname__ = name
@@ -133,6 +137,8 @@ def _hint(error: Exception) -> str:
 # ---- comparing answers ----------------------------------------------------------------
 
 def _close(got, want, rtol: float = 1e-5, atol: float = 1e-7) -> bool:
+    """Equal within the tolerances, NaN where NaN is. A NaN proves nothing by itself: an answer that is NaN all
+    through is like no known mistake (_like), however NaN that mistake's answer is too."""
     if isinstance(want, (tuple, list)):
         return isinstance(got, (tuple, list)) and len(got) == len(want) and all(_close(g, w, rtol, atol) for g, w in zip(got, want))
     try:
@@ -140,6 +146,43 @@ def _close(got, want, rtol: float = 1e-5, atol: float = 1e-7) -> bool:
     except (TypeError, ValueError, RuntimeError):
         return False
     return got.shape == want.shape and bool(torch.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def _like(got, wrong, rtol: float = 1e-5, atol: float = 1e-7) -> bool:
+    """Whether a wrong answer explains `got`: equal to it, with numbers (not only NaN) to show it."""
+    def numbers(value) -> bool:
+        if isinstance(value, (tuple, list)):
+            return all(numbers(v) for v in value)
+        try:
+            return bool(torch.isfinite(torch.as_tensor(value, dtype=F64)).any())
+        except (TypeError, ValueError, RuntimeError):
+            return True
+    return _close(got, wrong, rtol, atol) and numbers(got)
+
+
+def _not_finite(got, want) -> bool:
+    """Whether `got` holds a NaN or an infinity where `want` has a number."""
+    if isinstance(want, (tuple, list)):
+        return isinstance(got, (tuple, list)) and any(_not_finite(g, w) for g, w in zip(got, want))
+    try:
+        got, want = torch.as_tensor(got, dtype=F64), torch.as_tensor(want, dtype=F64)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return got.shape == want.shape and bool((~torch.isfinite(got) & torch.isfinite(want)).any())
+
+
+NOT_FINITE = "it returned NaN or infinity{where} (a division by zero, or the log or square root of a negative number?)"
+
+
+def _call(names: list[str] | None, case: tuple) -> str:
+    """A test case's inputs, as a learner reads them: 'with t = 999, eta = 1, x_t a tensor of shape (4, 3, 8, 8)'."""
+    def shown(value) -> str:
+        if isinstance(value, torch.Tensor):
+            return f"{value.item():.4g}" if value.numel() == 1 else f"a tensor of shape {tuple(value.shape)}"
+        return repr(value) if isinstance(value, (int, float, str, type(None))) else f"a {type(value).__name__}"
+
+    names = names or [f"argument {i + 1}" for i in range(len(case))]
+    return "with " + ", ".join(f"{name} = {shown(value)}" for name, value in zip(names, case))
 
 
 def _describe(got, want) -> str:
@@ -165,9 +208,10 @@ def _describe(got, want) -> str:
 
 
 def _compare(fn: Callable, cases: Callable[[], list[tuple]], expected: list, mistakes: dict[str, Callable] | None = None,
-             rtol: float = 1e-5, atol: float = 1e-7) -> None:
+             rtol: float = 1e-5, atol: float = 1e-7, names: list[str] | None = None) -> None:
     """fn(*case) must equal the expected answer for every case; else name the known mistake it makes,
-    or say where it is wrong. `cases()` gives fresh inputs each time, so that in-place changes cannot leak."""
+    or say where it is wrong, and on which inputs (`names`: the function's parameters). `cases()` gives fresh
+    inputs each time, so that in-place changes cannot leak."""
     got = [fn(*case) for case in cases()]
     right = [_close(g, w, rtol, atol) for g, w in zip(got, expected)]
     if all(right):
@@ -175,18 +219,28 @@ def _compare(fn: Callable, cases: Callable[[], list[tuple]], expected: list, mis
     if not all(_close(g, again, rtol, atol) for g, again in zip(got, [fn(*case) for case in cases()])):
         raise Mistake("the same inputs gave two different answers: it draws random numbers of its own; "
                       "use the noise it is given (its `noise` argument), so that the step is the one asked for")
-    for message, wrong in (mistakes or {}).items():  # the mistake explains every wrong answer, and the rest are right
-        like = [_close(g, wrong(*case), rtol, atol) for g, case in zip(got, cases())]
+    answers = {message: [_like(g, wrong(*case), rtol, atol) for g, case in zip(got, cases())]
+               for message, wrong in (mistakes or {}).items()}
+    for message, like in answers.items():  # a mistake that gives every answer, NaN where it has NaN
+        if all(like):
+            raise Mistake(message)
+    broken = next((i for i, (g, w) in enumerate(zip(got, expected)) if _not_finite(g, w)), None)
+    if broken is not None:
+        raise Mistake(NOT_FINITE.format(where=" " + _call(names, cases()[broken])))
+    for message, like in answers.items():  # a mistake that explains every wrong answer, the rest being right
         if all(r or m for r, m in zip(right, like)):
             raise Mistake(message)
     i = right.index(False)
-    raise Mistake(f"wrong on test case {i + 1} of {len(expected)}: {_describe(got[i], expected[i])}")
+    raise Mistake(f"wrong on test case {i + 1} of {len(expected)}, {_call(names, cases()[i])}: "
+                  f"{_describe(got[i], expected[i])}")
 
 
-def _same_run(fn: Callable, run: Callable, expected, mistakes: dict[str, Callable], unlike: str) -> None:
+def _same_run(fn: Callable, run: Callable, expected, mistakes: dict[str, Callable], unlike: str,
+              not_finite: str = "") -> None:
     """For a sampling loop: run(f) calls f on fixed inputs with a freshly seeded generator. fn's result must
     equal `expected`; else the same seed must give the same result (fn draws its noise from the generator),
-    else a known mistake (run(wrong) equals fn's) is named, else the difference is located."""
+    else a NaN is told so (with `not_finite`, where a loop usually gets one), else a known mistake (run(wrong)
+    equals fn's) is named, else the difference is located."""
     got = run(fn)
     odd = [r for r in (got if isinstance(got, list) else [got]) if not isinstance(r, torch.Tensor)]  # run's calls' results
     if odd:  # else a None would read as "different results for the same seed"
@@ -198,8 +252,10 @@ def _same_run(fn: Callable, run: Callable, expected, mistakes: dict[str, Callabl
         raise Mistake("the same seed gave different results: draw every random number from the generator it is "
                       "given, e.g. torch.randn(x.shape, generator=generator, dtype=x.dtype)")
     for message, wrong in mistakes.items():
-        if _close(got, run(wrong)):
+        if _like(got, run(wrong)):
             raise Mistake(message)
+    if _not_finite(got, expected):
+        raise Mistake(NOT_FINITE.format(where="") + not_finite)
     raise Mistake(f"the result differs from {unlike} with the same seed: {_describe(got, expected)}")
 
 
@@ -667,6 +723,16 @@ def sample_ddim(fn) -> str:
 
     expected = [ddim_sample(EXACT, SHORT, x_T.clone(), steps, eta, spacing, generator=torch.Generator().manual_seed(133),
                             progress=False) for steps, eta, spacing in settings]
+    visited = []  # the timesteps the loop asks the model about, in its order (a wrong order gives NaN, like others)
+
+    def recording(x, t):
+        visited.append(int(torch.as_tensor(t).flatten()[0]))
+        return EXACT(x, t)
+
+    with torch.inference_mode():
+        fn(recording, x_T.clone(), SHORT.alpha_bar.clone(), 10, 0.0, "uniform", torch.Generator().manual_seed(133))
+    if visited != sorted(visited, reverse=True):
+        raise Mistake("visit the timesteps as ddim_timesteps gives them, largest first: sampling starts from pure noise")
     _same_run(fn, run, expected, {
         "alpha_bar_prev is alpha_bar at the next timestep of the list, not at t - 1: DDIM jumps over the steps between":
             lambda *a: _ddim_loop(*a, prev="t-1"),
@@ -675,7 +741,8 @@ def sample_ddim(fn) -> str:
             lambda *a: _ddim_loop(*a, to_clean=False),
         "visit the timesteps as ddim_timesteps gives them, largest first: sampling starts from pure noise":
             lambda *a: _ddim_loop(*a, order="up"),
-    }, "diffedu's DDIM sampler")
+    }, "diffedu's DDIM sampler", not_finite=": after the smallest timestep comes the clean image, where "
+                                           "alpha_bar_prev is 1. alpha_bar[-1] is the table's last entry, pure noise")
     return ("your timesteps and your step, each timestep paired with the next and the last with the clean image: the "
             "same samples as diffedu's DDIMScheduler loop with the same seed, 10 uniform steps at eta = 0 and 7 "
             "quadratic ones at eta = 1")
@@ -785,8 +852,10 @@ scale_factor = compared(
 
 
 def _hinge_cases() -> list[tuple]:
+    mixed = torch.tensor([3.0, 3.0, 3.0, 0.0], dtype=F64).view(1, 1, 2, 2)  # most patches beyond the margin, one not
     return [(2 * _randn(4, 1, 8, 8, seed=96), 2 * _randn(4, 1, 8, 8, seed=97) - 0.5),
-            (torch.full((2, 1, 8, 8), 1.5, dtype=F64), torch.full((2, 1, 8, 8), -1.5, dtype=F64))]
+            (torch.full((2, 1, 8, 8), 1.5, dtype=F64), torch.full((2, 1, 8, 8), -1.5, dtype=F64)),
+            (mixed, -mixed)]
 
 
 _relu = torch.relu
@@ -797,6 +866,8 @@ hinge_d_loss = compared(
     mistakes={
         "the signs are swapped: real patches should score high, relu(1 - real), and decoded ones low, relu(1 + fake)":
             lambda r, f: 0.5 * (_relu(1 + r).mean() + _relu(1 - f).mean()),
+        "the relu goes on each patch, inside the mean: relu(1 - real).mean(). Outside it, patches far beyond their "
+        "margin cancel the cost of those still wrong": lambda r, f: 0.5 * (_relu((1 - r).mean()) + _relu((1 + f).mean())),
         "without the relu it is not a hinge: a patch already beyond its margin should cost nothing":
             lambda r, f: 0.5 * ((1 - r).mean() + (1 + f).mean()),
         "the margin is 1: relu(1 - real) and relu(1 + fake), not relu(-real) and relu(fake)":
@@ -964,14 +1035,18 @@ def drop_labels(fn) -> str:
     labels = torch.randint(0, 10, (100_000,), generator=torch.Generator().manual_seed(140))
     p, n = 0.1, len(labels)
 
-    def run(p: float = p, labels: torch.Tensor = labels) -> torch.Tensor:
-        return torch.as_tensor(fn(labels.clone(), 10, p, torch.Generator().manual_seed(141)))
+    def run(p: float = p, labels: torch.Tensor = labels, seed: int = 141) -> torch.Tensor:
+        return torch.as_tensor(fn(labels.clone(), 10, p, torch.Generator().manual_seed(seed)))
 
+    global_state = torch.get_rng_state()
     got = run()
     if got.shape != labels.shape or got.is_floating_point():
         raise Mistake(f"it should return the {n} labels as integers, shape ({n},); it returned {got.dtype} of shape {tuple(got.shape)}")
     if not torch.equal(got, run()):
         raise Mistake("the same seed gave different labels: draw with the generator, torch.rand(n, generator=generator)")
+    if not torch.equal(global_state, torch.get_rng_state()):
+        raise Mistake("it changed torch's global random state (torch.manual_seed, or a draw without the generator): "
+                      "leave it alone, and draw only from the generator it is given")
     changed = got != labels
     if (got[changed] != 10).any():
         new = got[changed][got[changed] != 10].min().item()
@@ -986,10 +1061,32 @@ def drop_labels(fn) -> str:
         raise Mistake(f"it drops {rate:.0%} of the labels, 1 - p: drop a label when its draw is below p, torch.rand(n) < p")
     if abs(rate - p) > tolerance:
         raise Mistake(f"it dropped {rate:.2%} of {n:,} labels at p = {p}: expected {p:.0%} ± {tolerance:.2%}")
+    if torch.equal(got, run(seed=142)):
+        raise Mistake("two different seeds gave the same labels: draw from the generator it is given, not from one of "
+                      "its own")
+    # Each label on its own draw: the count dropped from a batch varies as a binomial's, n p (1 - p). Over 400 seeds
+    # the sample variance lands within 0.5-1.6x of it by a wide margin (its relative error is about 7%).
+    batch, q = 50, 0.2
+    counts = torch.tensor([(run(q, labels[:batch], seed=1000 + k) == 10).sum().item() for k in range(400)], dtype=F64)
+    spread = counts.var().item() / (batch * q * (1 - q))
+    if not 0.5 < spread < 1.6:
+        raise Mistake(f"the number dropped from a batch should vary as a binomial's does, each label on its own draw: "
+                      f"its variance over 400 seeds is {spread:.2f}x the binomial's (dropping exactly p n labels, or "
+                      f"labels drawn together, is not label dropout)")
     if not (torch.equal(run(0.0), labels) and (run(1.0) == 10).all()):
         raise Mistake("p = 0 must keep every label and p = 1 drop every one")
+    on_device = labels[:8].to("meta")  # PyTorch's 'meta' device stands in for a GPU: nothing is computed there
+    try:
+        moved = fn(on_device, 10, p, torch.Generator().manual_seed(141))
+    except RuntimeError as error:
+        raise Mistake(f"with labels on a GPU it fails ({error}): the generator draws on the CPU, so move the mask to "
+                      f"the labels' device, torch.rand(n, generator=generator).to(labels.device)") from None
+    if torch.as_tensor(moved).device != on_device.device:
+        raise Mistake("with labels on a GPU it returns them on the CPU: keep them on labels.device")
     return (f"each label on its own replaced by 'no label' (index 10): {rate:.2%} of {n:,} at p = 0.1 (expected 10% ± "
-            f"{tolerance:.2%}), the others unchanged, none at p = 0, all at p = 1, the same seed the same labels")
+            f"{tolerance:.2%}), the count varying as a binomial's from seed to seed, the others unchanged, none at "
+            f"p = 0, all at p = 1; the same seed the same labels, another seed others, the global random state "
+            f"untouched, and labels on another device kept there")
 
 
 def _ref_guided_eps(eps_uncond, eps_cond, w) -> torch.Tensor:
@@ -1207,7 +1304,7 @@ def _ref_fm_loss(model, x0) -> torch.Tensor:
     return torch.nn.functional.mse_loss(model((1 - tt) * x0 + tt * noise, t), noise - x0)
 
 
-@exercise(_ref_fm_loss, "08_ode_view")
+@exercise(_ref_fm_loss, "09_flow_matching")
 def fm_loss(fn: Callable) -> str:
     n = 16384
     x0 = torch.rand(n, 1, 2, 2, generator=torch.Generator().manual_seed(154), dtype=F64) * 2 - 1
@@ -1220,8 +1317,15 @@ def fm_loss(fn: Callable) -> str:
     x_t, t = spy.calls[0]
     if t.shape != (n,) or not t.is_floating_point():
         raise Mistake(f"t is a time in [0, 1], one float per image, shape ({n},); it was {t.dtype} of shape {tuple(t.shape)}")
-    if len(t.unique()) == 1 or t.min() < 0 or t.max() > 1 or abs(t.mean().item() - 0.5) > 0.02:
+    if len(t.unique()) == 1 or t.min() < 0 or t.max() > 1:
         raise Mistake("draw one t per image, uniform in [0, 1]: torch.rand(len(x0))")
+    # Uniform as a distribution, not only in its mean: the largest gap between t's empirical CDF and the uniform's
+    # (Kolmogorov-Smirnov) is below 1.95 / sqrt(n) for a uniform t but in one run in a thousand.
+    ranks, sorted_t = torch.arange(n + 1, dtype=F64) / n, t.double().sort().values
+    gap = torch.maximum(ranks[1:] - sorted_t, sorted_t - ranks[:-1]).max().item()
+    if gap > 1.95 / n**0.5:
+        raise Mistake(f"t must be uniform on [0, 1], each time as likely as any other (torch.rand): its distribution is "
+                      f"not (its CDF is {gap:.3f} from the uniform's at worst)")
     tt = t.view(-1, 1, 1, 1).to(x0.dtype)
     noise = (x_t - (1 - tt) * x0) / tt  # the noise that made x_t, if x_t was made right
     if not _gaussian(noise):
@@ -1266,7 +1370,7 @@ def _fm_with(sign=1.0, at_next=False, grid="right") -> Callable:
 
 
 fm_sample = compared(
-    "fm_sample", "08_ode_view", _ref_fm_sample,
+    "fm_sample", "09_flow_matching", _ref_fm_sample,
     cases=_fm_cases,
     expected=lambda: [_ref_fm_sample(*case) for case in _fm_cases()],
     mistakes={

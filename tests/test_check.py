@@ -61,6 +61,18 @@ def test_a_crash_in_the_learners_code_is_reported_with_a_hint():
     rejects("q_sample", lambda x0, t, noise, ab: ab[t] * x0, "raised RuntimeError", "reshape it to (B, 1, 1, 1)")
 
 
+def test_a_wrong_answer_no_mistake_explains_is_located_with_the_call_that_gave_it():
+    def posterior(betas, alpha_bar):
+        coef_x0, coef_xt, variance = check.posterior.reference(betas, alpha_bar)
+        return coef_x0, coef_xt, 1.01 * variance
+    rejects("posterior", posterior, "wrong on test case 1 of", "with betas = a tensor of shape (1000,), alpha_bar = a "
+            "tensor of shape (1000,)", "value 3 of 3 is wrong")
+
+
+def test_an_answer_that_is_nan_is_told_so_and_where():
+    rejects("q_sample", lambda x0, t, noise, ab: x0 * float("nan"), "it returned NaN or infinity with x0 = a tensor of shape")
+
+
 # ---- lesson 01 --------------------------------------------------------------------
 
 ALPHA_BAR_WRONG = {
@@ -282,7 +294,7 @@ def test_sample_ddpm_catalogue(wrong, message):
     rejects("sample_ddpm", wrong, message)
 
 
-def ddim_loop_with(prev="next", clean=True, order="down", last_step=True, use_eta=True):
+def ddim_loop_with(prev="next", clean=True, order="down", last_step=True, use_eta=True, index_clean=False):
     """A learner's DDIM loop, with one mistake."""
     step, timesteps = check.ddim_step.reference, check.ddim_timesteps.reference
 
@@ -292,7 +304,8 @@ def ddim_loop_with(prev="next", clean=True, order="down", last_step=True, use_et
         for t, t_next in zip(ts, ts[1:] + [-1] if last_step else ts[1:]):
             eps = model(x, torch.full((len(x),), t))
             t_prev = t_next if prev == "next" else t - 1
-            ab_prev = alpha_bar[t_prev] if t_prev >= 0 else (torch.tensor(1.0, dtype=alpha_bar.dtype) if clean else alpha_bar[0])
+            ab_prev = (alpha_bar[t_prev] if t_prev >= 0 or index_clean  # alpha_bar[-1]: the table's last entry
+                       else torch.tensor(1.0, dtype=alpha_bar.dtype) if clean else alpha_bar[0])
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
             x = step(eps, x, alpha_bar[t], ab_prev, eta if use_eta else 0.0, noise)
         return x
@@ -309,6 +322,8 @@ def test_a_learners_ddim_loop_passes(capsys):
     (ddim_loop_with(clean=False), "from the last timestep to the clean image"),
     (ddim_loop_with(last_step=False), "from the last timestep to the clean image"),  # the same images
     (ddim_loop_with(order="up"), "largest first"),
+    (ddim_loop_with(index_clean=True), "NaN"),  # not "largest first", whose answer is NaN too
+    (ddim_loop_with(index_clean=True), "alpha_bar[-1] is the table's last entry"),
     (ddim_loop_with(use_eta=False), "differs from diffedu's DDIM sampler"),  # no known mistake: located
 ])
 def test_sample_ddim_catalogue(wrong, message):
@@ -404,6 +419,7 @@ def test_scale_factor_catalogue(wrong, message):
 @pytest.mark.parametrize("wrong, message", [
     (lambda real, fake: 0.5 * (F.relu(1 + real).mean() + F.relu(1 - fake).mean()), "the signs are swapped"),
     (lambda real, fake: 0.5 * ((1 - real).mean() + (1 + fake).mean()), "not a hinge"),
+    (lambda real, fake: 0.5 * (F.relu((1 - real).mean()) + F.relu((1 + fake).mean())), "inside the mean"),
     (lambda real, fake: 0.5 * (F.relu(-real).mean() + F.relu(fake).mean()), "the margin is 1"),
     (lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(), "the factor 1/2 is missing"),
     (lambda real, fake: 0.5 * (F.relu(1 - real).sum() + F.relu(1 + fake).sum()), "summed over patches"),
@@ -506,13 +522,30 @@ def test_mmd2_unbiased_catalogue(wrong, message):
 
 # ---- lesson 07 --------------------------------------------------------------------
 
-def dropout_with(value=None, keep_below=True, whole_batch=False, seeded=True, scale=1.0):
+def dropout_with(value=None, keep_below=True, whole_batch=False, seeded=True, scale=1.0, moved=True):
     """A learner's label dropout, with one mistake."""
     def drop_labels(labels, no_label, p, generator=None):
         draws = torch.rand(1 if whole_batch else len(labels), generator=generator if seeded else None)
         dropped = (draws < p * scale if keep_below else draws > p).expand(len(labels))
-        return torch.where(dropped, no_label if value is None else value, labels)
+        return torch.where(dropped.to(labels.device) if moved else dropped, no_label if value is None else value, labels)
     return drop_labels
+
+
+def exactly_p_n(labels, no_label, p, generator=None):
+    """Drops exactly round(p n) labels: the right rate in every batch, but not each label on its own draw."""
+    labels = labels.clone()
+    labels[torch.randperm(len(labels), generator=generator)[: round(p * len(labels))].to(labels.device)] = no_label
+    return labels
+
+
+def own_generator(labels, no_label, p, generator=None):
+    dropped = torch.rand(len(labels), generator=torch.Generator().manual_seed(0)).to(labels.device) < p
+    return torch.where(dropped, no_label, labels)
+
+
+def reseeds_torch(labels, no_label, p, generator=None):
+    torch.manual_seed(generator.initial_seed())  # the same seed, the same labels: but torch's own state is reset
+    return torch.where(torch.rand(len(labels)).to(labels.device) < p, no_label, labels)
 
 
 def test_a_learners_label_dropout_passes(capsys):
@@ -527,6 +560,10 @@ def test_a_learners_label_dropout_passes(capsys):
     (dropout_with(whole_batch=True), "not the whole batch at once"),
     (dropout_with(seeded=False), "the same seed gave different labels"),
     (dropout_with(scale=0.5), "expected 10%"),  # no known mistake: the rate is located
+    (exactly_p_n, "vary as a binomial's does"),
+    (own_generator, "two different seeds gave the same labels"),
+    (reseeds_torch, "global random state"),
+    (dropout_with(moved=False), "move the mask to the labels' device"),
 ])
 def test_drop_labels_catalogue(wrong, message):
     rejects("drop_labels", wrong, message)
@@ -612,9 +649,10 @@ def test_dpm_solver_step_catalogue(wrong, message):
     rejects("dpm_solver_step", wrong, message)
 
 
-def fm_loss_with(target="velocity", swapped=False, one_t=False, integer_t=False, reduce="mean"):
+def fm_loss_with(target="velocity", swapped=False, one_t=False, integer_t=False, reduce="mean", triangular=False):
     def loss(model, x0):
         t = torch.full((len(x0),), 0.3) if one_t else torch.rand(len(x0))
+        t = (t + torch.rand(len(x0))) / 2 if triangular else t  # symmetric about 0.5, with mean 0.5, but not uniform
         t = (t * 1000).long() if integer_t else t
         noise = torch.randn_like(x0)
         tt = t.view(-1, 1, 1, 1).to(x0.dtype)
@@ -636,6 +674,7 @@ def test_a_learners_fm_loss_passes(capsys):
     (fm_loss_with(one_t=True), "one t per image"),
     (fm_loss_with(integer_t=True), "one float per image"),
     (fm_loss_with(reduce="sum"), "summed: take the mean"),
+    (fm_loss_with(triangular=True), "t must be uniform on [0, 1]"),
 ])
 def test_fm_loss_catalogue(wrong, message):
     rejects("fm_loss", wrong, message)
