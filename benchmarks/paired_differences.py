@@ -1,19 +1,20 @@
 """How sure are the quality table's comparisons? The difference between two of its rows, with its standard error.
 
-    .venv/bin/python benchmarks/paired_differences.py     # makes each row's 500 images once (~40 min on 2 cores)
+    .venv/bin/python benchmarks/paired_differences.py                  # the shipped table: a second
+    .venv/bin/python benchmarks/paired_differences.py --table data/bench/quality.json
 
 Rows of one model sampled from the same noise (DDIM 20 and DDIM 100 start from the same x_T, by the table's seeded
-protocol) are paired: the standard error of their difference comes from the paired images' influences
-(diffedu.metrics.difference) and is far smaller than either row's. Rows from different noise (pixel against
-latent) pair arbitrarily, which comes to sqrt(se_1^2 + se_2^2). Each row's Inception features are kept in
-data/fid/quality-rows/ (`python -m diffedu quality` keeps them as it measures), so a second run takes seconds.
+protocol) are paired: the standard error of their difference comes from the paired images' influences on the
+scores, which every row of the table keeps (diffedu.report.paired), and is far smaller than either row's. Rows
+from different noise (pixel against latent) pair arbitrarily, which comes to sqrt(se_1^2 + se_2^2).
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from diffedu import data, evaluation, metrics  # noqa: E402
+from diffedu import pretrained, report  # noqa: E402
 
 PAIRS = [("DDIM 20", "DDIM 100"), ("DDIM 20", "DDIM 50"), ("DDIM 10", "DDIM 20"), ("DDPM 1000", "DDIM 20"),
          ("DDIM 10 quadratic", "DDIM 10"), ("DDIM 20 quadratic", "DDIM 20"), ("DDIM 50 quadratic", "DDIM 50"),
@@ -43,22 +44,10 @@ PAIRS = [("DDIM 20", "DDIM 100"), ("DDIM 20", "DDIM 50"), ("DDIM 10", "DDIM 20")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data")
-    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--table", type=Path, help="a quality table's JSON (default: the shipped one)")
     args = p.parse_args()
-    train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
-    reference = metrics.Reference(metrics.cached_features(train.images))
-    pipes = {}
-
-    def features(label: str):
-        return evaluation.row_features(label, test.images[:args.samples], "cpu", pipes)
-
-    print(f"{args.samples} images per row against all {len(train)} training images; ± the standard error of the difference")
-    print("| difference | FID | KID x 1000 |\n|---|---|---|")
-    for a, b in PAIRS:
-        d = metrics.difference(features(a), features(b), reference)
-        print(f"| {a} - {b} | {d['fid']:+.2f} ± {d['fid_se']:.2f} | {1000 * d['kid']:+.2f} ± {1000 * d['kid_se']:.2f} |",
-              flush=True)
+    table = json.loads(args.table.read_text()) if args.table else pretrained.quality_table()
+    print(report.compare(table, *PAIRS))
 
 
 if __name__ == "__main__":

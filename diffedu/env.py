@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import random
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -130,9 +131,27 @@ def hardware() -> str:
     return f"{where}, PyTorch {torch.__version__.split('+')[0]}"
 
 
+def rewrite_block(path: Path, start: str, end: str, content: str) -> bool:
+    """Replace what stands between the marker lines `start` and `end` in a text file (README.md's generated parts)
+    by `content`; whether the file changed."""
+    text = path.read_text()
+    first, last = text.find(start), text.find(end)
+    if first < 0 or last < first:
+        raise DiffeduError(f"{path.name} has no {start} ... {end} block: put one back")
+    updated = text[: first + len(start)] + "\n" + content + "\n" + text[last:]
+    if updated != text:
+        path.write_text(updated)
+    return updated != text
+
+
+_NUMBERS = re.compile(r"\[\n\s+(-?[\d.eE+-]+(?:,\n\s+-?[\d.eE+-]+)*)\n\s*\]")  # a list of numbers, one per line
+
+
 def write_json(result: dict, path: str | Path) -> Path:
-    """A measurement's result as indented JSON at `path`, its folder made if need be."""
+    """A measurement's result as indented JSON at `path`, its folder made if need be; a list of numbers (a row's
+    per-image influences) on one line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    text = _NUMBERS.sub(lambda numbers: "[" + re.sub(r",\n\s+", ", ", numbers[1]) + "]", json.dumps(result, indent=2))
+    path.write_text(text)
     return path

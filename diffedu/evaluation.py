@@ -161,25 +161,14 @@ def quality_row_images(label: str, test_images: torch.Tensor, device, *, batch_s
     return images, {"model": name, **asdict(method), "model_calls": pipe.model_calls(method.sampler, method.steps, method.spacing)}
 
 
-def row_features_path(label: str, samples: int) -> Path:
-    """Where a quality row's Inception features are kept once measured: two rows drawn from the same noise are
-    compared by their paired difference (metrics.difference), which needs both rows' features."""
-    return env.home() / "fid" / "quality-rows" / f"{label} ({samples}).safetensors"
-
-
-def row_features(label: str, test_images: torch.Tensor, device, pipes: dict | None = None) -> torch.Tensor:
-    """A quality row's Inception features, as kept by `quality_table`, or made again by the row's protocol."""
-    return env.cached_tensor(row_features_path(label, len(test_images)), lambda: metrics.inception_features(
-        quality_row_images(label, test_images, device, pipes=pipes)[0], device=device))
-
-
 def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | None = None, device=None,
                   data_root: str | None = None, batch_size: int = 100) -> dict:
     """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10, fm-cifar10) for each sampler, of the
     reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
     images, all at `samples` images against all the training images, with the seconds per image each sampler
-    took here. Resumable: rows already in `out` at the same count and reference are kept, and each new row is
-    written as soon as it is measured."""
+    took here. Each row keeps its images' influences on both scores, so that any two rows can be compared by their
+    paired difference (diffedu.report.paired). Resumable: rows already in `out` at the same count and reference
+    are kept, and each new row is written as soon as it is measured."""
     device = env.get_device(device)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
     reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)
@@ -197,11 +186,9 @@ def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | No
         start = time.perf_counter()
         images, row = quality_row_images(label, test.images[:samples], device, batch_size=batch_size, pipes=pipes)
         row["seconds_per_image"] = (time.perf_counter() - start) / samples
-        kept = row_features_path(label, samples)
-        kept.unlink(missing_ok=True)  # measured afresh: its features replace any kept from before
-        features = env.cached_tensor(kept, lambda: metrics.inception_features(images, device=device))
-        table["rows"][label] = {**row, **metrics.scores_of(features, reference_features), "machine": env.machine(device),
-                                "date": time.strftime("%Y-%m-%d")}
+        features = metrics.inception_features(images, device=device)
+        table["rows"][label] = {**row, **metrics.scores_of(features, reference_features, influence=True),
+                                "machine": env.machine(device), "date": time.strftime("%Y-%m-%d")}
         table["rows"] = {label: table["rows"][label] for label in QUALITY_ROWS if label in table["rows"]}  # the table's order
         env.write_json(table, out)
     return table

@@ -226,14 +226,20 @@ def score(images: torch.Tensor, reference: torch.Tensor | Reference, device: str
     return scores_of(inception_features(images, device=device), reference)
 
 
-def scores_of(features: torch.Tensor, reference: torch.Tensor | Reference) -> dict:
+def scores_of(features: torch.Tensor, reference: torch.Tensor | Reference, influence: bool = False) -> dict:
     """FID and KID of Inception features against the reference's, each with its standard error (fid_se, kid_se).
-    Pass a Reference when scoring many sets against the same one: it is then computed once."""
+    Pass a Reference when scoring many sets against the same one: it is then computed once. `influence`: keep each
+    image's influence on both scores too ({"fid": [...], "kid": [...]}, 6 significant digits), so that two sets
+    drawn from the same noise can be compared later without their features (diffedu.report.paired)."""
     reference = reference if isinstance(reference, Reference) else Reference(reference)
     fid_value, fid_influence = fid_and_influence(features, reference)
     kid_value, kid_influence = kid_and_influence(features, reference)
-    return {"n": len(features), "fid": fid_value, "fid_se": standard_error(fid_influence),
-            "kid": kid_value, "kid_se": standard_error(kid_influence)}
+    scores = {"n": len(features), "fid": fid_value, "fid_se": standard_error(fid_influence),
+              "kid": kid_value, "kid_se": standard_error(kid_influence)}
+    if influence:
+        scores["influence"] = {name: [float(f"{v:.6g}") for v in values.tolist()]
+                               for name, values in (("fid", fid_influence), ("kid", kid_influence))}
+    return scores
 
 
 # ---- class accuracy ----------------------------------------------------------------

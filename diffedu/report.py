@@ -1,11 +1,22 @@
-"""Measurements as markdown tables: a bench result (diffedu.bench) beside the course's reference numbers, the
-shipped quality table and a guidance curve (diffedu.evaluation)."""
+"""Measurements as markdown tables and sentences: a bench result (diffedu.bench) beside the course's reference
+numbers, the shipped quality table and a guidance curve (diffedu.evaluation), and comparisons of two rows with a
+verdict. Every measured number a learner reads comes from its home through here, never typed into text.
+
+    python -m diffedu.report    # rewrites README.md's claims and docs/models.md's table from the shipped measurements
+"""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import torch
+
+from . import pretrained
 from .bench import CIFAR_TRAIN_IMAGES
+from .env import rewrite_block
+from .errors import DiffeduError
+from .metrics import standard_error
 from .viz import SPACES, quality_rows
 
 # What the measurements stand beside: the course's source material, its numbers and where they come from ("source").
@@ -113,3 +124,125 @@ def quality_table(curves: dict, samplers: tuple[str, ...] | None = None, spacing
              else "the machine each row of the JSON names")
     return (f"**FID / KID at {curves['samples']} images** against {curves['reference']} ({SE_NOTE}); sampling "
             f"time per image measured on {where}, batches of 100\n\n" + table(["images", "steps", "model calls", "FID", "KID x 1000", "ms / image"], rows))
+
+
+# ---- comparisons, in words -------------------------------------------------------------
+
+LEVEL = 2.0  # the course's rule: a difference within this many standard errors is no difference ("level")
+METRICS = (("fid", "FID", 1), ("kid", "KID x 1000", 1000))  # (key, name, scale as shown)
+
+
+def verdict(difference: float, se: float) -> str:
+    """'better', 'worse' or 'level' for a difference of scores where lower is better (FID, KID), by the course's
+    rule: within LEVEL standard errors of zero it is level."""
+    return "level" if abs(difference) <= LEVEL * se else "better" if difference < 0 else "worse"
+
+
+def paired(table: dict, a: str, b: str) -> dict:
+    """Row `a` minus row `b` of a quality table, FID and KID, each with the standard error of the difference from
+    the two rows' per-image influences (diffedu.metrics.difference, without the features). Rows drawn from the same
+    noise (two samplers of one model) err together, so their difference is known far better than either score;
+    for other rows the pairing is arbitrary and this comes to about sqrt(se_a^2 + se_b^2)."""
+    rows = []
+    for label in (a, b):
+        row = table["rows"].get(label)
+        if row is None:
+            raise DiffeduError(f"no row {label!r} in the quality table; rows: {', '.join(table['rows'])}")
+        if "influence" not in row:
+            raise DiffeduError(f"the row {label!r} keeps no per-image influences, which a paired difference needs: "
+                               f"measure it again, python -m diffedu quality --rows '{label}'")
+        rows.append(row)
+    difference = {}
+    for key, _, _ in METRICS:
+        influences = [torch.tensor(row["influence"][key], dtype=torch.float64) for row in rows]
+        if len(influences[0]) != len(influences[1]):
+            raise DiffeduError(f"{a!r} and {b!r} were scored on different counts: no paired difference")
+        difference[key] = rows[0][key] - rows[1][key]
+        difference[f"{key}_se"] = standard_error(influences[0] - influences[1])
+    return difference
+
+
+def in_words(difference: dict) -> str:
+    """A paired difference as a reader says it: 'level on FID, worse on KID'."""
+    said = [(verdict(difference[key], difference[f"{key}_se"]), name.split()[0]) for key, name, _ in METRICS]
+    if said[0][0] == said[1][0]:
+        return f"{said[0][0]} on both"
+    return ", ".join(f"{word} on {name}" for word, name in said)
+
+
+def _signed(difference: dict, key: str, scale: float) -> str:
+    return f"{scale * difference[key]:+.1f} ± {scale * difference[f'{key}_se']:.1f}"
+
+
+def compare(quality: dict, *pairs: tuple[str, str]) -> str:
+    """Pairs of quality-table rows as a markdown table: both rows' FID and KID, their paired difference with its
+    standard error, and the verdict by the course's rule (LEVEL)."""
+    rows, lines = quality["rows"], []
+    for a, b in pairs:
+        d, cells = paired(quality, a, b), [f"{a} vs {b}"]
+        for key, _, scale in METRICS:
+            cells += [f"{scale * rows[a][key]:.1f} vs {scale * rows[b][key]:.1f}", _signed(d, key, scale)]
+        lines.append(cells + [in_words(d)])
+    return (f"**Paired comparisons** ({quality['samples']} images each, from the same noise where one model made both; "
+            f"lower is better; within {LEVEL:g} standard errors is level)\n\n"
+            + table(["first vs second", "FID", "difference", "KID x 1000", "difference", "the first is"], lines))
+
+
+def headline(quality: dict) -> str:
+    """The course's two claims, as the shipped quality table measures them, in words: the README's opening and
+    lesson 00's (whose next cell shows the paired differences behind the words)."""
+    rows = quality["rows"]
+    latent, pixel, ddim, ddpm = (rows[label] for label in ("latent DDIM 50", "DDIM 50", "DDIM 20", "DDPM 1000"))
+    return (f"- **Latent diffusion is cheaper.** At {latent['steps']} steps each, latent DDIM makes an image "
+            f"{pixel['seconds_per_image'] / latent['seconds_per_image']:.1f}x faster than pixel DDIM on a "
+            f"{pixel['machine']['threads']}-thread CPU. In quality it is "
+            f"{in_words(paired(quality, 'latent DDIM 50', 'DDIM 50'))} against the pixel model.\n"
+            f"- **DDIM is faster.** From the same trained model, DDIM in {ddim['steps']} steps makes "
+            f"{ddpm['model_calls'] // ddim['model_calls']}x fewer model calls than DDPM's {ddpm['steps']}, and is "
+            f"{in_words(paired(quality, 'DDIM 20', 'DDPM 1000'))}.\n\n"
+            f"Measured on {quality['samples']} images per sampler by FID and KID, which lesson 03 introduces. A "
+            f"difference within {LEVEL:g} standard errors counts as level.")
+
+
+SHIPPED = {  # each shipped model: what it is, and the quality-table row that scores it
+    "ddpm-cifar10": ("the pixel UNet of lesson 02", "DDIM 50"),
+    "fm-cifar10": ("the same UNet and recipe, trained by flow matching (lesson 09)", "flow Euler 50"),
+    "vae-cifar10": ("the VAE of lesson 04, with its L1 decoder", "L1-decoder reconstructions"),
+    "vae-cifar10-gan": ("the same encoder, its decoder retrained adversarially (lesson 04)", "VAE reconstructions of them"),
+    "ldm-cifar10": ("the latent UNet of lesson 05, decoded by vae-cifar10-gan", "latent DDIM 50"),
+}
+GUIDED = ("ldm-cifar10-cond", 3.0)  # the class-conditional model (lesson 07), scored on its guidance curve at this w
+
+
+def models_table(quality: dict, curve: dict) -> str:
+    """The shipped models, each with the scores of its row in the quality table (the guided model's at its guidance
+    scale): docs/models.md's table. Their standard errors are in the table and on the cards."""
+    rows = [[f"`{name}`", what, label, f"{quality['rows'][label]['fid']:.1f}", f"{1000 * quality['rows'][label]['kid']:.1f}"]
+            for name, (what, label) in SHIPPED.items()]
+    name, w = GUIDED
+    guided = curve["scales"][str(w)]
+    rows.append([f"`{name}`", f"the latent UNet, class-conditional (lesson 07): class accuracy "
+                 f"{100 * guided['accuracy']:.0f}%", f"latent DDIM {curve['steps']}, w = {w:g}", f"{guided['fid']:.1f}",
+                 f"{1000 * guided['kid']:.1f}"])
+    return (f"{quality['samples']} images per row against {quality['reference']}; lower is better.\n\n"
+            + table(["model", "what", "scored on", "FID", "KID x 1000"], rows))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKS = {  # the generated parts of the course's pages: (file, start marker, end marker, what fills it)
+    "claims": (ROOT / "README.md", "<!-- claims: python -m diffedu.report writes them -->", "<!-- end of claims -->",
+               lambda: headline(pretrained.quality_table())),
+    "models": (ROOT / "docs" / "models.md", "<!-- models: python -m diffedu.report writes them -->",
+               "<!-- end of models -->",
+               lambda: models_table(pretrained.quality_table(), pretrained.guidance_curve(GUIDED[0]))),
+}
+
+
+if __name__ == "__main__":
+    try:
+        changed = [path.relative_to(ROOT) for path, start, end, make in BLOCKS.values()
+                   if rewrite_block(path, start, end, make())]
+    except DiffeduError as error:
+        sys.exit(f"error: {error}")
+    print("\n".join(f"rewrote {path}'s measured numbers" for path in changed)
+          or "the pages' numbers agree with the shipped quality table and guidance curve")
