@@ -5,7 +5,7 @@ from JupyterLab's own Run menu, wait until the kernel is done, and fail on any e
 the cell, or on an output that shows a path of this machine. Then move each slider of its widgets with the
 keyboard, check from screenshots that the picture changed, and time the change (from the key press to the new
 image on screen). A screenshot of each lesson goes to browser-screenshots/ for a person to look at. A lesson's .py
-opens as a notebook, and saving either file of a pair updates the other, as the README promises. And in the
+opens as a notebook, and saving either file of a pair updates the other, as docs/teaching.md says. And in the
 student edition, Run All goes past the exercises to the last cell.
 
     make browser-test

@@ -200,7 +200,7 @@ def run(profile: Profile, *, settings: BenchSettings | None = None, device: str 
         (models.pixel if method.space == "pixel" else models.latent).scheduler(method.sampler, method.steps)
     sizes = model_sizes(models, device)  # counted before torch.compile, which FlopCounterMode cannot see into
     for net in (models.pixel.unet, models.latent.unet, *([models.latent.vae] if fast else [])):
-        net.to(memory_format=torch.channels_last)  # as load_pipeline does: faster on a CPU too (README)
+        net.to(memory_format=torch.channels_last)  # as load_pipeline does: faster on a CPU too (benchmarks/sampling_cpu.py)
     if compile:
         models.pixel.unet, models.latent.unet = torch.compile(models.pixel.unet), torch.compile(models.latent.unet)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)

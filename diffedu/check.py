@@ -14,7 +14,7 @@ check raise, so that the exercise counts as failed.
 
 Every exercise is one entry of `EXERCISES` (its name, lesson, points, reference and check): a check that only
 compares answers is declared as data (`compared`: the cases, the expected answers, the known mistakes, what it
-verifies); the others are code (`@exercise`). The lessons' nbgrader cells, the README's table and the tests are
+verifies); the others are code (`@exercise`). The lessons' nbgrader cells, docs/teaching.md's table and the tests are
 held to the registry.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Mistake(Exception):
 class Exercise:
     """One exercise: the function a learner writes in `lesson` (a lesson's file name, e.g. "01_forward_process"),
     worth `points` under nbgrader, diffedu's `reference` answer, and its `check(fn) -> what it verified`, which
-    raises Mistake. The lessons' nbgrader cells, the README's table and the tests are held to this registry."""
+    raises Mistake. The lessons' nbgrader cells, docs/teaching.md's table and the tests are held to this registry."""
 
     name: str
     lesson: str

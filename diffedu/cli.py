@@ -135,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model by a recipe: the profile's for its kind, or a named one",
                        epilog="On several GPUs: torchrun --standalone --nproc_per_node=N -m diffedu train ... (the recipe's "
-                              "batch is split over the N processes; README: Training on more than one GPU)")
+                              "batch is split over the N processes; docs/models.md: More than one GPU)")
     t.add_argument("kind", nargs="?", choices=list(KINDS),
                    help="ddpm: the pixel UNet (default); flow: the pixel UNet trained by flow matching; vae: the "
                         "autoencoder; latent: a UNet on a VAE's latents; decoder: a trained VAE's decoder retrained "

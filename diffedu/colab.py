@@ -17,6 +17,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from .env import rewrite_block
 from .errors import DiffeduError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,11 +69,17 @@ def lesson_notebooks(root: Path = ROOT) -> list[Path]:
     return sorted((root / "lessons").glob("[0-9][0-9]_*.ipynb"))
 
 
+def lesson_title(notebook: Path) -> str:
+    """A lesson's title, from its first heading ("# 03 · DDIM: ..." gives "DDIM: ...")."""
+    heading = re.search(r"^# # (?:\d\d · )?(.+)$", notebook.with_suffix(".py").read_text(), re.M)
+    return heading[1].strip() if heading else notebook.stem
+
+
 def readme_links(url: str, root: Path = ROOT) -> str:
-    """The README's table of lessons, each with its Colab link, and the Binder link."""
-    rows = [f"| {nb.stem[:2]} | `{nb.stem}` | [Open in Colab]({colab_link(url, f'lessons/{nb.name}')}) |"
-            for nb in lesson_notebooks(root)]
-    return "\n".join(["| lesson | notebook | Colab |", "| --- | --- | --- |", *rows, "",
+    """The README's table of lessons, each with its title and Colab link, and the Binder link."""
+    rows = [f"| lesson {nb.stem[:2]} | [{lesson_title(nb)}](lessons/{nb.name}) | "
+            f"[Open in Colab]({colab_link(url, f'lessons/{nb.name}')}) |" for nb in lesson_notebooks(root)]
+    return "\n".join(["| | lesson | Colab |", "| --- | --- | --- |", *rows, "",
                       f"Binder, all lessons in JupyterLab: [launch]({binder_link(url)})"])
 
 
@@ -94,19 +101,12 @@ def write(root: Path = ROOT) -> list[Path]:
         else:  # a lesson without one gets it before its first code cell
             index = lesson.cells.index(code[0]) if code else len(lesson.cells)
             lesson.cells.insert(index, jupytext.reads(setup_cell(url), fmt="py:percent").cells[0])
-        if jupytext.writes(lesson, fmt="py:percent") != script.read_text():
+        if jupytext.writes(lesson, fmt="py:percent") != jupytext.writes(jupytext.read(script), fmt="py:percent"):
             jupytext.write(lesson, script, fmt="py:percent")
             jupytext_cli(["--sync", "--quiet", str(script)])  # the paired .ipynb follows, as `jupytext --sync` does
             changed.append(script)
-    readme = root / "README.md"
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise DiffeduError(f"README.md has no {README_START} ... {README_END} block for the links: put one back")
-    updated = text[: start + len(README_START)] + "\n" + readme_links(url, root) + "\n" + text[end:]
-    if updated != text:
-        readme.write_text(updated)
-        changed.append(readme)
+    if rewrite_block(root / "README.md", README_START, README_END, readme_links(url, root)):
+        changed.append(root / "README.md")
     return changed
 
 

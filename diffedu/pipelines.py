@@ -148,7 +148,7 @@ class Diffusion:
 
 
 class FlowMatching(Diffusion):
-    """A flow-matching model (recipe kind "flow", lesson 08): its UNet predicts the velocity v = eps - x_0 of the
+    """A flow-matching model (recipe kind "flow", lesson 09): its UNet predicts the velocity v = eps - x_0 of the
     straight path x_t = (1 - t) x_0 + t eps, t in [0, 1], and sampling solves dx/dt = v from the noise at t = 1
     to an image at t = 0 (`samplers.flow_sample`: sampler 'euler' or 'heun', on evenly spaced t). It has no
     noise schedule; guidance mixes velocities as `Diffusion` mixes noise predictions."""

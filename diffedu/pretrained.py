@@ -69,9 +69,14 @@ def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
     return checkpoint.load_model(path(name), device)
 
 
-def card(name: str) -> str:
-    """The model card: data, recipe, steps, hardware, time, and measured quality."""
-    return (CHECKPOINTS / f"{path(name).name}.md").read_text()
+def card(name: str, history: bool = True) -> str:
+    """The model card: data, recipe, steps, hardware, time, and measured quality; then how it was made and what was
+    tried on the way (its sections from the first one after the table on), unless `history=False`, as the lessons
+    show it."""
+    text = (CHECKPOINTS / f"{path(name).name}.md").read_text()
+    if history:
+        return text
+    return text.split("\n## ", 1)[0].rstrip() + f"\n\n(How it was made: the full card, `pretrained.card({name!r})`.)\n"
 
 
 def guidance_curve(name: str) -> dict:

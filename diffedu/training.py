@@ -56,7 +56,7 @@ def flow_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.
     """Flow matching's loss (rectified flow: Lipman et al. 2023, Liu et al. 2023): put x0 at a uniform time t on
     the straight line to its noise, x_t = (1 - t) x0 + t eps (t = 0 the data, t = 1 pure noise), and ask the model
     for the line's velocity: || (eps - x0) - v_theta(x_t, t) ||^2. The best answer is E[eps - x0 | x_t], the
-    velocity of an ODE that carries noise to data (lesson 08). Labels as in `eps_loss`."""
+    velocity of an ODE that carries noise to data (lesson 09). Labels as in `eps_loss`."""
     x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
     labels = () if labels is None else (drop_labels(labels, model.config.num_classes, drop),)
     t = distributed.rand(len(x0), device=x0.device)  # torch.rand and torch.randn_like, as in eps_loss

@@ -9,28 +9,26 @@
 # %% [markdown]
 # # 00 · Pixel space vs latent space
 #
-# This course builds diffusion models from scratch and measures, on **your** machine, two claims:
+# **What you will do here**
 #
-# 1. **Latent diffusion is cheaper.** Diffusing in a compressed latent space (CIFAR-10's 32x32x3 = 3,072
-#    numbers squeezed to 8x8x4 = 256) costs far less than diffusing the pixels. The aim is comparable quality;
-#    the shipped models do not reach it yet (lesson 06 measures the gap: KID x 1000 of 67 for the latent model
-#    against 33 for the pixel model, at 500 samples; 102 before lesson 04's adversarial decoder).
-# 2. **DDIM is faster.** A DDIM sampler needs 10-100x fewer steps than DDPM's 1000, from the same trained model.
+# - Count how many numbers a diffusion model must denoise, in pixels and in a compressed latent space.
+# - See why that saving grows with the size of the image.
+# - Load CIFAR-10, the data set of the whole course, and look at it.
+# - Meet the course's plan and its notation.
 #
-# | lesson | what you build |
-# | --- | --- |
-# | 00 | this page: the arithmetic of compression, and the data |
-# | 01 | the forward process: alpha-bar, the one-jump q_sample, and the line that proves it |
-# | 02 | DDPM: the training loss, the posterior, the ancestral step; a model trained with your loss |
-# | 03 | DDIM: sigma, the step, the timesteps, and inversion; the same model sampled in 10-100 steps |
-# | 04 | a VAE 32x32x3 -> 8x8x4: the reparameterisation, the KL term, the latent scale factor |
-# | 05 | latent diffusion: the latent sampling loop |
-# | 06 | the comparison, measured: time, memory, and FID/KID, whose formulas you write |
-# | 07 | conditioning: a class-conditional latent model, classifier-free guidance (you write it), SDEdit |
+# **Time:** about 1 minute of computing in the `cpu` profile.
 #
-# In each lesson you write the functions it is about; a check after each exercise tells you what is right or
-# which mistake it found. Everything else lives in the small package `diffedu`, which the lessons import.
-# One switch, `DIFFEDU_PROFILE` (`smoke`, `cpu` or `gpu`), sizes what each lesson does.
+# This course builds diffusion models from scratch. It also tests two claims about them, with numbers measured
+# on your own machine:
+#
+# 1. **Latent diffusion is cheaper.** Diffusing in a small latent space costs far less than diffusing pixels,
+#    and the aim is comparable quality.
+# 2. **DDIM is faster.** A DDIM sampler needs ten to a hundred times fewer steps than DDPM, from the same
+#    trained model.
+#
+# The course ships small trained models and a table of their measured quality. Here is what that table says
+# about the two claims today. Lessons 03 and 06 explain every part of it, so do not worry yet about what FID and
+# KID are.
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
@@ -44,8 +42,10 @@ if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None
 # %%
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
 import diffedu
+from diffedu import pretrained, report
 from diffedu.data import load_cifar10
 from diffedu.profiles import get_profile
 from diffedu.viz import show_images
@@ -53,14 +53,20 @@ from diffedu.viz import show_images
 profile = get_profile()
 print(f"diffedu {diffedu.__version__}, torch {torch.__version__}, profile: {profile.name}")
 print(profile.note)
+quality = pretrained.quality_table()
+display(Markdown(report.headline(quality)))
+display(Markdown(report.compare(quality, ("latent DDIM 50", "DDIM 50"), ("DDIM 20", "DDPM 1000"))))
 
 # %% [markdown]
+# So the first claim holds for speed, and only partly for quality: closing that gap is open work. The second
+# claim holds. Now to the arithmetic behind the first.
+#
 # ## How many numbers does a diffusion model push around?
 #
-# A diffusion model runs a big network once per sampling step, over the whole image. Its cost grows with
-# the number of values in what it denoises. An autoencoder with downsampling factor *f* turns an
-# H x W x 3 image into an (H/f) x (W/f) x c latent. Stable Diffusion uses f = 8 and c = 4; on CIFAR-10's
-# tiny 32x32 images we use f = 4, c = 4.
+# A diffusion model runs a large network once per sampling step, over the whole image. Its cost grows with the
+# number of values it denoises. An autoencoder with downsampling factor $f$ turns an $H \times W \times 3$ image
+# into an $(H/f) \times (W/f) \times c$ latent. Stable Diffusion uses $f = 8$ and $c = 4$. CIFAR-10's images are
+# tiny, so this course uses $f = 4$ and $c = 4$.
 
 # %% tags=["nbval-check-output"]
 def values(height, width, channels):
@@ -74,9 +80,12 @@ print(f"Stable Diffusion: 512x512x3 = {pixels:,}  ->  64x64x4 = {latents:,}  ({p
 assert values(32, 32, 3) // values(8, 8, 4) == 12
 
 # %% [markdown]
-# The saving grows with the image. A factor f shrinks each side f times, so the count falls f² times, and
-# 3 channels becoming 4 takes a little back: the ratio is 3f²/4 at every size. Self-attention costs grow
-# with the *square* of the number of positions, so for attention layers the saving is squared again.
+# ## The saving grows with the image
+#
+# A factor $f$ shrinks each side $f$ times, so the count of values falls $f^2$ times. Three channels becoming
+# four takes a little back: the ratio is $3f^2/4$ at every size. Self-attention compares every position with
+# every other, so its cost grows with the *square* of the positions. For attention layers the saving is squared
+# again.
 
 # %% tags=["nbval-check-output"]
 sizes = [32, 64, 128, 256, 512, 1024]
@@ -101,15 +110,16 @@ plt.show()
 # %% [markdown]
 # ## The data: CIFAR-10
 #
-# 60,000 photos of 32x32 pixels in 10 classes (50,000 to train on, 10,000 to test). `load_cifar10` downloads
-# it into `data/` the first time (170 MB), or reads a copy you already have if `DIFFEDU_DATA` points at it.
-# It returns the whole set as **one uint8 tensor**: 50,000 x 3 x 32 x 32 bytes is only 150 MB, so we keep it
-# in memory and make batches from it directly, with no per-image loading pipeline.
+# CIFAR-10 holds sixty thousand small photos in ten classes: fifty thousand to train on, ten thousand to test.
+# `load_cifar10` downloads it into `data/` the first time, or reads a copy you already have if `DIFFEDU_DATA`
+# points at it. It returns the whole set as **one uint8 tensor**. That is small enough to keep in memory, so
+# batches come straight from it, with no per-image loading pipeline.
 
 # %%
 train = load_cifar10()
 print(train)
 print("images:", tuple(train.images.shape), train.images.dtype, "  labels:", tuple(train.labels.shape))
+print(f"in memory: {train.images.numel() / 2**20:.0f} MiB")
 assert train.images.shape[1:] == (3, 32, 32) and train.images.dtype == torch.uint8
 assert sorted(set(train.labels.tolist())) == list(range(10))
 
@@ -122,7 +132,7 @@ for c, name in enumerate(train.classes):
 plt.show()
 
 # %% [markdown]
-# Diffusion models work on floats in [-1, 1]: `to_float` maps 0 to -1 and 255 to 1.
+# Diffusion models work on floats in $[-1, 1]$: `to_float` maps a byte of 0 to $-1$ and 255 to $1$.
 
 # %%
 from diffedu.data import to_float
@@ -134,5 +144,68 @@ assert x.min() >= -1 and x.max() <= 1
 # %% [markdown]
 # ## The plan
 #
-# Next, lesson 01 destroys these images with noise in a controlled way: the *forward process*. Lesson 02
-# trains a network to undo it one step at a time, and lesson 03 makes that undoing 10-100x faster.
+# Each lesson adds one idea to the last. From lesson 01 on, you write the functions a lesson is about. A check
+# after each exercise tells you what is right, or which mistake it found.
+#
+# | lesson | what you build |
+# | --- | --- |
+# | lesson 00 | this page: the arithmetic of compression, and the data |
+# | lesson 01 | the forward process: how images are noised, in one jump |
+# | lesson 02 | DDPM: the training loss and the sampler that removes noise step by step |
+# | lesson 03 | DDIM: the same model, sampled in far fewer steps |
+# | lesson 04 | an autoencoder that squeezes images into latents, and a decoder that keeps them sharp |
+# | lesson 05 | latent diffusion: the lesson 02 model, trained on latents |
+# | lesson 06 | the comparison, measured: time, FID and KID, whose formulas you write |
+# | lesson 07 | conditioning: a class-conditional model, classifier-free guidance, image editing |
+# | lesson 08 | the ODE view: the score, and samplers of higher order |
+# | lesson 09 | flow matching: a straight path from noise to data |
+#
+# One switch, `DIFFEDU_PROFILE`, sizes what each lesson does: `smoke` only checks that the code runs, `cpu` suits
+# a laptop, and `gpu` trains bigger models.
+#
+# ## Notation
+#
+# Every lesson uses the same symbols. Come back to this table when one is unclear.
+#
+# | symbol | in code | meaning | first used |
+# | --- | --- | --- | --- |
+# | $t$ | `t` | the step of the forward process, counted from $0$ to $T-1$, with $T = 1000$ | lesson 01 |
+# | $x_0$, $x_t$, $\varepsilon$ | `x0`, `x_t`, `eps` | the clean image; the image after step $t$; Gaussian noise | lesson 01 |
+# | $\beta_t$, $\alpha_t = 1 - \beta_t$ | `betas`, `alphas` | the variance of the noise added at step $t$, and what is kept | lesson 01 |
+# | $\bar\alpha_t$ | `alpha_bar` | the signal left after steps $0..t$; $\bar\alpha_{-1} = 1$ is the clean image | lesson 01 |
+# | $\tilde\beta_t$ | `posterior_variance` | the variance of the posterior $q(x_{t-1} \mid x_t, x_0)$ | lesson 02 |
+# | $\sigma_t$ | `variance[t].sqrt()` | the standard deviation of DDPM's reverse step: $\sqrt{\tilde\beta_t}$ here, or $\sqrt{\beta_t}$ | lesson 02 |
+# | $\sigma_t(\eta)$ | `ddim_sigma` | the standard deviation of the noise a DDIM step adds; $\eta = 0$ adds none | lesson 03 |
+# | $\mu_\phi(x)$, $\sigma_\phi(x)$ | `mean`, `logvar` | the encoder's mean and standard deviation of a latent | lesson 04 |
+# | $w$ | `guidance` | the classifier-free guidance scale; $w = 1$ is the plain conditional model | lesson 07 |
+# | $\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}$ | `sigma` | the ODE's noise level, with $\tilde x = x/\sqrt{\bar\alpha} = x_0 + \sigma\varepsilon$ | lesson 08 |
+# | $\lambda = \log\big(\sqrt{\bar\alpha}/\sqrt{1-\bar\alpha}\big)$ | `lam` | half the log signal-to-noise ratio: DPM-Solver's time | lesson 08 |
+# | $t \in [0, 1]$ (flow) | `t` | flow matching's time: $x_t = (1-t)\,x_0 + t\,\varepsilon$, data at $0$ | lesson 09 |
+#
+# ## Recap
+#
+# - A diffusion model's cost per step grows with the values it denoises.
+# - An autoencoder with factor $f$ and four channels cuts them by $3f^2/4$, and attention gains far more.
+# - CIFAR-10 is small enough to keep in memory as one tensor of bytes.
+#
+# ## Questions to think about
+#
+# 1. The latent model's UNet is wider than the pixel model's. Why can it still be faster per step?
+#
+#    <details><summary>Answer</summary>
+#
+#    Its cost grows with the number of positions it works on. Twelve times fewer values leave room for more
+#    channels per position, and still less work in all.
+#
+#    </details>
+#
+# 2. Why might latent diffusion gain little on CIFAR-10's tiny images, but a lot at high resolution?
+#
+#    <details><summary>Answer</summary>
+#
+#    The encoder and decoder are a fixed cost per image, and at small sizes the pixel model is already cheap.
+#    At high resolution the saving grows as $f^2$ in values and far more in attention.
+#
+#    </details>
+#
+# Next, lesson 01 destroys these images with noise in a controlled way: the *forward process*.

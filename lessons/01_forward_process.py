@@ -9,24 +9,31 @@
 # %% [markdown]
 # # 01 · The forward process: destroying images with noise
 #
-# A diffusion model learns to *undo* a fixed process that turns an image into noise in T = 1000 small steps.
-# At each step t we shrink the image a little and add a little Gaussian noise, of variance beta_t:
+# **What you will do here**
+#
+# - Plot two noise schedules, and the signal each leaves at every step.
+# - Prove that any noisy image can be made in one jump from the clean one, and write that jump.
+# - Check your jump against the slow chain of small steps.
+# - Slide through the steps and watch images dissolve.
+#
+# **Time:** about 1 minute of computing in the `cpu` profile.
+#
+# A diffusion model learns to *undo* a fixed process. That process turns an image into noise in $T = 1000$
+# small steps. At each step $t$ it shrinks the image a little and adds a little Gaussian noise, of variance
+# $\beta_t$:
 #
 # $$x_t = \sqrt{1-\beta_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t, \qquad \varepsilon_t \sim \mathcal N(0, I)$$
 #
-# The sequence of betas is the **noise schedule**. This lesson plots two schedules, derives the shortcut that
-# jumps from the clean image to any x_t in one go (you write it), checks it against the step-by-step chain,
-# and lets you slide t to watch images dissolve.
+# The sequence of betas is the **noise schedule**.
 #
-# **Counting steps.** Code counts from 0, so here t runs over 0, 1, ..., T - 1 = 999, and x_t is the image
-# after step t: x_t at t = 0 already carries one step of noise (beta_0 = 1e-4, invisible to the eye). Ho et
-# al. count from 1, so their step t is our t - 1, and their x_t our x_{t-1}. We keep their name x_0 for the
-# clean image (and `x0` in code): in every formula of these lessons x_0 is the clean image, never "x_t at
-# t = 0". Where a formula needs the image before step 0, it is the clean image, with alpha_bar_{-1} = 1.
+# **Counting steps.** Code counts from zero, so here $t$ runs over $0, 1, \dots, T-1$, and $x_t$ is the image
+# after step $t$. Ho et al. count from one, so their step $t$ is our $t-1$. We keep their name $x_0$ for the
+# clean image (`x0` in code). In every formula of these lessons $x_0$ is the clean image, never "$x_t$ at
+# $t = 0$". Where a formula needs the image before step $0$, it is the clean image, with $\bar\alpha_{-1} = 1$.
 #
-# **Exercises.** In the cells marked *exercise*, you write the body of a function; the cell after it checks it
-# in a second and tells you what is right or which mistake it found. If you skip one, the rest of the lesson
-# uses diffedu's version of that function, and says so.
+# **Exercises.** In a cell marked *exercise*, you write the body of a function. The cell after it checks it in
+# a second, and tells you what is right or which mistake it found. If you skip one, the rest of the lesson uses
+# diffedu's version of that function, and says so.
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
@@ -56,8 +63,8 @@ seed_everything(0)
 # %% [markdown]
 # ## Two schedules
 #
-# **Linear** (DDPM, Ho et al. 2020): beta rises from 1e-4 to 0.02. **Cosine** (Nichol & Dhariwal 2021):
-# chosen so that the *remaining signal* alpha_bar_t follows a cos² curve. From the betas, `Schedule`
+# **Linear** (DDPM, Ho et al. 2020): $\beta_t$ rises evenly from $10^{-4}$ to $0.02$. **Cosine** (Nichol &
+# Dhariwal 2021): chosen so that the *remaining signal* follows a $\cos^2$ curve. From the betas, `Schedule`
 # precomputes every table the later lessons need.
 
 # %%
@@ -69,8 +76,8 @@ for s in (linear, cosine):
 # %% [markdown]
 # ### Exercise 1.1: how much signal is left
 #
-# Write alpha_t = 1 - beta_t. After steps 0..t the image has been multiplied by sqrt(alpha_s) at every step,
-# so the fraction of its variance left is
+# Write $\alpha_t = 1 - \beta_t$. After steps $0..t$ the image has been multiplied by $\sqrt{\alpha_s}$ at every
+# step, so the fraction of its variance left is
 #
 # $$\bar\alpha_t = \prod_{s=0}^{t} \alpha_s = \prod_{s=0}^{t} (1 - \beta_s)$$
 #
@@ -88,9 +95,9 @@ def alpha_bar(betas: torch.Tensor) -> torch.Tensor:
 check.alpha_bar(alpha_bar)
 
 # %% [markdown]
-# The **signal-to-noise ratio** SNR_t = alpha_bar_t / (1 - alpha_bar_t) says how visible the image still is.
-# The linear schedule destroys the image early and then spends hundreds of steps on what is already almost
-# pure noise; the cosine schedule spreads the destruction more evenly.
+# The **signal-to-noise ratio** $\mathrm{SNR}_t = \bar\alpha_t / (1 - \bar\alpha_t)$ says how visible the image
+# still is. The linear schedule destroys the image early, then spends hundreds of steps on what is almost pure
+# noise. The cosine schedule spreads the destruction more evenly.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.9))
@@ -116,20 +123,20 @@ print(f"alpha_bar at t = 999: linear {alpha_bar(linear.betas)[-1]:.2e}, cosine {
 # $$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon, \qquad \varepsilon \sim \mathcal N(0, I),
 # \qquad\text{that is}\qquad q(x_t \mid x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big)$$
 #
-# **Proof, by induction.** At t = 0 it is the first step itself, taken from the clean image (the "x_{t-1}" of
-# step 0 is x_0, and alpha_bar_0 = alpha_0). Suppose it holds at t - 1, with noise eps'. One more step gives
+# **Proof, by induction.** At $t = 0$ it is the first step itself, taken from the clean image, since
+# $\bar\alpha_0 = \alpha_0$. Suppose it holds at $t-1$, with noise $\varepsilon'$. One more step gives
 #
 # $$x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t
 #       = \sqrt{\alpha_t \bar\alpha_{t-1}}\,x_0 + \Big[\sqrt{\alpha_t (1-\bar\alpha_{t-1})}\,\varepsilon' + \sqrt{\beta_t}\,\varepsilon_t\Big]$$
 #
-# The signal's factor is sqrt(alpha_bar_t), as claimed. The bracket is a sum of two independent Gaussians, so it
-# is one Gaussian; for the claim to hold, its variance must be 1 - alpha_bar_t.
+# The signal's factor is $\sqrt{\bar\alpha_t}$, as claimed. The bracket is a sum of two independent Gaussians,
+# so it is one Gaussian. For the claim to hold, its variance must be $1 - \bar\alpha_t$.
 #
 # ### Exercise 1.2: the line that makes the induction work
 #
-# Write `next_noise_variance(alpha_t, alpha_bar_prev)`: the variance of the bracket, from alpha_t and
-# alpha_bar_{t-1}. (Variances of independent noises add; a factor c on a noise multiplies its variance by c².)
-# The check tests that it equals 1 - alpha_t alpha_bar_{t-1} = 1 - alpha_bar_t.
+# Write `next_noise_variance(alpha_t, alpha_bar_prev)`: the variance of the bracket, from $\alpha_t$ and
+# $\bar\alpha_{t-1}$. Variances of independent noises add, and a factor $c$ on a noise multiplies its variance
+# by $c^2$. The check tests that it equals $1 - \alpha_t \bar\alpha_{t-1} = 1 - \bar\alpha_t$.
 
 # %% nbgrader={"grade": false, "grade_id": "next_noise_variance", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def next_noise_variance(alpha_t: torch.Tensor, alpha_bar_prev: torch.Tensor) -> torch.Tensor:
@@ -147,9 +154,10 @@ check.next_noise_variance(next_noise_variance)
 #
 # ### Exercise 1.3: x_t in one jump
 #
-# Write `q_sample(x0, t, noise, alpha_bar)`: a batch of clean images x0 of shape (B, C, H, W), one timestep per
-# image in t (a tensor of B whole numbers), the noise (shaped like x0) and the alpha_bar table. Each image gets
-# its own alpha_bar[t]: reshape those B numbers to (B, 1, 1, 1) so that they scale whole images.
+# Write `q_sample(x0, t, noise, alpha_bar)`. Its inputs: a batch of clean images `x0` of shape `(B, C, H, W)`,
+# one timestep per image in `t` (a tensor of `B` whole numbers), the noise (shaped like `x0`) and the
+# $\bar\alpha$ table. Each image gets its own `alpha_bar[t]`: reshape those `B` numbers to `(B, 1, 1, 1)`, so
+# that each scales a whole image.
 
 # %% nbgrader={"grade": false, "grade_id": "q_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -166,9 +174,9 @@ check.q_sample(q_sample)
 # %% [markdown]
 # ## Your shortcut against the chain
 #
-# On a real image: run 300 single steps for many noise draws, and compare the mean and spread of every pixel
-# with what your `q_sample` says (with zero noise it gives the mean; on a zero image with unit noise, the
-# standard deviation).
+# Take a real image and run hundreds of single steps, for many noise draws. Then compare the mean and spread of
+# every pixel with what your `q_sample` says. With zero noise it gives the mean; on a zero image with unit
+# noise, it gives the standard deviation.
 
 # %%
 train = load_cifar10()
@@ -191,8 +199,8 @@ assert mean_error < 5 / draws**0.5 and std_error < 5 / draws**0.5
 # %% [markdown]
 # ## What the model will see
 #
-# The same images at increasing t, under both schedules, made with your `q_sample`. Under the linear schedule
-# they are gone by about t = 500; under the cosine schedule some shape survives much longer.
+# The same images at growing $t$, under both schedules, made with your `q_sample`. Under the linear schedule
+# they are gone halfway through. Under the cosine schedule some shape survives much longer.
 
 # %%
 images = to_float(train.images[:8])
@@ -207,8 +215,8 @@ for s in (linear, cosine):
 # %% [markdown]
 # ## Slide t yourself
 #
-# The slider moves t from 0 to 999 with one fixed noise draw, so you see the signal fade rather than the
-# noise flicker. (In a static view of this notebook, the widget shows nothing: run it in JupyterLab or Colab.)
+# The slider moves $t$ through every step with one fixed noise draw, so you see the signal fade rather than the
+# noise flicker. In a static view of this notebook the widget shows nothing: run it in JupyterLab or Colab.
 
 # %%
 noising_widget(images, linear)
@@ -216,10 +224,11 @@ noising_widget(images, linear)
 # %% [markdown]
 # ## What the model must learn
 #
-# Noising is easy and exact. Lesson 02 trains a network to go the other way: given x_t and t, predict the
-# noise eps that was added. With that prediction we can estimate x_0 by solving the closed form for it,
-# x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) (`Schedule.predict_x0`), and take a step back
-# towards the image.
+# Noising is easy and exact. Lesson 02 trains a network to go the other way: given $x_t$ and $t$, predict the
+# noise $\varepsilon$ that was added. With that prediction we can estimate the clean image by solving the jump
+# for it, and take a step back towards it (`Schedule.predict_x0`):
+#
+# $$\hat x_0 = \frac{x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon}{\sqrt{\bar\alpha_t}}$$
 
 # %%
 t = torch.tensor([600])
@@ -227,3 +236,32 @@ x_t = linear.q_sample(images, t, noise)
 x0_back = linear.predict_x0(x_t, t, noise)  # with the *true* noise, the inversion is exact
 print("largest error recovering x_0 from x_t and the true noise:", (x0_back - images).abs().max().item())
 assert torch.allclose(x0_back, images, atol=1e-4)
+
+# %% [markdown]
+# ## Recap
+#
+# - The forward process adds a little Gaussian noise at each of its steps, by a fixed schedule of betas.
+# - Because Gaussians add up to Gaussians, $x_t$ can be made from $x_0$ in one jump, with $\bar\alpha_t$.
+# - Training examples at any step therefore cost one line, not $t$ steps.
+#
+# ## Questions to think about
+#
+# 1. Why does the cosine schedule suit small images better than the linear one?
+#
+#    <details><summary>Answer</summary>
+#
+#    The linear schedule leaves almost no signal for the last part of its steps, so a model trained on it spends
+#    much of its effort on pure noise. The cosine schedule keeps a visible image for longer.
+#
+#    </details>
+#
+# 2. What would go wrong if the two noises in the induction were not independent?
+#
+#    <details><summary>Answer</summary>
+#
+#    Their variances would no longer simply add: a covariance term would appear, and $1 - \bar\alpha_t$ would
+#    not be the variance of $x_t$ given $x_0$.
+#
+#    </details>
+#
+# Next, lesson 02 trains a network to predict the noise, and samples images with it.

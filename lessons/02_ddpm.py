@@ -9,11 +9,19 @@
 # %% [markdown]
 # # 02 · DDPM: learning to remove noise
 #
-# Lesson 01 gave us a way to make x_t from x_0 in one jump. A **DDPM** (Ho et al. 2020) trains a network
-# eps_theta(x_t, t) to predict the noise in x_t, and then generates images by starting from pure noise and
-# removing a little predicted noise, 1000 times. This lesson builds each part: you write the loss, the
-# posterior the sampler draws from, and the sampling step; then you train a model with your loss and sample
-# with your step.
+# **What you will do here**
+#
+# - Take apart the UNet, the network that predicts the noise.
+# - Derive the training loss from the likelihood, write it, and train a small model with it.
+# - Write the posterior that the sampler draws from, its step and its loop.
+# - Check your sampler with a model known to be exact, then sample a trained model.
+# - Watch an image form as the noise goes.
+#
+# **Time:** about 2 minutes of computing in the `cpu` profile.
+#
+# Lesson 01 made $x_t$ from $x_0$ in one jump. A **DDPM** (Ho et al. 2020) trains a network
+# $\varepsilon_\theta(x_t, t)$ to predict the noise in $x_t$. It then generates images by starting from pure
+# noise and removing a little predicted noise, once per step of the forward process.
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
@@ -52,12 +60,12 @@ schedule = Schedule.linear()
 # %% [markdown]
 # ## The network: a UNet that knows what time it is
 #
-# The network gets a noisy image x_t and the step t, and must output an image-shaped guess of the noise.
-# Its parts:
+# The network gets a noisy image $x_t$ and the step $t$, and must output an image-shaped guess of the noise.
+# Its parts come one at a time.
 #
-# **1. A time embedding.** t is a single integer; the network needs it as a vector it can mix into every
-# layer. Sinusoids at geometrically spaced frequencies (as for positions in a Transformer) give every t a
-# distinct vector, and nearby t's similar vectors.
+# **A time embedding.** The step $t$ is a single integer, and the network needs it as a vector it can mix into
+# every layer. Sinusoids at geometrically spaced frequencies, as for positions in a Transformer, give every step
+# a distinct vector, and nearby steps similar vectors.
 
 # %%
 emb = timestep_embedding(torch.arange(1000), 64)
@@ -68,12 +76,12 @@ plt.colorbar()
 plt.show()
 
 # %% [markdown]
-# **2. Residual blocks.** Two 3x3 convolutions with GroupNorm and SiLU; between them, a linear map of the
-# time embedding is *added* to every pixel, so each block knows how noisy its input is. The block's input is
-# added back at the end (a residual connection), which keeps deep nets trainable.
+# **Residual blocks.** Each has two small convolutions with GroupNorm and SiLU. Between them, a linear map of
+# the time embedding is *added* to every pixel, so each block knows how noisy its input is. The block's input
+# is added back at the end (a residual connection), which keeps deep nets trainable.
 #
-# **3. Self-attention** at low resolution: every position looks at every other, so distant parts of the
-# image can agree (a horse's head and its legs).
+# **Self-attention** at low resolution: every position looks at every other, so distant parts of the image can
+# agree (a horse's head and its legs).
 
 # %%
 block, attention = ResBlock(32, 64, t_dim=128), Attention(64)
@@ -83,9 +91,9 @@ print("ResBlock: ", tuple(h.shape), "->", tuple(block(h, t_emb).shape))
 print("Attention:", tuple(block(h, t_emb).shape), "->", tuple(attention(block(h, t_emb)).shape))
 
 # %% [markdown]
-# **4. The U shape.** Blocks at 32x32, then downsample to 16x16 and 8x8 with more channels, a middle with
-# attention, and back up. Every level's output is passed across (skip connections) to the matching level on
-# the way up, so fine detail need not squeeze through the bottleneck. The last layer starts at zero, so an
+# **The U shape.** Blocks at full resolution, then downsampling to coarser grids with more channels, a middle
+# with attention, and back up. Every level's output is passed across (skip connections) to the matching level
+# on the way up, so fine detail need not squeeze through the bottleneck. The last layer starts at zero, so an
 # untrained net predicts "no noise".
 
 # %%
@@ -100,32 +108,35 @@ assert out.shape == x.shape
 # %% [markdown]
 # ## The loss: from the likelihood to "predict the noise"
 #
-# A DDPM is a latent-variable model: the reverse chain p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t² I),
-# started from x_T ~ N(0, I), defines p_theta(x_0). Training maximises a lower bound on log p_theta(x_0), the ELBO
-# (Ho et al. eq. 5, in their notation where t runs from 1 to T):
+# A DDPM is a latent-variable model. The reverse chain
+# $p_\theta(x_{t-1} \mid x_t) = \mathcal N(\mu_\theta(x_t, t), \sigma_t^2 I)$, started from pure noise $x_T$,
+# defines $p_\theta(x_0)$. Training maximises a lower bound on $\log p_\theta(x_0)$, the ELBO (Ho et al. eq. 5,
+# in their notation, where $t$ runs from one to $T$):
 #
 # $$-\log p_\theta(x_0) \le \mathbb{E}_{q(x_{1:T}|x_0)}\Big[\underbrace{D_{KL}(q(x_T|x_0)\,\|\,p(x_T))}_{L_T}
 #   + \sum_{t>1} \underbrace{D_{KL}(q(x_{t-1}|x_t,x_0)\,\|\,p_\theta(x_{t-1}|x_t))}_{L_{t-1}}
 #   \underbrace{-\log p_\theta(x_0|x_1)}_{L_0}\Big]$$
 #
-# - L_T has no parameters: the schedule makes q(x_T | x_0) nearly N(0, I).
-# - Each L_{t-1} compares two Gaussians. The true posterior q(x_{t-1} | x_t, x_0) is Gaussian with a mean that
-#   mixes x_0 and x_t (you write it below). With the reverse step's variance fixed, not learned (Ho et al. eq.
-#   8), the KL of two Gaussians is, up to a constant, the squared distance of their means:
-#   L_{t-1} = E[ |mu~_t(x_t, x_0) - mu_theta(x_t, t)|² / (2 sigma_t²) ] + C.
-# - Write x_0 in terms of x_t and the noise (lesson 01's jump, solved for x_0), and let the network predict the
-#   noise: mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t)) / sqrt(alpha_t). Then
-#   L_{t-1} = E[ beta_t² / (2 sigma_t² alpha_t (1 - alpha_bar_t)) |eps - eps_theta(x_t, t)|² ] + C (eq. 12).
-# - Ho et al. drop the weight in front: the **simple loss** (eq. 14), a plain regression on the noise at a
-#   uniformly drawn t, samples better.
+# - $L_T$ has no parameters: the schedule makes $q(x_T \mid x_0)$ nearly $\mathcal N(0, I)$.
+# - Each $L_{t-1}$ compares two Gaussians. The true posterior $q(x_{t-1} \mid x_t, x_0)$ is Gaussian, with a mean
+#   $\tilde\mu_t$ that mixes $x_0$ and $x_t$ (you write it below). With the reverse step's variance fixed, not
+#   learned (Ho et al. eq. 8), the KL of two Gaussians is the squared distance of their means, up to a constant:
+#   $L_{t-1} = \mathbb E\big[\lVert\tilde\mu_t(x_t, x_0) - \mu_\theta(x_t, t)\rVert^2 / (2\sigma_t^2)\big] + C$.
+# - Write $x_0$ in terms of $x_t$ and the noise (lesson 01's jump, solved for $x_0$), and let the network predict
+#   the noise: $\mu_\theta = \big(x_t - \beta_t\,\varepsilon_\theta(x_t, t)/\sqrt{1-\bar\alpha_t}\big)/\sqrt{\alpha_t}$.
+#   Then, by eq. 12 of the paper,
+#   $L_{t-1} = \mathbb E\big[\tfrac{\beta_t^2}{2\sigma_t^2\alpha_t(1-\bar\alpha_t)} \lVert\varepsilon - \varepsilon_\theta(x_t, t)\rVert^2\big] + C$.
+# - Ho et al. drop the weight in front. This **simple loss** (eq. 14), a plain regression on the noise at a
+#   uniformly drawn step, samples better.
 #
 # $$L_\text{simple} = \mathbb E_{t,\,x_0,\,\varepsilon}\Big[\big\|\varepsilon - \varepsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon,\ t\big)\big\|^2\Big]$$
 #
 # ### Exercise 2.1: the training loss
 #
-# Write `eps_loss(model, x0, alpha_bar)` for a batch x0: draw one t per image, uniformly in 0..T-1
-# (`torch.randint`, on x0's device), and Gaussian noise shaped like x0; make x_t (your `q_sample` from
-# lesson 01, written again here); call `model(x_t, t)` once; return the mean squared error against the noise.
+# Write `eps_loss(model, x0, alpha_bar)` for a batch `x0`. Draw one step per image, uniformly in $0..T-1$
+# (`torch.randint`, on `x0`'s device), and Gaussian noise shaped like `x0`. Make $x_t$ (your `q_sample` from
+# lesson 01, written again here), call `model(x_t, t)` once, and return the mean squared error against the
+# noise.
 
 # %% nbgrader={"grade": false, "grade_id": "eps_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def eps_loss(model, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -143,8 +154,8 @@ def eps_loss(model, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
 check.eps_loss(eps_loss)
 
 # %% [markdown]
-# Guessing eps = 0 scores 1 in expectation (the variance of the noise), and so does our untrained net, whose
-# last layer is zero. Training must push it below 1.
+# Guessing $\varepsilon = 0$ scores the variance of the noise, $1$, in expectation. So does our untrained net,
+# whose last layer is zero. Training must push the loss below that.
 
 # %%
 train = load_cifar10()
@@ -157,13 +168,13 @@ print(f"loss of the untrained net: {eps_loss(model.to(device), x0, alpha_bar).it
 # ## Training
 #
 # `Trainer` runs the loop: AdamW, gradient clipping, and an **exponential moving average** (EMA) of the
-# weights, which samples better than the raw weights that jitter from batch to batch. A **recipe** names
+# weights. The EMA samples better than the raw weights, which jitter from batch to batch. A **recipe** names
 # everything one training run needs: the kind of model, its size, the steps, the batch size and the learning
-# rate. This profile's recipe for the pixel UNet is the one `python -m diffedu train ddpm` uses; the shipped
-# model below has a recipe too. `recipe.trainer()` builds a fresh UNet and its Trainer; we hand it **your**
-# loss. The loss curve redraws as it trains. (To train any recipe with diffedu's own loss in one call, data, seed,
-# saving and resuming included, there is `runs.train(recipe, path)`: what `python -m diffedu train` runs, and
-# what lesson 03 calls when it needs this model.)
+# rate. `recipe.trainer()` builds a fresh UNet and its Trainer, and we hand it **your** loss. The loss curve
+# redraws as it trains.
+#
+# (`runs.train(recipe, path)` trains any recipe with diffedu's own loss in one call, saving and resuming
+# included. It is what `python -m diffedu train` runs, and what lesson 03 calls when it needs this model.)
 
 # %%
 print(recipe)
@@ -188,25 +199,25 @@ print(f"saved {shown(saved)}: lesson 03 samples from it in this profile")
 # %% [markdown]
 # ## Sampling, step 1: the posterior
 #
-# To go back from x_t to x_{t-1} we need q(x_{t-1} | x_t, x_0): the forward process run backwards, knowing where
-# it started. Bayes' rule on three Gaussians gives a Gaussian (Ho et al. eq. 6-7):
+# To go back from $x_t$ to $x_{t-1}$ we need $q(x_{t-1} \mid x_t, x_0)$: the forward process run backwards, knowing
+# where it started. Bayes' rule on three Gaussians gives a Gaussian (Ho et al. eqs. 6-7):
 #
 # $$q(x_{t-1} \mid x_t, x_0) = \mathcal N\big(\tilde\mu_t,\ \tilde\beta_t I\big), \qquad
 # \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t}\,x_0 + \frac{\sqrt{\alpha_t}\,(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}\,x_t,
 # \qquad \tilde\beta_t = \frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t$$
 #
-# with alpha_bar_{-1} = 1 for the step into the clean image (there beta-tilde is 0: x_0 is known).
+# with $\bar\alpha_{-1} = 1$ for the step into the clean image, where $\tilde\beta$ is zero: $x_0$ is known.
 #
-# **Which variance?** The reverse step p_theta(x_{t-1} | x_t) needs a variance sigma_t². Ho et al. tried two and
-# found similar results: sigma_t² = beta_t, optimal when x_0 ~ N(0, I), and sigma_t² = beta-tilde_t, the
-# posterior's, optimal when x_0 is one fixed point. They are the two extremes that correspond to upper and lower
-# bounds on the reverse process's entropy, for data of unit variance per coordinate. We use beta-tilde, as
-# diffusers' default ("fixed_small") does.
+# **Which variance?** The reverse step $p_\theta(x_{t-1} \mid x_t)$ needs a variance $\sigma_t^2$. Ho et al.
+# tried two, with similar results. $\sigma_t^2 = \beta_t$ is optimal when $x_0$ is itself standard normal, and
+# $\sigma_t^2 = \tilde\beta_t$, the posterior's, when $x_0$ is one fixed point. These two extremes bound the
+# reverse process's entropy, for data of unit variance per coordinate. We use $\tilde\beta_t$, as diffusers'
+# default ("fixed_small") does.
 #
 # ### Exercise 2.2: the posterior's tables
 #
-# Write `posterior(betas, alpha_bar)`: the coefficient of x_0, the coefficient of x_t, and the variance, each
-# as a table over t = 0..T-1. Shift alpha_bar by one step for alpha_bar_{t-1}, starting with 1.
+# Write `posterior(betas, alpha_bar)`: the coefficient of $x_0$, the coefficient of $x_t$, and the variance,
+# each as a table over every step. Shift $\bar\alpha$ by one step for $\bar\alpha_{t-1}$, starting with one.
 
 # %% nbgrader={"grade": false, "grade_id": "posterior", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def posterior(betas: torch.Tensor, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -226,18 +237,20 @@ check.posterior(posterior)
 # %% [markdown]
 # ## Sampling, step 2: one step back
 #
-# DDPM's sampler (Algorithm 2) starts from x_T ~ N(0, I). At each t it asks the model for the noise, turns that
-# into a guess of the clean image, x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), and draws
-# x_{t-1} from the posterior with the guess plugged in: its mean plus its standard deviation times fresh noise.
-# Algorithm 2 as printed writes that mean straight from eps, which is the same thing without the detour; the
-# authors' code and diffusers take the detour to **clip** the guess of x_0 to [-1, 1], where pixels live (at
-# large t the guess is wild). We do as the code does.
+# DDPM's sampler (Algorithm 2) starts from pure noise $x_T$. At each step it asks the model for the noise, and
+# turns that into a guess of the clean image, $\hat x_0$ (lesson 01's last formula). It then draws $x_{t-1}$
+# from the posterior with the guess plugged in: its mean plus its standard deviation times fresh noise.
+#
+# Algorithm 2 as printed writes that mean straight from $\varepsilon$, which is the same thing without the
+# detour. The authors' code and diffusers take the detour to **clip** the guess to $[-1, 1]$, where pixels live:
+# at large $t$ the guess is wild. We do as the code does.
 #
 # ### Exercise 2.3: the ancestral step
 #
-# Write `ddpm_step(eps, t, x_t, noise, alpha_bar, posterior)` for one whole-number t (the same for the batch),
-# with `noise` the fresh N(0, I) draw and `posterior` your three tables. The check also compares your step with
-# Hugging Face diffusers' `DDPMScheduler.step` on the same inputs: the library you will likely use next.
+# Write `ddpm_step(eps, t, x_t, noise, alpha_bar, posterior)` for one whole-number `t`, the same for the whole
+# batch. `noise` is the fresh standard normal draw, and `posterior` your three tables. The check also compares
+# your step with Hugging Face diffusers' `DDPMScheduler.step` on the same inputs: the library you will likely use
+# next.
 
 # %% nbgrader={"grade": false, "grade_id": "ddpm_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def ddpm_step(eps: torch.Tensor, t: int, x_t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
@@ -259,10 +272,10 @@ check.ddpm_step(ddpm_step)
 #
 # ### Exercise 2.4: the loop
 #
-# Algorithm 2 is a loop around your step: start from x_T, and for t = T - 1 down to 0 ask the model for the
-# noise in x at t, draw fresh noise, and step to x_{t-1}. What the step at t = 0 returns is the sample. Draw
-# each step's noise from `generator`, `torch.randn(x.shape, generator=generator, dtype=x.dtype)` (then moved to
-# x's device): the same seed then gives the same samples, which is how the check compares your loop with
+# Algorithm 2 is a loop around your step. Start from $x_T$. For $t = T-1$ down to $0$, ask the model for the
+# noise in `x` at `t`, draw fresh noise, and step to $x_{t-1}$. What the last step returns is the sample. Draw
+# each step's noise from `generator`, as `torch.randn(x.shape, generator=generator, dtype=x.dtype)`, then move it
+# to `x`'s device. The same seed then gives the same samples, which is how the check compares your loop with
 # diffedu's sampler.
 
 # %% nbgrader={"grade": false, "grade_id": "sample_ddpm", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -284,9 +297,10 @@ def sample_ddpm(model, x_T: torch.Tensor, alpha_bar: torch.Tensor, posterior: tu
 check.sample_ddpm(sample_ddpm)
 
 # %% [markdown]
-# First, a test with a model we know is exact. If every pixel is drawn from N(m, s²), the best possible noise
-# prediction has a closed form (`GaussianDenoiser`), so a correct sampler driven by it must return samples with
-# mean m and standard deviation s. (We pick data well inside [-1, 1], so that the clip does not matter.)
+# First, a test with a model we know is exact. If every pixel is drawn from $\mathcal N(m, s^2)$, the best
+# possible noise prediction has a closed form (`GaussianDenoiser`). A correct sampler driven by it must return
+# samples with mean $m$ and standard deviation $s$. We pick data well inside $[-1, 1]$, so that the clip does not
+# matter.
 
 # %%
 exact_schedule = Schedule.linear()
@@ -298,12 +312,12 @@ print(f"your sampler with the exact denoiser: mean {result.mean():.3f} (want 0.2
 assert abs(result.mean() - 0.2) < 0.01 and abs(result.std() - 0.3) < 0.01
 
 # %% [markdown]
-# Now with a trained model, using its EMA weights. A couple of minutes of CPU training cannot make a good
-# image model, so in the cpu profile we sample from a model that ships with `diffedu`: the *same* architecture,
-# trained by the same `Trainer` for 9,000 steps on a GPU (its model card below says exactly how). In the other
-# profiles we sample from the model trained above.
+# Now with a trained model, using its EMA weights. A couple of minutes of CPU training cannot make a good image
+# model. So in the `cpu` profile we sample from a model that ships with `diffedu`: the *same* architecture,
+# trained by the same `Trainer` on a GPU. Its model card, below, says how. In the other profiles we sample from
+# the model trained above.
 #
-# A **pipeline** holds a trained model with the noise schedule it learned: `load_pipeline` reads both from a
+# A **pipeline** holds a trained model with the noise schedule it learned. `load_pipeline` reads both from a
 # checkpoint, and `Diffusion` puts them together for the model we just trained.
 
 # %%
@@ -313,7 +327,7 @@ from diffedu import pretrained
 
 if profile.pretrained:
     pipe = load_pipeline("ddpm-cifar10", device)
-    display(Markdown(pretrained.card("ddpm-cifar10")))
+    display(Markdown(pretrained.card("ddpm-cifar10", history=False)))
 else:
     pipe = Diffusion(trainer.ema.model, schedule)
     print(f"sampling from the model trained above ({trainer.step} steps)")
@@ -334,9 +348,9 @@ show_images(samples, nrow=8, title="DDPM samples, 1000 steps of your sampler")
 plt.show()
 
 # %% [markdown]
-# And the model you trained a moment ago, for comparison (with lesson 03's faster sampler, 50 steps): after
-# a minute or two of CPU training expect coloured blobs with the right overall statistics. The gap to the
-# samples above is GPU training time (`DIFFEDU_PROFILE=gpu`, or `python -m diffedu train --profile gpu`).
+# And the model you trained a moment ago, for comparison, with lesson 03's faster sampler. After a minute or two
+# of CPU training, expect coloured blobs with the right overall statistics. The gap to the samples above is GPU
+# training time (`DIFFEDU_PROFILE=gpu`, or `python -m diffedu train --profile gpu`).
 
 # %%
 show_images(Diffusion(trainer.ema.model, schedule).sample(steps=50, x_T=x_T), nrow=8,
@@ -346,10 +360,10 @@ plt.show()
 # %% [markdown]
 # ## Watching the noise go
 #
-# Each column below is one sample. The top half shows x_t as your sampler went from t = 999 to t = 0 (the
-# `Snapshots` wrapper kept them as your loop called the model); the bottom half the model's guess of x_0 at
-# that moment. The guess settles early on the coarse layout and
-# colours, and the last few hundred steps add detail.
+# Each column below is one sample. The top half shows $x_t$ as your sampler went from pure noise to the image;
+# the `Snapshots` wrapper kept them as your loop called the model. The bottom half shows the model's guess of
+# $x_0$ at that moment. The guess settles early on the coarse layout and colours, and the last few hundred
+# steps add detail.
 
 # %%
 picks = [0, 5, 10, 15, 19]
@@ -359,15 +373,39 @@ show_images(strip, nrow=len(picks),
 plt.show()
 
 # %% [markdown]
-# The slider shows every snapshot, for 8 samples at once. The frames were rendered once when the sampler ran,
-# so moving it recomputes nothing.
+# The slider shows every snapshot, for eight samples at once. The frames were rendered once when the sampler
+# ran, so moving it recomputes nothing.
 
 # %%
 trajectory_widget(trajectory, n=8)
 
 # %% [markdown]
-# ## Summary
+# ## Recap
 #
-# - The model predicts noise; the loss is a plain MSE at random steps t, the ELBO with its weights dropped.
-# - Sampling undoes the noise one posterior draw at a time: 1000 model calls per image batch.
-# - Those 1000 calls are what makes DDPM slow. Lesson 03 samples from the *same* trained model in 10-100 steps.
+# - The model predicts noise. Its loss is a plain squared error at random steps: the ELBO with its weights
+#   dropped.
+# - Sampling undoes the noise one posterior draw at a time, with one model call per step.
+# - Those thousand calls are what makes DDPM slow.
+#
+# ## Questions to think about
+#
+# 1. Why does an untrained net with a zero last layer score a loss of one?
+#
+#    <details><summary>Answer</summary>
+#
+#    It predicts zero noise, so the loss is the mean square of standard normal noise, whose expectation is its
+#    variance: one.
+#
+#    </details>
+#
+# 2. The sampler adds fresh noise at every step. Why not just subtract the predicted noise all at once?
+#
+#    <details><summary>Answer</summary>
+#
+#    At large $t$ the prediction of $x_0$ is a blurry average of all images that could have made $x_t$. One
+#    jump would return that average. Small steps with fresh noise let later, better predictions fix the detail.
+#    Lesson 03 shows a deterministic sampler that still takes several steps.
+#
+#    </details>
+#
+# Next, lesson 03 samples from the *same* trained model in far fewer steps.

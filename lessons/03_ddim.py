@@ -7,27 +7,35 @@
 # ---
 
 # %% [markdown]
-# # 03 · DDIM: the same model, 10-100x fewer steps
+# # 03 · DDIM: the same model, far fewer steps
 #
-# DDPM needs 1000 model calls per sample. **DDIM** (Song, Meng & Ermon 2021) samples from the *same trained
-# model* in far fewer, and can do it deterministically. This lesson derives the idea in short, has you build
-# the sampler, and measures on your machine what fewer steps buy and cost.
+# **What you will do here**
 #
-# ## The idea in four lines
+# - Follow the idea that lets one trained model sample in far fewer steps.
+# - Write DDIM's noise level, its step, the timesteps it visits, and its loop.
+# - Check the sampler on data whose answer is known, and explain the small error it makes.
+# - Sample the same noise through DDPM and DDIM, and measure time against quality.
+# - Run the sampler backwards, from an image to its noise.
 #
-# 1. DDPM's loss only ever looks at the marginals q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I).
-#    It never uses the step-by-step chain itself.
+# **Time:** about 2 minutes of computing in the `cpu` profile.
+#
+# DDPM needs a thousand model calls per sample. **DDIM** (Song, Meng & Ermon 2021) samples from the *same trained
+# model* in far fewer, and can do it deterministically.
+#
+# ## The idea in four steps
+#
+# 1. DDPM's loss only ever looks at the marginals
+#    $q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\,x_0, (1 - \bar\alpha_t) I)$. It never uses the step-by-step
+#    chain itself.
 # 2. So any other process with the same marginals is trained by the same loss. DDIM picks a family of
-#    *non-Markovian* ones, indexed by a noise level sigma_t:
+#    *non-Markovian* ones, indexed by a noise level $\sigma_t$:
 #    $$q_\sigma(x_{t-1}\mid x_t, x_0) = \mathcal N\Big(\sqrt{\bar\alpha_{t-1}}\,x_0 + \sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\;\tfrac{x_t-\sqrt{\bar\alpha_t}\,x_0}{\sqrt{1-\bar\alpha_t}},\ \sigma_t^2 I\Big)$$
-#    (the fraction is just the noise eps in x_t). One can check that it keeps every marginal q(x_t | x_0).
-# 3. Sampling plugs in the model's guesses of x_0 and eps. With sigma_t = 0 nothing random is left: each
-#    noise x_T maps to one image, like solving an ODE. With sigma_t equal to DDPM's posterior standard
-#    deviation (eta = 1), it *is* DDPM.
-# 4. Nothing ties the formula to consecutive steps: only the marginals at the visited t's matter, so we can
-#    visit a subsequence, say 50 of the 1000 t's, and jump between them, for any eta.
-#
-# You write the pieces: sigma, the step, the timesteps to visit, and the step run backwards (inversion).
+#    The fraction is just the noise in $x_t$. One can check that this keeps every marginal.
+# 3. Sampling plugs in the model's guesses of $x_0$ and $\varepsilon$. With $\sigma_t = 0$ nothing random is
+#    left: each noise $x_T$ maps to one image, like solving an ODE. With $\sigma_t$ equal to DDPM's posterior
+#    standard deviation, it *is* DDPM.
+# 4. Nothing ties the formula to consecutive steps. Only the marginals at the visited steps matter, so we can
+#    visit a short subsequence of them and jump between them.
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
@@ -64,14 +72,14 @@ print(profile.note, f"Device: {device}.")
 # %% [markdown]
 # ## The step
 #
-# Plug the model's noise eps into the formula of point 2, with x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) /
-# sqrt(alpha_bar_t), and sample (Song et al. eq. 12):
+# Plug the model's noise $\hat\varepsilon$ and its guess $\hat x_0$ into the formula of step 2, and sample
+# (Song et al. eq. 12):
 #
 # $$x_{t_\text{prev}} = \sqrt{\bar\alpha_{t_\text{prev}}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t_\text{prev}}-\sigma_t^2}\;\hat\varepsilon + \sigma_t\,z,
 # \qquad \sigma_t = \eta\,\sqrt{\frac{1-\bar\alpha_{t_\text{prev}}}{1-\bar\alpha_t}}\,\sqrt{1-\frac{\bar\alpha_t}{\bar\alpha_{t_\text{prev}}}}\quad\text{(eq. 16)}$$
 #
-# where t_prev is the next timestep visited (alpha_bar = 1 after the last one: the clean image). eta = 0 is
-# deterministic; eta = 1 adds DDPM's amount of noise, and over all 1000 steps it *is* DDPM.
+# where $t_\text{prev}$ is the next timestep visited, and $\bar\alpha = 1$ after the last one: the clean image.
+# $\eta = 0$ is deterministic. $\eta = 1$ adds DDPM's amount of noise, and over every step it *is* DDPM.
 #
 # ### Exercise 3.1: sigma
 
@@ -87,7 +95,7 @@ def ddim_sigma(alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor, eta: flo
 check.ddim_sigma(ddim_sigma)
 
 # %% [markdown]
-# With eta = 1 and every step visited, your sigma should be DDPM's posterior standard deviation (lesson 02):
+# With $\eta = 1$ and every step visited, your sigma should be DDPM's posterior standard deviation (lesson 02):
 
 # %%
 linear = Schedule.linear()
@@ -100,9 +108,10 @@ assert sigma_gap < 1e-10
 # ### Exercise 3.2: the DDIM step
 #
 # Write `ddim_step(eps, x_t, alpha_bar_t, alpha_bar_prev, eta, noise)` with your `ddim_sigma`. As in DDPM, clip
-# the predicted x_0 to [-1, 1]; then recompute eps from the clipped x_0 (eps = (x_t - sqrt(alpha_bar_t) x_0) /
-# sqrt(1 - alpha_bar_t)), so that the two terms agree. The check also compares your step with diffusers'
-# `DDIMScheduler.step` (`use_clipped_model_output=True`) at its own timesteps.
+# the predicted $\hat x_0$ to $[-1, 1]$. Then recompute the noise from the clipped guess,
+# $\hat\varepsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/\sqrt{1-\bar\alpha_t}$, so that the two terms agree. The
+# check also compares your step with diffusers' `DDIMScheduler.step` (`use_clipped_model_output=True`) at its own
+# timesteps.
 
 # %% nbgrader={"grade": false, "grade_id": "ddim_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def ddim_step(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor,
@@ -122,11 +131,12 @@ check.ddim_step(ddim_step)
 # %% [markdown]
 # ### Exercise 3.3: which timesteps to visit
 #
-# `steps` timesteps from T - 1 (pure noise) down to 0, strictly decreasing. **Uniform** spacing spreads them
-# evenly: round((T - 1) i / (n - 1)) for i = 0..n-1, largest first. **Quadratic** spacing (the DDIM paper's choice
-# for CIFAR-10) uses round((T - 1) (i / (n - 1))²), which puts more of them near t = 0, where fine detail is
-# decided; near 0 that formula repeats values, so take max(t_i, i) to keep them distinct. With one step, visit
-# just T - 1. (diffusers' default, "leading" spacing, is range(0, T, T // n): it never starts at T - 1.)
+# Return `steps` timesteps from $T-1$ (pure noise) down to $0$, strictly decreasing. **Uniform** spacing
+# spreads them evenly: $\mathrm{round}\big((T-1)\,i/(n-1)\big)$ for $i = 0..n-1$, largest first. **Quadratic**
+# spacing, the DDIM paper's choice for CIFAR-10, uses $\mathrm{round}\big((T-1)\,(i/(n-1))^2\big)$. That puts
+# more of them near $t = 0$, where fine detail is decided. Near zero the formula repeats values, so take
+# $\max(t_i, i)$ to keep them distinct. With one step, visit just $T-1$. (diffusers' default, "leading" spacing,
+# is `range(0, T, T // n)`: it never starts at $T-1$.)
 
 # %% nbgrader={"grade": false, "grade_id": "ddim_timesteps", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
@@ -152,10 +162,10 @@ for spacing in ("uniform", "quadratic"):
 #
 # ### Exercise 3.4: the loop
 #
-# Visit your timesteps, largest first, and take your step from each one to the next: alpha_bar_prev is
-# alpha_bar at the *next timestep of the list* (DDIM jumps over the ones between), and the last step, from the
-# smallest timestep, lands on the clean image, where alpha_bar = 1. Draw each step's noise from `generator` as
-# in lesson 02's loop (with eta = 0 it is multiplied by sigma = 0, but drawing it keeps the code one loop).
+# Visit your timesteps, largest first, and take your step from each one to the next. `alpha_bar_prev` is
+# $\bar\alpha$ at the *next timestep of the list*: DDIM jumps over the ones between. The last step, from the
+# smallest timestep, lands on the clean image, where $\bar\alpha = 1$. Draw each step's noise from `generator`
+# as in lesson 02's loop. With $\eta = 0$ it is multiplied by zero, but drawing it keeps the code one loop.
 
 # %% nbgrader={"grade": false, "grade_id": "sample_ddim", "locked": false, "schema_version": 3, "solution": true, "task": false}
 @torch.inference_mode()
@@ -181,33 +191,48 @@ check.sample_ddim(sample_ddim)
 # %% [markdown]
 # ## Check it with the exact denoiser first
 #
-# As in lesson 02, data drawn from N(m, s²) = N(0.2, 0.3²) has an exact noise predictor, so any error below
-# is the sampler's own. With eta = 0 the spread comes out too *small*, and here is exactly why. With the exact
-# predictor, a DDIM step from alpha_bar = a to a' is an affine map, x' - sqrt(a') m = k (x - sqrt(a) m), with
-# k = (sqrt(a' a) s² + sqrt((1 - a')(1 - a))) / v, where v = a s² + 1 - a is the variance x_t has at t. The
-# spread stays right only if k² = v'/v. But k is the inner product of the vectors (sqrt(a') s, sqrt(1 - a'))
-# and (sqrt(a) s, sqrt(1 - a)) divided by the second's squared length v, so by Cauchy-Schwarz k² <= v'/v,
-# with equality only when a' = a. Every finite jump loses a little spread, a big jump more; the losses vanish
-# as the steps shrink, and quadratic spacing, with its small steps near t = 0, loses less. Multiplying the k's
-# gives the shortfall exactly: after 100 steps, 1.9% (quadratic) and 4.3% (uniform); after 10, 19% and 40%.
-# The printed stds below are those of 32,000 samples, within about 0.4% of these.
+# As in lesson 02, data drawn from $\mathcal N(m, s^2)$ has an exact noise predictor, so any error below is the
+# sampler's own. With $\eta = 0$ the spread comes out too *small*, and here is exactly why.
+#
+# With the exact predictor, a DDIM step from $\bar\alpha = a$ to $a'$ is an affine map,
+# $x' - \sqrt{a'}\,m = k\,(x - \sqrt{a}\,m)$, with
+#
+# $$k = \frac{\sqrt{a'a}\,s^2 + \sqrt{(1-a')(1-a)}}{v}, \qquad v = a s^2 + 1 - a,$$
+#
+# where $v$ is the variance $x_t$ has at that step. The spread stays right only if $k^2 = v'/v$. But $k$ is
+# the inner product of the vectors $(\sqrt{a'}\,s, \sqrt{1-a'})$ and $(\sqrt{a}\,s, \sqrt{1-a})$, divided by the
+# second's squared length $v$. By Cauchy-Schwarz, $k^2 \le v'/v$, with equality only when $a' = a$.
+#
+# So every finite jump loses a little spread, and a big jump more. The losses vanish as the steps shrink.
+# Quadratic spacing, with its small steps near $t = 0$, loses less. Multiplying the $k$'s gives the spread the
+# sampler must end with; the table below prints it beside what your sampler measured.
 
 # %%
+def predicted_std(steps: int, spacing: str, s: float = 0.3) -> float:
+    """The spread deterministic DDIM ends with on N(m, s^2) data, from x_T of spread 1: the product of the k's."""
+    a = [linear.alpha_bar[t].item() for t in ddim_timesteps(linear.T, steps, spacing)] + [1.0]
+    return float(np.prod([((a2 * a1) ** 0.5 * s**2 + ((1 - a2) * (1 - a1)) ** 0.5) / (a1 * s**2 + 1 - a1)
+                          for a1, a2 in zip(a, a[1:])]))
+
+
 exact = GaussianDenoiser(linear, mean=0.2, std=0.3)
 x_T = torch.randn(2000, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-print(f"{'steps':>5} | {'uniform std':>11} | {'quadratic std':>13}   (want mean 0.2, std 0.3)")
+print("the data: mean 0.2, std 0.3. The std of your samples, and the std predicted by the product of the k's:")
+print(f"{'steps':>5} | {'uniform':>17} | {'quadratic':>17}")
 for steps in (10, 20, 50, 100):
     u, q = (sample_ddim(exact, x_T, linear.alpha_bar, steps, spacing=s) for s in ("uniform", "quadratic"))
-    print(f"{steps:>5} | {u.std():>11.3f} | {q.std():>13.3f}   means {u.mean():.3f}, {q.mean():.3f}")
+    print(f"{steps:>5} | {u.std():.3f} (pred. {predicted_std(steps, 'uniform'):.3f}) "
+          f"| {q.std():.3f} (pred. {predicted_std(steps, 'quadratic'):.3f})")
     assert abs(u.mean() - 0.2) < 0.01 and abs(q.mean() - 0.2) < 0.01
-assert abs(q.std() - 0.3) < 0.01  # 100 quadratic steps: 1.9% short (the product of the k's)
+    for samples, spacing in ((u, "uniform"), (q, "quadratic")):  # 32,000 values: their std is good to about 0.4%
+        assert abs(samples.std() / predicted_std(steps, spacing) - 1) < 0.02
 
 # %% [markdown]
 # ## A trained model
 #
-# In the cpu profile we use the model that ships with `diffedu` (lesson 02 shows its card). Otherwise we use
-# lesson 02's model if you ran it in this profile (it saved it in `runs/` of the course's `data/` folder), or
-# train the same model here the same way. The pipeline reads the noise schedule the model learned from its checkpoint.
+# In the `cpu` profile we use the model that ships with `diffedu` (lesson 02 shows its card). Otherwise we use
+# lesson 02's model if you ran it in this profile, or train the same model here the same way. The pipeline reads
+# the noise schedule the model learned from its checkpoint.
 
 # %%
 def train_as_in_lesson_02(path):
@@ -222,9 +247,9 @@ print(f"{shown(which)}: a UNet with {count_parameters(model) / 1e6:.2f}M paramet
 # %% [markdown]
 # ## The same noise through DDPM and DDIM
 #
-# Every sampler below starts from the *same* x_T. DDPM adds fresh noise at each of its 1000 steps, so its images
+# Every sampler below starts from the *same* $x_T$. DDPM adds fresh noise at each of its steps, so its images
 # differ a lot from DDIM's: the same noise does not even give the same object. The DDIM rows, all deterministic,
-# drift only a little from each other as the step count falls. We time every run on this machine.
+# drift only a little from each other as the step count falls. Every run is timed on this machine.
 
 # %%
 seed_everything(1)
@@ -249,9 +274,9 @@ plt.show()
 # %% [markdown]
 # ## Steps against time
 #
-# Each step is one model call, so time falls in proportion to the steps. How much do we lose? Deterministic
-# DDIM is an ODE solver: as its steps grow it converges to one answer per x_T. We measure quality here as the
-# distance to that answer (DDIM with many steps), averaged over pixels. (Lesson 06 measures FID.)
+# Each step is one model call, so time falls in proportion to the steps. How much do we lose? Deterministic DDIM
+# is an ODE solver: as its steps grow, it converges to one answer per $x_T$. Here we measure quality as the
+# distance to that answer (DDIM with many steps), averaged over pixels.
 
 # %%
 reference_steps = max(profile.ddim_steps) * 4
@@ -282,13 +307,21 @@ plt.show()
 # %% [markdown]
 # ## What FID says: the shipped quality table
 #
-# The distance above says how far a few steps land from many; it cannot say whether either looks like CIFAR-10.
-# That takes FID and KID (lesson 06 builds them) over hundreds of images, more than a CPU makes inside a lesson:
-# 500 samples of DDPM's 1000 steps are 15 minutes of model calls on 2 cores (1.79 s per image, as the table
-# records). So the course ships them:
-# the shipped model with every sampler, 500 images each against all 5,170 training images, measured once by
-# `python -m diffedu quality`. Lower is better; the dashed line is real test images, what a perfect model would
-# score at this count.
+# The distance above says how far a few steps land from many. It cannot say whether either looks like CIFAR-10.
+# That takes a measure of how close a *set* of samples is to the real images. The course uses two, which
+# lesson 06 builds:
+#
+# - **FID** feeds both sets through an image network (Inception), fits a Gaussian to each set's features, and
+#   measures the distance between the two Gaussians.
+# - **KID** compares the same features with a kernel, and unlike FID it is not biased by the number of images.
+#
+# For both, lower is better. Each score comes with a **standard error**: how much it would move if another set
+# of as many samples were drawn. Two rows drawn from the same noise err together, so their **paired difference**
+# is known far better than either score. By the course's rule, a difference within two standard errors is
+# *level*.
+#
+# These scores need hundreds of images, more than a CPU makes inside a lesson. So the course ships them, measured
+# once by `python -m diffedu quality`. The dashed line is real test images: what a perfect model would score.
 
 # %%
 quality = pretrained.quality_table()
@@ -299,29 +332,30 @@ plt.show()
 display(Markdown(report.quality_table(quality, **shown)))
 
 # %% [markdown]
-# What the shipped table says about this model. Each score carries a standard error (lesson 06 derives it): about
-# ±1.3 in FID and ±1.5 in KID x 1000 at 500 images. Its rows start from the same noise, so the difference between
-# two of them is known better than either score (`benchmarks/paired_differences.py` measures each, ± its own
-# standard error):
+# The plot shows the shape: quality holds as the steps fall, then breaks. The pairs below put numbers on it,
+# each from the same noise, with a verdict by the two-standard-error rule.
+
+# %%
+display(Markdown(report.compare(quality, ("DDIM 20", "DDIM 100"), ("DDIM 10", "DDIM 20"), ("DDIM 5", "DDIM 10"),
+                                ("DDIM 20", "DDPM 1000"), ("DDIM 20 quadratic", "DDIM 20"),
+                                ("DDIM 10 quadratic", "DDIM 10"))))
+
+# %% [markdown]
+# Read the last column:
 #
-# - **20 steps are enough.** DDIM 20, 50 and 100 score FID 106.2, 105.3 and 105.6 and KID x 1000 31.8, 33.1 and
-#   33.9. DDIM 20 against DDIM 100: FID +0.7 ± 0.8, no difference to measure, and KID -2.1 ± 0.9, if anything
-#   better. At 10 steps quality goes: FID 115.6, +9.3 ± 1.1 over DDIM 20; at 5, FID 174.0 and KID 96.2.
-# - **DDPM's 1000 steps are not simply better.** Its FID, 99.3, is the table's best; its KID, 42.1, the worst of
-#   the pixel rows. Against DDIM 20, FID -6.9 ± 1.9 and KID +10.3 ± 2.4: both beyond their errors, so the two
-#   metrics truly disagree (FID compares the features' means and covariances, KID, through its cubic kernel,
-#   their moments up to the third). What is settled: DDIM 20 makes 50x fewer model calls (35 ms against
-#   1,794 ms per image on 2 cores) for a KID better by 10.
-# - **Quadratic spacing** is measurably worse from 20 steps up (FID +1.5 to +1.8 over uniform, each ± 0.3 to
-#   0.7) and at 10 steps not measurably better (FID -1.5 ± 1.0).
+# - **A few dozen steps are enough.** DDIM keeps its quality down to a few dozen steps, and loses it below.
+# - **DDPM's thousand steps are not simply better.** Against DDIM, FID and KID can disagree beyond their errors:
+#   FID compares the features' means and covariances, KID their higher moments too. What is settled is the cost:
+#   DDIM makes a small fraction of DDPM's model calls.
+# - **Quadratic spacing** does not help on this model.
 
 # %% [markdown]
 # ## eta: how much noise to add back
 #
-# eta = 0 is deterministic; eta = 1 adds DDPM's amount of fresh noise at every step. With few steps, fresh
-# noise has little time to be cleaned up, so samples get noisier. In the DDIM paper's Table 1 (CIFAR-10),
-# eta = 0 has the best FID at every step count from 10 to 1000; only DDPM with the larger variance
-# sigma² = beta ("sigma-hat"), at all 1000 steps, beats it.
+# $\eta = 0$ is deterministic, and $\eta = 1$ adds DDPM's amount of fresh noise at every step. With few steps,
+# fresh noise has little time to be cleaned up, so samples get noisier. In the DDIM paper's Table 1 (CIFAR-10),
+# $\eta = 0$ has the best FID at every step count. Only DDPM with the larger variance $\sigma_t^2 = \beta_t$,
+# at all its steps, beats it.
 
 # %%
 steps = profile.ddim_steps[1]
@@ -337,13 +371,13 @@ plt.show()
 # %% [markdown]
 # ## Inversion: from an image back to its noise
 #
-# Because eta = 0 is deterministic, we can run it backwards: from a real image up to an x_T that DDIM maps back
-# to (nearly) that image. Going up from t_prev to t, the step is the same formula with the roles of
-# alpha_bar_t and alpha_bar_prev swapped: estimate x_0 from x at t_prev, then re-noise it to level t with the
-# same eps.
+# Because $\eta = 0$ is deterministic, we can run it backwards: from a real image up to an $x_T$ that DDIM maps
+# back to (nearly) that image. Going up from $t_\text{prev}$ to $t$, the step is the same formula with the roles
+# of $\bar\alpha_t$ and $\bar\alpha_\text{prev}$ swapped. Estimate $\hat x_0$ from $x$ at $t_\text{prev}$, then
+# re-noise it to level $t$ with the same $\hat\varepsilon$.
 #
-# It is only approximate: the exact inverse would need eps at the point we are going *to*, which we do not
-# have yet, so the eps at the point we are at stands in for it. The smaller the jump, the smaller the error:
+# It is only approximate. The exact inverse would need the noise at the point we are going *to*, which we do not
+# have yet, so the noise at the point we are at stands in for it. The smaller the jump, the smaller the error:
 # with more steps the round trip gets closer.
 #
 # ### Exercise 3.5: one step up
@@ -388,9 +422,9 @@ plt.show()
 # %% [markdown]
 # ## Interpolating between two noises
 #
-# Walk from one image's noise to the other's and sample each point. Use **slerp**: Gaussian noise in 3,072
-# dimensions lives near a sphere of radius sqrt(3072) ≈ 55, and a straight line between two such points cuts
-# through the inside, where the model has never seen noise of such a small norm.
+# Walk from one image's noise to the other's, and sample each point. Use **slerp**, spherical interpolation.
+# Gaussian noise in $d$ dimensions lives near a sphere of radius $\sqrt d$. A straight line between two such
+# points cuts through the inside, where the model has never seen noise of such a small norm.
 
 # %%
 alphas = torch.linspace(0, 1, 8)
@@ -404,18 +438,39 @@ plt.show()
 # %% [markdown]
 # ## The trajectory, in far fewer steps
 #
-# The same slider as in lesson 02, on a 50-step DDIM run (diffedu's sampler, which records snapshots): every
-# step is a big jump, and the predicted x_0 settles quickly.
+# The same slider as in lesson 02, on a short DDIM run of diffedu's sampler, which records snapshots. Every step
+# is a big jump, and the predicted $x_0$ settles quickly.
 
 # %%
 trajectory = pipe.sample_trajectory(steps=min(50, profile.ddim_steps[0] * 5), x_T=x_T, frames=20)
 trajectory_widget(trajectory, n=8)
 
 # %% [markdown]
-# ## Summary
+# ## Recap
 #
 # - DDIM reuses the DDPM model as it is; only the sampler changes.
-# - It can skip steps for any eta; eta = 0 makes sampling deterministic and (nearly) invertible, and is the best
-#   choice at every step count in the paper's CIFAR-10 table: 10-100x fewer model calls.
-# - The cost: with very few steps, samples lose detail and drift from the converged answer.
-# - Next, lessons 04-05 cut the cost of *each* step, by diffusing in a small latent space.
+# - It can skip steps for any $\eta$. With $\eta = 0$ sampling is deterministic and nearly invertible.
+# - On the shipped model, a few dozen DDIM steps keep the quality of a hundred; below that, samples lose detail.
+# - FID and KID score a set of samples; paired differences say whether two rows truly differ.
+#
+# ## Questions to think about
+#
+# 1. Why does deterministic DDIM end with too small a spread, even with an exact model?
+#
+#    <details><summary>Answer</summary>
+#
+#    Each jump is a straight step along the model's current direction, and by Cauchy-Schwarz a finite jump
+#    shrinks the spread a little. Smaller steps lose less.
+#
+#    </details>
+#
+# 2. Why can two rows' difference have a smaller standard error than either row's score?
+#
+#    <details><summary>Answer</summary>
+#
+#    Drawn from the same noise, the two rows' images are alike, so their scores err in the same direction. The
+#    error of the difference comes only from where they differ.
+#
+#    </details>
+#
+# Next, lessons 04 and 05 cut the cost of *each* step, by diffusing in a small latent space.

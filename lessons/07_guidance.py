@@ -9,11 +9,19 @@
 # %% [markdown]
 # # 07 · Conditioning and classifier-free guidance: the last piece of Stable Diffusion
 #
-# Stable Diffusion is, in four parts: a VAE, a UNet on its latents, a fast sampler, and **text
-# conditioning**. Lessons 02-05 built the first three. This lesson builds the fourth at CIFAR-10's scale,
-# where a class label ("horse") stands in for a prompt, and the trick that makes conditioning work in
-# practice: **classifier-free guidance** (Ho & Salimans 2022). Then it measures what guidance trades away,
-# and uses the same model to edit real images (SDEdit). You write the label dropout and the guidance formula.
+# **What you will do here**
+#
+# - Give the UNet a class label, and train it with labels dropped at random: you write the dropout.
+# - Write classifier-free guidance, and watch what its scale does to samples.
+# - Read the measured trade-off: realism and class accuracy against the guidance scale.
+# - Edit real images with the same model (SDEdit), and map each part of the course to Stable Diffusion's.
+#
+# **Time:** about 1 minute of computing in the `cpu` profile.
+#
+# Stable Diffusion is, in four parts: a VAE, a UNet on its latents, a fast sampler, and **text conditioning**.
+# Lessons 02 to 05 built the first three. This lesson builds the fourth at CIFAR-10's scale, where a class label
+# ("horse") stands in for a prompt. It adds the trick that makes conditioning work in practice:
+# **classifier-free guidance** (Ho & Salimans 2022).
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
@@ -50,10 +58,10 @@ train, test = load_cifar10(), load_cifar10(train=False)
 # %% [markdown]
 # ## A UNet that knows what to draw
 #
-# Lesson 02's UNet already tells every residual block *when* it is (the embedding of t is added inside each
-# block). Conditioning adds *what*: a learned vector per class, added to the time embedding, so every block
-# gets "step t, and it should be a horse". One more learned vector stands for **no label**. The same `UNet`
-# class does it with `num_classes=10`; with the default 0 it is exactly the unconditional UNet of lessons 02-05.
+# Lesson 02's UNet already tells every residual block *when* it is: the embedding of $t$ is added inside each
+# block. Conditioning adds *what*: a learned vector per class, added to the time embedding, so every block gets
+# "step $t$, and it should be a horse". One more learned vector stands for **no label**. The same `UNet` class
+# does it when given a number of classes; without one, it is exactly the unconditional UNet of lessons 02 to 05.
 
 # %%
 recipe = profile.recipe("latent").with_classes(10)
@@ -68,15 +76,15 @@ print("the same x_t and t with three labels:", tuple(unet(x_t, torch.tensor([500
 # %% [markdown]
 # ## Training with label dropout
 #
-# The loss is lesson 02's, with the label passed to the model. One change makes guidance possible: each label
-# is replaced by "no label" with probability 0.1. So one network learns two predictions: eps(x_t, t, y) for a
-# class, and eps(x_t, t, none), the unconditional one.
+# The loss is lesson 02's, with the label passed to the model. One change makes guidance possible: each label is
+# replaced by "no label" with a small probability $p$. So one network learns two predictions:
+# $\varepsilon_\theta(x_t, t, y)$ for a class, and $\varepsilon_\theta(x_t, t, \varnothing)$, the unconditional one.
 #
 # ### Exercise 7.1: label dropout
 #
-# Replace each label by `no_label` (the index after the classes: 10 here, the 11th embedding) with probability
-# p, each label on its own draw, and leave the others as they are. Draw from `generator`, as the sampling loops
-# do: `torch.rand(n, generator=generator)`.
+# Replace each label by `no_label`, the index after the classes, with probability `p`. Give each label its own
+# draw, and leave the others as they are. Draw from `generator`, as the sampling loops do:
+# `torch.rand(n, generator=generator)`. The result must sit on the labels' device.
 
 # %% nbgrader={"grade": false, "grade_id": "drop_labels", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def drop_labels(labels: torch.Tensor, no_label: int, p: float,
@@ -92,11 +100,10 @@ def drop_labels(labels: torch.Tensor, no_label: int, p: float,
 check.drop_labels(drop_labels)
 
 # %% [markdown]
-# The training loss (`diffedu.training.eps_loss`, lesson 02's, given (image, label) batches) takes your dropout.
-#
-# We train on lesson 05's cached latents, each with its image's label (the mirrored copies keep theirs). A short
-# live run shows the loss; the samples below come from the shipped `ldm-cifar10-cond` in the cpu profile (the
-# same recipe, trained for 4 minutes on a GPU; its card says how), and from this run elsewhere.
+# The training loss (`diffedu.training.eps_loss`, lesson 02's, given batches of images and labels) takes your
+# dropout. We train on lesson 05's cached latents, each with its image's label. A short live run shows the loss.
+# The samples below come from the shipped `ldm-cifar10-cond` in the `cpu` profile (the same recipe, trained on a
+# GPU; its card says how), and from this run elsewhere.
 
 # %%
 vae = load_vae("vae-cifar10-gan", device)  # the shipped VAE in every profile: this lesson is about the UNet
@@ -114,7 +121,7 @@ print(f"{trainer.seconds:.0f} s")
 # %%
 if profile.pretrained:
     pipe = load_pipeline("ldm-cifar10-cond", device)
-    display(Markdown(pretrained.card("ldm-cifar10-cond")))
+    display(Markdown(pretrained.card("ldm-cifar10-cond", history=False)))
 else:
     pipe = LatentDiffusion(vae, trainer.ema.model, recipe.noise_schedule())
 print(f"sampling from a {count_parameters(pipe.unet) / 1e6:.2f}M-parameter class-conditional latent UNet; "
@@ -123,18 +130,21 @@ print(f"sampling from a {count_parameters(pipe.unet) / 1e6:.2f}M-parameter class
 # %% [markdown]
 # ## Classifier-free guidance
 #
-# Sampling with the conditional prediction alone (w = 1 below) gives images that are only loosely of their
-# class. Guidance extrapolates from the unconditional prediction *through* the conditional one:
+# Sampling with the conditional prediction alone gives images that are only loosely of their class. Guidance
+# extrapolates from the unconditional prediction *through* the conditional one:
 #
 # $$\hat\varepsilon = \varepsilon_\theta(x_t, t, \varnothing) + w\,\big(\varepsilon_\theta(x_t, t, y) - \varepsilon_\theta(x_t, t, \varnothing)\big)$$
 #
-# w = 0 ignores the label, w = 1 is the plain conditional model, w > 1 pushes each step further in the
-# direction that makes the image more of its class. This is the form diffusers and Stable Diffusion's code use
-# (their `guidance_scale` is this w). Ho & Salimans write the same formula as (1 + w) eps(x_t, t, y) - w
-# eps(x_t, t, none): their w is ours minus 1, so their w = 0 is our conditional model, and our w = 3 their 2. Why it works: the difference of the two predictions is
-# proportional to the gradient of log p(y | x_t), an implicit classifier, so guidance sharpens the class at
-# the cost of diversity. Both predictions come from one batched model call per step; DDIM and everything else
-# stay as they were.
+# $w = 0$ ignores the label, $w = 1$ is the plain conditional model, and $w > 1$ pushes each step further in the
+# direction that makes the image more of its class. This is the form diffusers and Stable Diffusion's code use:
+# their `guidance_scale` is this $w$. Ho & Salimans write the same formula as
+# $(1 + w')\,\varepsilon_\theta(x_t, t, y) - w'\,\varepsilon_\theta(x_t, t, \varnothing)$, so their $w'$ is our
+# $w - 1$.
+#
+# Why it works: the difference of the two predictions is proportional to the gradient of $\log p(y \mid x_t)$, an
+# implicit classifier. Guidance follows that gradient further. Ho & Salimans found that it trades sample
+# diversity for fidelity. Both predictions come from one batched model call per step, and the sampler stays as
+# it was.
 #
 # ### Exercise 7.2: the guided prediction
 
@@ -150,8 +160,8 @@ def guided_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> to
 check.guided_eps(guided_eps)
 
 # %% [markdown]
-# diffedu's pipeline does the same inside its sampler (`diffedu.samplers.Guided`). Ten classes, four images
-# each, at every w from the same noise:
+# diffedu's pipeline does the same inside its sampler (`diffedu.samplers.Guided`). Every class, a few images
+# each, at every $w$, from the same noise:
 
 # %%
 steps, per_class = 50, 4
@@ -172,7 +182,7 @@ plt.show()
 print("columns:", ", ".join(CLASSES))
 
 # %% [markdown]
-# Pick a class and move w: the noise is the same at every w, so what changes is the guidance alone.
+# Pick a class and move $w$. The noise is the same at every $w$, so what changes is the guidance alone.
 
 # %%
 guidance_widget({(k, w): by_scale[w][classes == k] for k in range(10) for w in scales}, pipe.classes)
@@ -180,11 +190,11 @@ guidance_widget({(k, w): by_scale[w][classes == k] for k in range(10) for w in s
 # %% [markdown]
 # ## The trade-off, measured
 #
-# Two questions at each w: do the samples look like CIFAR-10 images, as varied as the real ones (FID and KID,
-# lesson 06), and does a "horse" look like a horse? For the second, a **linear probe**: a logistic regression on
-# the same Inception features, fit on real training images; its accuracy on real test images is the yardstick.
-# In the cpu profile we plot the curve measured for the shipped model (`python -m diffedu guidance`, 500 samples
-# per w at w = 0, 1, 3 and 5, 13 minutes on 2 cores); elsewhere we measure it here.
+# Two questions at each $w$. Do the samples look like CIFAR-10 images, by FID and KID (lesson 06)? And does a
+# "horse" look like a horse? For the second, a **linear probe**: a logistic regression on the same Inception
+# features, fit on real training images. Its accuracy on real test images is the yardstick. In the `cpu`
+# profile we plot the curve measured for the shipped model (`python -m diffedu guidance`); elsewhere we measure
+# it here.
 
 # %%
 if profile.pretrained:
@@ -216,12 +226,25 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# Each scale against the plain conditional model, $w = 1$, with the course's rule. The rows come from the same
+# noise, but the curve keeps no per-image influences, so the standard error here is the unpaired one: it can only
+# make a real difference look level.
+
+# %%
+base = curve["scales"]["1.0"]
+for r in rows:
+    said = [f"{report.verdict(r[key] - base[key], (r[f'{key}_se'] ** 2 + base[f'{key}_se'] ** 2) ** 0.5)} "
+            f"on {key.upper()}" for key, _, _ in report.METRICS]
+    print(f"w = {r['guidance']:g} against w = 1: {', '.join(said)}; "
+          f"class accuracy {100 * r['accuracy']:.1f}% against {100 * base['accuracy']:.1f}%")
+
+# %% [markdown]
 # ## Editing real images: SDEdit
 #
 # The same model edits images (Meng et al. 2022, "SDEdit"; Stable Diffusion's img2img). Encode a real image,
-# noise its latent to some step t with lesson 01's q_sample, and run the sampler from there, conditioned on
-# *another* class. Small t keeps the picture and changes details; large t keeps only the layout and colours; at
-# t = 999 nothing of the original is left. A few lines:
+# noise its latent to some step $t$ with lesson 01's jump, and run the sampler from there, conditioned on
+# *another* class. Small $t$ keeps the picture and changes details. Large $t$ keeps only the layout and colours,
+# and at the last step nothing of the original is left. A few lines:
 
 # %%
 @torch.inference_mode()
@@ -253,26 +276,70 @@ plt.show()
 # %% [markdown]
 # ## From here to Stable Diffusion
 #
-# | part | this course (CIFAR-10, 32x32) | Stable Diffusion (v1, 512x512) |
-# | --- | --- | --- |
-# | autoencoder | VAE, f = 4: 32x32x3 -> 8x8x4, L1 + 1e-4 KL, then the decoder retrained with L1 + a patch-GAN loss (no perceptual term: no pretrained network here); scale factor measured (0.84) | VAE, f = 8: 512x512x3 -> 64x64x4, L1 + LPIPS perceptual + patch-GAN losses, KL ~1e-6; scale factor 0.18215 |
-# | denoiser | UNet, 4M parameters, attention at 4x4 | UNet, 860M parameters, attention at 64x64, 32x32 and 16x16 latent positions, and in the 8x8 middle block |
-# | conditioning | a class embedding added to the time embedding | cross-attention: every attention layer also attends to 77 CLIP text-encoder embeddings of the prompt |
-# | "no label" | a learned 11th class, labels dropped 10% of the time | the empty prompt's embedding, captions dropped 10% of the time |
-# | guidance | classifier-free, w = 3 here | classifier-free, default w = 7.5 |
-# | sampler | DDPM 1000, DDIM 50 | PNDM/PLMS 50 by default; DDIM, Euler, DPM-Solver++ in 20-50 steps |
-# | data | 5,170 CIFAR-10 images (this sample) | LAION: hundreds of millions of captioned images |
-#
-# What changes at 512 px is scale, not kind: the latent is 64x64x4 = 16,384 values instead of 786,432 pixels
-# (48x fewer, lesson 00), which is what makes training and sampling affordable at all; attention over 4,096
-# latent positions instead of 262,144 pixels saves 4,096x more; and text needs a text encoder and
-# cross-attention where a class needs one embedding vector. Everything else is what you built.
+# Each part of the course has its counterpart in Stable Diffusion (v1). The course's side below is read from the
+# models themselves; Stable Diffusion's from its paper and code.
+
+# %%
+vae_config = pipe.vae.config
+ours = {
+    "autoencoder": f"VAE, f = 4, L1 + KL, then the decoder retrained with a patch-GAN loss (no perceptual term: "
+                   f"no pretrained network here); scale factor {vae_config.scale_factor:.4f}, measured",
+    "noise schedule": f"linear betas from {pipe.schedule.betas[0]:.4f} to {pipe.schedule.betas[-1]:.2f}, "
+                      f"T = {pipe.schedule.T}",
+    "denoiser": f"UNet, {count_parameters(pipe.unet) / 1e6:.1f}M parameters",
+    "conditioning": "a class embedding added to the time embedding",
+    '"no label"': f"a learned extra class, labels dropped {recipe.label_dropout:.0%} of the time",
+    "guidance": "classifier-free, w = 3 in the samples above",
+    "sampler": "DDPM, DDIM",
+    "data": f"{len(train):,} CIFAR-10 images",
+}
+stable_diffusion = {
+    "autoencoder": "VAE, f = 8, L1 + LPIPS perceptual + patch-GAN losses, KL weight 1e-6; scale factor 0.18215",
+    "noise schedule": "scaled-linear betas (linear in sqrt(beta)) from 0.00085 to 0.012, T = 1000",
+    "denoiser": "UNet, 860M parameters, attention at several latent resolutions",
+    "conditioning": "cross-attention to the CLIP text encoder's embeddings of the prompt",
+    '"no label"': "the empty prompt's embedding, captions dropped 10% of the time",
+    "guidance": "classifier-free, default w = 7.5",
+    "sampler": "PNDM/PLMS by default; DDIM, Euler, DPM-Solver++",
+    "data": "LAION: hundreds of millions of captioned images",
+}
+display(Markdown(report.table(["part", "this course", "Stable Diffusion v1"],
+                              [[part, ours[part], stable_diffusion[part]] for part in ours])))
 
 # %% [markdown]
-# ## Summary
+# What changes at high resolution is mostly scale. A latent makes training and sampling affordable at all, and
+# attention over latent positions saves far more than values do. Text needs a text encoder and cross-attention
+# where a class needs one embedding vector. The schedule differs too, as the table shows, and so does the
+# autoencoder's loss. The rest is what you built.
 #
-# - Conditioning is one learned vector per class added where the time embedding goes; dropping the label 10% of
-#   the time teaches the same network the unconditional prediction too.
-# - Classifier-free guidance mixes the two predictions, eps_uncond + w (eps_cond - eps_uncond): the curve above
-#   shows what it buys (class accuracy) and what it costs (diversity, FID) as w grows.
-# - SDEdit reuses the model to edit images: noise to step t, then denoise towards another class.
+# ## Recap
+#
+# - Conditioning is one learned vector per class, added where the time embedding goes. Dropping the label now
+#   and then teaches the same network the unconditional prediction too.
+# - Classifier-free guidance mixes the two predictions. On the shipped model, class accuracy rises with $w$; the
+#   comparisons above say what FID and KID do.
+# - SDEdit reuses the model to edit images: noise to step $t$, then denoise towards another class.
+#
+# ## Questions to think about
+#
+# 1. Why must labels be dropped during training for guidance to work?
+#
+#    <details><summary>Answer</summary>
+#
+#    Guidance needs the unconditional prediction too. Without dropout, the network never learns what to predict
+#    with no label, and the extrapolation would start from nonsense.
+#
+#    </details>
+#
+# 2. FID and class accuracy can disagree as $w$ grows. What could make samples more recognisable but less like
+#    the data set as a whole?
+#
+#    <details><summary>Answer</summary>
+#
+#    Guidance pushes each sample towards what is most typical of its class. That can exaggerate features and
+#    narrow the variety of samples, which FID compares with the real images' spread.
+#
+#    </details>
+#
+# Next, lesson 08 looks at sampling from a new angle: the differential equation every deterministic sampler
+# solves.

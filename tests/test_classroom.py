@@ -18,7 +18,7 @@ LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 SCRIPTS = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
 
 
-def test_the_exercise_registry_is_what_the_lessons_and_the_readme_say():
+def test_the_exercise_registry_is_what_the_lessons_and_the_teaching_page_say():
     registry = list(check.EXERCISES.values())
     for script in SCRIPTS:
         mine = [e for e in registry if e.lesson == script.stem]
@@ -26,15 +26,13 @@ def test_the_exercise_registry_is_what_the_lessons_and_the_readme_say():
         points = [c.metadata["nbgrader"]["points"] for c in jupytext.read(script).cells if c.metadata.get("nbgrader", {}).get("grade")]
         assert points == [e.points for e in mine], script.stem
     assert {e.lesson for e in registry} <= {script.stem for script in SCRIPTS}
-    readme = " ".join((LESSONS.parent / "README.md").read_text().split())
-    rows = re.findall(r"^\| \d\d \| `(\w+)` \|.*\| (.*) \|$", (LESSONS.parent / "README.md").read_text(), re.M)
+    page = (LESSONS.parent / "docs" / "teaching.md").read_text()
+    rows = re.findall(r"^\| \d\d \| `(\w+)` \|.*\| (.*) \|$", page, re.M)
     assert [lesson for lesson, _ in rows] == list(dict.fromkeys(e.lesson for e in registry))  # a row per lesson with exercises
     for lesson, written in rows:
         assert re.findall(r"`(\w+)`", written) == [e.name for e in registry if e.lesson == lesson], lesson
-    per_lesson = [sum(e.points for e in registry if e.lesson == s.stem) for s in SCRIPTS[1:]]
-    assert f"({len(registry)} exercises in all)" in readme
-    assert (f"worth 1 point ({sum(per_lesson)} in all: lessons 01 to {SCRIPTS[-1].stem[:2]} have "
-            f"{', '.join(map(str, per_lesson[:-1]))} and {per_lesson[-1]})") in readme and {e.points for e in registry} == {1}
+    assert f"({len(registry)} exercises in all)" in " ".join(page.split())
+    assert "test cell worth one point" in " ".join(page.split()) and {e.points for e in registry} == {1}
 
 
 def test_a_solution_becomes_a_stub_that_names_its_exercise():

@@ -29,7 +29,7 @@ def test_the_exact_velocity_scores_the_losss_floor():
 
 
 def test_the_course_loss_passes_the_lessons_check():
-    check.fm_loss(flow_loss)  # the loss fm-cifar10 trained with is the one lesson 08's learners write
+    check.fm_loss(flow_loss)  # the loss fm-cifar10 trained with is the one lesson 09's learners write
 
 
 @pytest.mark.parametrize("sampler, order", [("euler", 1), ("heun", 2)])

@@ -1,4 +1,4 @@
-"""The package's layers, as README.md draws them: each module imports only from the layers below its own (and,
+"""The package's layers, as docs/developing.md draws them: each module imports only from the layers below its own (and,
 within a layer, `a -> b` lets a import b); every module is drawn."""
 import ast
 import re
@@ -8,8 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def drawing() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("```\ncli ") + 4:]
+    page = (ROOT / "docs" / "developing.md").read_text()
+    block = page[page.index("```\ncli ") + 4:]
     return block[: block.index("```")].strip().split("\n")
 
 
@@ -31,7 +31,7 @@ def test_each_module_imports_only_from_the_layers_below_it():
             allowed |= {(a, b) for i, a in enumerate(parts) for b in parts[i + 1:]}
             layer |= {name: depth for name in parts}
     modules = {p.stem: p for p in (ROOT / "diffedu").glob("*.py") if p.stem not in ("__init__", "__main__")}
-    assert set(modules) == set(layer), "README.md's drawing and the package's modules differ"
+    assert set(modules) == set(layer), "docs/developing.md's drawing and the package's modules differ"
     upward = [(name, other) for name, path in modules.items() for other in imports(path) & set(modules)
               if layer[other] < layer[name] or (layer[other] == layer[name] and (name, other) not in allowed)]
     assert upward == [], f"imports against the layers: {upward}"
