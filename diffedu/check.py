@@ -175,7 +175,7 @@ NOT_FINITE = "it returned NaN or infinity{where} (a division by zero, or the log
 
 
 def _call(names: list[str] | None, case: tuple) -> str:
-    """A test case's inputs, as a learner reads them: 'with t = 999, eta = 1, x_t a tensor of shape (4, 3, 8, 8)'."""
+    """A test case's inputs, as a learner reads them: 'with t = 999, eta = 1, x_t = a tensor of shape (4, 3, 8, 8)'."""
     def shown(value) -> str:
         if isinstance(value, torch.Tensor):
             return f"{value.item():.4g}" if value.numel() == 1 else f"a tensor of shape {tuple(value.shape)}"
@@ -239,8 +239,8 @@ def _same_run(fn: Callable, run: Callable, expected, mistakes: dict[str, Callabl
               not_finite: str = "") -> None:
     """For a sampling loop: run(f) calls f on fixed inputs with a freshly seeded generator. fn's result must
     equal `expected`; else the same seed must give the same result (fn draws its noise from the generator),
-    else a NaN is told so (with `not_finite`, where a loop usually gets one), else a known mistake (run(wrong)
-    equals fn's) is named, else the difference is located."""
+    else a known mistake (run(wrong) equals fn's, with numbers to show it) is named, else a NaN is told so (with
+    `not_finite`, where a loop usually gets one), else the difference is located."""
     got = run(fn)
     odd = [r for r in (got if isinstance(got, list) else [got]) if not isinstance(r, torch.Tensor)]  # run's calls' results
     if odd:  # else a None would read as "different results for the same seed"

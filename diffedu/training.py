@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -90,6 +93,25 @@ class EMA:
 DIVERGED = 1000  # a loss this many times the untrained model's has blown up (--lr 1e12 reached 1e27)
 
 
+@contextmanager
+def _whole_step():
+    """Hold Ctrl-C back until the step in hand is finished, logged and saved, then raise it: a KeyboardInterrupt in
+    the middle of one would leave the weights, the EMA, the step count and the loss history out of step. (Only where
+    Python's own handler is in place: under torchrun a signal already just sets a flag, seen at the next log.)"""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 class Trainer:
     """Holds the model, its EMA, the optimizer, the step count and the loss history."""
 
@@ -139,34 +161,35 @@ class Trainer:
         used = self.seconds  # training seconds so far
         try:
             for i in range(steps):
-                if budget_seconds:
-                    if used >= budget_seconds:
-                        break
-                    for optimizer in optimizers:
-                        for group in optimizer.param_groups:
-                            group["lr"] = budget_lr(self.lr, used / budget_seconds)
-                else:
-                    bar.update(1)
-                loss = self.train_step(next(batches))
-                pending.append(loss.detach().clone())  # a copy: a CUDA graph's output is overwritten by its next run
-                saving = bool(save_to and save_every and self.step % save_every == 0)
-                stop = False
-                if len(pending) == log_every or i == steps - 1 or saving:  # a save holds the whole history
-                    self._log(pending, bar, log_every)
-                    pending = []
-                    late = deadline is not None and time.monotonic() > deadline
-                    used, stop, asked = distributed.agree(self.seconds + time.perf_counter() - start, late)
-                    if asked:  # Ctrl-C on some process (torchrun): every process is here, at the same step
-                        raise KeyboardInterrupt
+                with _whole_step():  # Ctrl-C lands between steps: weights, EMA and history agree
                     if budget_seconds:
-                        bar.update(min(round(used), bar.total) - bar.n)
-                    if callback:
-                        callback(self)
-                if saving:
-                    self._save_timed(save_to, start)
-                    start = time.perf_counter()
-                if stop:
-                    break
+                        if used >= budget_seconds:
+                            break
+                        for optimizer in optimizers:
+                            for group in optimizer.param_groups:
+                                group["lr"] = budget_lr(self.lr, used / budget_seconds)
+                    else:
+                        bar.update(1)
+                    loss = self.train_step(next(batches))
+                    pending.append(loss.detach().clone())  # a copy: a CUDA graph's output is overwritten by its next run
+                    saving = bool(save_to and save_every and self.step % save_every == 0)
+                    stop = False
+                    if len(pending) == log_every or i == steps - 1 or saving:  # a save holds the whole history
+                        self._log(pending, bar, log_every)
+                        pending = []
+                        late = deadline is not None and time.monotonic() > deadline
+                        used, stop, asked = distributed.agree(self.seconds + time.perf_counter() - start, late)
+                        if asked:  # Ctrl-C on some process (torchrun): every process is here, at the same step
+                            raise KeyboardInterrupt
+                        if budget_seconds:
+                            bar.update(min(round(used), bar.total) - bar.n)
+                        if callback:
+                            callback(self)
+                    if saving:
+                        self._save_timed(save_to, start)
+                        start = time.perf_counter()
+                    if stop:
+                        break
         except KeyboardInterrupt:  # keep every finished step: the next run can --resume from here
             if save_to:
                 self._log(pending, bar, log_every)
