@@ -94,22 +94,21 @@ DIVERGED = 1000  # a loss this many times the untrained model's has blown up (--
 
 
 @contextmanager
-def _whole_step():
-    """Hold Ctrl-C back until the step in hand is finished, logged and saved, then raise it: a KeyboardInterrupt in
-    the middle of one would leave the weights, the EMA, the step count and the loss history out of step. (Only where
-    Python's own handler is in place: under torchrun a signal already just sets a flag, seen at the next log.)"""
+def _ctrl_c_between_steps():
+    """Ctrl-C, while this holds, only marks the list it yields; the loop raises KeyboardInterrupt once the step in
+    hand is finished, logged and saved. One landing in the middle of a step would leave the weights, the EMA, the
+    step count and the loss history out of step. (Only where Python's own handler is in place: under torchrun a
+    signal already just sets a flag, seen at the next log.)"""
+    caught: list[bool] = []
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
+        yield caught
         return
-    caught = []
     signal.signal(signal.SIGINT, lambda *_: caught.append(True))
     try:
-        yield
+        yield caught
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if caught:
-        raise KeyboardInterrupt
 
 
 class Trainer:
@@ -160,8 +159,8 @@ class Trainer:
         # all of them must stop at the same step and anneal alike.
         used = self.seconds  # training seconds so far
         try:
-            for i in range(steps):
-                with _whole_step():  # Ctrl-C lands between steps: weights, EMA and history agree
+            with _ctrl_c_between_steps() as interrupted:  # Ctrl-C lands between steps: weights, EMA and history agree
+                for i in range(steps):
                     if budget_seconds:
                         if used >= budget_seconds:
                             break
@@ -188,8 +187,10 @@ class Trainer:
                     if saving:
                         self._save_timed(save_to, start)
                         start = time.perf_counter()
-                    if stop:
+                    if stop or interrupted:
                         break
+                if interrupted:  # (also one that came during the last step)
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:  # keep every finished step: the next run can --resume from here
             if save_to:
                 self._log(pending, bar, log_every)
