@@ -30,10 +30,10 @@ from PIL import Image
 from . import bench, checkpoint, data, distributed, env, evaluation, metrics, pretrained, report, runs
 from .classroom import course_folder, student_edition
 from .errors import CheckpointError, DiffeduError
-from .pipelines import Diffusion, FlowMatching, load_pipeline, load_vae
+from .pipelines import Consistency, Diffusion, FlowMatching, load_pipeline, load_vae
 from .profiles import PROFILES, get_profile
 from .recipes import KINDS, RECIPES, get_recipe
-from .samplers import FLOW_SAMPLERS, SAMPLERS, SPACINGS
+from .samplers import CONSISTENCY, FLOW_SAMPLERS, SAMPLERS, SPACINGS
 from .viz import grid
 
 
@@ -139,7 +139,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("kind", nargs="?", choices=list(KINDS),
                    help="ddpm: the pixel UNet (default); flow: the pixel UNet trained by flow matching; vae: the "
                         "autoencoder; latent: a UNet on a VAE's latents; decoder: a trained VAE's decoder retrained "
-                        "adversarially (its encoder kept)")
+                        "adversarially (its encoder kept); consistency: a flow model tuned into a consistency model")
     which = t.add_mutually_exclusive_group()
     which.add_argument("--profile", choices=list(PROFILES), help="train the profile's recipe for the kind "
                        "(default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
@@ -179,9 +179,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", required=True, help="checkpoint path (suffix optional) or shipped name")
     s.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
     s.add_argument("--samples", type=image_count, default=16, help="number of images (default: 16)")
-    s.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS], help="ddpm, ddim, heun (2 model calls a step) or "
-                   "dpmpp2m, DPM-Solver++(2M) (default: ddim); a flow-matching model: euler (default) or heun")
-    s.add_argument("--steps", type=positive, help="sampling steps (default: 50; DDPM always uses all T)")
+    s.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS, CONSISTENCY], help="ddpm, ddim, heun (2 model calls a "
+                   "step) or dpmpp2m, DPM-Solver++(2M) (default: ddim); a flow-matching model: euler (default) or heun; a "
+                   "consistency model (ect-cifar10): consistency, one call a step (default: 1 step)")
+    s.add_argument("--steps", type=positive, help="sampling steps (default: 50, a consistency model 1; DDPM always uses all T)")
     s.add_argument("--eta", type=finite_float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
     s.add_argument("--spacing", default="uniform", choices=list(SPACINGS), help="of the timesteps: uniform, quadratic "
                    "(more near t = 0) or logsnr (evenly in log signal-to-noise ratio, DPM-Solver's choice; default: uniform)")
@@ -198,8 +199,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
     f.add_argument("--samples", type=image_count, default=1000, help="images to score (default: 1000)")
     f.add_argument("--reference", type=positive, help="first N training images as the reference (default: all)")
-    f.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS], help="ddpm, ddim, heun or dpmpp2m (default: ddim); "
-                   "a flow-matching model: euler (default) or heun")
+    f.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS, CONSISTENCY], help="ddpm, ddim, heun or dpmpp2m "
+                   "(default: ddim); a flow-matching model: euler (default) or heun; a consistency model: consistency")
     f.add_argument("--steps", type=positive, help="sampling steps (default: 50)")
     f.add_argument("--eta", type=finite_float, default=0.0)
     f.add_argument("--batch-size", type=positive, default=100, help="images per sampling run (default: 100)")
@@ -318,6 +319,8 @@ def sample_cmd(args) -> None:
 
 def describe(pipe: Diffusion, sampler: str, steps: int | None, eta: float = 0.0, spacing: str = "uniform") -> str:
     """A sampler run in words: its name, steps and model calls (NFE, what it costs)."""
+    if isinstance(pipe, Consistency):
+        return f"multistep consistency sampling, {pipe.model_calls(sampler, steps)} model calls"
     if isinstance(pipe, FlowMatching):
         return f"flow {FLOW_SAMPLERS[sampler]} {pipe.steps(steps)} steps, {pipe.model_calls(sampler, steps)} model calls"
     scheduler = pipe.scheduler(sampler, steps, eta, spacing)

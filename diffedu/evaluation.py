@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, env, metrics, pretrained
 from .errors import DiffeduError
 from .pipelines import Diffusion, load_pipeline, load_vae
-from .samplers import FLOW_SAMPLERS, SAMPLERS
+from .samplers import CONSISTENCY, FLOW_SAMPLERS, SAMPLERS
 from .vae import VAE
 
 FORMAT = 3  # of the quality table and the guidance curve; tables of another format are measured again, not read
@@ -40,8 +40,8 @@ class Method:
     """One way to make images: a row of the sampling and quality tables."""
 
     label: str
-    space: str  # "pixel", "latent" or "flow" (the models: ddpm-cifar10, ldm-cifar10, fm-cifar10)
-    sampler: str  # a registered sampler's name (SAMPLERS: "ddpm", "ddim", "heun", "dpmpp2m"; flow: FLOW_SAMPLERS)
+    space: str  # "pixel", "latent", "flow" or "consistency" (the models of MODELS)
+    sampler: str  # a registered sampler's name (SAMPLERS: "ddpm", "ddim", "heun", "dpmpp2m"; flow: FLOW_SAMPLERS; CONSISTENCY)
     steps: int
     spacing: str = "uniform"  # of the timesteps: "uniform", "quadratic" or "logsnr" (diffedu.samplers.ddim_timesteps)
     vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
@@ -51,15 +51,20 @@ class Method:
         """The method a label names: a sampler's title and its steps ("DDPM 1000", "DDIM 50", "Heun 10",
         "DPM-Solver++(2M) 10"), then optionally " quadratic" or " log-SNR" (the spacing), with "latent " before it for
         the latent model, and ", L1 decoder" after it to decode by the VAE before its decoder stage; or "flow " and a
-        flow sampler's title for the flow-matching model ("flow Euler 10", "flow Heun 5")."""
+        flow sampler's title for the flow-matching model ("flow Euler 10", "flow Heun 5"); or "consistency" and its
+        model calls for the consistency model ("consistency 2")."""
         found = re.fullmatch(r"(latent |flow )?(\S+) (\d+)( quadratic| log-SNR)?(, L1 decoder)?", label)
         space = {None: "pixel", "latent ": "latent", "flow ": "flow"}[found[1]] if found else None
+        if found and found[2] == CONSISTENCY and not found[1]:
+            space = "consistency"
         titles = ({title: name for name, title in FLOW_SAMPLERS.items()} if space == "flow"
+                  else {CONSISTENCY: CONSISTENCY} if space == "consistency"
                   else {scheduler.title: name for name, scheduler in SAMPLERS.items()})
         if (not found or found[2] not in titles or (found[2] == "DDPM" and found[4])
-                or (space == "flow" and (found[4] or found[5]))):
+                or (space in ("flow", "consistency") and (found[4] or found[5]))):
             raise DiffeduError(f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic', "
-                               f"'DPM-Solver++(2M) 10 log-SNR', 'latent DDIM 50', 'Heun 10' or 'flow Euler 10' "
+                               f"'DPM-Solver++(2M) 10 log-SNR', 'latent DDIM 50', 'Heun 10', 'flow Euler 10' or "
+                               f"'consistency 2' "
                                f"(samplers: {', '.join(t.title for t in SAMPLERS.values())}; flow: {', '.join(FLOW_SAMPLERS.values())})")
         _, title, steps, spacing, l1 = found.groups()
         spacing = {None: "uniform", " quadratic": "quadratic", " log-SNR": "logsnr"}[spacing]
@@ -136,8 +141,12 @@ QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (250, 100, 50, 20, 10, 5)
                    *(f"DDIM {s} log-SNR" for s in (20, 10)), *(f"DPM-Solver++(2M) {s} log-SNR" for s in (20, 10, 5)),
                    *(f"Heun {s} log-SNR" for s in (10, 5)),
                    *(f"latent DDIM {s}" for s in (50, 20, 10)), "latent DDIM 50, L1 decoder",
-                   *(f"flow Euler {s}" for s in (50, 20, 10, 5)), *(f"flow Heun {s}" for s in (25, 10, 5, 3)))
-MODELS = {"pixel": "ddpm-cifar10", "latent": "ldm-cifar10", "flow": "fm-cifar10"}  # the model each space's rows sample
+                   *(f"flow Euler {s}" for s in (50, 20, 10, 5)), *(f"flow Heun {s}" for s in (25, 10, 5, 3)),
+                   # one to four calls (lesson 10): the consistency model, and the others' samplers at as few
+                   *(f"consistency {s}" for s in (1, 2, 4)), "DDIM 2", "DDIM 1", "DPM-Solver++(2M) 3",
+                   "DPM-Solver++(2M) 2", "flow Euler 2", "flow Euler 1")
+MODELS = {"pixel": "ddpm-cifar10", "latent": "ldm-cifar10", "flow": "fm-cifar10",  # the model each space's rows sample
+          "consistency": "ect-cifar10"}
 QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
 
 

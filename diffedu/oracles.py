@@ -91,3 +91,14 @@ class GaussianVelocity(nn.Module):
         _, mu, variance = self._moments(t, x)
         _, mu_to, variance_to = self._moments(t_to, x)
         return mu_to + (variance_to / variance).sqrt() * (x - mu)
+
+
+class GaussianConsistency(GaussianVelocity):
+    """The exact consistency model of N(mean, std^2 I) data, in the form a consistency-tuned flow model has
+    (lesson 10): a network F whose f(x_t, t) = x_t - t F(x_t, t) is the flow's exact solution map to the data end,
+    `flow(x_t, t, 0)`. So F = (x_t - flow(x_t, t, 0)) / t, and at t = 0 (where f is x itself) the velocity."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        t_ = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, *[1] * (x.dim() - 1)).expand(len(x), *[1] * (x.dim() - 1))
+        jump = (x - self.flow(x, t_, 0.0)) / t_.clamp_min(1e-12)
+        return torch.where(t_ > 0, jump, super().forward(x, t_))

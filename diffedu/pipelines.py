@@ -21,8 +21,9 @@ from . import checkpoint, env, pretrained
 from .errors import CheckpointError, DiffeduError
 from .latent import decode_latents, encode_latents, vae_fingerprint
 from .data import CLASSES
-from .samplers import (DEFAULT_STEPS, FLOW_SAMPLERS, Guided, Scheduler, Trajectory, flow_model_calls, flow_sample,
-                       make_scheduler, sample_trajectory)
+from .consistency import consistency_fn
+from .samplers import (CONSISTENCY, DEFAULT_STEPS, FLOW_SAMPLERS, Guided, Scheduler, Trajectory, consistency_sample,
+                       flow_model_calls, flow_sample, make_scheduler, sample_trajectory)
 from .schedules import Schedule
 from .vae import VAE
 
@@ -188,6 +189,40 @@ class FlowMatching(Diffusion):
         return run
 
 
+class Consistency(FlowMatching):
+    """A consistency model (recipe kind "consistency", lesson 10): a flow model's UNet tuned so that its denoiser
+    f(x_t, t) = x_t - t v(x_t, t) jumps from any x_t to the end of its path. Sampled by multistep consistency
+    sampling (`samplers.consistency_sample`, sampler 'consistency'), one model call a step, 1 by default."""
+
+    default_sampler = CONSISTENCY
+
+    def model_calls(self, sampler: str = CONSISTENCY, steps: int | None = None, spacing: str = "uniform") -> int:
+        return self.steps(steps)
+
+    @staticmethod
+    def steps(steps: int | None) -> int:
+        return 1 if steps is None else whole(steps, "steps")
+
+    def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = CONSISTENCY, eta: float = 0.0,
+                          spacing: str = "uniform", frames: int = 0, x_T: torch.Tensor | None = None,
+                          generator: torch.Generator | None = None, progress: bool = True,
+                          classes=None, guidance: float = 1.0) -> Trajectory:
+        """n images (from `x_T`, default fresh noise) in `steps` model calls (None: 1). The other samplers' knobs
+        (eta, spacing, snapshots, classes) are refused."""
+        refused = {f"{sampler!r} sampler": sampler != CONSISTENCY, "eta": bool(eta),
+                   f"{spacing!r} spacing": spacing != "uniform", "snapshots (frames)": bool(frames),
+                   "classes": classes is not None or guidance != 1.0}
+        wrong = [what for what, refuse in refused.items() if refuse]
+        if wrong:
+            raise DiffeduError(f"a consistency model takes no {wrong[0]}: sample it with sampler {CONSISTENCY!r} "
+                               "in 1 to a few steps")
+        x_T = self.noise(whole(n, "the number of images"), generator) if x_T is None else x_T.to(self.device)
+        run = consistency_sample(lambda x, t: consistency_fn(self.unet, x, t), x_T, self.steps(steps), generator,
+                                 progress)
+        run.images = run.images.clamp(-1, 1)
+        return run
+
+
 class LatentDiffusion(Diffusion):
     """VAE + latent UNet + noise schedule: sample scaled latents, then decode them. Latents are not
     bounded like pixels, so predicted latents are not clipped."""
@@ -228,8 +263,8 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
     # (202 instead of 289 on 100; benchmarks/sampling_cpu.py), and tensor cores want it on a GPU. (Only for the
     # UNets loaded here: a module someone passes to a pipeline keeps its layout.)
     unet = checkpoint.load_model(path, device).to(memory_format=torch.channels_last)
-    if meta.get("objective") == "flow":
-        return FlowMatching(unet)
+    if meta.get("objective") in ("flow", "consistency"):
+        return (Consistency if meta["objective"] == "consistency" else FlowMatching)(unet)
     schedule = checkpoint.schedule_of(path)
     vae_ref = vae or meta.get("vae")
     if vae_ref is None:

@@ -6,6 +6,8 @@
              "latent" a UNet on a VAE's scaled 8x8x4 latents, DDPM's epsilon loss
              "decoder" a trained VAE's decoder retrained with L1 + an adversarial term, its encoder
                       frozen (diffedu.adversarial): the same latents, decoded sharper
+             "consistency" a flow model tuned into a consistency model by ECT (diffedu.consistency): images
+                      in one or two model calls
 
 A recipe trains for `steps`, or, with `minutes`, for that much training time (the learning rate
 annealed over the fraction of it used): a finished model on any machine.
@@ -23,6 +25,7 @@ from torch import nn
 
 from . import checkpoint, pretrained
 from .adversarial import DecoderTrainer
+from .consistency import ConsistencyTrainer, ct_loss
 from .errors import DiffeduError
 from .nets import UNet, UNetConfig
 from .schedules import Schedule
@@ -30,7 +33,9 @@ from .training import Trainer, eps_loss, flow_loss
 from .vae import VAE, VAEConfig, vae_loss
 
 KINDS = {"ddpm": "the pixel UNet", "flow": "the pixel UNet trained by flow matching", "vae": "the autoencoder",
-         "latent": "a UNet on a VAE's latents", "decoder": "a VAE's decoder retrained adversarially, its encoder kept"}
+         "latent": "a UNet on a VAE's latents", "decoder": "a VAE's decoder retrained adversarially, its encoder kept",
+         "consistency": "a flow model tuned into a consistency model"}
+TUNED = ("decoder", "consistency")  # the kinds that start from a trained model (a recipe's `base`)
 
 
 @dataclass(frozen=True)
@@ -45,20 +50,25 @@ class Recipe:
     n_data: int | None = None  # train on the first n images only (None: all)
     vae: str | None = None  # latent: the shipped VAE whose latents it learns, if it is made for one
     label_dropout: float = 0.1  # a class-conditional model (model["num_classes"] > 0) learns "no label" this often
-    base: str | None = None  # decoder: the VAE whose encoder it keeps and whose decoder it starts from
+    base: str | None = None  # decoder: the VAE whose encoder it keeps and whose decoder it starts from; consistency: the flow model
+    stage_steps: int = 0  # consistency: steps per stage of ECT's curriculum (sigma_t - sigma_r halves each stage)
+    teacher: str | None = None  # consistency: distil from this flow model's ODE (None: consistency training)
     minutes: float | None = None  # train for this much training time (steps: then only an upper bound)
     note: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DiffeduError(f"recipe {self.name}: unknown kind {self.kind!r}; kinds: {', '.join(KINDS)}")
-        if (self.kind == "decoder") != bool(self.base):
-            raise DiffeduError(f"recipe {self.name}: a decoder recipe names the VAE it starts from (base), no other does")
+        if (self.kind in TUNED) != bool(self.base):
+            raise DiffeduError(f"recipe {self.name}: a {' or '.join(TUNED)} recipe names the model it starts from (base), "
+                               "no other does")
+        if (self.kind == "consistency") != (self.stage_steps > 0):
+            raise DiffeduError(f"recipe {self.name}: a consistency recipe, and no other, has stage_steps > 0")
 
     def build(self, base: str | None = None) -> nn.Module:
-        """A fresh, untrained model of this recipe's architecture; a decoder recipe's: its base VAE (or `base`,
-        a path or shipped name), loaded."""
-        if self.kind == "decoder":
+        """A fresh, untrained model of this recipe's architecture; a decoder or consistency recipe's: the model it
+        starts from (its `base`, or `base` given here, a path or shipped name), loaded."""
+        if self.kind in TUNED:
             return checkpoint.load_model(pretrained.resolve(base or self.base))
         return VAE(VAEConfig(**self.model)) if self.kind == "vae" else UNet(UNetConfig(**self.model))
 
@@ -75,7 +85,8 @@ class Recipe:
 
     def trainer(self, device=None, model: nn.Module | None = None, loss_fn=None, **speed) -> Trainer:
         """A Trainer with this recipe's learning rate and loss (or `loss_fn(model, batch)`, e.g. one a learner
-        wrote), for a fresh model (or the given one, e.g. rebuilt from a checkpoint to resume). A diffusion
+        wrote; a consistency recipe's: `loss_fn(f, x0, t, r)`, the loss of one pair of points, as `ct_loss`), for a
+        fresh model (or the given one, e.g. rebuilt from a checkpoint to resume). A diffusion
         model's checkpoints record the noise schedule, because a sampler must use the one the model learned.
         `speed`: the Trainer's `compile` and `channels_last` options."""
         model = model or self.build()
@@ -84,6 +95,10 @@ class Recipe:
             # the discriminator learns alone for the first tenth of a run (200 steps of a timed one)
             return DecoderTrainer(model, lr=self.lr, warmup=200 if self.minutes else self.steps // 10, device=device,
                                   meta=meta, **speed)
+        if self.kind == "consistency":  # float32, no labels: ECT's loss with its curriculum
+            teacher = checkpoint.load_model(pretrained.resolve(self.teacher)) if self.teacher else None
+            return ConsistencyTrainer(model, stage_steps=self.stage_steps, teacher=teacher, pair=loss_fn or ct_loss,
+                                      lr=self.lr, device=device, meta={**meta, "objective": "consistency"}, **speed)
         if self.kind == "vae":
             return Trainer(model, loss_fn or vae_loss, lr=self.lr, device=device, meta=meta, **speed)
         if self.kind == "flow":  # no noise schedule: the path is the straight line, and the model's t is in [0, 1]
@@ -152,6 +167,16 @@ _RECIPES = [
            steps=UNLIMITED, batch_size=64, lr=2e-4, base="vae-cifar10", minutes=8.5,
            note="vae-cifar10's decoder retrained with L1 + an adaptively weighted patch-discriminator (hinge) loss "
                 "on latents with noise of std up to 0.3 added; encoder and scale factor unchanged"),
+    # fm-cifar10 tuned into a consistency model by ECT (diffedu.consistency, lesson 10), timed to fit an hour of a
+    # 2-core CPU: float32, batch 64, ECT's weighting 1 / (sigma_t - sigma_r), the curriculum's gap halved every 300
+    # steps.
+    Recipe("ect-cifar10", "consistency", {}, steps=UNLIMITED, batch_size=64, lr=1e-4, base="fm-cifar10", minutes=50,
+           stage_steps=300, note="fm-cifar10 tuned into a consistency model by Easy Consistency Tuning (ECT): images "
+                                 "in 1, 2 or 4 model calls"),
+    # The same, by consistency distillation: x_r one Euler step of fm-cifar10's ODE from x_t (not shipped: to compare)
+    Recipe("cd-cifar10", "consistency", {}, steps=UNLIMITED, batch_size=64, lr=1e-4, base="fm-cifar10", minutes=50,
+           stage_steps=300, teacher="fm-cifar10", note="fm-cifar10 distilled into a consistency model (ECT's recipe, "
+                                                       "the target one Euler step of its own ODE)"),
     # Lesson-sized ones, one of each kind per profile (diffedu.profiles).
     Recipe("smoke-ddpm", "ddpm", _unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
            steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
@@ -161,16 +186,20 @@ _RECIPES = [
     Recipe("smoke-latent", "latent", _latent_unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
            steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
     Recipe("smoke-decoder", "decoder", {}, steps=4, batch_size=8, lr=1e-3, n_data=SMOKE_DATA, base="smoke-vae"),
+    Recipe("smoke-consistency", "consistency", {}, steps=4, batch_size=8, lr=1e-4, n_data=SMOKE_DATA, base="fm-cifar10",
+           stage_steps=1),
     Recipe("cpu-ddpm", "ddpm", _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
            steps=150, batch_size=16, lr=1e-3),
     Recipe("cpu-vae", "vae", dict(channels=32), steps=400, batch_size=16, lr=1e-3),
     Recipe("cpu-latent", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
            steps=400, batch_size=16, lr=1e-3),
     Recipe("cpu-decoder", "decoder", {}, steps=60, batch_size=16, lr=2e-4, base="vae-cifar10"),
+    Recipe("cpu-consistency", "consistency", {}, steps=150, batch_size=32, lr=2e-4, base="fm-cifar10", stage_steps=25),
     Recipe("gpu-ddpm", "ddpm", _unet(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
            steps=4000, batch_size=128, lr=2e-4),
     Recipe("gpu-vae", "vae", dict(channels=64, num_res_blocks=2), steps=4000, batch_size=128, lr=2e-4),
     Recipe("gpu-decoder", "decoder", {}, steps=2000, batch_size=64, lr=2e-4, base="gpu-vae"),
+    Recipe("gpu-consistency", "consistency", {}, steps=2000, batch_size=128, lr=1e-4, base="fm-cifar10", stage_steps=250),
     Recipe("gpu-latent", "latent", _latent_unet(channels=128, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
            steps=4000, batch_size=128, lr=2e-4),
 ]

@@ -22,12 +22,13 @@ from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
 from .pipelines import load_vae
 from .profiles import get_profile
-from .recipes import RECIPES, UNLIMITED, Recipe, get_recipe
+from .recipes import RECIPES, TUNED, UNLIMITED, Recipe, get_recipe
 from .training import Trainer
 from .vae import VAE
 
-SHIPPED = ("vae-cifar10", "vae-cifar10-gan", "ldm-cifar10", "ldm-cifar10-cond", "ddpm-cifar10", "fm-cifar10")  # each after what it needs
-_ORDER = ("vae", "decoder", "latent", "ddpm", "flow")
+SHIPPED = ("vae-cifar10", "vae-cifar10-gan", "ldm-cifar10", "ldm-cifar10-cond", "ddpm-cifar10", "fm-cifar10",
+           "ect-cifar10")  # each after what it needs
+_ORDER = ("vae", "decoder", "latent", "ddpm", "flow", "consistency")
 
 
 def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, kind: str | None = None,
@@ -41,7 +42,7 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
 
     `recipe`: a name or a Recipe; else, on `resume`, the saved run's; else `profile`'s recipe for `kind` (ddpm,
     vae, latent, decoder). `vae`: for a latent run, the VAE whose latents it learns (default: the recipe's, else
-    runs/vae/model); for a decoder run, the VAE whose decoder it retrains. `steps`, `minutes`, `batch_size`, `lr`,
+    runs/vae/model); for a decoder run, the VAE whose decoder it retrains (a consistency run: the flow model it tunes). `steps`, `minutes`, `batch_size`, `lr`,
     `schedule` override the recipe's (on `resume`, `steps` counts more steps; default: what is left); `cond`
     makes a ddpm or latent model class-conditional. `data_root`: CIFAR-10's folder, or images already loaded.
     `out` is never overwritten without `force`. Saved every `save_every` steps, at the end, on Ctrl-C and at
@@ -56,7 +57,7 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
     device = distributed.setup(env.get_device(device))  # under torchrun: join the others, take this process's GPU
     distributed.rows(recipe.batch_size)  # a batch that does not split over the processes is refused now
     env.seed_everything(seed)  # the same seed on every process: their per-image draws are cut from the same ones
-    model = checkpoint.build_model(saved, out) if saved else recipe.build(vae) if recipe.kind == "decoder" else None
+    model = checkpoint.build_model(saved, out) if saved else recipe.build(vae) if recipe.kind in TUNED else None
     trainer = recipe.trainer(device, model, **_speed(device, compile, channels_last))
     trainer.meta["processes"] = max(distributed.WORLD, (saved or {}).get("processes", 1))  # the most that trained it
     cifar = data_root if isinstance(data_root, data.ImageSet) else data.load_cifar10(data_root)
@@ -236,9 +237,9 @@ def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str 
 
 
 def _vae_arg(recipe: Recipe, recipes: list[Recipe], names: list[str], export_to: Path) -> str | None:
-    """The VAE a latent recipe learns or a decoder recipe starts from: the one exported beside it when that is
-    retrained too."""
-    name = recipe.base if recipe.kind == "decoder" else _vae_of(recipe, recipes) if recipe.kind == "latent" else None
+    """The VAE a latent recipe learns, or the model a decoder or consistency recipe starts from: the one exported
+    beside it when that is retrained too."""
+    name = recipe.base if recipe.kind in TUNED else _vae_of(recipe, recipes) if recipe.kind == "latent" else None
     return str(export_to / name) if name in names else name
 
 
@@ -256,8 +257,8 @@ def draft_card(recipe: Recipe, meta: dict) -> str:
     """A model card with what training measured; its FID / KID row says how to measure them."""
     model = checkpoint.build_model(meta)
     steps_per_s = meta["step"] / meta["seconds"] if meta.get("seconds") else float("nan")
-    fid = ("`python -m diffedu fid --ckpt {0} --samples 500`" if recipe.kind in ("vae", "decoder")
-           else "`python -m diffedu fid --ckpt {0} --samples 500 --steps 100`").format(recipe.name)
+    fid = {"vae": "", "decoder": "", "consistency": " --steps 2"}.get(recipe.kind, " --steps 100")
+    fid = f"`python -m diffedu fid --ckpt {recipe.name} --samples 500{fid}`"
     rows = {
         "architecture": f"`{type(model).__module__}.{type(model).__name__}` {meta['config']}; "
                         f"{count_parameters(model) / 1e6:.2f}M parameters",
@@ -265,6 +266,8 @@ def draft_card(recipe: Recipe, meta: dict) -> str:
                   + (f"{recipe.minutes:g} minutes of training ({meta['step']:,} steps), lr annealed over them from {recipe.lr:g}, "
                      if recipe.minutes else f"{recipe.steps:,} steps, AdamW lr {recipe.lr:g}, ")
                   + (f"decoder only, on `{recipe.base}`'s frozen encoder, " if recipe.kind == "decoder" else "")
+                  + (f"from `{recipe.base}`, ECT's curriculum halving every {recipe.stage_steps} steps, float32, "
+                     if recipe.kind == "consistency" else "")
                   + "gradient clipping at 1.0, EMA 0.999 (the weights shipped are the EMA's)"
                   + (f", on the latents of `{meta['vae']}`" if meta.get("vae") else ""),
         "reproduce": f"`python -m diffedu retrain {recipe.name}`",

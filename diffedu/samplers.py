@@ -450,6 +450,30 @@ def flow_sample(velocity: nn.Module, x1: torch.Tensor, steps: int, sampler: str 
     return Trajectory([], torch.empty(0), torch.empty(0), x.contiguous(), calls)
 
 
+CONSISTENCY = "consistency"  # a consistency model's sampler (lesson 10): steps are its model calls
+
+
+def consistency_times(steps: int) -> list[float]:
+    """Where multistep consistency sampling asks the model: t = 1, then `steps - 1` more evenly spaced times, as
+    flow Euler's grid (2 steps: 1, 1/2; 4: 1, 3/4, 1/2, 1/4)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise DiffeduError(f"steps must be a whole number of at least 1, got {steps!r}")
+    return torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1].tolist()
+
+
+@torch.inference_mode()
+def consistency_sample(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x1: torch.Tensor, steps: int = 1,
+                       generator: torch.Generator | None = None, progress: bool = False) -> Trajectory:
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1): the image f(x1, 1) from the noise x1; then,
+    at each smaller t of `consistency_times(steps)`, put it back on a line at t with fresh noise,
+    x_t = (1 - t) x0 + t z, and ask f again. One model call a step; more steps fix what one jump got wrong."""
+    x0 = x1
+    for i, t in enumerate(tqdm(consistency_times(steps), desc="consistency", disable=not progress, leave=False)):
+        x_t = x1 if i == 0 else (1 - t) * x0 + t * _noise_like(x0, generator)
+        x0 = f(x_t, torch.full((len(x1),), t, dtype=x1.dtype, device=x1.device))
+    return Trajectory([], torch.empty(0), torch.empty(0), x0.contiguous(), steps)
+
+
 @torch.inference_mode()
 def ddim_invert(model: nn.Module, schedule: Schedule, x0: torch.Tensor, steps: int = 100,
                 spacing: str = "uniform", progress: bool = True) -> torch.Tensor:

@@ -114,6 +114,8 @@ def _ctrl_c_between_steps():
 class Trainer:
     """Holds the model, its EMA, the optimizer, the step count and the loss history."""
 
+    autocast = True  # bf16 on CUDA (a subclass whose loss needs float32 turns it off)
+
     def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], *,
                  lr: float = 2e-4, weight_decay: float = 0.0, ema_decay: float = 0.999, grad_clip: float = 1.0,
                  device: str | torch.device | None = None, meta: dict | None = None,
@@ -229,7 +231,7 @@ class Trainer:
             batch = _channels_last(batch)
         if self.compile:
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the CUDA graphs may reuse the last one's memory
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast and self.device.type == "cuda"):
             loss = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -98,8 +98,9 @@ _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
     ("latent DDIM, L1 decoder", "x", "C7", lambda r: r.get("space") == "latent" and r.get("vae")),  # before the decoder stage
     ("flow matching, Euler", "*-", "C8", lambda r: r.get("space") == "flow" and r["sampler"] == "euler"),
     ("flow matching, Heun", "X-", "C9", lambda r: r.get("space") == "flow" and r["sampler"] == "heun"),
+    ("consistency model (ECT)", "h-", "C6", lambda r: r.get("space") == "consistency"),
 )
-SPACES = ("pixel", "latent", "flow")  # the quality table's models: ddpm-cifar10, ldm-cifar10, fm-cifar10
+SPACES = ("pixel", "latent", "flow", "consistency")  # the quality table's models: ddpm-, ldm-, fm- and ect-cifar10
 
 
 def _model_calls(row: dict) -> int:
@@ -110,7 +111,8 @@ def _model_calls(row: dict) -> int:
 def quality_rows(table: dict, samplers: tuple[str, ...] | None = None, spacings: tuple[str, ...] | None = None,
                  spaces: tuple[str, ...] = SPACES) -> dict:
     """The rows of a quality table to show: only those samplers' and spacings' (None: all), of the models of
-    `spaces` ("pixel": ddpm-cifar10, "latent": ldm-cifar10, "flow": fm-cifar10); the yardsticks always (the
+    `spaces` ("pixel": ddpm-cifar10, "latent": ldm-cifar10, "flow": fm-cifar10, "consistency": ect-cifar10); the
+    yardsticks always (the
     reconstructions by the latent model's VAEs only with its rows)."""
     def kept(label: str, row: dict) -> bool:
         if "sampler" not in row:  # a yardstick

@@ -708,3 +708,98 @@ def test_a_learners_fm_sample_passes(capsys):
 ])
 def test_fm_sample_catalogue(wrong, message):
     rejects("fm_sample", wrong, message)
+
+
+# ---- lesson 10: written as a learner would, each with one mistake -----------------------------------------------
+
+def consistency_fn_with(sign=-1.0, weight="t", raw=False, broadcast=True):
+    def fn(model, x_t, t):
+        v = model(x_t, t)
+        if raw:
+            return v
+        tt = t.view(-1, 1, 1, 1) if broadcast else t
+        return x_t + sign * (tt if weight == "t" else 1 - tt) * v
+    return fn
+
+
+def test_a_learners_consistency_fn_passes(capsys):
+    check.consistency_fn(consistency_fn_with())
+    assert "✓ consistency_fn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (consistency_fn_with(sign=1.0), "the sign is flipped"),
+    (consistency_fn_with(weight="1 - t"), "with t, not 1 - t"),
+    (consistency_fn_with(raw=True), "not the answer itself"),
+    (consistency_fn_with(broadcast=False), "reshape it to (B, 1, 1, 1)"),
+])
+def test_consistency_fn_catalogue(wrong, message):
+    rejects("consistency_fn", wrong, message)
+
+
+def ct_loss_with(noises=1, stopgrad="r", weight="sigma", reduce="mean", calls="two"):
+    def fn(f, x0, t, r):
+        tt, rr = t.view(-1, 1, 1, 1), r.view(-1, 1, 1, 1)
+        noise = torch.randn_like(x0)
+        other = noise if noises == 1 else torch.randn_like(x0)
+        x_t, x_r = (1 - tt) * x0 + tt * noise, (1 - rr) * x0 + rr * other
+        online, target = f(x_t, t), f(x_r, r)
+        if stopgrad == "r":
+            target = target.detach()
+        elif stopgrad == "t":
+            online = online.detach()
+        if calls == "per image":
+            online = torch.cat([f(x_t[i:i + 1], t[i:i + 1]) for i in range(len(x0))])
+        gap = ((online - target) ** 2).flatten(1).mean(1)
+        w = {"sigma": 1 / (t / (1 - t) - r / (1 - r)), "flow": 1 / (t - r), "inverted": t / (1 - t) - r / (1 - r),
+             "none": torch.ones_like(t)}[weight]
+        return (gap * w).mean() if reduce == "mean" else (gap * w).sum()
+    return fn
+
+
+def test_a_learners_ct_loss_passes(capsys):
+    check.ct_loss(ct_loss_with())
+    assert "✓ ct_loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (ct_loss_with(stopgrad="none"), "must be under stop-gradient"),
+    (ct_loss_with(stopgrad="t"), "the stop-gradient is on the wrong side"),
+    (ct_loss_with(noises=2), "draw one noise eps and use it for both"),
+    (ct_loss_with(weight="inverted"), "not sigma_t - sigma_r"),
+    (ct_loss_with(weight="flow"), "not 1 / (t - r)"),
+    (ct_loss_with(weight="none"), "without it the loss shrinks"),
+    (ct_loss_with(reduce="sum"), "the loss should be mean("),
+    (ct_loss_with(calls="per image"), "call it twice"),
+])
+def test_ct_loss_catalogue(wrong, message):
+    rejects("ct_loss", wrong, message)
+
+
+def consistency_sample_with(noise="fresh", renoise=True, swap=False, seeded=True, keep="x0"):
+    def fn(f, x1, times, generator):
+        n = len(x1)
+        x0 = f(x1, torch.full((n,), times[0], dtype=x1.dtype))
+        x_t = x1
+        for t in times[1:]:
+            z = x1 if noise == "first" else torch.randn(x0.shape, generator=generator if seeded else None, dtype=x0.dtype)
+            x_t = ((t * x0 + (1 - t) * z) if swap else ((1 - t) * x0 + t * z)) if renoise else x0
+            x0 = f(x_t, torch.full((n,), t, dtype=x1.dtype))
+        return x0 if keep == "x0" else x_t
+    return fn
+
+
+def test_a_learners_consistency_sample_passes(capsys):
+    check.consistency_sample(consistency_sample_with())
+    assert "✓ consistency_sample" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (consistency_sample_with(noise="first"), "re-noise with fresh noise at each step"),
+    (consistency_sample_with(renoise=False), "puts the image back on a line at t"),
+    (consistency_sample_with(swap=True), "the weights are swapped"),
+    (consistency_sample_with(seeded=False), "draw every random number from the generator"),
+    (consistency_sample_with(keep="x_t"), "differs from diffedu's multistep consistency sampler"),
+])
+def test_consistency_sample_catalogue(wrong, message):
+    rejects("consistency_sample", wrong, message)

@@ -112,15 +112,16 @@ def test_every_recipe_knows_its_kind_and_builds_its_model():
     diffusion = ("ddpm", "latent")
     for recipe in RECIPES.values():
         model = recipe.build("vae-cifar10") if recipe.kind == "decoder" else recipe.build()  # a decoder starts from a VAE
-        assert isinstance(model, UNet if recipe.kind in (*diffusion, "flow") else VAE), recipe.name
+        assert isinstance(model, UNet if recipe.kind in (*diffusion, "flow", "consistency") else VAE), recipe.name
         if recipe.kind == "latent":
             assert (model.config.in_channels, model.config.image_size) == (4, 8)
         trainer = recipe.trainer("cpu", model)
         assert trainer.meta["recipe"] == recipe.name and ("schedule" in trainer.meta) == (recipe.kind in diffusion)
-        assert (trainer.meta.get("objective") == "flow") == (recipe.kind == "flow")  # a flow model has no schedule
-        if isinstance(model, UNet):  # a flow model's t is in [0, 1], embedded as 1000 t
-            assert (model.config.time_scale == 1000) == (recipe.kind == "flow")
-    kinds = ("ddpm", "vae", "latent", "decoder")
+        objective = {"flow": "flow", "consistency": "consistency"}.get(recipe.kind)
+        assert trainer.meta.get("objective") == objective  # a flow or consistency model has no schedule
+        if isinstance(model, UNet):  # a flow model's t is in [0, 1], embedded as 1000 t (a consistency model's: tuned from one)
+            assert (model.config.time_scale == 1000) == (recipe.kind in ("flow", "consistency"))
+    kinds = ("ddpm", "vae", "latent", "decoder", "consistency")
     for profile in PROFILES.values():  # a profile names one lesson-sized recipe per kind, and sizes nothing else
         assert [profile.recipe(k).name for k in kinds] == [f"{profile.name}-{k}" for k in kinds]
     assert {"ddpm-cifar10", "vae-cifar10", "ldm-cifar10"} <= set(RECIPES)
