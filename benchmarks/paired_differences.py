@@ -39,7 +39,12 @@ PAIRS = [("DDIM 20", "DDIM 100"), ("DDIM 20", "DDIM 50"), ("DDIM 10", "DDIM 20")
          ("flow Euler 20", "DPM-Solver++(2M) 20"), ("flow Heun 5", "DPM-Solver++(2M) 10"),
          ("flow Heun 3", "DDIM 5"), ("flow Heun 3", "DPM-Solver++(2M) 5"), ("flow Heun 3", "flow Euler 5"),
          ("flow Heun 10", "DPM-Solver++(2M) 20"), ("flow Heun 25", "DDIM 50"), ("flow Heun 10", "flow Euler 20"),
-         ("flow Euler 10", "flow Euler 50"), ("flow Euler 20", "flow Euler 50")]
+         ("flow Euler 10", "flow Euler 50"), ("flow Euler 20", "flow Euler 50"),
+         # the consistency model (ect-cifar10, fm-cifar10 tuned) against the others' samplers at the same few calls
+         ("consistency 1", "flow Euler 1"), ("consistency 1", "DDIM 1"), ("consistency 2", "flow Euler 2"),
+         ("consistency 2", "DDIM 2"), ("consistency 2", "DPM-Solver++(2M) 2"), ("consistency 4", "DPM-Solver++(2M) 3"),
+         ("consistency 2", "flow Heun 3"), ("consistency 1", "DDIM 5"), ("consistency 4", "DDIM 10"),
+         ("consistency 2", "consistency 1"), ("consistency 4", "consistency 2")]
 
 
 def main() -> None:

@@ -207,6 +207,7 @@ def headline(quality: dict) -> str:
 SHIPPED = {  # each shipped model: what it is, and the quality-table row that scores it
     "ddpm-cifar10": ("the pixel UNet of lesson 02", "DDIM 50"),
     "fm-cifar10": ("the same UNet and recipe, trained by flow matching (lesson 09)", "flow Euler 50"),
+    "ect-cifar10": ("fm-cifar10 tuned into a consistency model (lesson 10)", "consistency 2"),
     "vae-cifar10": ("the VAE of lesson 04, with its L1 decoder", "L1-decoder reconstructions"),
     "vae-cifar10-gan": ("the same encoder, its decoder retrained adversarially (lesson 04)", "VAE reconstructions of them"),
     "ldm-cifar10": ("the latent UNet of lesson 05, decoded by vae-cifar10-gan", "latent DDIM 50"),

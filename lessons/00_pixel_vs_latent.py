@@ -159,6 +159,7 @@ assert x.min() >= -1 and x.max() <= 1
 # | lesson 07 | conditioning: a class-conditional model, classifier-free guidance, image editing |
 # | lesson 08 | the ODE view: the score, and samplers of higher order |
 # | lesson 09 | flow matching: a straight path from noise to data |
+# | lesson 10 | consistency models: an image in one or two model calls |
 #
 # One switch, `DIFFEDU_PROFILE`, sizes what each lesson does: `smoke` only checks that the code runs, `cpu` suits
 # a laptop, and `gpu` trains bigger models.
@@ -181,6 +182,7 @@ assert x.min() >= -1 and x.max() <= 1
 # | $\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}$ | `sigma` | the ODE's noise level, with $\tilde x = x/\sqrt{\bar\alpha} = x_0 + \sigma\varepsilon$ | lesson 08 |
 # | $\lambda = \log\big(\sqrt{\bar\alpha}/\sqrt{1-\bar\alpha}\big)$ | `lam` | half the log signal-to-noise ratio: DPM-Solver's time | lesson 08 |
 # | $t \in [0, 1]$ (flow) | `t` | flow matching's time: $x_t = (1-t)\,x_0 + t\,\varepsilon$, data at $0$ | lesson 09 |
+# | $f(x_t, t)$ | `consistency_fn` | the consistency function: the end at $t = 0$ of the ODE path through $x_t$ | lesson 10 |
 #
 # ## Recap
 #

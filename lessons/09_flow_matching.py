@@ -207,6 +207,8 @@ display(Markdown(report.compare(quality, ("flow Heun 3", "DPM-Solver++(2M) 5"), 
 # - What it changes is the training target and the time grid. On the same UNet and training compute, it wins at
 #   a handful of calls and loses on KID with more: measure before you choose.
 #
+# Next, lesson 10 tunes this flow model to jump to the end of its path in one or two calls.
+#
 # ## Questions to think about
 #
 # 1. Why is the best velocity an average, and not the straight line's own $\varepsilon - x_0$?

@@ -9,11 +9,11 @@ from diffedu.checkpoint import CheckpointError
 from diffedu.data import to_float
 from diffedu.errors import DiffeduError
 from diffedu.metrics import psnr
-from diffedu.pipelines import Diffusion, FlowMatching, LatentDiffusion, load_pipeline
+from diffedu.pipelines import Consistency, Diffusion, FlowMatching, LatentDiffusion, load_pipeline
 from diffedu.recipes import get_recipe
 from diffedu.samplers import DDIMScheduler, sample
 
-SHIPPED = ["ddpm-cifar10", "fm-cifar10", "ldm-cifar10", "ldm-cifar10-cond", "vae-cifar10", "vae-cifar10-gan"]
+SHIPPED = ["ddpm-cifar10", "fm-cifar10", "ect-cifar10", "ldm-cifar10", "ldm-cifar10-cond", "vae-cifar10", "vae-cifar10-gan"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -29,13 +29,14 @@ def test_each_checkpoint_ships_with_a_card_and_its_recipe(name):
     recipe = get_recipe(name)
     assert meta["recipe"] == name and recipe.finished(meta)  # all its steps, or all its minutes
     assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in recipe.model} == recipe.model
-    assert meta["kind"] == ("unet" if recipe.kind in ("ddpm", "flow", "latent") else "vae") and meta.get("vae") == recipe.vae
-    assert (meta.get("objective") == "flow") == (recipe.kind == "flow")  # a flow model loads as one
+    assert meta["kind"] == ("vae" if recipe.kind in ("vae", "decoder") else "unet") and meta.get("vae") == recipe.vae
+    assert meta.get("objective") == {"flow": "flow", "consistency": "consistency"}.get(recipe.kind)  # loads as one
 
 
 @pytest.mark.parametrize("name, rows", [
     ("ddpm-cifar10", ["DDIM 100"]), ("fm-cifar10", ["flow Euler 10", "flow Heun 5"]), ("vae-cifar10", ["L1-decoder reconstructions"]),
     ("vae-cifar10-gan", ["VAE reconstructions of them"]), ("ldm-cifar10", ["latent DDIM 50", "latent DDIM 50, L1 decoder"]),
+    ("ect-cifar10", ["consistency 1", "consistency 2", "consistency 4"]),
 ])
 def test_each_card_cites_the_shipped_quality_table(name, rows):
     table, card = pretrained.quality_table()["rows"], pretrained.card(name)
@@ -61,10 +62,11 @@ def test_shipped_checkpoints_fit_the_size_budget():
     assert total < 40 * 2**20
 
 
-@pytest.mark.parametrize("name, kind", [("ddpm-cifar10", Diffusion), ("ldm-cifar10", LatentDiffusion), ("fm-cifar10", FlowMatching)])
+@pytest.mark.parametrize("name, kind", [("ddpm-cifar10", Diffusion), ("ldm-cifar10", LatentDiffusion), ("fm-cifar10", FlowMatching),
+                                        ("ect-cifar10", Consistency)])
 def test_shipped_pipelines_sample_images_in_range(name, kind):
     pipe = load_pipeline(name, "cpu")
-    assert type(pipe) is kind and (kind is FlowMatching or pipe.schedule.name == "linear" and pipe.schedule.T == 1000)
+    assert type(pipe) is kind and (pipe.schedule is None or pipe.schedule.name == "linear" and pipe.schedule.T == 1000)
     x = pipe.sample(2, steps=5, generator=torch.Generator().manual_seed(0), progress=False)
     assert x.shape == (2, 3, 32, 32) and x.abs().max() <= 1 and x.std() > 0.1
 

@@ -21,6 +21,7 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "samples.png"
 ROWS = [  # (title, model, sampling options)
     ("ddpm-cifar10, pixel DDIM in 50 steps", "ddpm-cifar10", dict(steps=50)),
     ("fm-cifar10, flow matching, Euler in 50 steps", "fm-cifar10", dict(steps=50)),
+    ("ect-cifar10, fm-cifar10 tuned into a consistency model, 2 model calls", "ect-cifar10", dict(steps=2)),
     ("ldm-cifar10, latent DDIM in 50 steps", "ldm-cifar10", dict(steps=50)),
     ("ldm-cifar10-cond, the ten classes in turn, guidance w = 3", "ldm-cifar10-cond",
      dict(steps=50, classes=torch.arange(10), guidance=3.0)),
