@@ -42,7 +42,7 @@ from diffedu.consistency import ect_r
 from diffedu.data import batches, load_cifar10
 from diffedu.env import get_device, seed_everything
 from diffedu.oracles import GaussianVelocity
-from diffedu.pipelines import load_pipeline
+from diffedu.pipelines import Consistency, load_pipeline
 from diffedu.profiles import get_profile
 from diffedu.viz import LiveLoss, quality_plot, show_images
 
@@ -203,8 +203,6 @@ assert all(loss == loss for loss in trainer.history)  # no NaN
 # Its one-step samples, from the same noise, before and after:
 
 # %%
-from diffedu.pipelines import Consistency
-
 tuned = Consistency(trainer.model.eval())
 with torch.inference_mode():
     after = tuned.sample(8, 1, x_T=noise, progress=False)
