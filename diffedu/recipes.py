@@ -60,8 +60,8 @@ class Recipe:
         if self.kind not in KINDS:
             raise DiffeduError(f"recipe {self.name}: unknown kind {self.kind!r}; kinds: {', '.join(KINDS)}")
         if (self.kind in TUNED) != bool(self.base):
-            raise DiffeduError(f"recipe {self.name}: a {' or '.join(TUNED)} recipe names the model it starts from (base), "
-                               "no other does")
+            raise DiffeduError(f"recipe {self.name}: a decoder recipe names the VAE it starts from (base), a consistency "
+                               "recipe the flow model; no other names one")
         if (self.kind == "consistency") != (self.stage_steps > 0):
             raise DiffeduError(f"recipe {self.name}: a consistency recipe, and no other, has stage_steps > 0")
 
