@@ -52,7 +52,7 @@ def ect_r(sigma: torch.Tensor, stage: int, k: float = 8.0, b: float = 1.0, q: fl
 
 def ect_times(x0: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One t per image, log-normal in sigma = t / (1 - t) (so logit-normal in flow time), and its r by `ect_r`. In
-    float64: near t = 1, t and r can be one float32 apart, and the loss divides by t - r."""
+    float64: near t = 1, t and r can be one float32 apart, and the loss divides by sigma_t - sigma_r."""
     log_sigma = P_MEAN + P_STD * distributed.randn_like(x0[:, 0, 0, 0], dtype=torch.float64)
     return torch.sigmoid(log_sigma), ect_r(log_sigma.exp(), stage)
 
