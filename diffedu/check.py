@@ -1420,8 +1420,8 @@ consistency_fn = compared(
 
 
 class _Recorder(nn.Module):
-    """A consistency function with one weight, a: f(x, t) = a (x - t (x - 0.3)): it records each call's x, t and
-    whether gradients were on, so that a loss's target and its stop-gradient can be told apart."""
+    """A consistency function with one weight, a: f(x, t) = a (x - t (x - 0.3)). It records each call's x and t;
+    the gradient of a loss through `a` tells its target and its stop-gradient apart."""
 
     def __init__(self) -> None:
         super().__init__()
