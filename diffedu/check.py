@@ -5,7 +5,8 @@
 A check runs your function on inputs whose right answers are known (closed forms, diffedu's own
 reference, and for the sampler steps Hugging Face diffusers' schedulers too), in a second or two on a
 CPU. It prints what it verified, or the mistake it found: the common ones it names ("the variance
-where the standard deviation belongs"), any other it locates.
+where the standard deviation belongs"), any other it locates. Your function gets its own copies of the inputs,
+and a slip any exercise can have is named at once: no `return`, an input changed in place, complex numbers.
 
 While your function is missing or wrong, the check says so (in red, without a traceback) and puts
 diffedu's reference in its place under the same name, so the rest of the lesson still runs, Run All
@@ -19,11 +20,13 @@ held to the registry.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
 import sys
 import threading
+import typing
 from dataclasses import dataclass
 from typing import Callable
 
@@ -80,12 +83,16 @@ def exercise(reference: Callable, lesson: str, points: int = 1) -> Callable:
     `reference` (the same signature as the learner's function) standing in."""
     def wrap(check) -> Callable:
         name = check.__name__
-        EXERCISES[name] = Exercise(name, lesson, reference, check, points)
+
+        def guarded(fn: Callable) -> str:  # every check sees the learner's function only through _guard
+            return check(_guard(fn, reference))
+
+        EXERCISES[name] = Exercise(name, lesson, reference, guarded, points)
 
         @functools.wraps(check)
         def run(fn: Callable) -> None:
             try:
-                verified = check(fn)
+                verified = guarded(fn)
             except NotImplementedError:
                 problem = "not implemented yet: write the function's body in place of `raise NotImplementedError`"
             except Mistake as mistake:
@@ -124,6 +131,74 @@ def compared(name: str, lesson: str, reference: Callable, *, cases: Callable[[],
 
     check.__name__ = check.__qualname__ = name
     return exercise(reference, lesson, points)(check)
+
+
+def _guard(fn: Callable, reference: Callable) -> Callable:
+    """fn as every check calls it: on its own copies of its arguments, so that an in-place change (x += noise,
+    alpha_bar.mul_(...)) cannot leak into the check's tables, its reference or later calls; and stopped at the first
+    call that changes an argument, returns nothing, or returns complex numbers (a comparison would see only their real
+    part), with the reason in words. `reference`: the exercise's, for the arguments' names and the answer's kind."""
+    names, kind = list(inspect.signature(reference).parameters), _kind(reference)
+
+    def call(*args, **kwargs):
+        my_args, my_kwargs = [_copy(value) for value in args], {key: _copy(value) for key, value in kwargs.items()}
+        result = fn(*my_args, **my_kwargs)
+        if result is None:
+            raise Mistake(f"it returned None where {kind} was expected: did you forget `return`?")
+        given = [*zip(names, args, my_args), *((key, kwargs[key], my_kwargs[key]) for key in kwargs)]
+        changed = next((name for name, value, mine in given if _changed(value, mine)), None)
+        if changed is not None:  # a caller that uses its tensor afterwards (a batch, a schedule) would find it altered
+            raise Mistake(f"it changed its argument {changed} in place (x += ..., x[...] = ... and the methods ending "
+                          "in _, such as .mul_(), write into the caller's tensor): compute a new one, x = x + ...")
+        if _complex(result):
+            dtype = f" ({result.dtype})" if isinstance(result, torch.Tensor) else ""
+            raise Mistake(f"it returned complex numbers{dtype} where real ones are expected: the square root of a "
+                          "negative number? If the imaginary parts are only rounding (torch.linalg.eigvals, "
+                          "scipy.linalg.sqrtm), take .real")
+        return result
+    return call
+
+
+_KINDS = {torch.Tensor: "a tensor", float: "a number", list: "a list", tuple: "a tuple"}
+
+
+def _kind(reference: Callable) -> str:
+    """What `reference` returns, in words, read from its annotation: "a tensor", "a number", ..."""
+    returns = inspect.signature(reference, eval_str=True).return_annotation
+    return _KINDS.get(typing.get_origin(returns) or returns, "an answer")
+
+
+def _copy(value):
+    """The learner's function's own copy of an argument. Tensors are cloned (gradients still flow back to the
+    check's), tuples and lists copied item by item, other plain objects (a scheduler, a schedule) deep-copied. Models,
+    generators and functions are the check's instruments, shared on purpose: a model records its calls, a generator
+    is there to be drawn from."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if type(value) in (tuple, list):
+        return type(value)(_copy(item) for item in value)
+    if isinstance(value, (nn.Module, torch.Generator)) or callable(value):
+        return value
+    return copy.deepcopy(value)
+
+
+def _changed(original, mine) -> bool:
+    """Whether the learner's copy `mine` of an argument no longer equals the check's `original` (tensors only)."""
+    if type(original) in (tuple, list):
+        return len(mine) != len(original) or any(_changed(o, m) for o, m in zip(original, mine))
+    if not isinstance(original, torch.Tensor) or original.is_meta:  # a meta tensor has no values to compare
+        return False
+    return mine.shape != original.shape or not torch.allclose(mine, original, rtol=0, atol=0, equal_nan=True)
+
+
+def _complex(answer) -> bool:
+    """Whether an answer holds complex numbers, which float() and torch.as_tensor(..., dtype=F64) would quietly
+    take for their real part."""
+    if isinstance(answer, (tuple, list)):
+        return any(_complex(item) for item in answer)
+    if isinstance(answer, torch.Tensor):
+        return answer.is_complex()
+    return isinstance(answer, (complex, np.ndarray, np.generic)) and np.iscomplexobj(answer)
 
 
 def _hint(error: Exception) -> str:
@@ -192,6 +267,10 @@ def _describe(got, want) -> str:
             return f"it should return {len(want)} values, it returned {type(got).__name__}"
         i = next(i for i, (g, w) in enumerate(zip(got, want)) if not _close(g, w))
         return f"value {i + 1} of {len(want)} is wrong: {_describe(got[i], want[i])}"
+    if isinstance(got, torch.Tensor) and not got.is_floating_point() and torch.as_tensor(want).is_floating_point():
+        # said first, as it explains the rest: the values written into an integer tensor are truncated
+        kind = "true/false values" if got.dtype == torch.bool else "whole numbers"
+        return f"it returned {kind} ({got.dtype}) where real numbers are expected: {_describe(got.double(), want)}"
     try:
         got = torch.as_tensor(got, dtype=F64)
     except (TypeError, ValueError, RuntimeError):
@@ -243,9 +322,8 @@ def _same_run(fn: Callable, run: Callable, expected, mistakes: dict[str, Callabl
     `not_finite`, where a loop usually gets one), else the difference is located."""
     got = run(fn)
     odd = [r for r in (got if isinstance(got, list) else [got]) if not isinstance(r, torch.Tensor)]  # run's calls' results
-    if odd:  # else a None would read as "different results for the same seed"
-        raise Mistake(f"it returned {'None' if odd[0] is None else 'a ' + type(odd[0]).__name__} where a tensor was "
-                      f"expected (as from {unlike}){': does it end with a return statement?' if odd[0] is None else ''}")
+    if odd:  # else a list or a number would read as "different results for the same seed"
+        raise Mistake(f"it returned a {type(odd[0]).__name__} where a tensor was expected (as from {unlike})")
     if _close(got, expected):
         return
     if not _close(got, run(fn)):

@@ -73,6 +73,14 @@ def test_an_answer_that_is_nan_is_told_so_and_where():
     rejects("q_sample", lambda x0, t, noise, ab: x0 * float("nan"), "it returned NaN or infinity with x0 = a tensor of shape")
 
 
+@pytest.mark.parametrize("name", EXERCISES)
+def test_a_function_that_forgets_return_is_told_so(name):
+    """It returns None: not "it draws random numbers of its own", nor whatever a None makes of the check's next step."""
+    def forgot_return(*args):
+        answer = args  # noqa: F841  (computed, never returned)
+    rejects(name, forgot_return, "it returned None where", "did you forget `return`?")
+
+
 # ---- lesson 01 --------------------------------------------------------------------
 
 ALPHA_BAR_WRONG = {
@@ -81,6 +89,8 @@ ALPHA_BAR_WRONG = {
     "off by one": lambda betas: torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(1 - betas, 0)[:-1]]),
     "1 - prod(beta_s)": lambda betas: 1 - torch.cumprod(betas, 0),
     "wrong on test case": lambda betas: torch.cumprod(1 - betas, 0) * 0.999,  # no known mistake: located instead
+    "it returned whole numbers (torch.int64) where real numbers are expected: it is off by up to":  # and why, said
+        lambda betas: torch.cumprod(1 - betas, 0).long(),  # as when written into torch.tensor([1] * T), of integers
 }
 
 
@@ -119,10 +129,25 @@ def q_own_noise(x0, t, noise, alpha_bar):
     return ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn_like(x0)
 
 
+def q_in_place(x0, t, noise, alpha_bar):
+    """The right answer, written into x0: the caller's image is gone (and in eps_loss, the batch)."""
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    x0 *= ab.sqrt()
+    return x0.add_((1 - ab).sqrt() * noise)
+
+
+def q_complex(x0, t, noise, alpha_bar):
+    """In complex numbers, whose real part is the right answer: a comparison would see only that part."""
+    ab = alpha_bar[t].view(-1, 1, 1, 1).to(torch.complex128)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
 @pytest.mark.parametrize("wrong, message", [
     (q_no_sqrt, "the square roots are missing"), (q_noise_no_sqrt, "its square root is missing"),
     (q_off_by_one, "off by one"), (q_one_t, "each image has its own t"), (q_swapped, "x_0 and the noise are swapped"),
     (q_own_noise, "it draws random numbers of its own"),
+    (q_in_place, "it changed its argument x0 in place"),
+    (q_complex, "it returned complex numbers (torch.complex128) where real ones are expected"),
 ])
 def test_q_sample_catalogue(wrong, message):
     rejects("q_sample", wrong, message)
@@ -484,6 +509,15 @@ def test_frechet_distance_catalogue(wrong, message):
     rejects("frechet_distance", wrong, message)
 
 
+def test_frechet_distance_in_complex_numbers_is_refused():
+    """Tr((S1 S2)^(1/2)) as the sum of the square roots of S1 S2's eigenvalues is right, but torch.linalg.eigvals
+    returns complex numbers: without .real, float() of the answer would quietly drop the imaginary part."""
+    def frechet_distance(mu1, sigma1, mu2, sigma2):
+        root = torch.linalg.eigvals(sigma1 @ sigma2).sqrt().sum()
+        return ((mu1 - mu2) ** 2).sum() + torch.trace(sigma1 + sigma2) - 2 * root
+    rejects("frechet_distance", frechet_distance, "it returned complex numbers", ".real")
+
+
 def test_frechet_distance_with_scipy_passes(capsys):
     scipy_linalg = pytest.importorskip("scipy.linalg")
 
@@ -647,6 +681,21 @@ def test_a_learners_dpm_solver_step_passes(capsys):
 ])
 def test_dpm_solver_step_catalogue(wrong, message):
     rejects("dpm_solver_step", wrong, message)
+
+
+def test_a_step_that_writes_into_its_inputs_is_told_so_and_the_shared_schedule_is_left_alone():
+    """sqrt_ where sqrt was meant writes into alpha_bar_t: were it the check's own table (a view of the schedule every
+    check shares), the later checks would compare with a corrupted schedule and reject right answers."""
+    def sqrt_in_place(x, x0, x0_last, alpha_bar_t, alpha_bar_prev, alpha_bar_last):
+        root = alpha_bar_t.sqrt_()
+        return dpm_with()(x, x0, x0_last, root**2, alpha_bar_prev, alpha_bar_last)
+
+    table = check.LINEAR.alpha_bar.clone()
+    try:
+        rejects("dpm_solver_step", sqrt_in_place, "it changed its argument alpha_bar_t in place")
+        assert torch.equal(check.LINEAR.alpha_bar, table)
+    finally:
+        check.LINEAR.alpha_bar.copy_(table)  # else, were it corrupted, the tests after this one would fail too
 
 
 def fm_loss_with(target="velocity", swapped=False, one_t=False, integer_t=False, reduce="mean", triangular=False):
