@@ -109,8 +109,9 @@ def read_meta(path: str | Path) -> dict:
             raise CheckpointError(f"{config} is not text ({error}); the file is damaged: re-create the checkpoint") from error
     try:
         meta = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{source} holds no valid JSON config ({error}); the file is damaged: re-create the checkpoint") from error
+    except (ValueError, RecursionError) as error:  # not JSON; a number too long for int(); nesting too deep for json
+        raise CheckpointError(f"{source} holds no valid JSON config ({error}); the file is damaged or not a "
+                              "checkpoint: re-create the checkpoint") from error
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{source} is not a diffedu checkpoint config (no \"format\": \"{FORMAT}\")")
     return meta
@@ -190,21 +191,25 @@ def model_kind(model: nn.Module) -> str:
 
 def build_model(meta: dict, source: str = "checkpoint") -> nn.Module:
     """A fresh model of the checkpoint's kind and config (its weights are not loaded)."""
-    if meta.get("kind") not in KINDS:
+    if not isinstance(meta.get("kind"), str) or meta["kind"] not in KINDS:  # a list or dict cannot even be looked up
         raise CheckpointError(f"{source} holds a {meta.get('kind')!r} model; this diffedu knows {sorted(KINDS)}")
     cls, config_cls = KINDS[meta["kind"]]
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{source} has no model config")
     try:
         return cls(config_cls(**meta["config"]))
-    except (TypeError, DiffeduError) as error:
+    except (TypeError, RuntimeError, DiffeduError) as error:  # RuntimeError: torch, at sizes too large to count
         raise CheckpointError(f"{source} has a config this diffedu cannot build ({error})") from error
 
 
 def schedule_of(path: str | Path) -> Schedule:
     """The noise schedule a checkpoint's model learned (samplers must use the same one)."""
     meta = read_meta(path)
+    name = meta.get("schedule", "linear")
+    if not isinstance(name, str):  # a list or a dict: by_name's look-up would be a TypeError
+        raise CheckpointError(f"{path}: unknown schedule {name!r}, not a name; the file is damaged: "
+                              "re-create the checkpoint")
     try:
-        return Schedule.by_name(meta.get("schedule", "linear"), meta.get("T", 1000))
+        return Schedule.by_name(name, meta.get("T", 1000))
     except DiffeduError as error:
         raise CheckpointError(f"{path}: {error}") from error

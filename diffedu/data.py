@@ -6,8 +6,12 @@ bottleneck on a 2-core machine, and flip and scale whole batches at once.
 """
 from __future__ import annotations
 
+import io
+import math
 import os
 import pickle
+import pickletools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -42,33 +46,140 @@ class ImageSet:
         return f"ImageSet({len(self)} images {tuple(self.images.shape[1:])}, {len(self.classes)} classes)"  # no path: notebooks get shared
 
 
+# A CIFAR-10 file holds 10,000 images of 3,072 bytes, 29.3 MiB: no array in a batch file may be larger than this,
+# which a pickle cannot otherwise be stopped from asking for (a terabyte takes a few bytes of it).
+MAX_ARRAY_BYTES = 32 * 2**20
+MAX_FILE_BYTES = 64 * 2**20  # CIFAR-10's own files are 31 MB; 47 MB as Python 3 writes them at protocol 2
+MAX_OPCODES = 200_000  # a full batch file is 30,000 pickle steps; a one-byte step can make a list of 64 bytes
+MAX_CALLS = 12  # steps that call a function (numpy takes 6 to rebuild an array), each making one array or string
+CALLS = {"REDUCE", "BUILD", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"}
+# What a damaged or foreign pickle raises (LookupError: a missing memo entry, or an index into an array; OverflowError:
+# a frame longer than memory can be)
+_UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, LookupError, OverflowError)
+
+
+def _check_size(shape, dtype) -> np.dtype:
+    """The dtype, having refused an array of Python objects (numpy allocates and fills those before it looks at the
+    data) or one larger than MAX_ARRAY_BYTES, before numpy allocates it."""
+    dtype, shape = _DType.real(dtype), (shape,) if isinstance(shape, int) else tuple(shape)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("it holds an array of Python objects")
+    if len(shape) > 32 or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise pickle.UnpicklingError("it holds an array whose shape is not a few whole numbers")
+    if any(n > MAX_ARRAY_BYTES for n in shape) or math.prod(shape) * dtype.itemsize > MAX_ARRAY_BYTES:
+        raise pickle.UnpicklingError(f"it holds an array larger than any in CIFAR-10 (over {MAX_ARRAY_BYTES:,} bytes)")
+    return dtype
+
+
+class _DType:
+    """What a batch file gets for numpy.dtype. numpy pickles a dtype as dtype("u1", False, True), then BUILD with its
+    state, and numpy's own dtype.__setstate__ crashes the interpreter on some damaged states (one item short). A plain
+    dtype's state says nothing but its byte order: that is all read here; the arrays take the dtype from .dtype."""
+
+    def __init__(self, name, *flags):  # flags: align and copy, which change nothing for a dtype named by a string
+        if not (isinstance(name, str) and re.fullmatch(r"[<>=|]?[a-zA-Z]\d{0,2}", name)):  # "u1"; not a structure
+            raise pickle.UnpicklingError("only plain numpy dtypes are part of a CIFAR-10 batch file")
+        self.dtype = np.dtype(name)
+
+    def __setstate__(self, state) -> None:
+        # ([version,] byte order, [subarray,] [names,] fields, item size, alignment[, flags][, metadata]), as numpy
+        # versions wrote it: 5 to 9 items, the byte order first or second, the others None or whole numbers when plain
+        if not isinstance(state, tuple) or not 5 <= len(state) <= 9:
+            raise pickle.UnpicklingError(f"{type(state).__name__} is not a numpy dtype's state")
+        order, rest = (state[0], state[1:]) if len(state) == 5 else (state[1], (state[0], *state[2:]))
+        if order not in ("<", ">", "=", "|") or not all(x is None or isinstance(x, int) for x in rest):
+            raise pickle.UnpicklingError("only plain numpy dtypes are part of a CIFAR-10 batch file")
+        self.dtype = self.dtype.newbyteorder(order)
+
+    @staticmethod
+    def real(dtype) -> np.dtype:
+        """The numpy dtype of a _DType, or of a type code such as the b"b" that _reconstruct is given."""
+        if isinstance(dtype, bytes):
+            dtype = dtype.decode("latin1")
+        return (dtype if isinstance(dtype, _DType) else _DType(dtype)).dtype
+
+
+class _Array(np.ndarray):
+    """What a batch file gets for numpy.ndarray: numpy pickles an array as an empty one that BUILD then fills with
+    __setstate__, whose shape is checked here. Calling ndarray(shape) would allocate any size: no batch file does."""
+
+    def __new__(cls, *args, **kwargs):
+        raise pickle.UnpicklingError("numpy.ndarray(...) is not part of a CIFAR-10 batch file")
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):  # ([version,] shape, dtype, is_fortran, data)
+            raise pickle.UnpicklingError(f"{type(state).__name__} is not a numpy array's state")
+        *version, shape, dtype, fortran, data = state
+        super().__setstate__((*version, shape, _check_size(shape, dtype), fortran, data))
+
+
+def _reconstruct(cls, shape, dtype) -> _Array:
+    """numpy.core.multiarray._reconstruct(ndarray, (0,), b"b"): the empty array that BUILD fills."""
+    if cls is not _Array:
+        raise pickle.UnpicklingError(f"_reconstruct of a {type(cls).__name__}, not of a numpy array")
+    return np.ndarray.__new__(_Array, shape, _check_size(shape, dtype))
+
+
+def _frombuffer(buffer, dtype, shape, order) -> _Array:
+    """numpy.core.numeric._frombuffer, how pickle protocol 5 rebuilds an array from its bytes."""
+    dtype = _check_size(shape, dtype)
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).view(_Array)  # BUILD on it is checked too
+
+
+def _latin1(text, encoding) -> bytes:
+    """_codecs.encode(text, "latin1"), how Python 3 writes bytes at pickle protocol 2: as long as the text. Other
+    codecs can grow what they are given (hex doubles it: forty in a row make a terabyte)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode of anything but text to latin1 is not part of a CIFAR-10 "
+                                     "batch file")
+    return text.encode("latin1")
+
+
 class _ArraysOnly(pickle.Unpickler):
-    """CIFAR-10 ships as pickles, and unpickling can run arbitrary code. Allow
-    only what a CIFAR batch file needs to rebuild numpy arrays, nothing else."""
+    """CIFAR-10 ships as pickles, and unpickling can run arbitrary code. Allow only what a CIFAR batch file needs
+    to rebuild numpy arrays, through stand-ins that check each array's size before it is allocated, nothing else."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),  # how pickle protocol 5 rebuilds an array from its bytes
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+        ("numpy", "ndarray"): _Array,
+        ("numpy", "dtype"): _DType,
+        ("_codecs", "encode"): _latin1,
     }
 
     def find_class(self, module: str, name: str) -> type:
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a CIFAR-10 batch file")
-        return super().find_class(module, name)
+        return self.ALLOWED[module, name]
+
+
+def _unpickle(path: Path):
+    """The objects in a batch file, taking at most a few times a CIFAR-10 batch's size in memory, or one of
+    _UNREADABLE that says why not."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise pickle.UnpicklingError(f"it is over {MAX_FILE_BYTES:,} bytes, more than any CIFAR-10 batch file")
+    # Pickle allocates bytes of the length the file states before it reads them (a protocol 5 array's buffer is
+    # such bytes); pickletools reads only what is there, so this first pass refuses a length longer than the file.
+    # It also makes room for every memo entry below the one a PUT names, 8 bytes each, at once.
+    calls = 0
+    for step, (op, arg, _) in enumerate(pickletools.genops(io.BytesIO(raw))):
+        calls += op.name in CALLS
+        if step > MAX_OPCODES or calls > MAX_CALLS or (op.name.endswith("PUT") and arg > MAX_OPCODES):
+            raise pickle.UnpicklingError("it holds more objects or arrays than a CIFAR-10 batch")
+    return _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
 
 
 def read_batch(path: Path) -> dict:
     """One file of the original layout, checked: `data` as uint8 (N, 3072) and `labels` as N ints in 0..9."""
     try:
-        with open(path, "rb") as f:
-            batch = _ArraysOnly(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
-        raise DataError(f"{path} could not be read as a CIFAR-10 batch file ({error})") from error
+        batch = _unpickle(path)
+    except _UNREADABLE as error:
+        raise DataError(f"{path} could not be read as a CIFAR-10 batch file ({error}): it is damaged, or not one of "
+                        "CIFAR-10's; delete it and download CIFAR-10 again") from error
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         raise DataError(f"{path} is not a CIFAR-10 batch file (expected a dict with 'data' and 'labels')")
     data, labels = batch["data"], batch["labels"]
@@ -83,7 +194,7 @@ def read_batch(path: Path) -> dict:
     if not small:
         what = type(labels).__name__ + (f" of {len(labels)}" if isinstance(labels, (list, tuple, np.ndarray)) else "")
         raise DataError(f"{path}: 'labels' must be a list of {len(data)} whole numbers in 0..9, one per image; got {what}")
-    return {**batch, "labels": np.asarray(labels, dtype=np.int64)}
+    return {**batch, "data": np.asarray(data), "labels": np.asarray(labels, dtype=np.int64)}  # plain arrays
 
 
 def _files(train: bool) -> list[str]:
@@ -115,8 +226,9 @@ def load_cifar10(root: str | Path | None = None, train: bool = True, download: b
     Where from, in order: the `root` argument, the DIFFEDU_DATA environment
     variable, then the diffedu home folder (`data/` of this project, where
     torchvision downloads it on first use when `download` is true). Any number
-    of rows per file works, so the same reader takes a full download or a small
-    sample; a split whose files are missing does not stop the other.
+    of rows per file up to CIFAR-10's 10,000 works (MAX_ARRAY_BYTES), so the same
+    reader takes a full download or a small sample; a split whose files are
+    missing does not stop the other.
     """
     explicit = root or os.environ.get(DATA_ENV)
     folder = find_folder(root, train)
@@ -135,9 +247,8 @@ def _class_names(folder: Path) -> list[str]:
     if not meta.is_file():
         return list(CLASSES)
     try:
-        with open(meta, "rb") as f:
-            names = list(_ArraysOnly(f, encoding="latin1").load()["label_names"])
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError) as error:
+        names = list(_unpickle(meta)["label_names"])
+    except _UNREADABLE as error:
         raise DataError(f"{meta} could not be read for the class names ({error}): delete it to use the built-in ones") from error
     if len(names) != len(CLASSES):
         raise DataError(f"{meta} names {len(names)} classes, CIFAR-10 has {len(CLASSES)}: delete it to use the built-in ones")
