@@ -196,8 +196,11 @@ def build_model(meta: dict, source: str = "checkpoint") -> nn.Module:
     cls, config_cls = KINDS[meta["kind"]]
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{source} has no model config")
+    config = meta["config"]
+    if meta["kind"] == "unet" and "T" in meta and "T" not in config:  # saved before the UNet's config recorded it
+        config = {**config, "T": meta["T"]}
     try:
-        return cls(config_cls(**meta["config"]))
+        return cls(config_cls(**config))
     except (TypeError, RuntimeError, DiffeduError) as error:  # RuntimeError: torch, at sizes too large to count
         raise CheckpointError(f"{source} has a config this diffedu cannot build ({error})") from error
 

@@ -47,11 +47,14 @@ def shown(path: str | Path) -> str:
     return str(path)
 
 
-def get_device(name: str | torch.device | None = None) -> torch.device:
+def get_device(name: str | torch.device | int | None = None) -> torch.device:
     """The named device (else $DIFFEDU_DEVICE's), checked; with neither, CUDA when PyTorch sees a GPU, else
-    Apple's MPS, else the CPU."""
-    name = name or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "mps" if _mps() else "cpu")
+    Apple's MPS, else the CPU. A whole number N is what it is to torch: the GPU cuda:N."""
+    if name is None:  # (not `name or ...`: device 0, the first GPU, would quietly be the default)
+        name = os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "mps" if _mps() else "cpu")
     try:
+        if isinstance(name, bool) or not isinstance(name, (str, torch.device, int)):
+            raise TypeError
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise DiffeduError(f"unknown device {str(name)!r} (the argument, else ${DEVICE_ENV}): use cpu, cuda (or cuda:N "

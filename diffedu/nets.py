@@ -97,10 +97,15 @@ class UNetConfig:
     # the embedding sees time_scale * t: 1000 for a flow-matching model, whose t runs over [0, 1], so that its
     # features vary as much as over DDPM's timesteps 0..999, the range the embedding's frequencies were made for
     time_scale: float = 1.0
+    # T, the diffusion steps of the noise schedule it learns (its t is one of 0..T-1), recorded so that a pipeline can
+    # refuse a schedule of another T. 1000, every recipe's, for the checkpoints saved before it was recorded; a
+    # flow-matching model, whose t is in [0, 1], has no use for it
+    T: int = 1000
 
     def __post_init__(self) -> None:
         self.channel_mult, self.attn_resolutions = tuple(self.channel_mult), tuple(self.attn_resolutions)
-        check_positive(self, "in_channels", "image_size", "channels", "channel_mult", "num_res_blocks", "heads")
+        check_positive(self, "in_channels", "image_size", "channels", "channel_mult", "num_res_blocks", "heads",
+                       "T")
         if isinstance(self.time_scale, bool) or not isinstance(self.time_scale, (int, float)) or not self.time_scale > 0:
             raise DiffeduError(f"time_scale must be a positive number, got {self.time_scale!r}")
         if self.attn_resolutions:

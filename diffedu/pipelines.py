@@ -2,10 +2,14 @@
 
     pipe = load_pipeline("ddpm-cifar10")        # or "ldm-cifar10", or a checkpoint path
     images = pipe.sample(16, steps=50)          # DDIM 50; sampler="ddpm" for all 1000 steps
+    images = pipe.sample(x_T=noise, generator=0)  # from given noise (as many images as it holds), seeded
 
 `Diffusion` samples 32x32x3 images directly. `LatentDiffusion` samples 8x8x4 latents and decodes
 them with its VAE. Both have the same `sample` and `sample_trajectory`, and `load_pipeline` builds
 either from a checkpoint, reading the noise schedule, the VAE and its scale factor from it.
+
+Every argument is checked: a wrong one is a DiffeduError that names it and says what to do, and what would be
+ignored (spacing for DDPM, eta for a flow model) is refused rather than silently dropped.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numbers
 import operator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,9 +28,11 @@ from .latent import decode_latents, encode_latents, vae_fingerprint
 from .data import CLASSES
 from .consistency import consistency_fn
 from .samplers import (CONSISTENCY, DEFAULT_STEPS, FLOW_SAMPLERS, Guided, Scheduler, Trajectory, consistency_sample,
-                       flow_model_calls, flow_sample, make_scheduler, sample_trajectory)
+                       consistency_times, flow_model_calls, flow_sample, make_scheduler, sample_trajectory)
 from .schedules import Schedule
 from .vae import VAE
+
+MAX_IMAGES = 50_000  # the most images one call makes, as the command line's: 600 MB of CIFAR-sized images in float32
 
 
 def _is_whole(value) -> bool:
@@ -37,12 +44,14 @@ def _is_whole(value) -> bool:
     return not isinstance(value, bool)
 
 
-def whole(value, what: str, minimum: int = 1) -> int:
+def whole(value, what: str, minimum: int = 1, maximum: int | None = None) -> int:
     """value as an int (numpy's and torch's integers too), or an error that says what is wrong with it."""
     if not _is_whole(value):
         raise DiffeduError(f"{what} must be a whole number, got {value!r}")
     if operator.index(value) < minimum:
         raise DiffeduError(f"{what} must be at least {minimum}, got {value!r}")
+    if maximum is not None and operator.index(value) > maximum:
+        raise DiffeduError(f"{what} must be at most {maximum:,}, got {value!r}")
     return operator.index(value)
 
 
@@ -55,6 +64,28 @@ def real(value, what: str) -> float:
     return float(value)
 
 
+def seeded(generator) -> torch.Generator | None:
+    """The generator to draw from: None (torch's global one), a torch.Generator, or a seed for a new one."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if not _is_whole(generator) or not 0 <= operator.index(generator) < 2**64:
+        raise DiffeduError(f"generator must be a torch.Generator or a seed (a whole number from 0 to 2**64 - 1), "
+                           f"got {generator!r}")
+    return torch.Generator().manual_seed(operator.index(generator))
+
+
+def finite(images: torch.Tensor, guidance: float = 1.0) -> torch.Tensor:
+    """The sampled images, unless a value is NaN or infinite: then an error, so that none is returned, saved or
+    scored."""
+    if torch.isfinite(images).all():
+        return images
+    if guidance not in (0.0, 1.0):  # a guided mix: the scale multiplies the difference of two predictions
+        raise DiffeduError(f"guidance {guidance:g} made the images non-finite (NaN or inf): use a scale between 0 "
+                           "and ~10")
+    raise DiffeduError("sampling made the images non-finite (NaN or inf): the model's predictions were, or grew past "
+                       "the float range. Check its weights (did its training diverge?) and x_T (noise, about -5 to 5)")
+
+
 class Diffusion:
     """A noise predictor and the schedule it learned: diffusion on 32x32x3 pixels, where what the UNet denoises is
     the image (`LatentDiffusion` adds a VAE). `clip_x0`: clip predicted images to [-1, 1]."""
@@ -63,18 +94,51 @@ class Diffusion:
     default_sampler = "ddim"
 
     def __init__(self, unet: nn.Module, schedule: Schedule) -> None:
+        if unet.config.T != schedule.T:  # the model's t would stand for other noise levels than the sampler's
+            raise DiffeduError(f"this UNet learned T={unet.config.T} diffusion steps, but the schedule has "
+                               f"T={schedule.T}: pass the schedule it learned (T={unet.config.T}), or train a UNet "
+                               f"of UNetConfig(T={schedule.T}) on this one")
         self.unet, self.schedule = unet.eval(), schedule
 
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def noise(self, n: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
         """x_T: n draws of N(0, I) in the shape the UNet denoises (drawn on the CPU, so a seed
         gives the same noise on every device)."""
-        n = whole(n, "the number of images")
+        n = whole(n, "the number of images", maximum=MAX_IMAGES)  # checked before allocating: 10**12 is 12 TB
         cfg = self.unet.config
-        return torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=generator).to(self.device)
+        shape = (n, cfg.in_channels, cfg.image_size, cfg.image_size)
+        return torch.randn(shape, generator=seeded(generator)).to(self.device)
+
+    def start(self, n: int | None, x_T, generator: torch.Generator | None) -> torch.Tensor:
+        """Where sampling starts: fresh noise for n images (None: 16), or x_T, checked, as the model's dtype on its
+        device. With x_T, n may be left out (x_T says how many), but if given it must agree."""
+        if x_T is None:
+            return self.noise(16 if n is None else n, generator)
+        cfg = self.unet.config
+        shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        if isinstance(x_T, np.ndarray) and x_T.dtype.kind == "f":
+            x_T = torch.from_numpy(np.ascontiguousarray(x_T))  # (torch takes no negative strides, as of x[:, ::-1])
+        if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point() or x_T.shape[1:] != shape:
+            got = f"{x_T.dtype} of shape {tuple(x_T.shape)}" if isinstance(x_T, torch.Tensor) else type(x_T).__name__
+            raise DiffeduError(f"x_T must be a float tensor (or numpy array) of shape (n, {str(shape)[1:-1]}): the "
+                               f"noise of n images, as pipe.noise(n) draws it; got {got}")
+        if not len(x_T):
+            raise DiffeduError("x_T holds no images: give the noise of at least one")
+        if n is not None and whole(n, "the number of images") != len(x_T):
+            raise DiffeduError(f"n={n} images asked for, but x_T holds {len(x_T)}: leave n out (x_T says how many), "
+                               "or give x_T for n images")
+        x_T = x_T.to(self.device, self.dtype)
+        if not torch.isfinite(x_T).all():  # checked after the conversion, which can overflow (1e300 in float32)
+            raise DiffeduError(f"x_T holds NaN or infinite values (as {self.dtype}): it would make NaN images. "
+                               "Start from noise, e.g. pipe.noise(n)")
+        return x_T
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """What the UNet denoises -> images in [-1, 1]."""
@@ -85,7 +149,7 @@ class Diffusion:
         """A sampler by name (diffedu.samplers.SAMPLERS): 'ddim', 'heun' or 'dpmpp2m' in `steps` steps (None: 50),
         or 'ddpm' (always all T)."""
         steps = None if steps is None else whole(steps, "steps")
-        return make_scheduler(sampler, self.schedule, steps, eta, spacing, clip_x0=self.clip_x0)
+        return make_scheduler(sampler, self.schedule, steps, real(eta, "eta"), spacing, clip_x0=self.clip_x0)
 
     def model_calls(self, sampler: str = "ddim", steps: int | None = None, spacing: str = "uniform") -> int:
         """What one run of a sampler costs, in model calls (NFE)."""
@@ -101,6 +165,8 @@ class Diffusion:
         names = self.classes
         if not names:
             raise DiffeduError("this model is not class-conditional: sample it without classes")
+        if getattr(classes, "ndim", None) == 0:  # a 0-d array or tensor: the one number it holds
+            classes = classes.item()
         if isinstance(classes, str) or _is_whole(classes):
             classes = [classes] * n
         try:
@@ -128,23 +194,24 @@ class Diffusion:
                                "(e.g. classes='horse'), or leave guidance out")
         return self.unet if classes is None else Guided(self.unet, self.labels(classes, len(x_T)), guidance)
 
-    def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = "ddim", eta: float = 0.0,
-                          spacing: str = "uniform", frames: int = 20, x_T: torch.Tensor | None = None,
-                          generator: torch.Generator | None = None, progress: bool = True,
+    def sample_trajectory(self, n: int | None = None, steps: int | None = None, sampler: str = "ddim",
+                          eta: float = 0.0, spacing: str = "uniform", frames: int = 20, x_T=None,
+                          generator: torch.Generator | int | None = None, progress: bool = True,
                           classes=None, guidance: float = 1.0) -> Trajectory:
-        """Sample from x_T (default: fresh noise for n images), keeping `frames` snapshots of x_t and the
-        predicted x_0; `images` are the decoded results. A class-conditional model samples the given
+        """Sample from x_T (a tensor or numpy array; default: fresh noise for n images, 16 if n is left out),
+        keeping `frames` snapshots of x_t and the predicted x_0 (at most one a step); `images` are the decoded
+        results. `generator`: a torch.Generator or an int seed. A class-conditional model samples the given
         `classes` (names or indices) with classifier-free guidance of scale `guidance`, or, without
-        classes, unconditionally."""
-        n = whole(n, "the number of images")
-        x_T = self.noise(n, generator) if x_T is None else x_T.to(self.device)
-        model = self.guided(x_T, classes, guidance)
-        trajectory = sample_trajectory(model, self.scheduler(sampler, steps, eta, spacing), x_T, frames, generator, progress)
-        trajectory.images = self.decode(trajectory.images)
+        classes, unconditionally. Non-finite images are an error, never a result."""
+        scheduler, frames = self.scheduler(sampler, steps, eta, spacing), whole(frames, "frames", 0)
+        generator = seeded(generator)  # once: the noise and the sampler's draws come from one generator
+        x_T = self.start(n, x_T, generator)
+        trajectory = sample_trajectory(self.guided(x_T, classes, guidance), scheduler, x_T, frames, generator, progress)
+        trajectory.images = finite(self.decode(trajectory.images), real(guidance, "guidance"))
         return trajectory
 
-    def sample(self, n: int = 16, steps: int | None = None, **kwargs) -> torch.Tensor:
-        """n images in [-1, 1]; the same options as sample_trajectory."""
+    def sample(self, n: int | None = None, steps: int | None = None, **kwargs) -> torch.Tensor:
+        """n images in [-1, 1] (n left out: 16, or as many as x_T holds); the same options as sample_trajectory."""
         return self.sample_trajectory(n, steps, frames=0, **kwargs).images
 
 
@@ -171,21 +238,22 @@ class FlowMatching(Diffusion):
         """The Euler or Heun steps a run takes: `steps`, checked, or by default DEFAULT_STEPS."""
         return DEFAULT_STEPS if steps is None else whole(steps, "steps")
 
-    def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = "euler", eta: float = 0.0,
-                          spacing: str = "uniform", frames: int = 0, x_T: torch.Tensor | None = None,
-                          generator: torch.Generator | None = None, progress: bool = True,
+    def sample_trajectory(self, n: int | None = None, steps: int | None = None, sampler: str = "euler",
+                          eta: float = 0.0, spacing: str = "uniform", frames: int = 0, x_T=None,
+                          generator: torch.Generator | int | None = None, progress: bool = True,
                           classes=None, guidance: float = 1.0) -> Trajectory:
-        """n images (from `x_T`, default fresh noise) in `steps` steps (None: 50) of 'euler' or 'heun'. No
-        snapshots are kept (`frames` must be 0), and `eta` and `spacing` are the noise-schedule samplers' knobs."""
-        refused = {f"{sampler!r} sampler": sampler not in FLOW_SAMPLERS, "eta": bool(eta),
+        """n images (from `x_T`, default fresh noise, as `Diffusion`'s) in `steps` steps (None: 50, at most 1,000)
+        of 'euler' or 'heun'. No snapshots are kept (`frames` must be 0), and `eta` and `spacing` are the
+        noise-schedule samplers' knobs: refused, not ignored."""
+        refused = {f"{sampler!r} sampler": sampler not in tuple(FLOW_SAMPLERS), "eta": real(eta, "eta") != 0,
                    f"{spacing!r} spacing": spacing != "uniform", "snapshots (frames)": bool(frames)}
         wrong = [what for what, refuse in refused.items() if refuse]
         if wrong:
             raise DiffeduError(f"a flow-matching model takes no {wrong[0]}: sample it with sampler "
                                f"{' or '.join(map(repr, FLOW_SAMPLERS))} on evenly spaced t")
-        x_T = self.noise(whole(n, "the number of images"), generator) if x_T is None else x_T.to(self.device)
+        x_T = self.start(n, x_T, seeded(generator))
         run = flow_sample(self.guided(x_T, classes, guidance), x_T, self.steps(steps), sampler, progress)
-        run.images = run.images.clamp(-1, 1)  # images in [-1, 1], as every pipeline's
+        run.images = finite(run.images, real(guidance, "guidance")).clamp(-1, 1)  # in [-1, 1], as every pipeline's
         return run
 
 
@@ -197,29 +265,30 @@ class Consistency(FlowMatching):
     default_sampler = CONSISTENCY
 
     def model_calls(self, sampler: str = CONSISTENCY, steps: int | None = None, spacing: str = "uniform") -> int:
-        return self.steps(steps)
+        return len(consistency_times(self.steps(steps)))  # one call at each time
 
     @staticmethod
     def steps(steps: int | None) -> int:
         return 1 if steps is None else whole(steps, "steps")
 
-    def sample_trajectory(self, n: int = 16, steps: int | None = None, sampler: str = CONSISTENCY, eta: float = 0.0,
-                          spacing: str = "uniform", frames: int = 0, x_T: torch.Tensor | None = None,
-                          generator: torch.Generator | None = None, progress: bool = True,
+    def sample_trajectory(self, n: int | None = None, steps: int | None = None, sampler: str = CONSISTENCY,
+                          eta: float = 0.0, spacing: str = "uniform", frames: int = 0, x_T=None,
+                          generator: torch.Generator | int | None = None, progress: bool = True,
                           classes=None, guidance: float = 1.0) -> Trajectory:
-        """n images (from `x_T`, default fresh noise) in `steps` model calls (None: 1). The other samplers' knobs
-        (eta, spacing, snapshots, classes) are refused."""
-        refused = {f"{sampler!r} sampler": sampler != CONSISTENCY, "eta": bool(eta),
+        """n images (from `x_T`, default fresh noise, as `Diffusion`'s) in `steps` model calls (None: 1, at most
+        1,000). The other samplers' knobs (eta, spacing, snapshots, classes) are refused."""
+        refused = {f"{sampler!r} sampler": sampler != CONSISTENCY, "eta": real(eta, "eta") != 0,
                    f"{spacing!r} spacing": spacing != "uniform", "snapshots (frames)": bool(frames),
                    "classes": classes is not None or guidance != 1.0}
         wrong = [what for what, refuse in refused.items() if refuse]
         if wrong:
             raise DiffeduError(f"a consistency model takes no {wrong[0]}: sample it with sampler {CONSISTENCY!r} "
                                "in 1 to a few steps")
-        x_T = self.noise(whole(n, "the number of images"), generator) if x_T is None else x_T.to(self.device)
+        generator = seeded(generator)
+        x_T = self.start(n, x_T, generator)
         run = consistency_sample(lambda x, t: consistency_fn(self.unet, x, t), x_T, self.steps(steps), generator,
                                  progress)
-        run.images = run.images.clamp(-1, 1)
+        run.images = finite(run.images).clamp(-1, 1)
         return run
 
 
@@ -244,11 +313,11 @@ class LatentDiffusion(Diffusion):
         return decode_latents(self.vae, latents)
 
 
-def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = None,
+def load_pipeline(name_or_path: str | Path, device: str | torch.device | int | None = None,
                   vae: str | Path | None = None) -> Diffusion:
     """A shipped model's name or a checkpoint's path -> a pipeline ready to sample, on `device`
-    (default: CUDA when there is a GPU). A latent model decodes with the VAE its checkpoint names,
-    unless `vae` names another one."""
+    (default: CUDA when there is a GPU; an int N: cuda:N). A latent model decodes with the VAE its checkpoint
+    names, unless `vae` names another one."""
     device = env.get_device(device)
     path = pretrained.resolve(name_or_path)
     meta = checkpoint.read_meta(path)
@@ -278,7 +347,7 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | None = 
     return LatentDiffusion(vae_model, unet, schedule)
 
 
-def load_vae(name_or_path: str | Path, device: str | torch.device | None = None) -> VAE:
+def load_vae(name_or_path: str | Path, device: str | torch.device | int | None = None) -> VAE:
     """A VAE by shipped name or path, refusing checkpoints of another kind."""
     path = pretrained.resolve(name_or_path)
     kind = checkpoint.read_meta(path).get("kind")

@@ -30,6 +30,15 @@ from .errors import DiffeduError
 from .schedules import Schedule, at
 
 SPACINGS = ("uniform", "quadratic", "logsnr")
+# A flow or consistency run's most steps, as DDPM's T: its t is continuous, so nothing else bounds them, and past this
+# the solution no longer changes while the wait (and the list of t's, 8 GB for 10**9 steps) keeps growing.
+MAX_STEPS = 1000
+
+
+def check_steps(steps: int, most: int, limit: str) -> None:
+    """An error unless steps is a whole number from 1 to `most` (`limit`: how the message names it)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= most:
+        raise DiffeduError(f"steps must be a whole number between 1 and {limit}, got {steps!r}")
 
 
 class StepOutput(NamedTuple):
@@ -53,8 +62,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform", alpha_bar: torc
     logsnr:    evenly spaced in lambda = log(sqrt(alpha_bar) / sqrt(1 - alpha_bar)), half the log signal-to-noise
                ratio (DPM-Solver's choice): the nearest timesteps to evenly spaced lambdas. Needs `alpha_bar`.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-        raise DiffeduError(f"steps must be a whole number between 1 and T={T}, got {steps!r}")
+    check_steps(steps, T, f"T={T}")
     if spacing not in SPACINGS:
         raise DiffeduError(f"unknown spacing {spacing!r}; choose one of {', '.join(map(repr, SPACINGS))}")
     if steps == 1:
@@ -153,9 +161,15 @@ class DDPMScheduler(Scheduler):
     order = None
 
     def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> "DDPMScheduler":
+        # steps and spacing choose which timesteps to visit; DDPM has no choice, so asking for one is a mistake
+        every = f"DDPM visits every one of the T={self.schedule.T} steps"
+        ddim = "DDIM (sampler 'ddim', DDIMScheduler)"
         if steps not in (None, self.schedule.T):
-            raise DiffeduError(f"DDPM visits every step (steps={self.schedule.T}); use DDIMScheduler for fewer")
-        return super().set_timesteps(None, spacing)
+            raise DiffeduError(f"{every}: leave steps out, or sample with {ddim} for fewer")
+        if spacing != "uniform":
+            raise DiffeduError(f"{every}, so spacing has nothing to space: leave spacing out, or sample with {ddim} "
+                               "in fewer, spaced steps")
+        return super().set_timesteps()
 
     def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator=None, noise=None) -> StepOutput:
         """x_t -> x_{t-1}; `noise` (default: drawn from `generator`) is the fresh N(0, I) draw."""
@@ -351,12 +365,12 @@ class Snapshots(nn.Module):
 def sample_trajectory(
     model: nn.Module, scheduler: Scheduler, x_T: torch.Tensor, frames: int = 20, generator=None, progress: bool = True
 ) -> Trajectory:
-    """Run the sampler from x_T, keeping `frames` evenly spaced snapshots (on the CPU)."""
+    """Run the sampler from x_T, keeping `frames` evenly spaced snapshots (on the CPU), at most one a step."""
     if frames < 0:
         raise DiffeduError(f"frames must be 0 (keep none) or more, got {frames}")
     model.eval()
     last = len(scheduler.timesteps) - 1
-    keep = set(np.linspace(0, last, frames).round().astype(int).tolist()) if frames > 0 else set()
+    keep = set(np.linspace(0, last, min(frames, last + 1)).round().astype(int).tolist()) if frames > 0 else set()
     x, kept, counted = x_T, [], Counted(model)
     scheduler.reset()
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=type(scheduler).__name__, disable=not progress, leave=False)):
@@ -404,7 +418,7 @@ def make_scheduler(name: str, schedule: Schedule, steps: int | None = None, eta:
                    spacing: str = "uniform", clip_x0: bool = True) -> Scheduler:
     """A sampler by its registered name (`SAMPLERS`): 'ddpm' (always all T steps), or 'ddim', 'heun', 'dpmpp2m' in
     `steps` steps (None: DEFAULT_STEPS). `eta` is DDIM's alone."""
-    if name not in SAMPLERS:
+    if name not in tuple(SAMPLERS):  # (a tuple: an unhashable name is unknown too, not a TypeError)
         raise DiffeduError(f"unknown sampler {name!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
     if eta and name != "ddim":
         raise DiffeduError(f"eta is DDIM's knob (0: deterministic, 1: as noisy as DDPM); {SAMPLERS[name].title} has none. "
@@ -420,10 +434,9 @@ FLOW_SAMPLERS = {"euler": "Euler", "heun": "Heun"}  # a flow-matching model's so
 
 def flow_model_calls(sampler: str, steps: int) -> int:
     """Model calls (NFE) of `flow_sample`: one a step for Euler, two for Heun but one for its last step."""
-    if sampler not in FLOW_SAMPLERS:
+    if sampler not in tuple(FLOW_SAMPLERS):
         raise DiffeduError(f"unknown flow sampler {sampler!r}; choose one of {', '.join(map(repr, FLOW_SAMPLERS))}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise DiffeduError(f"steps must be a whole number of at least 1, got {steps!r}")
+    check_steps(steps, MAX_STEPS, f"{MAX_STEPS:,}")
     return 2 * steps - 1 if sampler == "heun" else steps
 
 
@@ -456,8 +469,7 @@ CONSISTENCY = "consistency"  # a consistency model's sampler (lesson 10): steps 
 def consistency_times(steps: int) -> list[float]:
     """Where multistep consistency sampling asks the model: t = 1, then `steps - 1` more evenly spaced times, as
     flow Euler's grid (2 steps: 1, 1/2; 4: 1, 3/4, 1/2, 1/4)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise DiffeduError(f"steps must be a whole number of at least 1, got {steps!r}")
+    check_steps(steps, MAX_STEPS, f"{MAX_STEPS:,}")
     return torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1].tolist()
 
 
