@@ -13,9 +13,7 @@ the shipped ones, are read from the JSON.)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -51,19 +49,6 @@ def check_writable(path: str | Path) -> None:
     env.check_writable(paths(path)[0])
 
 
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """write(partial file), flush it to disk, then rename it over target: target is whole, old or new."""
-    partial = target.with_name(target.name + ".partial")
-    try:
-        write(partial)
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, target)
-    except BaseException:  # an error, or Ctrl-C: leave no half-written file behind
-        partial.unlink(missing_ok=True)
-        raise
-
-
 def _save_tensors(tensors: dict[str, torch.Tensor], file: Path, text: str) -> None:
     try:
         save_file(tensors, str(file), metadata={HEADER_KEY: text})
@@ -77,8 +62,8 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
     text = json.dumps({"format": FORMAT, **meta}, indent=2)  # before anything is written: a bad value fails here
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _write_atomically(weights, lambda file: _save_tensors(tensors, file, text))
-    _write_atomically(config, lambda file: file.write_text(text))
+    env.write_whole(weights, lambda file: _save_tensors(tensors, file, text))
+    env.write_whole(config, lambda file: file.write_text(text))
     return weights.with_name(weights.name[: -len(".safetensors")])
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import env
 from .errors import DiffeduError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -43,7 +44,8 @@ def strip_solution(source: str, exercise: str) -> str:
 
 def student_edition(lessons: str | Path, out: str | Path) -> tuple[list[Path], list[Path]]:
     """Write the student edition of every lesson in `lessons` (NN_name.py) to `out`, as .py and .ipynb pairs.
-    A lesson whose pair in `out` was changed since it was written there (a learner's answers) is left as it is.
+    A lesson whose pair in `out` was changed since it was written there (a learner's answers) is left as it is;
+    a file that is not whole (a write cut short, by a full disk say) is nobody's work, and is rewritten.
     Returns (the notebooks written, those left as they were)."""
     import jupytext  # the lab and test extras install it
     from jupytext.config import load_jupytext_configuration_file
@@ -95,62 +97,127 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 """
 
 
-def course_folder(lessons: str | Path, out: str | Path) -> tuple[list[str], list[str]]:
+def course_folder(lessons: str | Path, out: str | Path, force: bool = False) -> tuple[list[str], list[str]]:
     """Set up `out` as an nbgrader course folder: its configuration, and every lesson with exercises as an
     assignment of the lesson's name (source/NN_name/NN_name.ipynb), then released (nbgrader's
     generate_assignment writes release/NN_name/, the solutions stubbed). A file changed there since it was
-    written is kept as it is. Returns (the assignments, the files kept)."""
+    written (a release too: its files are kept, not regenerated) is kept as it is, unless `force`, which says
+    what it replaced. An nbgrader configuration the course did not write is refused: nbgrader would run it.
+    Returns (the assignments, the files kept)."""
     lessons, out = Path(lessons), Path(out)
     assignments = [script.stem for script in sorted(lessons.glob("[0-9][0-9]_*.py")) if exercises(script)]
     if not assignments:
         raise DiffeduError(f"no lessons with exercises (NN_name.py) in {lessons}: pass the course's lessons/ folder")
     folder, kept = _Folder(out), []
+    # nbgrader runs the folder's nbgrader_config.py and reads its .json (which can name classes to import)
+    foreign = [name for name, text in [("nbgrader_config.py", NBGRADER_CONFIG), ("nbgrader_config.json", None)]
+               if folder.state(name, text) == "changed"]
+    if foreign and not force:
+        raise DiffeduError(f"{out} holds {' and '.join(foreign)}, which this course did not write (or which was "
+                           "changed since), and nbgrader would run it: read it, then move it away, or pass --force to "
+                           "replace it with the course's configuration")
+    if "nbgrader_config.json" in foreign:
+        (out / "nbgrader_config.json").unlink()
+        print(f"removed {out / 'nbgrader_config.json'} (--force): the course did not write it")
     for name, text in [("nbgrader_config.py", NBGRADER_CONFIG)] + [
             (f"source/{a}/{a}.ipynb", (lessons / f"{a}.ipynb").read_text()) for a in assignments]:
-        if not folder.write(name, text):
+        if not folder.write(name, text, force):
             kept.append(name)
     for assignment in assignments:
+        release = out / "release" / assignment
+        files = [f for f in sorted(release.rglob("*")) if f.is_file() and not CACHES & set(f.relative_to(out).parts)]
+        states = {f: folder.state(f.relative_to(out).as_posix()) for f in files}
+        edited = [f.relative_to(out).as_posix() for f, state in states.items() if state == "changed"]
+        if edited and not force:  # generate_assignment --force would replace the whole of release/<assignment>/
+            kept += edited
+            continue
         run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force"], cwd=out,
                              capture_output=True, text=True)
         if run.returncode:
             raise DiffeduError(f"nbgrader generate_assignment {assignment} failed in {out}:\n{run.stderr[-3000:]}")
+        for file, state in states.items():
+            _say(file, state)
+        folder.remember({f.relative_to(out).as_posix(): f.read_bytes() for f in release.rglob("*") if f.is_file()})
     return assignments, kept
 
 
-class _Folder:
-    """A folder this module writes into, never over somebody's work: it remembers a digest of each file it
-    wrote, and a file that no longer matches it (nor the new text) has been changed since, so it stays."""
+CACHES = {".ipynb_checkpoints", "__pycache__"}  # what Jupyter and Python leave beside a file: nobody's work
 
-    MANIFEST = ".diffedu-written.json"
+
+class _Folder:
+    """A folder this module writes into, never over somebody's work: it records a digest of each version of each
+    file it wrote there, and a file that matches none of them (nor the new text) has been changed since, so it
+    stays, unless it is plainly not a whole file (see `state`)."""
+
+    RECORD = ".diffedu-written.json"
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
-        manifest = path / self.MANIFEST
-        self.digests = json.loads(manifest.read_text()) if manifest.exists() else {}
+        try:  # {name: [digest, ...]}; a single digest is how earlier versions recorded one
+            record = json.loads((path / self.RECORD).read_bytes())
+            self.digests = {name: [d] if isinstance(d, str) else list(d) for name, d in record.items()}
+        except FileNotFoundError:
+            self.digests = {}
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):  # cut short, or not ours
+            print(f"{path / self.RECORD} is damaged: read as if absent, so a file that differs from what would be "
+                  "written there now is kept as someone's")
+            self.digests = {}
 
-    def changed(self, name: str, text: str) -> bool:
-        """Whether `name` holds something other than what was written there last, or `text`."""
+    def state(self, name: str, text: str | None = None) -> str:
+        """What `name` holds: "ours" (nothing, what this module wrote there, or `text`), "damaged" (a write of
+        `text` cut short, by a full disk say, or a notebook that is not whole: nobody's work) or "changed"."""
         file = self.path / name
-        return file.exists() and _digest(file.read_text()) not in (self.digests.get(name), _digest(text))
+        if not file.exists():
+            return "ours"
+        data, new = file.read_bytes(), None if text is None else text.encode()
+        if _digest(data) in self.digests.get(name, []) or data == new:
+            return "ours"
+        if (new and new.startswith(data)) or (name.endswith(".ipynb") and not _is_notebook(data)):
+            return "damaged"
+        return "changed"
 
-    def write_all(self, files: dict[str, str]) -> bool:
-        """Write all of `files` ({name: text}), or, if any of them was changed, none (they belong together)."""
-        if any(self.changed(name, text) for name, text in files.items()):
+    def write_all(self, files: dict[str, str], force: bool = False) -> bool:
+        """Write all of `files` ({name: text}), or, if any of them was changed, none (they belong together),
+        unless `force`. Says what it wrote over that it had not written."""
+        states = {name: self.state(name, text) for name, text in files.items()}
+        if "changed" in states.values() and not force:
             return False
+        # recorded first: whatever stops the writes, each file is then the old version or the new, both recorded
+        self.remember({name: text.encode() for name, text in files.items()})
         for name, text in files.items():
-            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
-            (self.path / name).write_text(text)
-            self.digests[name] = _digest(text)
-        (self.path / self.MANIFEST).write_text(json.dumps(self.digests, indent=1))
+            env.write_whole(self.path / name, lambda partial: partial.write_bytes(text.encode()))
+            _say(self.path / name, states[name])
         return True
 
-    def write(self, name: str, text: str) -> bool:
-        return self.write_all({name: text})
+    def write(self, name: str, text: str, force: bool = False) -> bool:
+        return self.write_all({name: text}, force)
+
+    def remember(self, files: dict[str, bytes]) -> None:
+        """Record `files` ({name: content}) as written here, with what was written before."""
+        for name, data in files.items():
+            self.digests[name] = list(dict.fromkeys(self.digests.get(name, []) + [_digest(data)]))
+        env.write_whole(self.path / self.RECORD, lambda partial: partial.write_text(json.dumps(self.digests, indent=1)))
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _say(file: Path, state: str) -> None:
+    if state == "damaged":
+        print(f"rewrote {file}: it was not a whole file (a write cut short, by a full disk say), so nobody's work")
+    elif state == "changed":
+        print(f"replaced {file} (--force): it was not what was last written there")
+
+
+def _is_notebook(data: bytes) -> bool:
+    """Whether `data` reads as a notebook: JSON with cells and a format version, as every notebook editor saves."""
+    try:
+        notebook = json.loads(data)
+    except ValueError:  # not JSON (cut short), or not UTF-8
+        return False
+    return isinstance(notebook, dict) and isinstance(notebook.get("cells"), list) and "nbformat" in notebook
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def exercises(notebook_path: str | Path) -> list[str]:

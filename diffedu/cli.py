@@ -241,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("course", help="set up an nbgrader course folder: its configuration, each lesson an assignment, released")
     c.add_argument("--lessons", type=path_text, default="lessons", help="the course's lessons folder (default: lessons)")
     c.add_argument("--out", type=path_text, default="course", help="the course folder (default: course)")
+    c.add_argument("--force", action="store_true", help="replace what the course did not write there: an nbgrader "
+                   "configuration, edited sources and releases")
 
     b = sub.add_parser("bench", help="measure pixel vs latent diffusion and DDPM vs DDIM: time, memory, FID/KID")
     b.add_argument("--profile", choices=list(PROFILES), help="sizes the run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
@@ -404,11 +406,11 @@ def student_cmd(args) -> None:
 
 
 def course_cmd(args) -> None:
-    assignments, kept = course_folder(args.lessons, args.out)
+    assignments, kept = course_folder(args.lessons, args.out, force=args.force)
     print(f"course folder {args.out}/: nbgrader_config.py, and {len(assignments)} assignments, one per lesson with "
           f"exercises ({', '.join(assignments)}), released to {args.out}/release/")
     if kept:
-        print(f"kept as they were, changed since they were written: {', '.join(kept)}")
+        print(f"kept as they were, changed since they were written: {', '.join(kept)}; replace them with --force")
     print(f"Hand out release/<lesson>/, put what each student hands back in submitted/<student>/<lesson>/, then grade "
           f"from {args.out}/: nbgrader autograde <lesson> (with this environment's nbgrader, e.g. .venv/bin/nbgrader)")
 

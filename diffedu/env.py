@@ -151,10 +151,24 @@ _NUMBERS = re.compile(r"\[\n\s+(-?[\d.eE+-]+(?:,\n\s+-?[\d.eE+-]+)*)\n\s*\]")  #
 
 
 def write_json(result: dict, path: str | Path) -> Path:
-    """A measurement's result as indented JSON at `path`, its folder made if need be; a list of numbers (a row's
-    per-image influences) on one line."""
+    """A measurement's result as indented JSON at `path` (written whole or not at all), its folder made if need be;
+    a list of numbers (a row's per-image influences) on one line."""
+    text = _NUMBERS.sub(lambda numbers: "[" + re.sub(r",\n\s+", ", ", numbers[1]) + "]", json.dumps(result, indent=2))
+    return write_whole(path, lambda partial: partial.write_text(text))
+
+
+def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """write(a new file beside `path`), then rename it over `path`: whole or not at all (a full disk never leaves
+    half a table of hours of measurement), and a link at `path` is replaced, not written through. Its folder is made
+    if need be."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = _NUMBERS.sub(lambda numbers: "[" + re.sub(r",\n\s+", ", ", numbers[1]) + "]", json.dumps(result, indent=2))
-    path.write_text(text)
+    partial = path.with_name(f"{path.name}.partial")  # (one name: what a killed write left, the next one replaces)
+    try:
+        write(partial)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())  # on the disk before it takes the old file's place
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path

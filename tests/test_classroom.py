@@ -1,5 +1,8 @@
 """The classroom edition works on the real tools: the student edition runs with only its checks failing,
 and nbgrader grades a lesson as it is (full marks for the solutions, none for the blank)."""
+import builtins
+import errno
+import io
 import os
 import re
 import shutil
@@ -11,8 +14,9 @@ import jupytext
 import nbformat
 import pytest
 
-from diffedu import check, cli
-from diffedu.classroom import exercises, strip_solution, student_edition
+from diffedu import check, classroom, cli
+from diffedu.classroom import course_folder, exercises, strip_solution, student_edition
+from diffedu.errors import DiffeduError
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 SCRIPTS = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
@@ -84,6 +88,141 @@ def test_writing_the_edition_again_keeps_a_learners_answers(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "kept 1 as they were" in said and "01_forward_process" in said
     assert (out / "02_ddpm.py").read_text() == untouched  # rewritten: nothing of the learner's was there
+
+
+def disk_with_room_for(monkeypatch, folder: Path, room: int, only: str = ""):
+    """From here on, the disk under `folder` has `room` bytes left (characters, for text) for files whose name
+    holds `only`: a write there writes what fits, then fails as a full disk does (ENOSPC), leaving what it wrote."""
+    real_open, left = io.open, [room]
+
+    class OnFullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, data):
+            fits = data[:left[0]]
+            left[0] -= len(fits)
+            self.file.write(fits)
+            if len(fits) < len(data):
+                self.file.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return len(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        there = isinstance(file, (str, Path)) and str(file).startswith(str(folder)) and only in Path(file).name
+        return OnFullDisk(opened) if there and any(m in mode for m in "wax+") else opened
+
+    monkeypatch.setattr(io, "open", fake_open)
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+@pytest.mark.parametrize("share, only", [(0, ""), (0.001, ""), (0.03, ""), (0.2, ""), (0.5, ""), (0.9, ""),
+                                         (0.002, ".diffedu-written.json")])
+def test_a_full_disk_leaves_nothing_that_a_later_edition_keeps_as_someones_work(tmp_path, monkeypatch, share, only):
+    """The disk fills up while the edition is written, the first time or again over an edition, in a lesson
+    or in the record of what was written; once there is room again, writing it again gives the whole edition,
+    keeps nothing, and leaves no temporary file behind."""
+    whole = tmp_path / "whole"
+    student_edition(LESSONS, whole)
+    expected = {p.name: p.read_bytes() for p in whole.iterdir()}
+    for again in (False, True):
+        out = tmp_path / f"student{again}"
+        if again:
+            student_edition(LESSONS, out)
+        with monkeypatch.context() as m:
+            disk_with_room_for(m, out, int(share * sum(map(len, expected.values()))), only)
+            with pytest.raises(OSError, match="No space left"):
+                student_edition(LESSONS, out)
+        written, kept = student_edition(LESSONS, out)
+        assert kept == [] and len(written) == len(SCRIPTS)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == expected
+
+
+def test_a_lesson_cut_short_is_rewritten_and_a_damaged_record_gives_no_traceback(tmp_path, capsys):
+    """A lesson that is not a whole file (a write cut short by a full disk, in an earlier version) is nobody's
+    work: it is rewritten, and said so. A damaged record of what was written counts as none: a learner's
+    answers (a file that differs, yet is a whole notebook) stay."""
+    out = tmp_path / "student"
+    student_edition(LESSONS, out)
+    whole = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "02_ddpm.ipynb").write_bytes(whole["02_ddpm.ipynb"][:5000])
+    (out / "03_ddim.py").write_bytes(b"")
+    assert cli.main(["student", "--lessons", str(LESSONS), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "rewrote" in said and "02_ddpm.ipynb" in said and "03_ddim.py" in said and "kept" not in said
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == whole
+
+    record = out / ".diffedu-written.json"
+    record.write_bytes(record.read_bytes()[:100])
+    answered = out / "01_forward_process.ipynb"
+    answered.write_text(answered.read_text().replace("write this part", "my answer"))
+    (out / "02_ddpm.ipynb").write_bytes(whole["02_ddpm.ipynb"][:5000] + b"\x00" * 100)
+    assert cli.main(["student", "--lessons", str(LESSONS), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert ".diffedu-written.json" in said and "kept 1 as they were" in said and "01_forward_process" in said
+    assert "my answer" in answered.read_text() and (out / "02_ddpm.ipynb").read_bytes() == whole["02_ddpm.ipynb"]
+
+
+def no_nbgrader(monkeypatch) -> list:
+    """nbgrader is not started: the list that comes back collects the command lines that would have started it."""
+    started = []
+    monkeypatch.setattr(subprocess, "run",
+                        lambda args, **kwargs: started.append(args) or subprocess.CompletedProcess(args, 0))
+    return started
+
+
+@pytest.mark.parametrize("name", ["nbgrader_config.py", "nbgrader_config.json"])
+def test_a_course_folder_never_runs_an_nbgrader_configuration_it_did_not_write(tmp_path, monkeypatch, capsys, name):
+    """nbgrader runs the course folder's nbgrader_config.py (and reads its .json): one the course did not
+    write, or that was changed since, is refused, and replaced only with force, which says so."""
+    course = tmp_path / "course"
+    started = no_nbgrader(monkeypatch)
+    course_folder(LESSONS, course)
+    course_folder(LESSONS, course)  # its own configuration, recognised
+    assert started and (course / "nbgrader_config.py").read_text() == classroom.NBGRADER_CONFIG
+    planted = 'import os\nos.system("echo ran")\n' if name.endswith(".py") else '{"Exchange": {"root": "/tmp"}}'
+    (course / name).write_text(planted)
+    started.clear()
+    with pytest.raises(DiffeduError, match=f"{name}.*--force"):
+        course_folder(LESSONS, course)
+    assert not started and (course / name).read_text() == planted
+    course_folder(LESSONS, course, force=True)
+    assert started and (course / "nbgrader_config.py").read_text() == classroom.NBGRADER_CONFIG
+    assert not (course / "nbgrader_config.json").exists()
+    assert name in capsys.readouterr().out
+
+
+def test_a_course_regenerated_keeps_a_teachers_edits_in_release_unless_forced(tmp_path, capsys):
+    """nbgrader generate_assignment --force replaces release/<lesson>/ whole: a teacher's edits there are kept
+    (and reported) unless force, which says what it replaced; a release as nbgrader wrote it is regenerated."""
+    lessons = tmp_path / "lessons"
+    lessons.mkdir()
+    for path in LESSONS.glob("01_forward_process.*"):
+        shutil.copy(path, lessons)
+    course = tmp_path / "course"
+    assert course_folder(lessons, course) == (["01_forward_process"], [])
+    assert course_folder(lessons, course) == (["01_forward_process"], [])
+    released = course / "release" / "01_forward_process" / "01_forward_process.ipynb"
+    edited = released.read_text().replace("# YOUR CODE HERE", "# YOUR CODE HERE (hint: torch.cumprod)")
+    assert edited != released.read_text()
+    released.write_text(edited)
+    kept = ["release/01_forward_process/01_forward_process.ipynb"]
+    assert course_folder(lessons, course) == (["01_forward_process"], kept)
+    assert released.read_text() == edited
+    capsys.readouterr()
+    assert course_folder(lessons, course, force=True) == (["01_forward_process"], [])
+    assert "hint" not in released.read_text() and "NotImplementedError" in released.read_text()
+    assert "replaced" in capsys.readouterr().out
 
 
 def test_the_edition_is_never_written_over_the_lessons(tmp_path, capsys):
