@@ -253,7 +253,7 @@ def saved_result(profile: str) -> dict | None:
     path = results_path(profile)
     try:
         result = load(path) if path.exists() else None
-    except (DiffeduError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # (DiffeduError and json's errors are ValueErrors)
         return None
     complete = result and result.get("scores") and list(result["sampling"]) == [m.label for m in methods()]
     return result if complete else None

@@ -6,6 +6,7 @@
     python -m diffedu train vae --profile cpu                     # -> runs/vae/model
     python -m diffedu train latent --vae runs/vae/model           # -> runs/latent/model
     python -m diffedu train --recipe ldm-cifar10                  # a shipped model's recipe
+    python -m diffedu train --recipe ldm-cifar10 --processes 4    # the same on 4 GPUs (torchrun's launcher)
     python -m diffedu retrain --all --budget-minutes 9            # the shipped models, resumably (repeat until done)
     python -m diffedu fid --ckpt ddpm-cifar10 --steps 100 --samples 1000   # FID/KID of a model
     python -m diffedu bench --profile cpu                         # pixel vs latent, measured -> data/bench/cpu.json
@@ -13,13 +14,19 @@
     python -m diffedu student --out student                       # the lessons without the exercises' solutions
     python -m diffedu course --out course                         # an nbgrader course folder, lessons released
 
-Bad input gets one `error:` line and exit code 2; Ctrl-C exits with 130.
+Bad input gets one `error:` line and exit code 2; Ctrl-C, SIGTERM and SIGHUP save a training run and exit with 130.
+A file a command did not write is replaced only with --force.
 """
 from __future__ import annotations
 
 import argparse
+import io
+import logging
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -56,6 +63,7 @@ def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
 
 positive = at_least(1)
 image_count = at_least(1, 50_000)  # 50,000 CIFAR-sized images: 600 MB as float32, the standard FID count
+scored_count = at_least(2, 50_000)  # FID and KID compare spreads: one image has none
 
 
 def positive_float(text: str) -> float:
@@ -80,42 +88,57 @@ def finite_float(text: str) -> float:
 
 
 def seed(text: str) -> int:
-    """argparse type: a random seed torch accepts, 0 to 2^63 - 1."""
+    """argparse type: a random seed every generator accepts (NumPy's too), 0 to 2^32 - 1."""
     try:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^63 - 1, got {text!r}")
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^32 - 1, got {text!r}")
     return value
 
 
 def path_text(text: str) -> str:
-    """argparse type: a path, not an empty string (which would quietly mean the default or this folder)."""
+    """argparse type: a path, not an empty string (which would quietly mean the default or this folder), and one
+    this system can name (not too long)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("must name a file or folder, got an empty string")
+    try:
+        Path(text).exists()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot be used as a path ({error.strerror}): {text[:60]!r}...") from None
+    return text
+
+
+def _not_a_folder(text: str, what: str, example: str) -> str:
+    if Path(path_text(text)).is_dir() or text.endswith(("/", "\\")):  # (newrun/ would be written beside the folder)
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: name the {what} in it, e.g. {Path(text) / example}")
     return text
 
 
 def checkpoint_out(text: str) -> str:
     """argparse type: where a checkpoint goes, a file name without suffix (runs/ddpm/model), not a folder."""
-    if Path(path_text(text)).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder: name the checkpoint in it, e.g. {Path(text) / 'model'}")
-    return text
+    return _not_a_folder(text, "checkpoint", "model")
 
 
 def file_out(text: str) -> str:
     """argparse type: a file to write results to, not a folder (found after the work, that would lose it)."""
-    if Path(path_text(text)).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder: name a file in it, e.g. {Path(text) / 'result.json'}")
-    return text
+    return _not_a_folder(text, "file", "result.json")
 
 
 def image_out(text: str) -> str:
-    """argparse type: a file name PIL can write an image to, checked before any sampling."""
-    if Path(text).suffix.lower() not in Image.registered_extensions() or Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is not an image file name: end it in .png (or .jpg, .webp)")
+    """argparse type: a file name PIL can write an RGB image to, checked before any sampling."""
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=image_format(_not_a_folder(text, "image", "samples.png")))
+    except (KeyError, ValueError, OSError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an image file name PIL can write: end it in .png "
+                                         "(or .jpg, .webp)") from None
     return text
+
+
+def image_format(path: str) -> str | None:
+    """PIL's name of the image format a file name asks for (None: none); PIL may know a format it cannot write."""
+    return Image.registered_extensions().get(Path(path).suffix.lower())
 
 
 def method_label(text: str) -> str:
@@ -190,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=finite_float, help="with --class: the guidance scale w (0 unconditional, "
                    "1 conditional, more: stronger; default 3)")
     s.add_argument("--out", type=image_out, default="samples.png", help="the image grid to write (.png, .jpg, ...)")
+    s.add_argument("--force", action="store_true", help="replace a file at --out that this command did not write")
     s.add_argument("--device", help=device_help)
     s.add_argument("--seed", type=seed, default=0)
 
@@ -197,8 +221,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--ckpt", help="checkpoint path or shipped name (ddpm-cifar10, ldm-cifar10, vae-cifar10); "
                                   "none: score real test images, the yardstick at this count")
     f.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
-    f.add_argument("--samples", type=image_count, default=1000, help="images to score (default: 1000)")
-    f.add_argument("--reference", type=positive, help="first N training images as the reference (default: all)")
+    f.add_argument("--samples", type=scored_count, default=1000, help="images to score (default: 1000)")
+    f.add_argument("--reference", type=scored_count, help="first N training images as the reference (default: all)")
     f.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS, CONSISTENCY], help="ddpm, ddim, heun or dpmpp2m "
                    "(default: ddim); a flow-matching model: euler (default) or heun; a consistency model: consistency")
     f.add_argument("--steps", type=positive, help="sampling steps (default: 50)")
@@ -210,20 +234,22 @@ def parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("guidance", help="a class-conditional model's guidance curve: FID/KID and class accuracy against w")
     g.add_argument("--ckpt", required=True, help="a class-conditional checkpoint (e.g. ldm-cifar10-cond)")
-    g.add_argument("--samples", type=image_count, default=500, help="images per guidance scale (default: 500)")
-    g.add_argument("--reference", type=positive, help="first N training images for FID/KID and the probe (default: all)")
+    g.add_argument("--samples", type=scored_count, default=500, help="images per guidance scale (default: 500)")
+    g.add_argument("--reference", type=scored_count, help="first N training images for FID/KID and the probe (default: all)")
     g.add_argument("--scales", type=finite_float, nargs="+", default=list(evaluation.GUIDANCE_SCALES), help="guidance scales w")
     g.add_argument("--steps", type=positive, default=50, help="DDIM steps (default: 50)")
     g.add_argument("--batch-size", type=positive, default=100)
     g.add_argument("--data", type=path_text, help=data_help)
     g.add_argument("--device", help=device_help)
     g.add_argument("--out", type=file_out, help="JSON file to write (default: data/bench/guidance-<name>.json)")
+    g.add_argument("--force", action="store_true", help="replace a file at --out that is not a guidance curve")
 
     q = sub.add_parser("quality", help="the shipped models' FID/KID for every sampler and step count, resumably")
-    q.add_argument("--samples", type=image_count, default=500, help="images per row (default: 500)")
+    q.add_argument("--samples", type=scored_count, default=500, help="images per row (default: 500)")
     q.add_argument("--rows", nargs="+", metavar="ROW", help='rows to measure, e.g. "DDIM 50" "latent DDIM 20" '
                    "(default: all; rows already in --out are kept)")
     q.add_argument("--out", type=file_out, help="JSON file (default: data/bench/quality.json; diffedu/checkpoints/quality.json ships)")
+    q.add_argument("--force", action="store_true", help="replace a file at --out that is not a quality table")
     q.add_argument("--batch-size", type=positive, default=100)
     q.add_argument("--data", type=path_text, help=data_help)
     q.add_argument("--device", help=device_help)
@@ -247,8 +273,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure pixel vs latent diffusion and DDPM vs DDIM: time, memory, FID/KID")
     b.add_argument("--profile", choices=list(PROFILES), help="sizes the run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
     b.add_argument("--quick", action="store_true", help="the short version lesson 06 runs (cpu: 16 images, minutes)")
-    b.add_argument("--samples", type=image_count, help="images per sampler for FID/KID (default: the profile's)")
-    b.add_argument("--reference", type=positive, help="real training images for the FID/KID reference (default: the profile's)")
+    b.add_argument("--samples", type=scored_count, help="images per sampler for FID/KID (default: the profile's)")
+    b.add_argument("--reference", type=scored_count, help="real training images for the FID/KID reference (default: the profile's)")
     b.add_argument("--batch-size", type=positive, help="images per timed sampling run (default: 64)")
     b.add_argument("--repeats", type=positive, help="timed sampling runs per sampler (the median is reported)")
     b.add_argument("--ddim-steps", type=positive, nargs="+", help="the pixel DDIM step counts to time (default: 100 50)")
@@ -262,10 +288,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--device", help=device_help)
     b.add_argument("--compile", action="store_true", help="torch.compile the UNets first")
     b.add_argument("--out", type=file_out, help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)")
+    b.add_argument("--force", action="store_true", help="replace a file at --out that is not a benchmark result")
     return p
 
 
 def add_speed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--processes", type=positive, default=1, help="train on N processes, one per GPU (or CPU workers), "
+                   "started through torchrun's launcher; the batch is split over them (default: 1)")
     p.add_argument("--compile", default="auto", choices=["auto", "none", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the training step in this mode (auto: reduce-overhead, i.e. CUDA graphs, on CUDA; "
                         "none on a CPU)")
@@ -275,22 +304,30 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
 
 # ---- train -----------------------------------------------------------------------
 
-def train(args) -> None:
+def train(args) -> int | None:
+    if args.processes > 1:
+        out = runs.out_name(args.recipe, args.out, args.kind)
+        runs.plan(args.recipe, out, kind=args.kind, profile=args.profile, vae=args.vae, cond=args.cond, resume=args.resume,
+                  force=args.force, processes=args.processes, steps=args.steps, minutes=args.minutes,
+                  batch_size=args.batch_size, lr=args.lr, schedule=args.schedule)
+        return launch(args)
     runs.train(args.recipe, args.out, kind=args.kind, profile=args.profile, data_root=args.data, vae=args.vae,
                steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                cond=args.cond, resume=args.resume, force=args.force, seed=args.seed, save_every=args.save_every,
                device=args.device, compile=args.compile, channels_last=args.channels_last)
 
 
-def retrain_cmd(args) -> None:
+def retrain_cmd(args) -> int | None:
     if bool(args.all) == bool(args.names):
         raise DiffeduError(f"name the models to retrain, or pass --all ({', '.join(runs.SHIPPED)}), not both")
     names = list(runs.SHIPPED) if args.all else args.names
     for name in names:
-        get_recipe(name)
+        distributed.check_split(get_recipe(name).batch_size, args.processes)
     out = Path(args.export or Path(args.runs) / "shipped")
     for folder in (Path(args.runs), out):  # before any training
         env.check_writable(folder / names[0])
+    if args.processes > 1:
+        return launch(args)
     start = time.monotonic()
     done = runs.retrain(names, args.runs, out, args.budget_minutes, args.data, args.device, compile=args.compile,
                         channels_last=args.channels_last)
@@ -301,22 +338,78 @@ def retrain_cmd(args) -> None:
         f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue")
 
 
+def launch(args) -> int:
+    """This command again on `args.processes` processes, started by torch's launcher (torchrun's), after the checks
+    that need no work were made here. What the user sees is what one process shows: its output, and on failure
+    one `error:` line (process 0's) and exit code 2 (130 when stopped), not the launcher's traceback."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    env.get_device(args.device)  # (each process takes its own GPU of these)
+    argv = [*(sys.argv[1:] if args.argv is None else args.argv), "--processes=1"]  # (the last one given counts)
+    # the processes share the cores: each computes on its own share (torchrun's default would be one thread each)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.processes)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.processes, rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", run_id=f"diffedu-{os.getpid()}", max_restarts=0)
+    for name in [name for name in logging.root.manager.loggerDict if name.startswith("torch.distributed")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # the launcher's log lines repeat what was said
+    try:
+        elastic_launch(config, sys.executable)("-m", "diffedu", *argv)
+    except ChildFailedError as failed:
+        codes = sorted(failure.exitcode for failure in failed.failures.values())
+        if codes[-1] in (2, 130):  # the processes said why themselves (process 0's one line)
+            return codes[-1]
+        rank, failure = min(failed.failures.items())
+        how = f"was killed by signal {failure.signal_name()}" if failure.exitcode < 0 else f"failed (exit code {failure.exitcode})"
+        print(f"error: process {rank} of {args.processes} {how}; what was saved is kept: continue with --resume",
+              file=sys.stderr)
+        return 2
+    except SignalException:  # Ctrl-C or SIGTERM: the launcher passed it on, and the processes saved
+        return 130
+    return 0
+
+
 # ---- sample, fid, bench ----------------------------------------------------------
 
 def sample_cmd(args) -> None:
     if args.guidance is not None and args.class_ is None:
         raise DiffeduError("--guidance weighs the model's prediction for --class: give a class too (e.g. --class horse)")
-    env.check_writable(args.out)  # before the sampling, which can take minutes
+    note = env.check_replaceable(args.out, ours_image, args.force)  # before the sampling, which can take minutes
     pipe = load_pipeline(args.ckpt, args.device, args.vae)
-    classes = int(args.class_) if args.class_ and args.class_.isdigit() else args.class_
+    classes = class_arg(args.class_)
     guidance = 3.0 if args.guidance is None else args.guidance
     sampler = args.sampler or pipe.default_sampler
     images = pipe.sample(args.samples, args.steps, sampler=sampler, eta=args.eta, spacing=args.spacing,
                          generator=torch.Generator().manual_seed(args.seed), classes=classes,
                          guidance=guidance if classes is not None else 1.0)
-    Image.fromarray(grid(images, nrow=8)).save(args.out)
+    exif = Image.Exif()
+    exif[SOFTWARE] = MADE_BY  # how a later run knows the file is its own to replace
+    image = Image.fromarray(grid(images, nrow=8))
+    env.write_whole(args.out, lambda partial: image.save(partial, format=image_format(args.out), exif=exif))
     which = f", class {args.class_}, guidance {guidance:g}" if args.class_ else ""
-    print(f"wrote {args.samples} images ({describe(pipe, sampler, args.steps, args.eta, args.spacing)}{which}) to {args.out}")
+    print(f"wrote {args.samples} images ({describe(pipe, sampler, args.steps, args.eta, args.spacing)}{which}) to {args.out}"
+          + (f"; {note}" if note else ""))
+
+
+SOFTWARE, MADE_BY = 0x0131, "diffedu"  # the EXIF tag naming the program that wrote an image
+
+
+def ours_image(path: Path) -> bool:
+    """Whether the image at `path` is one `sample` wrote (a picture of one's own is not replaced)."""
+    try:
+        with Image.open(path) as image:
+            return image.getexif().get(SOFTWARE) == MADE_BY
+    except (OSError, ValueError, SyntaxError):  # not an image PIL can read
+        return False
+
+
+def class_arg(text: str | None) -> str | int | None:
+    """--class: an index when it reads as one, else a class name (checked by the pipeline)."""
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return text
 
 
 def describe(pipe: Diffusion, sampler: str, steps: int | None, eta: float = 0.0, spacing: str = "uniform") -> str:
@@ -331,6 +424,7 @@ def describe(pipe: Diffusion, sampler: str, steps: int | None, eta: float = 0.0,
 
 def fid_cmd(args) -> None:
     device = env.get_device(args.device)
+    env.check_writable(env.home() / "fid" / "features")  # where the scores' features are kept: fail before sampling
     train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
     reference = train.images[: args.reference]
     if args.ckpt is None:
@@ -354,7 +448,7 @@ def fid_cmd(args) -> None:
 def bench_cmd(args) -> None:
     profile = get_profile(args.profile)
     out = args.out or bench.results_path(profile.name, args.quick)
-    env.check_writable(out)
+    note = env.check_replaceable(out, env.json_result("profile", "settings"), args.force)
     settings = bench.settings_for(profile.name, args.quick, samples=args.samples, reference=args.reference,
                                   batch=args.batch_size, repeats=args.repeats,
                                   ddim_steps=tuple(args.ddim_steps) if args.ddim_steps else None,
@@ -362,12 +456,13 @@ def bench_cmd(args) -> None:
     result = bench.run(profile, settings=settings, device=args.device, compile=args.compile, pixel=args.pixel,
                        latent=args.latent, vae=args.vae, data_root=args.data)
     print(report.tables(result))
-    print(f"\nwrote {env.write_json(result, out)}")
+    print(f"\nwrote {env.write_json(result, out)}" + (f"; {note}" if note else ""))
 
 
 def guidance_cmd(args) -> None:
     out = Path(args.out or env.home() / "bench" / f"guidance-{Path(args.ckpt).name}.json")
-    env.check_writable(out)
+    note = env.check_replaceable(out, env.json_result("scales"), args.force)
+    env.check_writable(env.home() / "fid" / "features")
     pipe = load_pipeline(args.ckpt, args.device)
     if not pipe.classes:
         raise DiffeduError(f"{args.ckpt} is not class-conditional: there is no guidance to measure")
@@ -376,12 +471,14 @@ def guidance_cmd(args) -> None:
                                       steps=args.steps, batch_size=args.batch_size, device=args.device)
     curve["vae"] = checkpoint.read_meta(pretrained.resolve(args.ckpt)).get("vae")  # what decoded the samples
     print(report.guidance_table(curve))
-    print(f"\nwrote {env.write_json(curve, out)}")
+    print(f"\nwrote {env.write_json(curve, out)}" + (f"; {note}" if note else ""))
 
 
 def quality_cmd(args) -> None:
     out = Path(args.out or env.home() / "bench" / "quality.json")
-    env.check_writable(out)
+    note = env.check_replaceable(out, env.json_result("rows", "reference"), args.force)
+    if note:
+        print(note)
     table = evaluation.quality_table(out, samples=args.samples, labels=args.rows, device=args.device, data_root=args.data,
                                      batch_size=args.batch_size)
     print(report.quality_table(table))
@@ -391,9 +488,10 @@ def quality_cmd(args) -> None:
 def export_cmd(args) -> None:
     if checkpoint.exists(args.out) and not args.force:
         raise CheckpointError(f"{checkpoint.paths(args.out)[0]} already exists: replace it with --force")
-    checkpoint.check_writable(args.out)
+    note = env.check_replaceable(checkpoint.paths(args.out)[1], env.json_result("kind", "config"), args.force)
     out = pretrained.export(args.ckpt, args.out, args.hardware)
-    print(f"wrote {checkpoint.paths(out)[0]} ({checkpoint.paths(out)[0].stat().st_size / 2**20:.1f} MiB, float16)")
+    print(f"wrote {checkpoint.paths(out)[0]} ({checkpoint.paths(out)[0].stat().st_size / 2**20:.1f} MiB, float16)"
+          + (f"; {note}" if note else ""))
 
 
 def student_cmd(args) -> None:
@@ -422,14 +520,24 @@ COMMANDS = {"train": train, "retrain": retrain_cmd, "sample": sample_cmd, "fid":
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = argv
+    # A scheduler's stop, `timeout` and a closed terminal end a run as Ctrl-C does: saved first (Trainer.fit)
+    handlers = {signum: signal.getsignal(signum) for signum in distributed.STOP_SIGNALS[1:]}
+    for signum, handler in handlers.items():
+        if handler is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+            signal.signal(signum, signal.default_int_handler)
     try:
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt as interrupt:
         distributed.print_main(f"\n{interrupt or 'interrupted'}", file=sys.stderr)  # once, not once per process
         return 130
-    # Expected failures (bad input, files, a missing package, a diverging loss) are one line; anything else is a
-    # bug and keeps its traceback.
+    # Expected failures (bad input, files, a missing package, a diverging loss) are one line, said once under
+    # torchrun (by process 0: each process meets the same); anything else is a bug and keeps its traceback.
     except (DiffeduError, OSError, ModuleNotFoundError, FloatingPointError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        if distributed.launched_main():
+            print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    finally:
+        for signum, handler in handlers.items():
+            if signal.getsignal(signum) is signal.default_int_handler:
+                signal.signal(signum, handler)

@@ -30,6 +30,8 @@ from .errors import DiffeduError
 RANK, WORLD = 0, 1  # this process's index, and how many processes train together (set by `setup`)
 _stop_asked = False  # Ctrl-C or torchrun's SIGTERM arrived: every process stops together at the next log
 T = TypeVar("T")
+# The signals that end a run, each saved first: Ctrl-C, a scheduler's or `timeout`'s stop, a closed terminal
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def setup(device: torch.device) -> torch.device:
@@ -46,7 +48,7 @@ def setup(device: torch.device) -> torch.device:
         # A signal stops one process wherever it is, perhaps halfway through a collective the others wait in;
         # so it only asks, and all of them stop at the same step (Trainer.fit), where they can save. (torchrun
         # kills the processes that have not stopped 30 s after it passed on the signal.)
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, _ask_to_stop)
     RANK, WORLD = dist.get_rank(), dist.get_world_size()
     return device
@@ -59,7 +61,12 @@ def _ask_to_stop(signum, frame) -> None:
 
 def is_main() -> bool:
     """Whether this is the process that prints and writes (process 0; the only one without torchrun)."""
-    return RANK == 0
+    return RANK == 0 and launched_main()
+
+
+def launched_main() -> bool:
+    """Whether torchrun started this process as process 0 (or did not start it): known before `setup`."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def print_main(*args, **kwargs) -> None:
@@ -70,10 +77,15 @@ def print_main(*args, **kwargs) -> None:
 
 def rows(batch_size: int) -> slice:
     """This process's rows of a global batch of `batch_size` (all of them on one process)."""
-    if batch_size % WORLD:
-        raise DiffeduError(f"a batch of {batch_size} does not split evenly over {WORLD} processes: "
-                           f"choose a batch size divisible by {WORLD} (--batch-size)")
+    check_split(batch_size, WORLD)
     return _mine(batch_size // WORLD)
+
+
+def check_split(batch_size: int, processes: int) -> None:
+    """Refuse a global batch that does not split evenly over the processes."""
+    if batch_size % processes:
+        raise DiffeduError(f"a batch of {batch_size} does not split evenly over {processes} processes: "
+                           f"choose a batch size divisible by {processes} (--batch-size)")
 
 
 def _mine(n: int) -> slice:

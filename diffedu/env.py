@@ -15,6 +15,7 @@ import os
 import platform
 import random
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import DiffeduError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 HOME_ENV = "DIFFEDU_HOME"
 DEVICE_ENV = "DIFFEDU_DEVICE"
@@ -77,6 +83,72 @@ def seed_everything(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# ---- what a tool may write over -------------------------------------------------
+
+def check_replaceable(path: str | Path, ours: Callable[[Path], bool], force: bool = False) -> str | None:
+    """Whether a tool may write `path`: when nothing is there, or what is there is recognisably its own (`ours`,
+    e.g. a result file of its own format); anything else only with `force`. Raises a DiffeduError that says so,
+    before any work. Returns a note to print when `force` replaces what diffedu did not write, else None.
+    A symbolic link is not ours (writing through it would change a file in another folder): the tools write a
+    new file and rename it over `path`, which replaces the link itself."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not ours(path)):
+        what = f"a link to {os.readlink(path)}" if path.is_symlink() else "a file diffedu did not write"
+        if not force:
+            raise DiffeduError(f"{path} is {what}: choose another --out, or replace it with --force")
+        check_writable(path)
+        return f"replaced {path}, {what} (--force)"
+    check_writable(path)
+    return None
+
+
+def json_result(*keys: str) -> Callable[[Path], bool]:
+    """`ours` for check_replaceable: a JSON object holding a "format" and these keys (a tool's result file)."""
+    def ours(path: Path) -> bool:
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            return False
+        return isinstance(result, dict) and {"format", *keys} <= result.keys()
+
+    return ours
+
+
+@contextmanager
+def held(path: str | Path, what: str = "run"):
+    """Hold `path` (a run's output) for this process while the block runs: a second process asking for it is
+    refused at once, with the first one's process id. The lock is the operating system's (flock on `path`.lock),
+    so a process that crashes or is killed cannot leave it stuck."""
+    if fcntl is None:  # (Windows: no flock; runs are not held there)
+        yield
+        return
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 100).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DiffeduError(f"another {what} (process {holder}) is writing {path} right now: wait for it to end, "
+                               "or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file while we waited for it: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} on {platform.node()}".encode())
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # (before the lock is let go: no one can lock a file that is being removed)
+        os.close(fd)
 
 
 def check_writable(path: str | Path) -> None:

@@ -176,8 +176,8 @@ def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | No
     reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
     images, all at `samples` images against all the training images, with the seconds per image each sampler
     took here. Each row keeps its images' influences on both scores, so that any two rows can be compared by their
-    paired difference (diffedu.report.paired). Resumable: rows already in `out` at the same count and reference
-    are kept, and each new row is written as soon as it is measured."""
+    paired difference (diffedu.report.paired). Resumable: rows already in `out` are kept, and each new row is
+    written as soon as it is measured; a table measured at another count or on other data is refused before any work."""
     device = env.get_device(device)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
     reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)
@@ -187,8 +187,14 @@ def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | No
         raise DiffeduError(f"no quality row {unknown[0]!r}; rows: {', '.join(QUALITY_ROWS)}")
     table = {"format": FORMAT, "samples": samples, "reference": reference, "rows": {}}
     saved = _saved_table(out)
-    if saved and (saved.get("format"), saved.get("samples"), saved.get("reference")) == (FORMAT, samples, reference):
-        table = saved  # else (another format or count) it is measured again
+    if saved and saved["rows"]:  # its rows are kept: hours of measurement, which a table of one protocol cannot mix
+        protocol = {key: saved.get(key) for key in ("format", "samples", "reference")}
+        if protocol != {key: table[key] for key in protocol}:
+            raise DiffeduError(f"{out} holds {len(saved['rows'])} rows measured at {protocol['samples']} images against "
+                               f"{protocol['reference']} (format {protocol['format']}), not at {samples} against "
+                               f"{reference} (format {FORMAT}): measure them with --samples {protocol['samples']} and the "
+                               "same data, or write this table elsewhere (--out)")
+        table = saved
     reference_features = metrics.Reference(metrics.cached_features(train.images, device=device))
     pipes = {}
     for label in tqdm([label for label in labels if label not in table["rows"]], desc="quality rows"):
@@ -209,7 +215,7 @@ def _saved_table(out: str | Path) -> dict | None:
         return None
     try:
         saved = json.loads(Path(out).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # not JSON, not text, or nested past json's depth
         raise DiffeduError(f"{out} is not a quality table ({error}): choose another --out, or delete it") from error
     if not isinstance(saved, dict) or "rows" not in saved:
         raise DiffeduError(f"{out} is not a quality table: choose another --out, or delete it")

@@ -13,6 +13,7 @@ checkpoint), so a long retrain can run in pieces that each fit a time limit.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from . import checkpoint, data, distributed, env, pretrained
 from .errors import CheckpointError, DiffeduError
 from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
-from .pipelines import load_vae
+from .pipelines import load_vae, real, whole
 from .profiles import get_profile
 from .recipes import RECIPES, TUNED, UNLIMITED, Recipe, get_recipe
 from .training import Trainer
@@ -48,17 +49,43 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
     `out` is never overwritten without `force`. Saved every `save_every` steps, at the end, on Ctrl-C and at
     `deadline` (a `time.monotonic()` value). `compile`: a torch.compile mode, "auto" (CUDA graphs on CUDA, none
     on a CPU) or None; `channels_last` (default: on CUDA). `again`: the command that continues the run."""
+    steps, minutes, batch_size, lr, seed, save_every = _checked_numbers(steps, minutes, batch_size, lr, seed, save_every)
+    overrides = dict(steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, minutes=minutes)
+    out = out_name(recipe, out, kind)
+    recipe, saved = plan(recipe, out, kind=kind, profile=profile, vae=vae, cond=cond, resume=resume, force=force,
+                         **overrides)
+    # Held while it trains: a second run on the same `out` would replace this one's model with its own. (Under
+    # torchrun process 0, the one that writes, holds it.)
+    with env.held(out) if distributed.launched_main() else nullcontext():
+        return _train(recipe, out, saved, data_root=data_root, vae=vae, steps=steps, minutes=minutes, lr=lr, seed=seed,
+                      save_every=save_every, deadline=deadline, device=device, again=again,
+                      speed=dict(compile=compile, channels_last=channels_last))
+
+
+def plan(recipe: str | Recipe | None, out: str, *, kind: str | None = None, profile: str | None = None,
+         vae: str | Path | None = None, cond: bool = False, resume: bool = False, force: bool = False,
+         processes: int | None = None, **overrides) -> tuple[Recipe, dict | None]:
+    """Every check of a training run that needs no work, made before any: the recipe to train and the saved run's
+    config (on `resume`). `processes`: the number of processes that will train it (default: this run's)."""
     asked = recipe if isinstance(recipe, Recipe) or recipe is None else get_recipe(recipe)
     _check_kind(asked, kind)  # before anything is built or written
-    out = str(out or Path("runs") / (asked.kind if asked else kind or "ddpm") / "model")
     saved = _check_out(out, resume, force)
-    recipe = _choose_recipe(asked, kind, profile, saved, cond, dict(steps=steps, batch_size=batch_size, lr=lr,
-                                                                     schedule=schedule, minutes=minutes))
+    recipe = _choose_recipe(asked, kind, profile, saved, cond, overrides)
+    if vae is not None and recipe.kind not in ("latent", *TUNED):
+        raise DiffeduError(f"--vae (vae=) names the VAE of a latent model, or the base of a decoder or consistency run; "
+                           f"a {recipe.kind} model has none: drop it")
+    distributed.check_split(recipe.batch_size, processes or distributed.WORLD)
+    return recipe, saved
+
+
+def _train(recipe: Recipe, out: str, saved: dict | None, *, data_root, vae, steps, minutes, lr, seed, save_every,
+           deadline, device, again, speed: dict) -> Trainer:
+    """train's work, once every check is made: build (or load) the run, and fit it."""
     device = distributed.setup(env.get_device(device))  # under torchrun: join the others, take this process's GPU
-    distributed.rows(recipe.batch_size)  # a batch that does not split over the processes is refused now
+    distributed.rows(recipe.batch_size)  # (checked again: a script may have joined the processes itself)
     env.seed_everything(seed)  # the same seed on every process: their per-image draws are cut from the same ones
     model = checkpoint.build_model(saved, out) if saved else recipe.build(vae) if recipe.kind in TUNED else None
-    trainer = recipe.trainer(device, model, **_speed(device, compile, channels_last))
+    trainer = recipe.trainer(device, model, **_speed(device, **speed))
     trainer.meta["processes"] = max(distributed.WORLD, (saved or {}).get("processes", 1))  # the most that trained it
     cifar = data_root if isinstance(data_root, data.ImageSet) else data.load_cifar10(data_root)
     vae_model, vae_ref = _vae_for_latent(vae, recipe, saved, trainer.device) if recipe.kind == "latent" else (None, None)
@@ -87,6 +114,28 @@ def train(recipe: str | Recipe | None = None, out: str | Path | None = None, *, 
     return trainer
 
 
+def out_name(recipe: str | Recipe | None, out: str | Path | None, kind: str | None) -> str:
+    """Where the run is saved: `out`, else runs/<kind>/model. Not a folder (the checkpoint would land beside it)."""
+    if out is not None and (not str(out).strip() or str(out).endswith(("/", "\\")) or Path(out).is_dir()):
+        raise DiffeduError(f"out={str(out)!r} is not a checkpoint name: name the checkpoint, e.g. runs/ddpm/model")
+    if out is not None:
+        return str(out)
+    asked = recipe if isinstance(recipe, Recipe) or recipe is None else get_recipe(recipe)
+    return str(Path("runs") / (asked.kind if asked else kind or "ddpm") / "model")
+
+
+def _checked_numbers(steps, minutes, batch_size, lr, seed, save_every) -> tuple:
+    """train's numbers, checked before any work: whole where they count, positive and finite where they scale."""
+    steps, batch_size = (None if n is None else whole(n, name) for n, name in ((steps, "steps"), (batch_size, "batch_size")))
+    minutes, lr = (None if x is None else real(x, name) for x, name in ((minutes, "minutes"), (lr, "lr")))
+    for x, name in ((minutes, "minutes"), (lr, "lr")):
+        if x is not None and x <= 0:
+            raise DiffeduError(f"{name} must be more than 0, got {x!r}")
+    if whole(seed, "seed", 0) >= 2**32:
+        raise DiffeduError(f"seed must be below 2^32 (NumPy's limit), got {seed!r}")
+    return steps, minutes, batch_size, lr, int(seed), whole(save_every, "save_every", 0)
+
+
 def _check_kind(recipe: Recipe | None, kind: str | None) -> None:
     if recipe and kind and kind != recipe.kind:
         raise DiffeduError(f"recipe {recipe.name} trains a {recipe.kind} model, not a {kind} one: "
@@ -108,7 +157,11 @@ def _check_out(out: str, resume: bool, force: bool) -> dict | None:
         step = checkpoint.read_meta(out).get("step", "?")
         raise CheckpointError(f"{checkpoint.paths(out)[0]} already holds a model ({step} steps). Continue it with --resume, "
                               "choose another --out, or replace it with --force")
-    checkpoint.check_writable(out)
+    weights, config = checkpoint.paths(out)  # (a settings.json of one's own is not a checkpoint's config)
+    for file, ours in ((weights, lambda _: True), (config, env.json_result("kind", "config"))):
+        note = env.check_replaceable(file, ours, force)
+        if note:
+            distributed.print_main(note)
     return saved
 
 
@@ -229,9 +282,12 @@ def retrain(names: list[str], runs: str | Path = "runs/retrain", export_to: str 
         exported = checkpoint.exists(shipped) and checkpoint.read_meta(shipped).get("seconds") == meta["seconds"]
         if not exported and distributed.is_main():
             export_to.mkdir(parents=True, exist_ok=True)
+            card = _card_path(recipe, shipped)  # (read before the export replaces the draft it is compared with)
             pretrained.export(out, shipped, env.hardware(), vae=_vae_of(recipe, recipes) if recipe.kind == "latent" else None)
-            Path(f"{shipped}.md").write_text(draft_card(recipe, checkpoint.read_meta(shipped)))
-            print(f"{recipe.name}: exported to {checkpoint.paths(shipped)[0]} with a draft card")
+            card.write_text(draft_card(recipe, checkpoint.read_meta(shipped)))
+            print(f"{recipe.name}: exported to {checkpoint.paths(shipped)[0]} with a draft card"
+                  + (f", {card}: {shipped}.md was edited since it was written, and is kept" if card.name.endswith(".draft.md")
+                     else ""))
         distributed.barrier()  # the next recipe may learn this export
     return True
 
@@ -251,6 +307,16 @@ def _vae_of(recipe: Recipe, recipes: list[Recipe]) -> str:
     if len(vaes) != 1:
         raise DiffeduError(f"{recipe.name} names no VAE: retrain it together with exactly one VAE recipe")
     return vaes[0]
+
+
+def _card_path(recipe: Recipe, shipped: Path) -> Path:
+    """Where an export's draft card goes: <name>.md, unless a card there is not the draft of the export it stands
+    beside (someone edited it): then <name>.draft.md beside it."""
+    card = Path(f"{shipped}.md")
+    if not card.exists():
+        return card
+    ours = checkpoint.exists(shipped) and card.read_text() == draft_card(recipe, checkpoint.read_meta(shipped))
+    return card if ours else card.with_name(f"{shipped.name}.draft.md")
 
 
 def draft_card(recipe: Recipe, meta: dict) -> str:

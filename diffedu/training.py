@@ -95,20 +95,22 @@ DIVERGED = 1000  # a loss this many times the untrained model's has blown up (--
 
 @contextmanager
 def _ctrl_c_between_steps():
-    """Ctrl-C, while this holds, only marks the list it yields; the loop raises KeyboardInterrupt once the step in
-    hand is finished, logged and saved. One landing in the middle of a step would leave the weights, the EMA, the
-    step count and the loss history out of step. (Only where Python's own handler is in place: under torchrun a
-    signal already just sets a flag, seen at the next log.)"""
+    """Ctrl-C (and, from the command line, SIGTERM and SIGHUP, which it turns into Ctrl-C), while this holds, only
+    marks the list it yields; the loop raises KeyboardInterrupt once the step in hand is finished, logged and
+    saved. One landing in the middle of a step would leave the weights, the EMA, the step count and the loss
+    history out of step. (Only where Python's own handler is in place: under torchrun a signal already just sets a
+    flag, seen at the next log.)"""
     caught: list[bool] = []
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield caught
-        return
-    signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    ours = [signum for signum in distributed.STOP_SIGNALS if signal.getsignal(signum) is signal.default_int_handler]
+    if threading.current_thread() is not threading.main_thread():
+        ours = []
+    for signum in ours:
+        signal.signal(signum, lambda *_: caught.append(True))
     try:
         yield caught
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in ours:
+            signal.signal(signum, signal.default_int_handler)
 
 
 class Trainer:

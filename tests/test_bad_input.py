@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import write_batch
 
-from diffedu import checkpoint, cli, data, env, pretrained
+from diffedu import checkpoint, cli, data, env, pretrained, runs
 from diffedu.errors import CheckpointError, DataError, DiffeduError
 from diffedu.nets import UNet, UNetConfig
 from diffedu.oracles import GaussianDenoiser
@@ -39,7 +39,7 @@ def fails(argv, capsys) -> str:
 ])
 def test_zero_negative_and_non_numbers_are_refused(argv, capsys):
     err = fails(argv, capsys)
-    assert "must be a whole number of at least 1" in err or "must be a positive number" in err
+    assert "must be a whole number of at least" in err or "must be a positive number" in err
 
 
 def test_a_step_count_beyond_the_schedule_or_a_bad_eta_is_one_line(tmp_path, capsys):
@@ -50,7 +50,7 @@ def test_a_step_count_beyond_the_schedule_or_a_bad_eta_is_one_line(tmp_path, cap
 
 @pytest.mark.parametrize("argv, message", [
     (["sample", "--ckpt", "ddpm-cifar10", "--out", "samples.txt"], "is not an image file name"),  # failed after sampling
-    (["sample", "--ckpt", "ddpm-cifar10", "--out", "."], "is not an image file name"),
+    (["sample", "--ckpt", "ddpm-cifar10", "--out", "."], "is a folder: name the image in it"),
     (["sample", "--ckpt", "ddpm-cifar10", "--eta", "nan"], "must be a finite number"),
     (["sample", "--ckpt", "ldm-cifar10-cond", "--class", "horse", "--guidance", "inf"], "must be a finite number"),
     (["guidance", "--ckpt", "ldm-cifar10-cond", "--scales", "1", "nan"], "must be a finite number"),  # failed after minutes
@@ -245,8 +245,8 @@ def test_expected_failures_are_one_error_line(monkeypatch, capsys):
 # ---- options that would be ignored, or cannot hold ----------------------------------
 
 @pytest.mark.parametrize("argv, message", [
-    (["sample", "--ckpt", "ddpm-cifar10", "--seed", "-1"], "from 0 to 2^63 - 1"),
-    (["sample", "--ckpt", "ddpm-cifar10", "--seed", str(2**64)], "from 0 to 2^63 - 1"),
+    (["sample", "--ckpt", "ddpm-cifar10", "--seed", "-1"], "from 0 to 2^32 - 1"),
+    (["sample", "--ckpt", "ddpm-cifar10", "--seed", str(2**64)], "from 0 to 2^32 - 1"),
     (["train", "--out", ""], "got an empty string"),  # used to train into the default folder
     (["train", "--data", " "], "got an empty string"),
     (["train", "--out", "."], "is a folder: name the checkpoint in it"),  # used to write beside it
@@ -257,13 +257,44 @@ def test_expected_failures_are_one_error_line(monkeypatch, capsys):
     (["sample", "--ckpt", "ldm-cifar10-cond", "--class", "10"], "class 10 is not one of the 10 classes"),  # "no label"
     (["sample", "--ckpt", "ddpm-cifar10", "--samples", "1000000000"], "must be at most 50,000"),  # out of memory
     (["fid", "--samples", "60000"], "must be at most 50,000"),
-    (["guidance", "--ckpt", "ldm-cifar10-cond", "--out", "."], "is a folder: name a file in it"),  # failed after minutes
-    (["bench", "--out", "/"], "is a folder: name a file in it"),
+    (["guidance", "--ckpt", "ldm-cifar10-cond", "--out", "."], "is a folder: name the file in it"),  # failed after minutes
+    (["bench", "--out", "/"], "is a folder: name the file in it"),
+    (["train", "--out", "newrun/"], "is a folder"),  # used to write newrun.safetensors beside the folder
+    (["train", "--out", "x" * 5000], "cannot be used as a path"),  # used to raise inside the argument parser
+    (["train", "ddpm", "--vae", "vae-cifar10"], "a ddpm model has none"),  # the README promised this refusal
+    (["sample", "--ckpt", "ddpm-cifar10", "--out", "grid.xbm"], "is not an image file name"),  # not RGB: after
+    (["sample", "--ckpt", "ldm-cifar10-cond", "--class", "\u00b9"], "unknown class"),  # "¹".isdigit(), but no int
+    (["fid", "--samples", "1"], "at least 2"), (["fid", "--reference", "1"], "at least 2"),  # refused after sampling
+    (["quality", "--samples", "1"], "at least 2"), (["guidance", "--ckpt", "ldm-cifar10-cond", "--samples", "1"], "least 2"),
+    (["bench", "--samples", "1"], "at least 2"), (["bench", "--reference", "1"], "at least 2"),  # after the timing
+    (["train", "--processes", "3", "--profile", "smoke"], "does not split evenly over 3"),  # before they start
 ])
 def test_ignored_or_impossible_options_are_refused_before_the_work(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("diffedu.samplers.sample_trajectory", lambda *a, **k: pytest.fail("sampling began"))
     assert message in fails(argv, capsys)
+
+
+def test_fid_with_a_home_it_cannot_write_fails_before_sampling(capsys, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(env.HOME_ENV, str(tmp_path / "file" / "home"))  # a folder inside a file: never writable
+    monkeypatch.setattr("diffedu.evaluation.sample_images", lambda *a, **k: pytest.fail("sampling began"))
+    assert "cannot write" in fails(["fid", "--ckpt", "ddpm-cifar10", "--samples", "2"], capsys)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(steps=True), "steps must be a whole number"), (dict(steps=2.5), "steps must be a whole number"),
+    (dict(lr=-1e-3), "lr must be more than 0"), (dict(lr=float("nan")), "lr must be one finite number"),
+    (dict(minutes=-1), "minutes must be more than 0"),  # used to save a model of 0 steps
+    (dict(seed=2**64), "seed must be below 2"), (dict(save_every=-1), "save_every must be at least 0"),
+    (dict(out=""), "is not a checkpoint name"), (dict(out="newrun/"), "is not a checkpoint name"),
+    (dict(kind="ddpm", vae="vae-cifar10"), "a ddpm model has none"),
+])
+def test_runs_train_checks_its_arguments_before_any_work(arguments, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DiffeduError, match=message):
+        runs.train("smoke-ddpm" if "kind" not in arguments else None, **{"out": "m", "data_root": "none", **arguments})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_python_api_says_what_is_wrong_and_takes_numpy_and_torch_integers():
@@ -317,5 +348,5 @@ def test_a_quality_out_that_is_not_a_quality_table_is_refused_not_overwritten(ti
     notes = tmp_path / "notes.json"
     for text in ("my notes, not JSON", '{"a": "dict, but not a table"}'):
         notes.write_text(text)
-        assert "is not a quality table" in fails(["quality", "--out", str(notes), "--data", str(tiny_cifar)], capsys)
+        assert "diffedu did not write" in fails(["quality", "--out", str(notes), "--data", str(tiny_cifar)], capsys)
         assert notes.read_text() == text

@@ -112,8 +112,8 @@ def test_the_quality_table_measures_rows_resumably(tiny_cifar, tmp_path, monkeyp
     assert second["rows"]["DDIM 10 quadratic"]["spacing"] == "quadratic"
 
     assert main(["quality", "--samples", "2", "--data", str(tiny_cifar), "--device", "cpu", "--out", str(out),
-                 "--rows", "real test images"]) == 0  # another count: measured afresh, not mixed
-    assert list(json.loads(out.read_text())["rows"]) == ["real test images"]
+                 "--rows", "real test images"]) == 2  # another count: refused, the rows measured are kept
+    assert "measured at 4 images" in capsys.readouterr().err and json.loads(out.read_text()) == second
     assert main([*args, "DDIM 7"]) == 2
     assert "no quality row 'DDIM 7'" in capsys.readouterr().err
 

@@ -22,6 +22,9 @@ from diffedu.training import drop_labels
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "diffedu"]
 
 
+DIFFEDU = [sys.executable, "-m", "diffedu"]
+
+
 def as_process(monkeypatch, rank: int, world: int) -> None:
     monkeypatch.setattr(distributed, "RANK", rank)
     monkeypatch.setattr(distributed, "WORLD", world)
@@ -104,9 +107,9 @@ def test_two_processes_train_as_one_and_resume_on_one(tiny_cifar, tmp_path):
 
 
 # 3. Ctrl-C and a killed process.
-def start_training(tiny_cifar, out, request, *extra) -> tuple[subprocess.Popen, list[str]]:
+def start_training(tiny_cifar, out, request, *extra, launcher=TORCHRUN) -> tuple[subprocess.Popen, list[str]]:
     """torchrun training smoke-ddpm for ever, in its own process group as from a terminal; and what it prints."""
-    command = [*TORCHRUN, "train", "--recipe", "smoke-ddpm", "--data", str(tiny_cifar), "--out", str(out),
+    command = [*launcher, "train", "--recipe", "smoke-ddpm", "--data", str(tiny_cifar), "--out", str(out),
                "--steps", "1000000", "--device", "cpu", *extra]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
@@ -124,11 +127,12 @@ def wait_for(condition, what: str, seconds: float = 180) -> None:
 
 
 def test_ctrl_c_stops_every_process_at_one_step_saves_and_resumes_on_one(tiny_cifar, tmp_path, request):
-    out = tmp_path / "model"
-    child, said = start_training(tiny_cifar, out, request, "--save-every", "0")
+    out = tmp_path / "model"  # started by --processes 2: torchrun's launcher, inside diffedu
+    child, said = start_training(tiny_cifar, out, request, "--save-every", "0", "--processes", "2", launcher=DIFFEDU)
     wait_for(lambda: re.search(r" [1-9]\d*/1000000", "".join(said)), "a finished step")
-    os.killpg(child.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches torchrun and both processes
+    os.killpg(child.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the launcher and both processes
     child.wait(timeout=90)
+    assert child.returncode == 130 and "Traceback" not in "".join(said), "".join(said)[-3000:]  # as on one process
     meta = checkpoint.read_meta(out)
     assert meta["step"] > 0 and len(meta["history"]) == meta["step"], "".join(said)[-3000:]
     assert "".join(said).count(f"interrupted: saved {meta['step']} steps") == 1  # said once, by process 0
@@ -151,3 +155,14 @@ def test_a_killed_process_leaves_the_last_checkpoint_and_resuming_goes_on(tiny_c
     assert cli.main(["train", "--data", str(tiny_cifar), "--out", str(out), "--resume", "--steps", "2",
                      "--device", "cpu"]) == 0
     assert checkpoint.read_meta(out)["step"] == meta["step"] + 2
+
+
+# 4. What a user sees is what one process shows: one `error:` line, exit code 2.
+@pytest.mark.parametrize("launcher, extra", [(TORCHRUN, ["--device", "cuda"]), (DIFFEDU, ["--processes", "2"])])
+def test_a_refusal_on_every_process_is_said_once(launcher, extra, tmp_path):
+    command = [*launcher, "train", "--profile", "smoke", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m"),
+               "--device", "cpu", *extra]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert len(re.findall(r"^error: ", done.stderr, re.MULTILINE)) == 1, done.stderr[-3000:]
+    if launcher == DIFFEDU:  # (torchrun itself adds its ChildFailedError traceback)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 Each test reproduces one way the command line or the API used to lose a model, and holds the fix to it.
 """
+import json
 import os
 import random
 import re
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
-from diffedu import checkpoint, cli
+from diffedu import checkpoint, cli, env, evaluation
 from diffedu.nets import UNet, UNetConfig
 from diffedu.schedules import Schedule
 from diffedu.training import Trainer, eps_loss
@@ -136,7 +138,8 @@ def test_ctrl_c_while_python_imports_the_command_is_one_line():
     assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stderr
 
 
-def test_ctrl_c_during_the_command_saves_and_says_how_to_resume(tiny_cifar, tmp_path, request):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGHUP"])  # Ctrl-C, a scheduler's stop, a closed terminal
+def test_a_stop_during_the_command_saves_and_says_how_to_resume(stop, tiny_cifar, tmp_path, request):
     out = tmp_path / "run" / "model"
     command = [sys.executable, "-m", "diffedu", "train", *SMOKE, "--data", str(tiny_cifar), "--out", str(out),
                "--steps", "1000000", "--save-every", "0", "--device", "cpu"]
@@ -152,7 +155,7 @@ def test_ctrl_c_during_the_command_saves_and_says_how_to_resume(tiny_cifar, tmp_
     deadline = time.monotonic() + 120
     while not re.search(r" [1-9]\d*/1000000", "".join(said)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(getattr(signal, stop))
     child.wait(timeout=60)
     reader.join(timeout=30)  # it has read everything up to the end
     err = "".join(said)
@@ -253,3 +256,87 @@ def test_a_latent_run_keeps_its_vae(tiny_cifar, tmp_path, monkeypatch, capsys):
     assert "has changed since" in capsys.readouterr().err
     assert cli.main(["train", "latent", *common, "--out", "latent", "--resume"]) == 2
     assert "has changed since" in capsys.readouterr().err
+
+
+# 7. What a tool writes over: only what it recognisably wrote itself, anything else only with --force.
+def sample(out, *extra) -> list[str]:
+    return ["sample", "--ckpt", "ddpm-cifar10", "--samples", "1", "--steps", "1", "--device", "cpu", "--out", str(out),
+            *extra]
+
+
+def test_sample_replaces_its_own_images_and_nobody_elses(tmp_path, capsys):
+    photo, ours = tmp_path / "photo.png", tmp_path / "samples.png"
+    Image.new("RGB", (4, 4), "red").save(photo)
+    assert cli.main(sample(photo)) == 2 and "diffedu did not write" in capsys.readouterr().err
+    assert Image.open(photo).getpixel((0, 0)) == (255, 0, 0)
+    assert cli.main(sample(ours)) == 0 and cli.main(sample(ours)) == 0  # its own: replaced without asking
+    assert cli.main(sample(photo, "--force")) == 0
+    assert "replaced" in capsys.readouterr().out and Image.open(photo).size != (4, 4)
+
+
+def test_sample_never_writes_through_a_link_into_another_folder(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere" / "photo.png"
+    elsewhere.parent.mkdir()
+    Image.new("RGB", (4, 4), "red").save(elsewhere)
+    link = tmp_path / "link.png"
+    link.symlink_to(elsewhere)
+    assert cli.main(sample(link)) == 2 and "is a link to" in capsys.readouterr().err
+    assert cli.main(sample(link, "--force")) == 0
+    assert not link.is_symlink() and Image.open(elsewhere).size == (4, 4)  # the link was replaced, not its target
+
+
+@pytest.mark.parametrize("command", [
+    ["guidance", "--ckpt", "ldm-cifar10-cond"], ["bench", "--profile", "smoke", "--quick"], ["quality"],
+])
+def test_a_result_file_replaces_only_a_result_of_its_own(command, tiny_cifar, tmp_path, capsys):
+    notebook = tmp_path / "lesson.ipynb"
+    notebook.write_text('{"cells": [], "nbformat": 4}')
+    assert cli.main([*command, "--data", str(tiny_cifar), "--out", str(notebook)]) == 2
+    assert "diffedu did not write" in capsys.readouterr().err and notebook.read_text().startswith('{"cells"')
+
+
+@pytest.mark.parametrize("name", ["settings.json", "runs/x"])
+def test_train_never_replaces_a_json_that_is_not_a_checkpoints_config(name, tiny_cifar, tmp_path, capsys):
+    settings = checkpoint.paths(tmp_path / name)[1]
+    settings.parent.mkdir(exist_ok=True)
+    settings.write_text('{"theme": "dark"}')
+    assert train(tiny_cifar, tmp_path / name) == 2 and "diffedu did not write" in capsys.readouterr().err
+    assert settings.read_text() == '{"theme": "dark"}' and not checkpoint.exists(tmp_path / name)
+    assert train(tiny_cifar, tmp_path / name, "--force") == 0 and "replaced" in capsys.readouterr().out
+
+
+def test_retrain_keeps_a_card_someone_edited(tiny_cifar, tmp_path, capsys):
+    retrain = ["retrain", "smoke-ddpm", "--data", str(tiny_cifar), "--device", "cpu", "--runs", str(tmp_path)]
+    more = ["train", "--out", str(tmp_path / "smoke-ddpm"), "--resume", "--steps", "1", "--data", str(tiny_cifar)]
+    card = tmp_path / "shipped" / "smoke-ddpm.md"
+    assert cli.main(retrain) == 0
+    first = card.read_text()
+    assert cli.main(more) == 0 and cli.main(retrain) == 0  # its own draft: updated (the training time in it)
+    assert card.read_text() != first and not card.with_name("smoke-ddpm.draft.md").exists()
+    edited = card.read_text() + "\nMeasured by hand: FID 300.\n"
+    card.write_text(edited)
+    assert cli.main(more) == 0 and cli.main(retrain) == 0
+    assert card.read_text() == edited and card.with_name("smoke-ddpm.draft.md").read_text() not in (edited, first)
+    assert "is kept" in capsys.readouterr().out
+
+
+def test_a_quality_table_is_never_measured_over_at_another_count(tiny_cifar, tmp_path, capsys, monkeypatch):
+    table = tmp_path / "quality.json"
+    rows = {"real test images": {"fid": 1.0, "kid": 0.001}}
+    text = json.dumps({"format": evaluation.FORMAT, "samples": 4, "reference": "all 40 CIFAR-10 training images",
+                       "rows": rows})
+    table.write_text(text)
+    monkeypatch.setattr(evaluation, "quality_row_images", lambda *a, **k: pytest.fail("measured before refusing"))
+    argv = ["quality", "--out", str(table), "--data", str(tiny_cifar), "--rows", "real test images", "DDIM 50"]
+    assert cli.main([*argv, "--samples", "6"]) == 2
+    assert "holds 1 rows measured at 4 images" in capsys.readouterr().err and table.read_text() == text
+
+
+# 8. One run per output: a second run on the same --out is refused while the first trains.
+def test_a_second_run_on_the_same_out_is_refused_at_once(tiny_cifar, tmp_path, capsys):
+    out = tmp_path / "model"
+    with env.held(out):  # a run training into out (flock, as another process would hold it)
+        assert train(tiny_cifar, out, "--force") == 2
+    assert f"(process {os.getpid()} on" in capsys.readouterr().err and not checkpoint.exists(out)
+    Path(f"{out}.lock").write_text("12345 on a crashed machine")  # a lock file left behind holds nothing
+    assert train(tiny_cifar, out) == 0 and not Path(f"{out}.lock").exists()
