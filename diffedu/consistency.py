@@ -94,6 +94,7 @@ def consistency_loss(model: nn.Module, x0: torch.Tensor, stage: int, teacher: nn
 
 
 def _per_image(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """t, one value per image (B,), as (B, 1, ..., 1) in like's dtype: it scales whole images (the checks' too)."""
     return t.view(-1, *[1] * (like.dim() - 1)).to(like.dtype)
 
 
