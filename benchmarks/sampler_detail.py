@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffedu import data, evaluation  # noqa: E402
 from diffedu.metrics import fine_detail  # noqa: E402
 from diffedu.pipelines import load_pipeline  # noqa: E402
-from diffedu.samplers import HeunScheduler, StepOutput, sample  # noqa: E402
+from diffedu.samplers import HeunScheduler, StepOutput, ddim_update, sample  # noqa: E402
 
 
 class HeunEulerIntoZero(HeunScheduler):
@@ -29,8 +29,7 @@ class HeunEulerIntoZero(HeunScheduler):
         if self.prev_timestep(t) != 0:
             return super().sample_step(model, x, t, generator)
         x0, eps = self.predict(model(x, torch.full((len(x),), t, device=x.device)), t, x)
-        ab_prev = self.alpha_bar(0, x)
-        return StepOutput(ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps, x0)
+        return StepOutput(ddim_update(x0, eps, self.alpha_bar(0, x)), x0)
 
 
 def main() -> None:

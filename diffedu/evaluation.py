@@ -28,6 +28,7 @@ from .errors import DiffeduError
 from .pipelines import Diffusion, load_pipeline, load_vae
 from .samplers import CONSISTENCY, FLOW_SAMPLERS, SAMPLERS
 from .vae import VAE
+from .viz import MODELS  # the model each space's rows sample: "pixel" is ddpm-cifar10, ...
 
 FORMAT = 3  # of the quality table and the guidance curve; tables of another format are measured again, not read
 YARDSTICKS = ("real test images", "VAE reconstructions of them")  # the reconstructions of the latent model's VAE
@@ -145,8 +146,6 @@ QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (250, 100, 50, 20, 10, 5)
                    # one to four calls (lesson 10): the consistency model, and the others' samplers at as few
                    *(f"consistency {s}" for s in (1, 2, 4)), "DDIM 2", "DDIM 1", "DPM-Solver++(2M) 3",
                    "DPM-Solver++(2M) 2", "flow Euler 2", "flow Euler 1")
-MODELS = {"pixel": "ddpm-cifar10", "latent": "ldm-cifar10", "flow": "fm-cifar10",  # the model each space's rows sample
-          "consistency": "ect-cifar10"}
 QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
 
 

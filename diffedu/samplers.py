@@ -183,6 +183,18 @@ class DDPMScheduler(Scheduler):
         return StepOutput(mean + at(s.posterior_variance, t, x_t).sqrt() * noise, x0)
 
 
+def ddim_update(x0: torch.Tensor, eps: torch.Tensor, ab_prev: torch.Tensor,
+                sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """DDIM's update (Song et al. 2021, eq. 12) without its fresh noise sigma z: the model's clean image x0 and
+    noise eps, put together again at the next noise level ab_prev (alpha_bar at t_prev),
+
+        x_prev = sqrt(ab_prev) x0  +  sqrt(1 - ab_prev - sigma^2) eps
+
+    sigma = 0 (eta = 0) is the deterministic step: the probability-flow ODE's Euler step, which Heun takes first
+    and `invert_step` takes upwards (to a larger t's alpha_bar)."""
+    return ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).sqrt() * eps
+
+
 @register("ddim", "DDIM")
 class DDIMScheduler(Scheduler):
     """DDIM (Song et al. 2021, eq. 12): the same trained model, a non-Markovian
@@ -211,7 +223,7 @@ class DDIMScheduler(Scheduler):
         t_prev = self.prev_timestep(t)
         x0, eps = self.predict(eps, t, x_t)
         ab_prev, sigma = self.alpha_bar(t_prev, x_t), self.sigma(t).to(x_t.dtype)
-        x_prev = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).sqrt() * eps
+        x_prev = ddim_update(x0, eps, ab_prev, sigma)
         if self.eta > 0 and t_prev >= 0:
             x_prev = x_prev + sigma * (_noise_like(x_t, generator) if noise is None else noise)
         return StepOutput(x_prev, x0)
@@ -221,8 +233,7 @@ class DDIMScheduler(Scheduler):
         image for t = 0) up to x_t. `eps` is the model's noise prediction at x. Always eta = 0, unclipped."""
         t_prev = self.prev_timestep(t)
         x0 = x if t_prev < 0 else self.schedule.predict_x0(x, t_prev, eps)
-        ab = self.alpha_bar(t, x)
-        return StepOutput(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, x0)
+        return StepOutput(ddim_update(x0, eps, self.alpha_bar(t, x)), x0)
 
 
 def _sigma(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -251,7 +262,7 @@ class HeunScheduler(Scheduler):
         t_prev = self.prev_timestep(t)
         x0, eps = self.predict(model(x, _t_batch(t, x)), t, x)
         ab, ab_prev = self.alpha_bar(t, x), self.alpha_bar(t_prev, x)
-        euler = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
+        euler = ddim_update(x0, eps, ab_prev)
         if t_prev < 0:
             return StepOutput(euler, x0)
         _, eps_prev = self.predict(model(euler, _t_batch(t_prev, x)), t_prev, euler)

@@ -38,6 +38,14 @@ def drop_labels(labels: torch.Tensor, no_label: int, p: float, generator: torch.
     return torch.where(dropped, torch.full_like(labels, no_label), labels)
 
 
+def _images_and_labels(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], drop: float,
+                       drop_labels: Callable) -> tuple[torch.Tensor, tuple]:
+    """The losses' batch, unlabelled or (x0, labels): its images x0, and what the model is given after (x_t, t):
+    nothing, or the labels with some dropped (`drop_labels` at rate `drop`, as `eps_loss` says why)."""
+    x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+    return x0, (() if labels is None else (drop_labels(labels, model.config.num_classes, drop),))
+
+
 def eps_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], schedule: Schedule,
              drop: float = 0.1, drop_labels: Callable = drop_labels) -> torch.Tensor:
     """DDPM's simple loss (Ho et al. eq. 14): noise x0 to a random step t and
@@ -46,8 +54,7 @@ def eps_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.T
     A class-conditional model trains on (x0, labels) batches, each label replaced by "no label" with
     probability `drop` (by `drop_labels`: lesson 07 passes the learner's), so that one model learns both
     predictions that classifier-free guidance mixes, the conditional and the unconditional one (Ho & Salimans 2022)."""
-    x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
-    labels = () if labels is None else (drop_labels(labels, model.config.num_classes, drop),)
+    x0, labels = _images_and_labels(model, batch, drop, drop_labels)
     # torch.randint and torch.randn_like, drawn alike on any number of processes (diffedu.distributed)
     t = distributed.randint(schedule.T, len(x0), device=x0.device)
     noise = distributed.randn_like(x0)
@@ -60,8 +67,7 @@ def flow_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.
     the straight line to its noise, x_t = (1 - t) x0 + t eps (t = 0 the data, t = 1 pure noise), and ask the model
     for the line's velocity: || (eps - x0) - v_theta(x_t, t) ||^2. The best answer is E[eps - x0 | x_t], the
     velocity of an ODE that carries noise to data (lesson 09). Labels as in `eps_loss`."""
-    x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
-    labels = () if labels is None else (drop_labels(labels, model.config.num_classes, drop),)
+    x0, labels = _images_and_labels(model, batch, drop, drop_labels)
     t = distributed.rand(len(x0), device=x0.device)  # torch.rand and torch.randn_like, as in eps_loss
     noise = distributed.randn_like(x0)
     t_ = t.view(-1, *[1] * (x0.dim() - 1)).to(x0.dtype)

@@ -100,7 +100,10 @@ _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
     ("flow matching, Heun", "X-", "C9", lambda r: r.get("space") == "flow" and r["sampler"] == "heun"),
     ("consistency model (ECT)", "h-", "C6", lambda r: r.get("space") == "consistency"),
 )
-SPACES = ("pixel", "latent", "flow", "consistency")  # the quality table's models: ddpm-, ldm-, fm- and ect-cifar10
+# The quality table's models, by the space its rows name (a row's "space"): what evaluation samples, and what the
+# plots and tables here pick rows by. Defined here, the lowest module to use it.
+MODELS = {"pixel": "ddpm-cifar10", "latent": "ldm-cifar10", "flow": "fm-cifar10", "consistency": "ect-cifar10"}
+SPACES = tuple(MODELS)
 
 
 def _model_calls(row: dict) -> int:
@@ -111,9 +114,8 @@ def _model_calls(row: dict) -> int:
 def quality_rows(table: dict, samplers: tuple[str, ...] | None = None, spacings: tuple[str, ...] | None = None,
                  spaces: tuple[str, ...] = SPACES) -> dict:
     """The rows of a quality table to show: only those samplers' and spacings' (None: all), of the models of
-    `spaces` ("pixel": ddpm-cifar10, "latent": ldm-cifar10, "flow": fm-cifar10, "consistency": ect-cifar10); the
-    yardsticks always (the
-    reconstructions by the latent model's VAEs only with its rows)."""
+    `spaces` (MODELS: "pixel" is ddpm-cifar10, ...); the yardsticks always (the reconstructions by the latent
+    model's VAEs only with its rows)."""
     def kept(label: str, row: dict) -> bool:
         if "sampler" not in row:  # a yardstick
             return "latent" in spaces or label == "real test images"
