@@ -7,6 +7,7 @@ protocol (the same seeded noise for every model, so the differences are paired).
 
 Run it on a quiet machine: the budget is training time, so anything else running takes steps from the runs.
 """
+
 import argparse
 import sys
 from dataclasses import replace

@@ -12,6 +12,7 @@ For each decoder, at `--samples` images against all the training images (TF-Ince
    in pixels, relative to real test images' (1.0: as far from the training set as unseen real images are).
 Pixel DDIM 50 (ddpm-cifar10) is scored over the same seeds, as the bar the latent model has to meet.
 """
+
 import argparse
 import statistics
 import sys
@@ -44,7 +45,10 @@ def main() -> None:
     train_pixels = data.to_float(train.images).flatten(1)
     real = data.to_float(test.images[:n])
     real_features = metrics.inception_features(real)
-    real_nn = (nearest(real_features, train_features).median().item(), nearest(real.flatten(1), train_pixels).median().item())
+    real_nn = (
+        nearest(real_features, train_features).median().item(),
+        nearest(real.flatten(1), train_pixels).median().item(),
+    )
     real_detail = fine_detail(real)
 
     def report(name: str, images: list[torch.Tensor], extra: str = "") -> None:
@@ -55,13 +59,19 @@ def main() -> None:
             scores.append(metrics.scores_of(features, train_features))
             first = (features, batch) if first is None else first
         fid, kid = [s["fid"] for s in scores], [1000 * s["kid"] for s in scores]
-        spread = (f" (seeds: {', '.join(f'{k:.1f}' for k in kid)}; std {statistics.stdev(kid):.1f})" if len(kid) > 1
-                  else f" ± {1000 * scores[0]['kid_se']:.2f} (standard error)")
+        spread = (
+            f" (seeds: {', '.join(f'{k:.1f}' for k in kid)}; std {statistics.stdev(kid):.1f})"
+            if len(kid) > 1
+            else f" ± {1000 * scores[0]['kid_se']:.2f} (standard error)"
+        )
         nn_features = nearest(first[0], train_features).median().item() / real_nn[0]
         nn_pixels = nearest(first[1].flatten(1), train_pixels).median().item() / real_nn[1]
-        print(f"  {name:34s} FID {statistics.mean(fid):6.2f}  KID x 1000 {statistics.mean(kid):6.2f}{spread}; "
-              f"detail {fine_detail(first[1]) / real_detail:.2f}; nearest-training distance vs real test images: "
-              f"{nn_features:.2f} (Inception), {nn_pixels:.2f} (pixels){extra}", flush=True)
+        print(
+            f"  {name:34s} FID {statistics.mean(fid):6.2f}  KID x 1000 {statistics.mean(kid):6.2f}{spread}; "
+            f"detail {fine_detail(first[1]) / real_detail:.2f}; nearest-training distance vs real test images: "
+            f"{nn_features:.2f} (Inception), {nn_pixels:.2f} (pixels){extra}",
+            flush=True,
+        )
 
     print(f"{n} images per row against all {len(train)} training images; {args.seeds} seed(s) for generated rows")
     report("real test images (the yardstick)", [real])

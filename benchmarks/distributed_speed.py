@@ -8,6 +8,7 @@ command, `python -m diffedu train` (1 process) or `torchrun --standalone --nproc
 reads images/s from the checkpoint's training seconds (start-up and data loading excluded). On a CPU the
 processes share its cores: torchrun gives each one thread, where one process alone uses them all.
 """
+
 import argparse
 import os
 import subprocess
@@ -36,11 +37,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as runs:
         for n in args.processes:
             out = Path(runs) / f"n{n}"
-            launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-                      if n > 1 else [sys.executable])
-            subprocess.run([*launch, "-m", "diffedu", "train", "--recipe", args.recipe, "--steps", str(args.steps),
-                            "--data", args.data, "--out", str(out), "--device", args.device, "--save-every", "0"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            launch = (
+                [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+                if n > 1
+                else [sys.executable]
+            )
+            subprocess.run(
+                [
+                    *launch,
+                    "-m",
+                    "diffedu",
+                    "train",
+                    "--recipe",
+                    args.recipe,
+                    "--steps",
+                    str(args.steps),
+                    "--data",
+                    args.data,
+                    "--out",
+                    str(out),
+                    "--device",
+                    args.device,
+                    "--save-every",
+                    "0",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             meta = checkpoint.read_meta(out)
             speed = meta["step"] * batch / meta["seconds"]
             first = first or speed

@@ -14,6 +14,7 @@ Measured 2026-11-25 (2-core CPU, defaults): it does not help. The fine-tuned dec
 112.88 on ldm-cifar10's samples (original: 141.46 / 102.24) and 111.30 / 63.84 on reconstructions (102.79 / 53.58),
 with fine detail 0.30 of real images' (0.42): regressing pixels from noisy latents teaches the blurry average.
 """
+
 import argparse
 import copy
 import sys
@@ -51,8 +52,10 @@ def main() -> None:
     for name, p in forgiving.named_parameters():
         p.requires_grad_(name.startswith("dec"))
     optimizer = torch.optim.AdamW(decoder_params, lr=1e-4)
-    print(f"fine-tuning {sum(p.numel() for p in decoder_params) / 1e6:.2f}M decoder parameters of "
-          f"{sum(p.numel() for p in forgiving.parameters()) / 1e6:.2f}M, {args.steps} steps of {args.batch}")
+    print(
+        f"fine-tuning {sum(p.numel() for p in decoder_params) / 1e6:.2f}M decoder parameters of "
+        f"{sum(p.numel() for p in forgiving.parameters()) / 1e6:.2f}M, {args.steps} steps of {args.batch}"
+    )
     bar = tqdm(range(args.steps), desc="decoder")
     for _ in bar:
         pick = torch.randint(0, len(latents), (args.batch,))
@@ -68,18 +71,28 @@ def main() -> None:
     reference = metrics.cached_features(train.images)
     n = args.samples
     with torch.inference_mode():  # the quality table's latent DDIM 50 samples, before decoding
-        generated = torch.cat([sample_trajectory(ldm.unet, ldm.scheduler("ddim", 50), ldm.noise(min(100, n - start), g), 0, g, False).images
-                               for start, g in ((s, torch.Generator().manual_seed(s)) for s in range(0, n, 100))])
+        generated = torch.cat(
+            [
+                sample_trajectory(
+                    ldm.unet, ldm.scheduler("ddim", 50), ldm.noise(min(100, n - start), g), 0, g, False
+                ).images
+                for start, g in ((s, torch.Generator().manual_seed(s)) for s in range(0, n, 100))
+            ]
+        )
         z_test = encode_latents(original, data.to_float(test.images[:n]))
         real = data.to_float(test.images[:n])
         for name, vae in (("original decoder", original), ("fine-tuned on noisy latents", forgiving)):
             recon, samples = decode_latents(vae, z_test), decode_latents(vae, generated)
             r, s = metrics.score(recon, reference), metrics.score(samples, reference)
-            print(f"{name:>28}: reconstructions PSNR {metrics.psnr(recon, real).mean():.2f} dB, FID {r['fid']:.2f}, "
-                  f"KID x 1000 {1000 * r['kid']:.2f}; ldm-cifar10's samples FID {s['fid']:.2f}, KID x 1000 {1000 * s['kid']:.2f}, "
-                  f"fine detail {metrics.fine_detail(samples) / metrics.fine_detail(real):.2f} of real images'", flush=True)
-    assert torch.allclose(sample_images(ldm, 100, 50)[:4], decode_latents(original, generated[:4]), atol=1e-4), \
+            print(
+                f"{name:>28}: reconstructions PSNR {metrics.psnr(recon, real).mean():.2f} dB, FID {r['fid']:.2f}, "
+                f"KID x 1000 {1000 * r['kid']:.2f}; ldm-cifar10's samples FID {s['fid']:.2f}, KID x 1000 {1000 * s['kid']:.2f}, "
+                f"fine detail {metrics.fine_detail(samples) / metrics.fine_detail(real):.2f} of real images'",
+                flush=True,
+            )
+    assert torch.allclose(sample_images(ldm, 100, 50)[:4], decode_latents(original, generated[:4]), atol=1e-4), (
         "the samples are not the quality table's"
+    )
 
 
 if __name__ == "__main__":

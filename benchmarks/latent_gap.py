@@ -15,6 +15,7 @@
    (sigma 0 is the VAE's reconstruction floor).
 4. Sharpness of what each model makes: the VAE's reconstructions, ldm-cifar10's and ddpm-cifar10's samples.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -24,9 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffedu import data, metrics  # noqa: E402
 from diffedu.latent import decode_latents, encode_latents  # noqa: E402
-from diffedu.metrics import fine_detail as detail, frechet_distance, gaussian_fit, psnr  # noqa: E402
+from diffedu.metrics import fine_detail as detail  # noqa: E402
+from diffedu.metrics import frechet_distance, gaussian_fit, psnr
 from diffedu.pipelines import load_pipeline  # noqa: E402
 from diffedu.samplers import sample_trajectory  # noqa: E402
+
 
 def latent_fd(latents: torch.Tensor, reference: torch.Tensor) -> float:
     return frechet_distance(*gaussian_fit(latents.flatten(1).double()), *gaussian_fit(reference.flatten(1).double()))
@@ -52,26 +55,37 @@ def main() -> None:
         z_test = encode_latents(vae, data.to_float(test.images[:n]))
     std = z_train.std(dim=(0, 2, 3))
     centred = z_train - z_train.mean(dim=(0, 2, 3), keepdim=True)
-    kurtosis = (centred.pow(4).mean(dim=(0, 2, 3)) / centred.pow(2).mean(dim=(0, 2, 3)).pow(2) - 3)
+    kurtosis = centred.pow(4).mean(dim=(0, 2, 3)) / centred.pow(2).mean(dim=(0, 2, 3)).pow(2) - 3
     neighbours = torch.corrcoef(torch.stack([centred[..., :-1].flatten(), centred[..., 1:].flatten()]))[0, 1]
     posterior = (0.5 * logvar).exp().mean() * scale
     print("1. the latent space (scaled latents of the 5,170 training images)")
-    print(f"   std per channel {', '.join(f'{s:.2f}' for s in std)}; excess kurtosis per channel "
-          f"{', '.join(f'{k:.2f}' for k in kurtosis)} (0 for a Gaussian)")
-    print(f"   correlation of horizontal neighbours {neighbours:.2f}; encoder's posterior std {posterior:.4f} "
-          f"(the noise the decoder saw in training, in the same units)")
+    print(
+        f"   std per channel {', '.join(f'{s:.2f}' for s in std)}; excess kurtosis per channel "
+        f"{', '.join(f'{k:.2f}' for k in kurtosis)} (0 for a Gaussian)"
+    )
+    print(
+        f"   correlation of horizontal neighbours {neighbours:.2f}; encoder's posterior std {posterior:.4f} "
+        f"(the noise the decoder saw in training, in the same units)"
+    )
 
     def latents_of(pipe) -> torch.Tensor:  # the sampler without the decoder
         with torch.inference_mode():
-            return torch.cat([sample_trajectory(pipe.unet, pipe.scheduler("ddim", 50), pipe.noise(100, g), 0, g, False).images
-                              for g in (torch.Generator().manual_seed(i) for i in range(0, n, 100))])[:n]
+            return torch.cat(
+                [
+                    sample_trajectory(pipe.unet, pipe.scheduler("ddim", 50), pipe.noise(100, g), 0, g, False).images
+                    for g in (torch.Generator().manual_seed(i) for i in range(0, n, 100))
+                ]
+            )[:n]
 
     generated = latents_of(ldm)
     reference = z_train[torch.randperm(len(z_train))[:n]]
     print(f"\n2. the latent UNet alone: Frechet distance in latent space, {n} latents vs {n} training latents")
-    rows = {"test images' latents (a perfect model)": z_test, "ldm-cifar10, DDIM 50": generated,
-            # the same UNet trained on half as many examples (batch 128, not 256), sampled without guidance
-            "ldm-cifar10-cond at w = 0, DDIM 50": latents_of(load_pipeline("ldm-cifar10-cond", "cpu"))}
+    rows = {
+        "test images' latents (a perfect model)": z_test,
+        "ldm-cifar10, DDIM 50": generated,
+        # the same UNet trained on half as many examples (batch 128, not 256), sampled without guidance
+        "ldm-cifar10-cond at w = 0, DDIM 50": latents_of(load_pipeline("ldm-cifar10-cond", "cpu")),
+    }
     for sigma in (0.1, 0.2, 0.3, 0.5):
         rows[f"test latents + noise of std {sigma}"] = z_test + sigma * torch.randn_like(z_test)
     for name, z in rows.items():
@@ -85,16 +99,21 @@ def main() -> None:
         for sigma in (0.0, 0.1, 0.2, 0.3, 0.5):
             decoded = decode_latents(vae, z_test + sigma * torch.randn_like(z_test))
             scores = metrics.score(decoded[:500], train_features)
-            print(f"   sigma {sigma:.1f}: PSNR {psnr(decoded, real).mean():5.2f} dB, detail {detail(decoded) / real_detail:.2f}, "
-                  f"FID {scores['fid']:6.2f}, KID x 1000 {1000 * scores['kid']:6.2f}")
+            print(
+                f"   sigma {sigma:.1f}: PSNR {psnr(decoded, real).mean():5.2f} dB, detail {detail(decoded) / real_detail:.2f}, "
+                f"FID {scores['fid']:6.2f}, KID x 1000 {1000 * scores['kid']:6.2f}"
+            )
 
     print("\n4. detail of what each model makes, relative to real test images")
     with torch.inference_mode():
-        pixel = load_pipeline("ddpm-cifar10", "cpu").sample(args.pixel_samples, 50, generator=torch.Generator().manual_seed(0),
-                                                            progress=False)
-        print(f"   VAE reconstructions {detail(decode_latents(vae, z_test)) / real_detail:.2f}; "
-              f"ldm-cifar10 samples {detail(decode_latents(vae, generated)) / real_detail:.2f}; "
-              f"ddpm-cifar10 samples (DDIM 50, {args.pixel_samples}) {detail(pixel) / real_detail:.2f}")
+        pixel = load_pipeline("ddpm-cifar10", "cpu").sample(
+            args.pixel_samples, 50, generator=torch.Generator().manual_seed(0), progress=False
+        )
+        print(
+            f"   VAE reconstructions {detail(decode_latents(vae, z_test)) / real_detail:.2f}; "
+            f"ldm-cifar10 samples {detail(decode_latents(vae, generated)) / real_detail:.2f}; "
+            f"ddpm-cifar10 samples (DDIM 50, {args.pixel_samples}) {detail(pixel) / real_detail:.2f}"
+        )
 
 
 if __name__ == "__main__":

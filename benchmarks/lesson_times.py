@@ -8,6 +8,7 @@ paired .ipynb), which tests/test_prose.py holds to the JSON. Run it on a quiet m
 2 cores slow each other down many times over. Latents and Inception features cached by an earlier run are reused,
 as a learner's second run would reuse them.
 """
+
 import argparse
 import json
 import math
@@ -37,8 +38,21 @@ def main() -> None:
     record = json.loads(OUT.read_text()) if OUT.exists() else {"lessons": {}}
     for script in chosen:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
-                        str(script.with_suffix(".ipynb"))], check=True, cwd=ROOT, env={**os.environ, "DIFFEDU_PROFILE": "cpu"})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "--nbval-lax",
+                "-p",
+                "no:cacheprovider",
+                str(script.with_suffix(".ipynb")),
+            ],
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "DIFFEDU_PROFILE": "cpu"},
+        )
         seconds = time.perf_counter() - start
         record["lessons"][script.stem] = round(seconds, 1)
         minutes = max(1, math.ceil(seconds / 60))

@@ -9,6 +9,7 @@ real test images; and
 the same for Heun with its last correction left out (Euler's step into t = 0, so that the model is never asked at
 t = 0, where sigma = 0.01), which tests the diagnosis that the excess comes from the model's predictions there.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -42,15 +43,30 @@ def main() -> None:
     noise = pipe.noise(args.images, torch.Generator().manual_seed(0))  # the first batch of every quality row
     solution = pipe.sample(steps=500, x_T=noise, progress=False)
     print(f"{args.images} images: distance to DDIM 500 | fine detail (real test images: {fine_detail(real):.3f})")
-    for label in ("DDIM 10", "DDIM 20", "DDIM 50", "DDIM 250", "DPM-Solver++(2M) 10", "DPM-Solver++(2M) 20",
-                  "DPM-Solver++(2M) 50", "Heun 10", "Heun 25", "DPM-Solver++(2M) 10 log-SNR", "DPM-Solver++(2M) 20 log-SNR",
-                  "Heun 10 log-SNR"):
+    for label in (
+        "DDIM 10",
+        "DDIM 20",
+        "DDIM 50",
+        "DDIM 250",
+        "DPM-Solver++(2M) 10",
+        "DPM-Solver++(2M) 20",
+        "DPM-Solver++(2M) 50",
+        "Heun 10",
+        "Heun 25",
+        "DPM-Solver++(2M) 10 log-SNR",
+        "DPM-Solver++(2M) 20 log-SNR",
+        "Heun 10 log-SNR",
+    ):
         method = evaluation.Method.named(label)
-        images = pipe.sample(steps=method.steps, sampler=method.sampler, spacing=method.spacing, x_T=noise, progress=False)
+        images = pipe.sample(
+            steps=method.steps, sampler=method.sampler, spacing=method.spacing, x_T=noise, progress=False
+        )
         print(f"  {label:>26}: {(images - solution).abs().mean():.3f} | {fine_detail(images):.3f}", flush=True)
     for steps in (10, 25):
         images = sample(pipe.unet, HeunEulerIntoZero(pipe.schedule).set_timesteps(steps), noise, progress=False)
-        print(f"  {f'Heun {steps}, Euler into t = 0':>26}: {(images - solution).abs().mean():.3f} | {fine_detail(images):.3f}")
+        print(
+            f"  {f'Heun {steps}, Euler into t = 0':>26}: {(images - solution).abs().mean():.3f} | {fine_detail(images):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ do. Draw `--sets` independent sets of `--samples` from it: the spread (standard 
 true sampling error. Beside it, the standard error each set estimates of itself (the mean over the first 40 sets):
 the influence SE that diffedu reports, and a bootstrap over the samples (30 resamples, first 10 sets).
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -20,8 +21,10 @@ from diffedu import data, metrics  # noqa: E402
 
 def bootstrap_se(features: torch.Tensor, reference: metrics.Reference, draws: int, generator) -> tuple[float, float]:
     """FID's and KID's spread over resamples of the samples with replacement."""
-    rows = [metrics.scores_of(features[torch.randint(len(features), (len(features),), generator=generator)], reference)
-            for _ in range(draws)]
+    rows = [
+        metrics.scores_of(features[torch.randint(len(features), (len(features),), generator=generator)], reference)
+        for _ in range(draws)
+    ]
     return tuple(float(torch.tensor([row[name] for row in rows]).std()) for name in ("fid", "kid"))
 
 
@@ -52,10 +55,12 @@ def main() -> None:
     for k, (name, scale) in enumerate((("fid", 1), ("kid", 1000))):
         values = torch.tensor([row[name] for row in rows])
         se = torch.tensor([row[f"{name}_se"] for row in rows[:40]])
-        print(f"| {name.upper()}{' x 1000' if scale > 1 else ''} | {scale * values.mean():.2f} | {scale * values.std():.3f} | "
-              f"{scale * se.mean():.3f} ({se.mean() / values.std():.2f}x) | "
-              f"{scale * torch.tensor([b[k] for b in boot]).mean():.3f} "
-              f"({torch.tensor([b[k] for b in boot]).mean() / values.std():.2f}x) |")
+        print(
+            f"| {name.upper()}{' x 1000' if scale > 1 else ''} | {scale * values.mean():.2f} | {scale * values.std():.3f} | "
+            f"{scale * se.mean():.3f} ({se.mean() / values.std():.2f}x) | "
+            f"{scale * torch.tensor([b[k] for b in boot]).mean():.3f} "
+            f"({torch.tensor([b[k] for b in boot]).mean() / values.std():.2f}x) |"
+        )
 
 
 if __name__ == "__main__":

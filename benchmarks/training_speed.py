@@ -8,6 +8,7 @@ speed options, on this machine:
 sync); "compile" captures the forward and backward (reduce-overhead, i.e. CUDA graphs, on CUDA). Throughput
 does not depend on what the images show, so the batches are random, drawn on the device.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -16,15 +17,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffedu import data, env  # noqa: E402
-from diffedu.recipes import get_recipe  # noqa: E402
 from diffedu.env import hardware  # noqa: E402
+from diffedu.recipes import get_recipe  # noqa: E402
 from diffedu.runs import SHIPPED  # noqa: E402
 
 
 def random_batches(recipe, batch: int, device):
     latent = recipe.kind == "latent"
     n = max(batch, 256)
-    examples = torch.randn(n, 4, 8, 8) if latent else torch.randint(0, 256, (n, 3 * 32 * 32), dtype=torch.uint8).view(n, 3, 32, 32)
+    examples = (
+        torch.randn(n, 4, 8, 8)
+        if latent
+        else torch.randint(0, 256, (n, 3 * 32 * 32), dtype=torch.uint8).view(n, 3, 32, 32)
+    )
     labels = torch.randint(0, 10, (n,)) if recipe.conditional else None
     return data.batches(examples, batch, labels=labels, flip=not latent, device=device)
 
@@ -39,8 +44,12 @@ def main() -> None:
     args = p.parse_args()
     device = env.get_device(args.device)
     mode = "reduce-overhead" if device.type == "cuda" else "default"
-    options = {"plain": {}, "channels-last": {"channels_last": True}, "compile": {"compile": mode},
-               "compile+channels-last": {"compile": mode, "channels_last": True}}
+    options = {
+        "plain": {},
+        "channels-last": {"channels_last": True},
+        "compile": {"compile": mode},
+        "compile+channels-last": {"compile": mode, "channels_last": True},
+    }
     print(f"{hardware()}, {torch.get_num_threads()} threads; compile mode {mode}; images per second (higher is better)")
     print(f"| model | batch | {' | '.join(args.variants)} |\n| --- | ---: |{' ---: |' * len(args.variants)}")
     for name in args.models:

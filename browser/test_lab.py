@@ -10,6 +10,7 @@ student edition, Run All goes past the exercises to the last cell.
 
     make browser-test
 """
+
 import json
 import os
 import platform
@@ -40,13 +41,25 @@ def serve(folder: Path, log: Path):
     """`jupyter lab <folder>` from this environment, as `make lab` runs it on lessons/ (the folder is a copy, so
     that the outputs JupyterLab saves never reach the committed notebooks). Yields (base URL, token, folder)."""
     port, token = free_port(), secrets.token_hex(16)
-    command = [str(Path(sys.executable).parent / "jupyter"), "lab", folder.name, "--no-browser", f"--port={port}",
-               "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}"]
+    command = [
+        str(Path(sys.executable).parent / "jupyter"),
+        "lab",
+        folder.name,
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+    ]
     if os.geteuid() == 0:
         command.append("--allow-root")  # as `make lab` does in containers
     with open(log, "w") as out:
-        server = subprocess.Popen(command, cwd=folder.parent, stdout=out, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "DIFFEDU_PROFILE": "smoke"})
+        server = subprocess.Popen(
+            command,
+            cwd=folder.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "DIFFEDU_PROFILE": "smoke"},
+        )
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -86,12 +99,23 @@ def browser():
 
     executable = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not executable:
-        pytest.fail("no Chromium: install Debian's with `apt-get install chromium` (make browser-test does, as root), "
-                    "or set CHROMIUM=/path/to/chromium")
+        pytest.fail(
+            "no Chromium: install Debian's with `apt-get install chromium` (make browser-test does, as root), "
+            "or set CHROMIUM=/path/to/chromium"
+        )
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        chromium = playwright.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         yield chromium
         chromium.close()
     SHOTS.mkdir(exist_ok=True)
@@ -127,18 +151,28 @@ def saved_errors(page, folder: Path, name: str) -> list[str]:
     page.keyboard.press("Control+s")
     page.wait_for_timeout(2000)
     cells = json.loads((folder / name).read_text())["cells"]
-    return [f"cell {i} ({cell['source'][0].strip()[:60] if cell['source'] else ''}): {out['ename']}: {out['evalue'][:300]}"
-            for i, cell in enumerate(cells) if cell["cell_type"] == "code"
-            for out in cell.get("outputs", []) if out["output_type"] == "error"]
+    return [
+        f"cell {i} ({cell['source'][0].strip()[:60] if cell['source'] else ''}): {out['ename']}: {out['evalue'][:300]}"
+        for i, cell in enumerate(cells)
+        if cell["cell_type"] == "code"
+        for out in cell.get("outputs", [])
+        if out["output_type"] == "error"
+    ]
 
 
 def shown_paths(folder: Path, name: str) -> list[str]:
     """Outputs of the saved notebook that show a path of this machine (a learner's notebook gets shared)."""
     cells = json.loads((folder / name).read_text())["cells"]
     places = {str(p) for p in (ROOT, folder, Path.home(), os.environ.get("DIFFEDU_DATA")) if p and str(p) != "/"}
-    return [f"cell {i}: ...{text[max(0, text.find(place) - 60):text.find(place) + 60]}..."
-            for i, cell in enumerate(cells) if cell["cell_type"] == "code" for out in cell.get("outputs", [])
-            for text in ["".join(out.get("text", "")) + json.dumps(out.get("data", {}))] for place in places if place in text]
+    return [
+        f"cell {i}: ...{text[max(0, text.find(place) - 60) : text.find(place) + 60]}..."
+        for i, cell in enumerate(cells)
+        if cell["cell_type"] == "code"
+        for out in cell.get("outputs", [])
+        for text in ["".join(out.get("text", "")) + json.dumps(out.get("data", {}))]
+        for place in places
+        if place in text
+    ]
 
 
 def modified(page) -> bool:
@@ -179,7 +213,9 @@ def test_lesson_runs_from_jupyterlab_and_its_widgets_respond(lesson, lab, browse
     page = open_notebook(browser, lab, f"{lesson}.ipynb")
     page.wait_for_timeout(2000)
     dialogs = page.locator(".jp-Dialog")
-    assert dialogs.count() == 0, f"{lesson}: a dialog asks '{dialogs.first.inner_text()[:80]}' (no kernelspec in the notebook?)"
+    assert dialogs.count() == 0, (
+        f"{lesson}: a dialog asks '{dialogs.first.inner_text()[:80]}' (no kernelspec in the notebook?)"
+    )
     recorded = json.loads((lab[2] / f"{lesson}.ipynb").read_text())["metadata"].get("language_info", {}).get("version")
     if recorded == platform.python_version():  # the kernel's language_info is what the notebook holds: nothing changed
         assert not modified(page), f"{lesson}: marked as modified right after opening"
@@ -187,7 +223,8 @@ def test_lesson_runs_from_jupyterlab_and_its_widgets_respond(lesson, lab, browse
     errors = saved_errors(page, lab[2], f"{lesson}.ipynb")
     assert not errors, f"{lesson}: errors from Run All Cells in JupyterLab:\n" + "\n".join(errors)
     assert not shown_paths(lab[2], f"{lesson}.ipynb"), f"{lesson}: outputs show this machine's paths:\n" + "\n".join(
-        shown_paths(lab[2], f"{lesson}.ipynb"))
+        shown_paths(lab[2], f"{lesson}.ipynb")
+    )
     LATENCIES[lesson] = move_sliders(page, lesson)
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{lesson}.png"))
@@ -229,12 +266,16 @@ def test_saving_either_file_of_a_pair_updates_the_other(lab, browser):
     folder, lesson = lab[2], "00_pixel_vs_latent"
     page = open_notebook(browser, lab, f"{lesson}.ipynb")
     edit_first_code_cell(page, "# saved from the notebook")
-    assert wait_for_text(folder / f"{lesson}.py", "# saved from the notebook"), "saving the .ipynb left the .py as it was"
+    assert wait_for_text(folder / f"{lesson}.py", "# saved from the notebook"), (
+        "saving the .ipynb left the .py as it was"
+    )
     assert "jupytext_version" not in (folder / f"{lesson}.py").read_text()
     page.close()
     page = open_notebook(browser, lab, f"{lesson}.py")
     edit_first_code_cell(page, "# saved from the script")
-    assert wait_for_text(folder / f"{lesson}.ipynb", "# saved from the script"), "saving the .py left the .ipynb as it was"
+    assert wait_for_text(folder / f"{lesson}.ipynb", "# saved from the script"), (
+        "saving the .py left the .ipynb as it was"
+    )
     page.close()
 
 
@@ -248,7 +289,9 @@ def test_run_all_in_the_student_edition_reaches_the_last_cell(student_lab, brows
     page.wait_for_timeout(2000)
     run_all(page)
     assert not saved_errors(page, student_lab[2], f"{lesson}.ipynb")
-    cells = [c for c in json.loads((student_lab[2] / f"{lesson}.ipynb").read_text())["cells"] if c["cell_type"] == "code"]
+    cells = [
+        c for c in json.loads((student_lab[2] / f"{lesson}.ipynb").read_text())["cells"] if c["cell_type"] == "code"
+    ]
     assert all(c["execution_count"] for c in cells), "Run All stopped before the last cell"
     said = ["".join(o.get("text", "")) for c in cells for o in c["outputs"] if o.get("name") == "stderr"]
     for exercise in exercises(ROOT / "lessons" / f"{lesson}.py"):

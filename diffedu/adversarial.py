@@ -17,6 +17,7 @@ their scale factor, and every latent diffusion model trained on them stay valid.
 noise added, of the size of a latent model's errors, so that the decoder learns to forgive them.
 Nothing here is downloaded: the discriminator trains from scratch with the decoder.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,10 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, in_channels: int = 3, channels: int = 64) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(in_channels, channels, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
             nn.Conv2d(2 * channels, 1, 3, padding=1),
         )
 
@@ -55,12 +58,13 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
-def adaptive_weight(reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor,
-                    max_weight: float = 1e4) -> torch.Tensor:
+def adaptive_weight(
+    reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4
+) -> torch.Tensor:
     """||d reconstruction / d last_layer|| / ||d adversarial / d last_layer||, detached (VQGAN eq. 7): the
     weight that gives the adversarial term as strong a pull on the decoder's last layer as the reconstruction."""
-    g_rec, = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)
-    g_adv, = torch.autograd.grad(adversarial, last_layer, retain_graph=True)
+    (g_rec,) = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)
+    (g_adv,) = torch.autograd.grad(adversarial, last_layer, retain_graph=True)
     g_rec, g_adv = distributed.mean(g_rec), distributed.mean(g_adv)  # on several processes: the global batch's
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, max_weight).detach()
 
@@ -74,14 +78,25 @@ class DecoderTrainer(Trainer):
     discriminator has learnt something before the decoder listens to it. The loss logged is the L1 term.
     `disc_loss(real_logits, fake_logits)`: the discriminator's loss (default: the hinge; a lesson passes a learner's)."""
 
-    def __init__(self, vae: VAE, *, lr: float = 1e-4, disc_weight: float = 0.5, warmup: int = 200,
-                 latent_noise: float = 0.3, disc_loss=hinge_d_loss, **kwargs) -> None:
+    def __init__(
+        self,
+        vae: VAE,
+        *,
+        lr: float = 1e-4,
+        disc_weight: float = 0.5,
+        warmup: int = 200,
+        latent_noise: float = 0.3,
+        disc_loss=hinge_d_loss,
+        **kwargs,
+    ) -> None:
         vae.encoder.requires_grad_(False)  # the latent space stays exactly as the latent models learnt it
         vae.decoder.requires_grad_(True)  # (a VAE taken from an EMA has every weight frozen)
         super().__init__(vae, None, lr=lr, **kwargs)
         self.optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
         self.discriminator = PatchDiscriminator(vae.config.in_channels).to(self.device)
-        self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+        self.disc_optimizer = torch.optim.AdamW(
+            self.discriminator.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0
+        )
         self.disc_weight, self.warmup, self.latent_noise, self.disc_loss = disc_weight, warmup, latent_noise, disc_loss
         # What the step calls: on several processes (torchrun) DDP's wrappers, which average the gradients
         self._decoder = distributed.wrap(vae.decoder, self.device)

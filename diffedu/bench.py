@@ -14,6 +14,7 @@ The result is a JSON-ready dict whose rows are keyed by name (result["sampling"]
 `diffedu.report` turns it into markdown tables beside the course's reference numbers. The images are drawn and
 scored by `diffedu.evaluation`'s protocols; this module times them.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,11 +44,15 @@ CIFAR_TRAIN_IMAGES = 50_000  # "100 epochs" means 100 passes over this many imag
 def methods(ddim_steps: tuple[int, ...] = (100, 50), also: tuple[str, ...] = ()) -> list[Method]:
     """The bench's rows: DDPM 1000, pixel DDIM at each step count, latent DDIM 50, then the methods `also` names
     (labels such as "DPM-Solver++(2M) 10" or "Heun 5": any registered sampler)."""
-    chosen = [Method.named(label) for label in ("DDPM 1000", *(f"DDIM {s}" for s in ddim_steps), "latent DDIM 50", *also)]
+    chosen = [
+        Method.named(label) for label in ("DDPM 1000", *(f"DDIM {s}" for s in ddim_steps), "latent DDIM 50", *also)
+    ]
     for method in chosen:
         if method.space == "flow":  # the bench times the profile's own pixel and latent models
-            raise DiffeduError(f"the bench times the profile's pixel and latent models, not the flow model: measure "
-                               f"'{method.label}' with python -m diffedu quality --rows '{method.label}'")
+            raise DiffeduError(
+                f"the bench times the profile's pixel and latent models, not the flow model: measure "
+                f"'{method.label}' with python -m diffedu quality --rows '{method.label}'"
+            )
     return chosen
 
 
@@ -72,8 +77,10 @@ SETTINGS = {
     "gpu": BenchSettings(repeats=5, ddpm_repeats=3, samples=5000, reference=50_000, train_batch=128, train_steps=50),
 }
 # What lesson 06 runs: a few minutes on a CPU. FID/KID of 16 images show the method, not the models.
-QUICK = {"cpu": BenchSettings(batch=16, samples=16, reference=256, train_batch=16, train_steps=3),
-         "gpu": BenchSettings(repeats=3, samples=1000, reference=10_000, train_batch=128, train_steps=20)}
+QUICK = {
+    "cpu": BenchSettings(batch=16, samples=16, reference=256, train_batch=16, train_steps=3),
+    "gpu": BenchSettings(repeats=3, samples=1000, reference=10_000, train_batch=128, train_steps=20),
+}
 
 
 def settings_for(profile: str, quick: bool = False, **overrides) -> BenchSettings:
@@ -82,6 +89,7 @@ def settings_for(profile: str, quick: bool = False, **overrides) -> BenchSetting
 
 
 # ---- the models ------------------------------------------------------------------
+
 
 @dataclass
 class Models:
@@ -93,14 +101,17 @@ class Models:
         return self.pixel if method.space == "pixel" else self.latent
 
 
-def load_models(profile: Profile, device, pixel: str | None = None, latent: str | None = None,
-                vae: str | None = None) -> Models:
+def load_models(
+    profile: Profile, device, pixel: str | None = None, latent: str | None = None, vae: str | None = None
+) -> Models:
     """Checkpoints by name or path when given, else tiny untrained nets in the smoke profile, else the shipped ones."""
     if profile.name == "smoke" and not (pixel or latent or vae):
         vae_net, schedule = profile.recipe("vae").build().to(device), profile.recipe("ddpm").noise_schedule()
-        return Models(Diffusion(profile.recipe("ddpm").build().to(device), schedule),
-                      LatentDiffusion(vae_net, profile.recipe("latent").build().to(device), schedule),
-                      "untrained smoke-profile nets (timings only; their FID/KID mean nothing)")
+        return Models(
+            Diffusion(profile.recipe("ddpm").build().to(device), schedule),
+            LatentDiffusion(vae_net, profile.recipe("latent").build().to(device), schedule),
+            "untrained smoke-profile nets (timings only; their FID/KID mean nothing)",
+        )
     pixel, latent = pixel or "ddpm-cifar10", latent or "ldm-cifar10"
     models = Models(load_pipeline(pixel, device), load_pipeline(latent, device, vae), f"pixel {pixel}, latent {latent}")
     if isinstance(models.pixel, LatentDiffusion):
@@ -120,36 +131,58 @@ def model_sizes(models: Models, device) -> dict[str, dict]:
         "VAE encoder": (vae.encoder, (image,)),
         "VAE decoder": (vae.decoder, (models.latent.noise(1),)),
     }
-    return {name: {"params": count_parameters(net), "gflops": measure.forward_flops(net, *inputs) / 1e9}
-            for name, (net, inputs) in nets.items()}
+    return {
+        name: {"params": count_parameters(net), "gflops": measure.forward_flops(net, *inputs) / 1e9}
+        for name, (net, inputs) in nets.items()
+    }
 
 
 # ---- the measurements ------------------------------------------------------------
 
-def time_sampler(models: Models, method: Method, settings: BenchSettings, device, fast: bool) -> tuple[dict, torch.Tensor]:
+
+def time_sampler(
+    models: Models, method: Method, settings: BenchSettings, device, fast: bool
+) -> tuple[dict, torch.Tensor]:
     """Warm up, then timed runs of `batch` images (`ddpm_repeats` of DDPM, `repeats` of the others), then
     untimed runs up to `samples` images when FID is scored. Returns the timing row and the images (on the CPU)."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if fast else nullcontext()
     images = []
 
     def draw(sampler: str, steps: int, seed: int) -> torch.Tensor:
-        return sample_images(models.of(method), settings.batch, steps=steps, sampler=sampler, spacing=method.spacing,
-                             batch_size=settings.batch, seed=seed, progress=True)
+        return sample_images(
+            models.of(method),
+            settings.batch,
+            steps=steps,
+            sampler=sampler,
+            spacing=method.spacing,
+            batch_size=settings.batch,
+            seed=seed,
+            progress=True,
+        )
 
     def run() -> None:
         images.append(draw(method.sampler, method.steps, seed=len(images)))
 
     with autocast, measure.PeakMemory(device) as memory:  # the warm-up counts: after it the allocator holds the memory
         draw("ddim", 2, seed=-1)  # the same kernels, 2 steps
-        times = measure.timed(run, settings.ddpm_repeats if method.sampler == "ddpm" else settings.repeats, device, warmup=False)
+        times = measure.timed(
+            run, settings.ddpm_repeats if method.sampler == "ddpm" else settings.repeats, device, warmup=False
+        )
     with autocast:
         while settings.fid and sum(map(len, images)) < settings.samples:
             run()
     seconds = statistics.median(times)
     calls = models.of(method).scheduler(method.sampler, method.steps).model_calls()
-    return {"steps": method.steps, "model_calls": calls, "images": settings.batch, "runs": len(times), "seconds": seconds,
-            "all_seconds": times, "ms_per_step": 1000 * seconds / method.steps,
-            "peak_memory_mib": memory.mib}, torch.cat(images)[: settings.samples]
+    return {
+        "steps": method.steps,
+        "model_calls": calls,
+        "images": settings.batch,
+        "runs": len(times),
+        "seconds": seconds,
+        "all_seconds": times,
+        "ms_per_step": 1000 * seconds / method.steps,
+        "peak_memory_mib": memory.mib,
+    }, torch.cat(images)[: settings.samples]
 
 
 def training_rates(models: Models, train_images: torch.Tensor, settings: BenchSettings, device) -> dict[str, dict]:
@@ -172,35 +205,65 @@ def training_rates(models: Models, train_images: torch.Tensor, settings: BenchSe
         batches = data.batches(source, settings.train_batch, flip=flip, device=trainer.device)
         for _ in range(2):  # warm-up
             trainer.train_step(next(batches))
-        (seconds,) = measure.timed(lambda: [trainer.train_step(next(batches)) for _ in range(settings.train_steps)],
-                                   repeats=1, device=device, warmup=False)
+        (seconds,) = measure.timed(
+            lambda: [trainer.train_step(next(batches)) for _ in range(settings.train_steps)],
+            repeats=1,
+            device=device,
+            warmup=False,
+        )
         rate = settings.train_batch * settings.train_steps / seconds
-        rows[name] = {"batch": settings.train_batch, "steps": settings.train_steps, "images_per_second": rate,
-                      "hours_per_100_epochs": 100 * CIFAR_TRAIN_IMAGES / rate / 3600}
+        rows[name] = {
+            "batch": settings.train_batch,
+            "steps": settings.train_steps,
+            "images_per_second": rate,
+            "hours_per_100_epochs": 100 * CIFAR_TRAIN_IMAGES / rate / 3600,
+        }
     return rows
 
 
 def scaling_table(sides=(32, 64, 128, 256, 512, 1024)) -> list[dict]:
     """Values a diffusion model denoises per image: pixels (x3) vs latents of 4 channels at f = 4 and 8."""
-    return [{"side": s, "pixel": 3 * s * s, "f4": 4 * (s // 4) ** 2, "f8": 4 * (s // 8) ** 2,
-             "f4_ratio": 3 * s * s / (4 * (s // 4) ** 2), "f8_ratio": 3 * s * s / (4 * (s // 8) ** 2)} for s in sides]
+    return [
+        {
+            "side": s,
+            "pixel": 3 * s * s,
+            "f4": 4 * (s // 4) ** 2,
+            "f8": 4 * (s // 8) ** 2,
+            "f4_ratio": 3 * s * s / (4 * (s // 4) ** 2),
+            "f8_ratio": 3 * s * s / (4 * (s // 8) ** 2),
+        }
+        for s in sides
+    ]
 
 
 # ---- the whole run ---------------------------------------------------------------
 
-def run(profile: Profile, *, settings: BenchSettings | None = None, device: str | torch.device | None = None,
-        compile: bool = False, pixel: str | None = None, latent: str | None = None, vae: str | None = None,
-        data_root: str | None = None) -> dict:
+
+def run(
+    profile: Profile,
+    *,
+    settings: BenchSettings | None = None,
+    device: str | torch.device | None = None,
+    compile: bool = False,
+    pixel: str | None = None,
+    latent: str | None = None,
+    vae: str | None = None,
+    data_root: str | None = None,
+) -> dict:
     """Everything the module docstring lists, as one JSON-ready dict."""
     settings, device = settings or settings_for(profile.name), env.get_device(device)
     fast = device.type == "cuda"  # bf16 autocast pays off on a GPU, not on a CPU
     began = time.perf_counter()
     models = load_models(profile, device, pixel, latent, vae)
-    for method in methods(settings.ddim_steps, settings.also):  # an impossible step count fails now, not after minutes of timing
+    for method in methods(
+        settings.ddim_steps, settings.also
+    ):  # an impossible step count fails now, not after minutes of timing
         (models.pixel if method.space == "pixel" else models.latent).scheduler(method.sampler, method.steps)
     sizes = model_sizes(models, device)  # counted before torch.compile, which FlopCounterMode cannot see into
     for net in (models.pixel.unet, models.latent.unet, *([models.latent.vae] if fast else [])):
-        net.to(memory_format=torch.channels_last)  # as load_pipeline does: faster on a CPU too (benchmarks/sampling_cpu.py)
+        net.to(
+            memory_format=torch.channels_last
+        )  # as load_pipeline does: faster on a CPU too (benchmarks/sampling_cpu.py)
     if compile:
         models.pixel.unet, models.latent.unet = torch.compile(models.pixel.unet), torch.compile(models.latent.unet)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
@@ -212,8 +275,11 @@ def run(profile: Profile, *, settings: BenchSettings | None = None, device: str 
     for method in rows:
         bar.set_description(f"bench: sampling {method.label}")
         sampling[method.label], samples[method.label] = time_sampler(models, method, settings, device, fast)
-        sampling[method.label]["gflops_per_image"] = sampling[method.label]["model_calls"] * sizes[f"{method.space} UNet"]["gflops"] + (
-            sizes["VAE decoder"]["gflops"] if method.space == "latent" else 0)  # model calls x UNet, plus one decoder call
+        sampling[method.label]["gflops_per_image"] = sampling[method.label]["model_calls"] * sizes[
+            f"{method.space} UNet"
+        ]["gflops"] + (
+            sizes["VAE decoder"]["gflops"] if method.space == "latent" else 0
+        )  # model calls x UNet, plus one decoder call
         bar.update()
     bar.set_description("bench: training throughput")
     training = training_rates(models, train.images, settings, device)
@@ -221,16 +287,25 @@ def run(profile: Profile, *, settings: BenchSettings | None = None, device: str 
     scores = None
     if settings.fid:
         bar.set_description("bench: FID and KID")
-        scores = score_sets(samples, train.images[: settings.reference], test.images[: settings.samples], models.latent.vae, device)
+        scores = score_sets(
+            samples, train.images[: settings.reference], test.images[: settings.samples], models.latent.vae, device
+        )
         bar.update()
     bar.close()
     return {
-        "format": FORMAT, "profile": profile.name, "settings": asdict(settings), "models": models.source, "machine": env.machine(device),
+        "format": FORMAT,
+        "profile": profile.name,
+        "settings": asdict(settings),
+        "models": models.source,
+        "machine": env.machine(device),
         "options": {"inference_mode": True, "bf16_autocast": fast, "channels_last": True, "torch_compile": compile},
-        "sizes": sizes, "sampling": sampling, "training": training,
+        "sizes": sizes,
+        "sampling": sampling,
+        "training": training,
         "scores": scores and {"reference": f"the first {settings.reference} CIFAR-10 training images", "rows": scores},
         "scaling": scaling_table(),
-        "seconds": time.perf_counter() - began, "date": time.strftime("%Y-%m-%d %H:%M"),
+        "seconds": time.perf_counter() - began,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 
 
@@ -243,7 +318,9 @@ def results_path(profile: str, quick: bool = False) -> Path:
 def load(path: str | Path) -> dict:
     result = json.loads(Path(path).read_text())
     if result.get("format") != FORMAT:
-        raise DiffeduError(f"{path} was written by another version of diffedu's bench: run `python -m diffedu bench` again")
+        raise DiffeduError(
+            f"{path} was written by another version of diffedu's bench: run `python -m diffedu bench` again"
+        )
     return result
 
 

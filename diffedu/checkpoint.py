@@ -10,6 +10,7 @@ the old checkpoint or the new one, never weights of one save with the config of 
 is the authority; the JSON is a copy for people and tools. (Checkpoints without a header config, like
 the shipped ones, are read from the JSON.)
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,10 @@ from .vae import VAE, VAEConfig
 
 FORMAT = "diffedu-checkpoint-1"
 HEADER_KEY = "diffedu"  # the config's key in the safetensors header
-KINDS = {"unet": (UNet, UNetConfig), "vae": (VAE, VAEConfig)}  # the "kind" in a checkpoint's config -> (model class, config class)
+KINDS = {
+    "unet": (UNet, UNetConfig),
+    "vae": (VAE, VAEConfig),
+}  # the "kind" in a checkpoint's config -> (model class, config class)
 _TRAIN = "train one with `python -m diffedu train` and pass the path it prints"
 
 
@@ -91,14 +95,18 @@ def read_meta(path: str | Path) -> dict:
         try:
             text, source = config.read_text(), config
         except UnicodeDecodeError as error:
-            raise CheckpointError(f"{config} is not text ({error}); the file is damaged: re-create the checkpoint") from error
+            raise CheckpointError(
+                f"{config} is not text ({error}); the file is damaged: re-create the checkpoint"
+            ) from error
     try:
         meta = json.loads(text)
     except (ValueError, RecursionError) as error:  # not JSON; a number too long for int(); nesting too deep for json
-        raise CheckpointError(f"{source} holds no valid JSON config ({error}); the file is damaged or not a "
-                              "checkpoint: re-create the checkpoint") from error
+        raise CheckpointError(
+            f"{source} holds no valid JSON config ({error}); the file is damaged or not a "
+            "checkpoint: re-create the checkpoint"
+        ) from error
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{source} is not a diffedu checkpoint config (no \"format\": \"{FORMAT}\")")
+        raise CheckpointError(f'{source} is not a diffedu checkpoint config (no "format": "{FORMAT}")')
     return meta
 
 
@@ -109,8 +117,10 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         tensors = load_file(str(weights))
     except Exception as error:
-        raise CheckpointError(f"{weights} could not be read as safetensors ({error}); it is truncated or not a checkpoint: "
-                              "delete it and re-create or re-download it") from error
+        raise CheckpointError(
+            f"{weights} could not be read as safetensors ({error}); it is truncated or not a checkpoint: "
+            "delete it and re-create or re-download it"
+        ) from error
     return tensors, meta
 
 
@@ -137,12 +147,14 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
 
 def with_prefix(tensors: dict, prefix: str) -> dict:
     """The entries under `prefix.`, with the prefix taken off."""
-    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
 def save_model(path: str | Path, model: nn.Module, dtype: torch.dtype | None = None, **meta) -> Path:
     """Weights and config of a model, for sampling only (no optimizer state)."""
-    tensors = {f"model.{k}": (v.to(dtype) if dtype and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    tensors = {
+        f"model.{k}": (v.to(dtype) if dtype and v.is_floating_point() else v) for k, v in model.state_dict().items()
+    }
     return save(path, tensors, {"kind": model_kind(model), "config": model.config.to_dict(), **meta})
 
 
@@ -162,8 +174,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     tensors = with_prefix(load(path)[0], prefix)
     broken = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if broken:  # it would sample black images without a word
-        raise CheckpointError(f"{path} holds NaN or infinite weights ({broken[0]}, and {len(broken) - 1} more): its training "
-                              "diverged. Retrain it (a lower --lr), or load an earlier checkpoint")
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights ({broken[0]}, and {len(broken) - 1} more): its training "
+            "diverged. Retrain it (a lower --lr), or load an earlier checkpoint"
+        )
     return load_weights(model, tensors, str(path)).to(device).eval()
 
 
@@ -195,8 +209,9 @@ def schedule_of(path: str | Path) -> Schedule:
     meta = read_meta(path)
     name = meta.get("schedule", "linear")
     if not isinstance(name, str):  # a list or a dict: by_name's look-up would be a TypeError
-        raise CheckpointError(f"{path}: unknown schedule {name!r}, not a name; the file is damaged: "
-                              "re-create the checkpoint")
+        raise CheckpointError(
+            f"{path}: unknown schedule {name!r}, not a name; the file is damaged: re-create the checkpoint"
+        )
     try:
         return Schedule.by_name(name, meta.get("T", 1000))
     except DiffeduError as error:

@@ -11,6 +11,7 @@ autograde), and one without it gets the same student edition from this module: e
 `raise NotImplementedError` that names its exercise, outputs are empty, and each lesson is again a paired
 .py and .ipynb.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,10 @@ def student_edition(lessons: str | Path, out: str | Path) -> tuple[list[Path], l
     if not scripts:
         raise DiffeduError(f"no lessons (NN_name.py) in {lessons}: pass the course's lessons/ folder")
     if out.resolve() == lessons.resolve():
-        raise DiffeduError(f"--out {out} is the lessons' own folder: the edition would replace their solutions with stubs; "
-                           "write it to another folder (make student writes student/)")
+        raise DiffeduError(
+            f"--out {out} is the lessons' own folder: the edition would replace their solutions with stubs; "
+            "write it to another folder (make student writes student/)"
+        )
     config = lessons / "jupytext.toml"  # the pairing of .py and .ipynb, for JupyterLab wherever the edition goes
     if not config.exists():
         raise DiffeduError(f"{config} is missing: it pairs each lesson's .py with its .ipynb (restore it with git)")
@@ -65,7 +68,9 @@ def student_edition(lessons: str | Path, out: str | Path) -> tuple[list[Path], l
     folder.write("jupytext.toml", config.read_text())
     written, kept = [], []
     for script in scripts:
-        notebook = jupytext.read(script.with_suffix(".ipynb"))  # the pair's notebook: its cell ids and language_info too
+        notebook = jupytext.read(
+            script.with_suffix(".ipynb")
+        )  # the pair's notebook: its cell ids and language_info too
         for cell in notebook.cells:
             grading = cell.metadata.get("nbgrader", {})
             if cell.cell_type == "code" and grading.get("solution"):
@@ -74,8 +79,12 @@ def student_edition(lessons: str | Path, out: str | Path) -> tuple[list[Path], l
                 cell.source = strip_solution(cell.source, grading["grade_id"])
         text_format = {"extension": ".py", "format_name": "percent"}
         pairing.set_default_format_options(text_format)  # the metadata filters JupyterLab applies when it saves
-        done = folder.write_all({script.name: jupytext.writes(notebook, fmt=text_format),
-                                 f"{script.stem}.ipynb": jupytext.writes(notebook, fmt="ipynb") + "\n"})
+        done = folder.write_all(
+            {
+                script.name: jupytext.writes(notebook, fmt=text_format),
+                f"{script.stem}.ipynb": jupytext.writes(notebook, fmt="ipynb") + "\n",
+            }
+        )
         (written if done else kept).append(out / f"{script.stem}.ipynb")
     return written, kept
 
@@ -110,17 +119,23 @@ def course_folder(lessons: str | Path, out: str | Path, force: bool = False) -> 
         raise DiffeduError(f"no lessons with exercises (NN_name.py) in {lessons}: pass the course's lessons/ folder")
     folder, kept = _Folder(out), []
     # nbgrader runs the folder's nbgrader_config.py and reads its .json (which can name classes to import)
-    foreign = [name for name, text in [("nbgrader_config.py", NBGRADER_CONFIG), ("nbgrader_config.json", None)]
-               if folder.state(name, text) == "changed"]
+    foreign = [
+        name
+        for name, text in [("nbgrader_config.py", NBGRADER_CONFIG), ("nbgrader_config.json", None)]
+        if folder.state(name, text) == "changed"
+    ]
     if foreign and not force:
-        raise DiffeduError(f"{out} holds {' and '.join(foreign)}, which this course did not write (or which was "
-                           "changed since), and nbgrader would run it: read it, then move it away, or pass --force to "
-                           "replace it with the course's configuration")
+        raise DiffeduError(
+            f"{out} holds {' and '.join(foreign)}, which this course did not write (or which was "
+            "changed since), and nbgrader would run it: read it, then move it away, or pass --force to "
+            "replace it with the course's configuration"
+        )
     if "nbgrader_config.json" in foreign:
         (out / "nbgrader_config.json").unlink()
         print(f"removed {out / 'nbgrader_config.json'} (--force): the course did not write it")
     for name, text in [("nbgrader_config.py", NBGRADER_CONFIG)] + [
-            (f"source/{a}/{a}.ipynb", (lessons / f"{a}.ipynb").read_text()) for a in assignments]:
+        (f"source/{a}/{a}.ipynb", (lessons / f"{a}.ipynb").read_text()) for a in assignments
+    ]:
         if not folder.write(name, text, force):
             kept.append(name)
     for assignment in assignments:
@@ -131,8 +146,12 @@ def course_folder(lessons: str | Path, out: str | Path, force: bool = False) -> 
         if edited and not force:  # generate_assignment --force would replace the whole of release/<assignment>/
             kept += edited
             continue
-        run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force"], cwd=out,
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force"],
+            cwd=out,
+            capture_output=True,
+            text=True,
+        )
         if run.returncode:
             raise DiffeduError(f"nbgrader generate_assignment {assignment} failed in {out}:\n{run.stderr[-3000:]}")
         for file, state in states.items():
@@ -160,8 +179,10 @@ class _Folder:
         except FileNotFoundError:
             self.digests = {}
         except (OSError, ValueError, AttributeError, TypeError, RecursionError):  # cut short, or not ours
-            print(f"{path / self.RECORD} is damaged: read as if absent, so a file that differs from what would be "
-                  "written there now is kept as someone's")
+            print(
+                f"{path / self.RECORD} is damaged: read as if absent, so a file that differs from what would be "
+                "written there now is kept as someone's"
+            )
             self.digests = {}
 
     def state(self, name: str, text: str | None = None) -> str:
@@ -224,5 +245,8 @@ def exercises(notebook_path: str | Path) -> list[str]:
     """The exercises of a lesson, in order: the grade_id of each solution cell."""
     import jupytext
 
-    return [c.metadata["nbgrader"]["grade_id"] for c in jupytext.read(notebook_path).cells
-            if c.metadata.get("nbgrader", {}).get("solution")]
+    return [
+        c.metadata["nbgrader"]["grade_id"]
+        for c in jupytext.read(notebook_path).cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    ]

@@ -17,6 +17,7 @@
 Bad input gets one `error:` line and exit code 2; Ctrl-C, SIGTERM and SIGHUP save a training run and exit with 130.
 A file a command did not write is replaced only with --force.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -47,6 +48,7 @@ from .viz import grid
 def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """argparse type: a whole number of at least `minimum` (so 0 and -4 fail here, not in a hang later), and at most
     `maximum` where more could not fit in memory."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -55,7 +57,9 @@ def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, got {text!r}")
         if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:,} (the images are held in memory), got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"must be at most {maximum:,} (the images are held in memory), got {text!r}"
+            )
         return value
 
     return parse
@@ -131,8 +135,9 @@ def image_out(text: str) -> str:
     try:
         Image.new("RGB", (1, 1)).save(io.BytesIO(), format=image_format(_not_a_folder(text, "image", "samples.png")))
     except (KeyError, ValueError, OSError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an image file name PIL can write: end it in .png "
-                                         "(or .jpg, .webp)") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an image file name PIL can write: end it in .png (or .jpg, .webp)"
+        ) from None
     return text
 
 
@@ -156,44 +161,84 @@ def parser() -> argparse.ArgumentParser:
     data_help = "folder holding cifar-10-batches-py (default: $DIFFEDU_DATA, else the diffedu home, data/)"
     device_help = "cpu or cuda (default: cuda when available)"
 
-    t = sub.add_parser("train", help="train a model by a recipe: the profile's for its kind, or a named one",
-                       epilog="On several GPUs: torchrun --standalone --nproc_per_node=N -m diffedu train ... (the recipe's "
-                              "batch is split over the N processes; docs/models.md: More than one GPU)")
-    t.add_argument("kind", nargs="?", choices=list(KINDS),
-                   help="ddpm: the pixel UNet (default); flow: the pixel UNet trained by flow matching; vae: the "
-                        "autoencoder; latent: a UNet on a VAE's latents; decoder: a trained VAE's decoder retrained "
-                        "adversarially (its encoder kept); consistency: a flow model tuned into a consistency model")
+    t = sub.add_parser(
+        "train",
+        help="train a model by a recipe: the profile's for its kind, or a named one",
+        epilog="On several GPUs: torchrun --standalone --nproc_per_node=N -m diffedu train ... (the recipe's "
+        "batch is split over the N processes; docs/models.md: More than one GPU)",
+    )
+    t.add_argument(
+        "kind",
+        nargs="?",
+        choices=list(KINDS),
+        help="ddpm: the pixel UNet (default); flow: the pixel UNet trained by flow matching; vae: the "
+        "autoencoder; latent: a UNet on a VAE's latents; decoder: a trained VAE's decoder retrained "
+        "adversarially (its encoder kept); consistency: a flow model tuned into a consistency model",
+    )
     which = t.add_mutually_exclusive_group()
-    which.add_argument("--profile", choices=list(PROFILES), help="train the profile's recipe for the kind "
-                       "(default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
-    which.add_argument("--recipe", choices=list(RECIPES), help="train a named recipe, e.g. a shipped model's (see diffedu.recipes)")
-    t.add_argument("--steps", type=positive, help="training steps (default: the recipe's; with --resume, what is left of them)")
-    t.add_argument("--minutes", type=positive_float, help="train for this many minutes of training time in all, the learning "
-                   "rate annealed over them, then stop (default: the recipe's, for a timed recipe such as vae-cifar10-gan)")
-    t.add_argument("--batch-size", type=positive, help="the global batch, split over torchrun's processes (default: the recipe's)")
+    which.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        help="train the profile's recipe for the kind (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)",
+    )
+    which.add_argument(
+        "--recipe", choices=list(RECIPES), help="train a named recipe, e.g. a shipped model's (see diffedu.recipes)"
+    )
+    t.add_argument(
+        "--steps", type=positive, help="training steps (default: the recipe's; with --resume, what is left of them)"
+    )
+    t.add_argument(
+        "--minutes",
+        type=positive_float,
+        help="train for this many minutes of training time in all, the learning "
+        "rate annealed over them, then stop (default: the recipe's, for a timed recipe such as vae-cifar10-gan)",
+    )
+    t.add_argument(
+        "--batch-size", type=positive, help="the global batch, split over torchrun's processes (default: the recipe's)"
+    )
     t.add_argument("--lr", type=positive_float, help="learning rate (default: the recipe's)")
     t.add_argument("--schedule", choices=["linear", "cosine"], help="noise schedule (default: the recipe's, linear)")
-    t.add_argument("--cond", action="store_true", help="class-conditional (ddpm, flow, latent): learn CIFAR-10's labels, each "
-                   "dropped to 'no label' 10%% of the time, for classifier-free guidance")
+    t.add_argument(
+        "--cond",
+        action="store_true",
+        help="class-conditional (ddpm, flow, latent): learn CIFAR-10's labels, each "
+        "dropped to 'no label' 10%% of the time, for classifier-free guidance",
+    )
     t.add_argument("--data", type=path_text, help=data_help)
-    t.add_argument("--vae", help="for latent: the VAE whose latents to learn (default: the recipe's, else runs/vae/model); "
-                   "for decoder: the VAE whose decoder to retrain (default: the recipe's base)")
+    t.add_argument(
+        "--vae",
+        help="for latent: the VAE whose latents to learn (default: the recipe's, else runs/vae/model); "
+        "for decoder: the VAE whose decoder to retrain (default: the recipe's base)",
+    )
     t.add_argument("--out", type=checkpoint_out, help="checkpoint path, without suffix (default: runs/<kind>/model)")
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the training saved at --out")
     again.add_argument("--force", action="store_true", help="replace a model already saved at --out")
-    t.add_argument("--save-every", type=at_least(0), default=500, help="save every N steps, 0: only at the end (default: 500)")
+    t.add_argument(
+        "--save-every", type=at_least(0), default=500, help="save every N steps, 0: only at the end (default: 500)"
+    )
     t.add_argument("--device", help=device_help)
     t.add_argument("--seed", type=seed, default=0)
     add_speed_options(t)
 
-    r = sub.add_parser("retrain", help="train the shipped models by their recipes, resumably, and export them for shipping")
+    r = sub.add_parser(
+        "retrain", help="train the shipped models by their recipes, resumably, and export them for shipping"
+    )
     r.add_argument("names", nargs="*", metavar="NAME", help=f"recipes to retrain, among {', '.join(runs.SHIPPED)}")
     r.add_argument("--all", action="store_true", help="all of them, each latent model after its VAE")
-    r.add_argument("--budget-minutes", type=positive_float, help="stop (everything saved) after this long; "
-                   "the same command continues (default: no limit)")
-    r.add_argument("--runs", type=path_text, default="runs/retrain", help="where the training runs live (default: runs/retrain)")
-    r.add_argument("--export", type=path_text, help="where the shippable float16 checkpoints and draft cards go (default: <runs>/shipped)")
+    r.add_argument(
+        "--budget-minutes",
+        type=positive_float,
+        help="stop (everything saved) after this long; the same command continues (default: no limit)",
+    )
+    r.add_argument(
+        "--runs", type=path_text, default="runs/retrain", help="where the training runs live (default: runs/retrain)"
+    )
+    r.add_argument(
+        "--export",
+        type=path_text,
+        help="where the shippable float16 checkpoints and draft cards go (default: <runs>/shipped)",
+    )
     r.add_argument("--data", type=path_text, help=data_help)
     r.add_argument("--device", help=device_help)
     add_speed_options(r)
@@ -202,29 +247,54 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt", required=True, help="checkpoint path (suffix optional) or shipped name")
     s.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
     s.add_argument("--samples", type=image_count, default=16, help="number of images (default: 16)")
-    s.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS, CONSISTENCY], help="ddpm, ddim, heun (2 model calls a "
-                   "step) or dpmpp2m, DPM-Solver++(2M) (default: ddim); a flow-matching model: euler (default) or heun; a "
-                   "consistency model (ect-cifar10): consistency, one call a step (default: 1 step)")
-    s.add_argument("--steps", type=positive, help="sampling steps (default: 50, a consistency model 1; DDPM always uses all T)")
-    s.add_argument("--eta", type=finite_float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)")
-    s.add_argument("--spacing", default="uniform", choices=list(SPACINGS), help="of the timesteps: uniform, quadratic "
-                   "(more near t = 0) or logsnr (evenly in log signal-to-noise ratio, DPM-Solver's choice; default: uniform)")
-    s.add_argument("--class", dest="class_", metavar="CLASS", help="for a class-conditional model: a class name (horse) or index")
-    s.add_argument("--guidance", type=finite_float, help="with --class: the guidance scale w (0 unconditional, "
-                   "1 conditional, more: stronger; default 3)")
+    s.add_argument(
+        "--sampler",
+        choices=[*SAMPLERS, *FLOW_SAMPLERS, CONSISTENCY],
+        help="ddpm, ddim, heun (2 model calls a "
+        "step) or dpmpp2m, DPM-Solver++(2M) (default: ddim); a flow-matching model: euler (default) or heun; a "
+        "consistency model (ect-cifar10): consistency, one call a step (default: 1 step)",
+    )
+    s.add_argument(
+        "--steps", type=positive, help="sampling steps (default: 50, a consistency model 1; DDPM always uses all T)"
+    )
+    s.add_argument(
+        "--eta", type=finite_float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default: 0)"
+    )
+    s.add_argument(
+        "--spacing",
+        default="uniform",
+        choices=list(SPACINGS),
+        help="of the timesteps: uniform, quadratic "
+        "(more near t = 0) or logsnr (evenly in log signal-to-noise ratio, DPM-Solver's choice; default: uniform)",
+    )
+    s.add_argument(
+        "--class", dest="class_", metavar="CLASS", help="for a class-conditional model: a class name (horse) or index"
+    )
+    s.add_argument(
+        "--guidance",
+        type=finite_float,
+        help="with --class: the guidance scale w (0 unconditional, 1 conditional, more: stronger; default 3)",
+    )
     s.add_argument("--out", type=image_out, default="samples.png", help="the image grid to write (.png, .jpg, ...)")
     s.add_argument("--force", action="store_true", help="replace a file at --out that this command did not write")
     s.add_argument("--device", help=device_help)
     s.add_argument("--seed", type=seed, default=0)
 
     f = sub.add_parser("fid", help="FID/KID of a model's samples, a VAE's reconstructions, or real test images")
-    f.add_argument("--ckpt", help="checkpoint path or shipped name (ddpm-cifar10, ldm-cifar10, vae-cifar10); "
-                                  "none: score real test images, the yardstick at this count")
+    f.add_argument(
+        "--ckpt",
+        help="checkpoint path or shipped name (ddpm-cifar10, ldm-cifar10, vae-cifar10); "
+        "none: score real test images, the yardstick at this count",
+    )
     f.add_argument("--vae", help="for a latent model: its VAE (default: the one it was trained with)")
     f.add_argument("--samples", type=scored_count, default=1000, help="images to score (default: 1000)")
     f.add_argument("--reference", type=scored_count, help="first N training images as the reference (default: all)")
-    f.add_argument("--sampler", choices=[*SAMPLERS, *FLOW_SAMPLERS, CONSISTENCY], help="ddpm, ddim, heun or dpmpp2m "
-                   "(default: ddim); a flow-matching model: euler (default) or heun; a consistency model: consistency")
+    f.add_argument(
+        "--sampler",
+        choices=[*SAMPLERS, *FLOW_SAMPLERS, CONSISTENCY],
+        help="ddpm, ddim, heun or dpmpp2m "
+        "(default: ddim); a flow-matching model: euler (default) or heun; a consistency model: consistency",
+    )
     f.add_argument("--steps", type=positive, help="sampling steps (default: 50)")
     f.add_argument("--eta", type=finite_float, default=0.0)
     f.add_argument("--batch-size", type=positive, default=100, help="images per sampling run (default: 100)")
@@ -232,11 +302,17 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--device", help=device_help)
     f.add_argument("--seed", type=seed, default=0)
 
-    g = sub.add_parser("guidance", help="a class-conditional model's guidance curve: FID/KID and class accuracy against w")
+    g = sub.add_parser(
+        "guidance", help="a class-conditional model's guidance curve: FID/KID and class accuracy against w"
+    )
     g.add_argument("--ckpt", required=True, help="a class-conditional checkpoint (e.g. ldm-cifar10-cond)")
     g.add_argument("--samples", type=scored_count, default=500, help="images per guidance scale (default: 500)")
-    g.add_argument("--reference", type=scored_count, help="first N training images for FID/KID and the probe (default: all)")
-    g.add_argument("--scales", type=finite_float, nargs="+", default=list(evaluation.GUIDANCE_SCALES), help="guidance scales w")
+    g.add_argument(
+        "--reference", type=scored_count, help="first N training images for FID/KID and the probe (default: all)"
+    )
+    g.add_argument(
+        "--scales", type=finite_float, nargs="+", default=list(evaluation.GUIDANCE_SCALES), help="guidance scales w"
+    )
     g.add_argument("--steps", type=positive, default=50, help="DDIM steps (default: 50)")
     g.add_argument("--batch-size", type=positive, default=100)
     g.add_argument("--data", type=path_text, help=data_help)
@@ -246,40 +322,77 @@ def parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quality", help="the shipped models' FID/KID for every sampler and step count, resumably")
     q.add_argument("--samples", type=scored_count, default=500, help="images per row (default: 500)")
-    q.add_argument("--rows", nargs="+", metavar="ROW", help='rows to measure, e.g. "DDIM 50" "latent DDIM 20" '
-                   "(default: all; rows already in --out are kept)")
-    q.add_argument("--out", type=file_out, help="JSON file (default: data/bench/quality.json; diffedu/checkpoints/quality.json ships)")
+    q.add_argument(
+        "--rows",
+        nargs="+",
+        metavar="ROW",
+        help='rows to measure, e.g. "DDIM 50" "latent DDIM 20" (default: all; rows already in --out are kept)',
+    )
+    q.add_argument(
+        "--out",
+        type=file_out,
+        help="JSON file (default: data/bench/quality.json; diffedu/checkpoints/quality.json ships)",
+    )
     q.add_argument("--force", action="store_true", help="replace a file at --out that is not a quality table")
     q.add_argument("--batch-size", type=positive, default=100)
     q.add_argument("--data", type=path_text, help=data_help)
     q.add_argument("--device", help=device_help)
 
-    x = sub.add_parser("export", help="a trained model as a shippable checkpoint: EMA weights in float16, a trimmed config")
+    x = sub.add_parser(
+        "export", help="a trained model as a shippable checkpoint: EMA weights in float16, a trimmed config"
+    )
     x.add_argument("--ckpt", type=path_text, required=True, help="the training run's checkpoint")
-    x.add_argument("--out", type=checkpoint_out, required=True, help="where to write it (diffedu/checkpoints/<name> ships it)")
-    x.add_argument("--hardware", required=True, help='what it was trained on, for the card (e.g. "2-core CPU, torch 2.14.1")')
+    x.add_argument(
+        "--out", type=checkpoint_out, required=True, help="where to write it (diffedu/checkpoints/<name> ships it)"
+    )
+    x.add_argument(
+        "--hardware", required=True, help='what it was trained on, for the card (e.g. "2-core CPU, torch 2.14.1")'
+    )
     x.add_argument("--force", action="store_true", help="replace a checkpoint already at --out")
 
     e = sub.add_parser("student", help="write the student edition of the lessons: exercises' solutions taken out")
-    e.add_argument("--lessons", type=path_text, default="lessons", help="the course's lessons folder (default: lessons)")
+    e.add_argument(
+        "--lessons", type=path_text, default="lessons", help="the course's lessons folder (default: lessons)"
+    )
     e.add_argument("--out", type=path_text, default="student", help="where to write it (default: student)")
 
-    c = sub.add_parser("course", help="set up an nbgrader course folder: its configuration, each lesson an assignment, released")
-    c.add_argument("--lessons", type=path_text, default="lessons", help="the course's lessons folder (default: lessons)")
+    c = sub.add_parser(
+        "course", help="set up an nbgrader course folder: its configuration, each lesson an assignment, released"
+    )
+    c.add_argument(
+        "--lessons", type=path_text, default="lessons", help="the course's lessons folder (default: lessons)"
+    )
     c.add_argument("--out", type=path_text, default="course", help="the course folder (default: course)")
-    c.add_argument("--force", action="store_true", help="replace what the course did not write there: an nbgrader "
-                   "configuration, edited sources and releases")
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="replace what the course did not write there: an nbgrader configuration, edited sources and releases",
+    )
 
     b = sub.add_parser("bench", help="measure pixel vs latent diffusion and DDPM vs DDIM: time, memory, FID/KID")
-    b.add_argument("--profile", choices=list(PROFILES), help="sizes the run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)")
+    b.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        help="sizes the run (default: $DIFFEDU_PROFILE, else gpu with CUDA, else cpu)",
+    )
     b.add_argument("--quick", action="store_true", help="the short version lesson 06 runs (cpu: 16 images, minutes)")
     b.add_argument("--samples", type=scored_count, help="images per sampler for FID/KID (default: the profile's)")
-    b.add_argument("--reference", type=scored_count, help="real training images for the FID/KID reference (default: the profile's)")
+    b.add_argument(
+        "--reference", type=scored_count, help="real training images for the FID/KID reference (default: the profile's)"
+    )
     b.add_argument("--batch-size", type=positive, help="images per timed sampling run (default: 64)")
     b.add_argument("--repeats", type=positive, help="timed sampling runs per sampler (the median is reported)")
-    b.add_argument("--ddim-steps", type=positive, nargs="+", help="the pixel DDIM step counts to time (default: 100 50)")
-    b.add_argument("--also", type=method_label, nargs="+", metavar="ROW", help='more samplers to time and score, by label: '
-                   '"DPM-Solver++(2M) 10", "Heun 5", "latent Heun 10" (default: none)')
+    b.add_argument(
+        "--ddim-steps", type=positive, nargs="+", help="the pixel DDIM step counts to time (default: 100 50)"
+    )
+    b.add_argument(
+        "--also",
+        type=method_label,
+        nargs="+",
+        metavar="ROW",
+        help="more samplers to time and score, by label: "
+        '"DPM-Solver++(2M) 10", "Heun 5", "latent Heun 10" (default: none)',
+    )
     b.add_argument("--no-fid", action="store_true", help="skip FID/KID: sizes and timings only")
     b.add_argument("--pixel", help="pixel UNet checkpoint (default: the shipped ddpm-cifar10)")
     b.add_argument("--latent", help="latent UNet checkpoint (default: the shipped ldm-cifar10)")
@@ -287,34 +400,79 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--data", type=path_text, help=data_help)
     b.add_argument("--device", help=device_help)
     b.add_argument("--compile", action="store_true", help="torch.compile the UNets first")
-    b.add_argument("--out", type=file_out, help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)")
+    b.add_argument(
+        "--out", type=file_out, help="JSON file to write (default: data/bench/<profile>.json, where lesson 06 looks)"
+    )
     b.add_argument("--force", action="store_true", help="replace a file at --out that is not a benchmark result")
     return p
 
 
 def add_speed_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--processes", type=positive, default=1, help="train on N processes, one per GPU (or CPU workers), "
-                   "started through torchrun's launcher; the batch is split over them (default: 1)")
-    p.add_argument("--compile", default="auto", choices=["auto", "none", "default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile the training step in this mode (auto: reduce-overhead, i.e. CUDA graphs, on CUDA; "
-                        "none on a CPU)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="NHWC memory order for the convolutions (default: on CUDA only)")
+    p.add_argument(
+        "--processes",
+        type=positive,
+        default=1,
+        help="train on N processes, one per GPU (or CPU workers), "
+        "started through torchrun's launcher; the batch is split over them (default: 1)",
+    )
+    p.add_argument(
+        "--compile",
+        default="auto",
+        choices=["auto", "none", "default", "reduce-overhead", "max-autotune"],
+        help="torch.compile the training step in this mode (auto: reduce-overhead, i.e. CUDA graphs, on CUDA; "
+        "none on a CPU)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help="NHWC memory order for the convolutions (default: on CUDA only)",
+    )
 
 
 # ---- train -----------------------------------------------------------------------
 
+
 def train(args) -> int | None:
     if args.processes > 1:
         out = runs.out_name(args.recipe, args.out, args.kind)
-        runs.plan(args.recipe, out, kind=args.kind, profile=args.profile, vae=args.vae, cond=args.cond, resume=args.resume,
-                  force=args.force, processes=args.processes, steps=args.steps, minutes=args.minutes,
-                  batch_size=args.batch_size, lr=args.lr, schedule=args.schedule)
+        runs.plan(
+            args.recipe,
+            out,
+            kind=args.kind,
+            profile=args.profile,
+            vae=args.vae,
+            cond=args.cond,
+            resume=args.resume,
+            force=args.force,
+            processes=args.processes,
+            steps=args.steps,
+            minutes=args.minutes,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            schedule=args.schedule,
+        )
         return launch(args)
-    runs.train(args.recipe, args.out, kind=args.kind, profile=args.profile, data_root=args.data, vae=args.vae,
-               steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-               cond=args.cond, resume=args.resume, force=args.force, seed=args.seed, save_every=args.save_every,
-               device=args.device, compile=args.compile, channels_last=args.channels_last)
+    runs.train(
+        args.recipe,
+        args.out,
+        kind=args.kind,
+        profile=args.profile,
+        data_root=args.data,
+        vae=args.vae,
+        steps=args.steps,
+        minutes=args.minutes,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        cond=args.cond,
+        resume=args.resume,
+        force=args.force,
+        seed=args.seed,
+        save_every=args.save_every,
+        device=args.device,
+        compile=args.compile,
+        channels_last=args.channels_last,
+    )
 
 
 def retrain_cmd(args) -> int | None:
@@ -329,13 +487,23 @@ def retrain_cmd(args) -> int | None:
     if args.processes > 1:
         return launch(args)
     start = time.monotonic()
-    done = runs.retrain(names, args.runs, out, args.budget_minutes, args.data, args.device, compile=args.compile,
-                        channels_last=args.channels_last)
+    done = runs.retrain(
+        names,
+        args.runs,
+        out,
+        args.budget_minutes,
+        args.data,
+        args.device,
+        compile=args.compile,
+        channels_last=args.channels_last,
+    )
     minutes = (time.monotonic() - start) / 60
     distributed.print_main(
         f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. Measure each (python -m "
-        "diffedu fid ...), copy them into diffedu/checkpoints/ and merge the draft cards" if done else
-        f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue")
+        "diffedu fid ...), copy them into diffedu/checkpoints/ and merge the draft cards"
+        if done
+        else f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue"
+    )
 
 
 def launch(args) -> int:
@@ -350,8 +518,15 @@ def launch(args) -> int:
     argv = [*(sys.argv[1:] if args.argv is None else args.argv), "--processes=1"]  # (the last one given counts)
     # the processes share the cores: each computes on its own share (torchrun's default would be one thread each)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.processes)))
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.processes, rdzv_backend="c10d",
-                          rdzv_endpoint="localhost:0", run_id=f"diffedu-{os.getpid()}", max_restarts=0)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=args.processes,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        run_id=f"diffedu-{os.getpid()}",
+        max_restarts=0,
+    )
     for name in [name for name in logging.root.manager.loggerDict if name.startswith("torch.distributed")]:
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the launcher's log lines repeat what was said
     try:
@@ -361,9 +536,15 @@ def launch(args) -> int:
         if codes[-1] in (2, 130):  # the processes said why themselves (process 0's one line)
             return codes[-1]
         rank, failure = min(failed.failures.items())
-        how = f"was killed by signal {failure.signal_name()}" if failure.exitcode < 0 else f"failed (exit code {failure.exitcode})"
-        print(f"error: process {rank} of {args.processes} {how}; what was saved is kept: continue with --resume",
-              file=sys.stderr)
+        how = (
+            f"was killed by signal {failure.signal_name()}"
+            if failure.exitcode < 0
+            else f"failed (exit code {failure.exitcode})"
+        )
+        print(
+            f"error: process {rank} of {args.processes} {how}; what was saved is kept: continue with --resume",
+            file=sys.stderr,
+        )
         return 2
     except SignalException:  # Ctrl-C or SIGTERM: the launcher passed it on, and the processes saved
         return 130
@@ -372,24 +553,36 @@ def launch(args) -> int:
 
 # ---- sample, fid, bench ----------------------------------------------------------
 
+
 def sample_cmd(args) -> None:
     if args.guidance is not None and args.class_ is None:
-        raise DiffeduError("--guidance weighs the model's prediction for --class: give a class too (e.g. --class horse)")
+        raise DiffeduError(
+            "--guidance weighs the model's prediction for --class: give a class too (e.g. --class horse)"
+        )
     note = env.check_replaceable(args.out, ours_image, args.force)  # before the sampling, which can take minutes
     pipe = load_pipeline(args.ckpt, args.device, args.vae)
     classes = class_arg(args.class_)
     guidance = 3.0 if args.guidance is None else args.guidance
     sampler = args.sampler or pipe.default_sampler
-    images = pipe.sample(args.samples, args.steps, sampler=sampler, eta=args.eta, spacing=args.spacing,
-                         generator=torch.Generator().manual_seed(args.seed), classes=classes,
-                         guidance=guidance if classes is not None else 1.0)
+    images = pipe.sample(
+        args.samples,
+        args.steps,
+        sampler=sampler,
+        eta=args.eta,
+        spacing=args.spacing,
+        generator=torch.Generator().manual_seed(args.seed),
+        classes=classes,
+        guidance=guidance if classes is not None else 1.0,
+    )
     exif = Image.Exif()
     exif[SOFTWARE] = MADE_BY  # how a later run knows the file is its own to replace
     image = Image.fromarray(grid(images, nrow=8))
     env.write_whole(args.out, lambda partial: image.save(partial, format=image_format(args.out), exif=exif))
     which = f", class {args.class_}, guidance {guidance:g}" if args.class_ else ""
-    print(f"wrote {args.samples} images ({describe(pipe, sampler, args.steps, args.eta, args.spacing)}{which}) to {args.out}"
-          + (f"; {note}" if note else ""))
+    print(
+        f"wrote {args.samples} images ({describe(pipe, sampler, args.steps, args.eta, args.spacing)}{which}) to {args.out}"
+        + (f"; {note}" if note else "")
+    )
 
 
 SOFTWARE, MADE_BY = 0x0131, "diffedu"  # the EXIF tag naming the program that wrote an image
@@ -417,7 +610,9 @@ def describe(pipe: Diffusion, sampler: str, steps: int | None, eta: float = 0.0,
     if isinstance(pipe, Consistency):
         return f"multistep consistency sampling, {pipe.model_calls(sampler, steps)} model calls"
     if isinstance(pipe, FlowMatching):
-        return f"flow {FLOW_SAMPLERS[sampler]} {pipe.steps(steps)} steps, {pipe.model_calls(sampler, steps)} model calls"
+        return (
+            f"flow {FLOW_SAMPLERS[sampler]} {pipe.steps(steps)} steps, {pipe.model_calls(sampler, steps)} model calls"
+        )
     scheduler = pipe.scheduler(sampler, steps, eta, spacing)
     return f"{scheduler.title} {len(scheduler.timesteps)} steps, {scheduler.model_calls()} model calls"
 
@@ -436,25 +631,49 @@ def fid_cmd(args) -> None:
     else:
         pipe = load_pipeline(args.ckpt, device, args.vae)
         sampler = args.sampler or pipe.default_sampler
-        images = evaluation.sample_images(pipe, args.samples, steps=args.steps, sampler=sampler, eta=args.eta,
-                                          batch_size=args.batch_size, seed=args.seed)
+        images = evaluation.sample_images(
+            pipe,
+            args.samples,
+            steps=args.steps,
+            sampler=sampler,
+            eta=args.eta,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
         what = f"{args.ckpt}, {describe(pipe, sampler, args.steps, args.eta)}"
     row = metrics.score(images, metrics.cached_features(reference, device=device), device)
     fid, kid = report.fid_kid(row)
-    print(f"{what}: {row['n']} images, FID {fid}, KID x 1000 {kid} against the first {len(reference)} training images "
-          f"of {train.source} (TF-Inception; ± the standard error over the images)")
+    print(
+        f"{what}: {row['n']} images, FID {fid}, KID x 1000 {kid} against the first {len(reference)} training images "
+        f"of {train.source} (TF-Inception; ± the standard error over the images)"
+    )
 
 
 def bench_cmd(args) -> None:
     profile = get_profile(args.profile)
     out = args.out or bench.results_path(profile.name, args.quick)
     note = env.check_replaceable(out, env.json_result("profile", "settings"), args.force)
-    settings = bench.settings_for(profile.name, args.quick, samples=args.samples, reference=args.reference,
-                                  batch=args.batch_size, repeats=args.repeats,
-                                  ddim_steps=tuple(args.ddim_steps) if args.ddim_steps else None,
-                                  also=tuple(args.also) if args.also else None, fid=False if args.no_fid else None)
-    result = bench.run(profile, settings=settings, device=args.device, compile=args.compile, pixel=args.pixel,
-                       latent=args.latent, vae=args.vae, data_root=args.data)
+    settings = bench.settings_for(
+        profile.name,
+        args.quick,
+        samples=args.samples,
+        reference=args.reference,
+        batch=args.batch_size,
+        repeats=args.repeats,
+        ddim_steps=tuple(args.ddim_steps) if args.ddim_steps else None,
+        also=tuple(args.also) if args.also else None,
+        fid=False if args.no_fid else None,
+    )
+    result = bench.run(
+        profile,
+        settings=settings,
+        device=args.device,
+        compile=args.compile,
+        pixel=args.pixel,
+        latent=args.latent,
+        vae=args.vae,
+        data_root=args.data,
+    )
     print(report.tables(result))
     print(f"\nwrote {env.write_json(result, out)}" + (f"; {note}" if note else ""))
 
@@ -467,8 +686,17 @@ def guidance_cmd(args) -> None:
     if not pipe.classes:
         raise DiffeduError(f"{args.ckpt} is not class-conditional: there is no guidance to measure")
     train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
-    curve = evaluation.guidance_curve(pipe, train, test, samples=args.samples, reference=args.reference, scales=args.scales,
-                                      steps=args.steps, batch_size=args.batch_size, device=args.device)
+    curve = evaluation.guidance_curve(
+        pipe,
+        train,
+        test,
+        samples=args.samples,
+        reference=args.reference,
+        scales=args.scales,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     curve["vae"] = checkpoint.read_meta(pretrained.resolve(args.ckpt)).get("vae")  # what decoded the samples
     print(report.guidance_table(curve))
     print(f"\nwrote {env.write_json(curve, out)}" + (f"; {note}" if note else ""))
@@ -479,8 +707,9 @@ def quality_cmd(args) -> None:
     note = env.check_replaceable(out, env.json_result("rows", "reference"), args.force)
     if note:
         print(note)
-    table = evaluation.quality_table(out, samples=args.samples, labels=args.rows, device=args.device, data_root=args.data,
-                                     batch_size=args.batch_size)
+    table = evaluation.quality_table(
+        out, samples=args.samples, labels=args.rows, device=args.device, data_root=args.data, batch_size=args.batch_size
+    )
     print(report.quality_table(table))
     print(f"\nwrote {out}")
 
@@ -490,32 +719,51 @@ def export_cmd(args) -> None:
         raise CheckpointError(f"{checkpoint.paths(args.out)[0]} already exists: replace it with --force")
     note = env.check_replaceable(checkpoint.paths(args.out)[1], env.json_result("kind", "config"), args.force)
     out = pretrained.export(args.ckpt, args.out, args.hardware)
-    print(f"wrote {checkpoint.paths(out)[0]} ({checkpoint.paths(out)[0].stat().st_size / 2**20:.1f} MiB, float16)"
-          + (f"; {note}" if note else ""))
+    print(
+        f"wrote {checkpoint.paths(out)[0]} ({checkpoint.paths(out)[0].stat().st_size / 2**20:.1f} MiB, float16)"
+        + (f"; {note}" if note else "")
+    )
 
 
 def student_cmd(args) -> None:
     written, kept = student_edition(args.lessons, args.out)
-    print(f"wrote the student edition of {len(written)} lessons to {args.out}/ (.py and .ipynb pairs, solutions replaced "
-          "by stubs that raise NotImplementedError)")
+    print(
+        f"wrote the student edition of {len(written)} lessons to {args.out}/ (.py and .ipynb pairs, solutions replaced "
+        "by stubs that raise NotImplementedError)"
+    )
     if kept:
-        print(f"kept {len(kept)} as they were, changed since they were written (someone's work): "
-              f"{', '.join(p.stem for p in kept)}; to get a fresh copy of one, move its .py and .ipynb away and run this again")
+        print(
+            f"kept {len(kept)} as they were, changed since they were written (someone's work): "
+            f"{', '.join(p.stem for p in kept)}; to get a fresh copy of one, move its .py and .ipynb away and run this again"
+        )
 
 
 def course_cmd(args) -> None:
     assignments, kept = course_folder(args.lessons, args.out, force=args.force)
-    print(f"course folder {args.out}/: nbgrader_config.py, and {len(assignments)} assignments, one per lesson with "
-          f"exercises ({', '.join(assignments)}), released to {args.out}/release/")
+    print(
+        f"course folder {args.out}/: nbgrader_config.py, and {len(assignments)} assignments, one per lesson with "
+        f"exercises ({', '.join(assignments)}), released to {args.out}/release/"
+    )
     if kept:
         print(f"kept as they were, changed since they were written: {', '.join(kept)}; replace them with --force")
-    print(f"Hand out release/<lesson>/, put what each student hands back in submitted/<student>/<lesson>/, then grade "
-          f"from {args.out}/: nbgrader autograde <lesson> (with this environment's nbgrader, e.g. .venv/bin/nbgrader)")
+    print(
+        f"Hand out release/<lesson>/, put what each student hands back in submitted/<student>/<lesson>/, then grade "
+        f"from {args.out}/: nbgrader autograde <lesson> (with this environment's nbgrader, e.g. .venv/bin/nbgrader)"
+    )
 
 
-COMMANDS = {"train": train, "retrain": retrain_cmd, "sample": sample_cmd, "fid": fid_cmd, "bench": bench_cmd, "guidance": guidance_cmd,
-            "quality": quality_cmd, "export": export_cmd, "student": student_cmd,
-            "course": course_cmd}
+COMMANDS = {
+    "train": train,
+    "retrain": retrain_cmd,
+    "sample": sample_cmd,
+    "fid": fid_cmd,
+    "bench": bench_cmd,
+    "guidance": guidance_cmd,
+    "quality": quality_cmd,
+    "export": export_cmd,
+    "student": student_cmd,
+    "course": course_cmd,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ once, in pyproject.toml (`[project.urls] Repository`): a fork changes it there a
 which rewrites the lessons' set-up cells (.py and .ipynb) and the README's "Open in Colab" and Binder links from
 it; tests/test_colab.py fails until they agree. Run from a checkout: it edits the checkout's files.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,15 +32,20 @@ def repository(root: Path = ROOT) -> str:
     try:
         url = tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
     except (OSError, KeyError) as error:
-        raise DiffeduError(f"no [project.urls] Repository in {root / 'pyproject.toml'} ({error}): run this from a "
-                           "checkout of the course") from None
+        raise DiffeduError(
+            f"no [project.urls] Repository in {root / 'pyproject.toml'} ({error}): run this from a "
+            "checkout of the course"
+        ) from None
     return url.rstrip("/")
 
 
 def setup_cell(url: str) -> str:
     """The source of every lesson's first code cell."""
     return f'''{FIRST_LINE} (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("{INSTALL_ENV}", "diffedu @ git+{url}")
@@ -60,8 +66,10 @@ def binder_link(url: str, notebook: str = "lessons/00_pixel_vs_latent.ipynb") ->
 def _github_path(url: str) -> str:
     found = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(\.git)?", url)
     if not found:
-        raise DiffeduError(f"{url} is not a GitHub repository's URL (https://github.com/OWNER/NAME): Colab and "
-                           "Binder open notebooks from GitHub")
+        raise DiffeduError(
+            f"{url} is not a GitHub repository's URL (https://github.com/OWNER/NAME): Colab and "
+            "Binder open notebooks from GitHub"
+        )
     return found[1]
 
 
@@ -77,10 +85,20 @@ def lesson_title(notebook: Path) -> str:
 
 def readme_links(url: str, root: Path = ROOT) -> str:
     """The README's table of lessons, each with its title and Colab link, and the Binder link."""
-    rows = [f"| lesson {nb.stem[:2]} | [{lesson_title(nb)}](lessons/{nb.name}) | "
-            f"[Open in Colab]({colab_link(url, f'lessons/{nb.name}')}) |" for nb in lesson_notebooks(root)]
-    return "\n".join(["| | lesson | Colab |", "| --- | --- | --- |", *rows, "",
-                      f"Binder, all lessons in JupyterLab: [launch]({binder_link(url)})"])
+    rows = [
+        f"| lesson {nb.stem[:2]} | [{lesson_title(nb)}](lessons/{nb.name}) | "
+        f"[Open in Colab]({colab_link(url, f'lessons/{nb.name}')}) |"
+        for nb in lesson_notebooks(root)
+    ]
+    return "\n".join(
+        [
+            "| | lesson | Colab |",
+            "| --- | --- | --- |",
+            *rows,
+            "",
+            f"Binder, all lessons in JupyterLab: [launch]({binder_link(url)})",
+        ]
+    )
 
 
 README_START, README_END = "<!-- colab links: python -m diffedu.colab writes them -->", "<!-- end of colab links -->"
@@ -115,5 +133,7 @@ if __name__ == "__main__":
         files = write()
     except DiffeduError as error:
         sys.exit(f"error: {error}")
-    print("\n".join(f"rewrote {f.relative_to(ROOT)}" for f in files) or "the set-up cells and the README's links agree with "
-          "pyproject.toml's repository URL")
+    print(
+        "\n".join(f"rewrote {f.relative_to(ROOT)}" for f in files)
+        or "the set-up cells and the README's links agree with pyproject.toml's repository URL"
+    )

@@ -20,9 +20,10 @@ target). r starts at 0 (the target is the clean image: diffusion training) and m
 goes (`ect_r`'s stages): the curriculum. Consistency *distillation* instead reaches x_r from x_t by one Euler
 step of a frozen teacher's ODE (`teacher=`).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -57,7 +58,9 @@ def ect_times(x0: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]
     return torch.sigmoid(log_sigma), ect_r(log_sigma.exp(), stage)
 
 
-def ct_loss(f: Callable, x0: torch.Tensor, t: torch.Tensor, r: torch.Tensor, teacher: nn.Module | None = None) -> torch.Tensor:
+def ct_loss(
+    f: Callable, x0: torch.Tensor, t: torch.Tensor, r: torch.Tensor, teacher: nn.Module | None = None
+) -> torch.Tensor:
     """|| f(x_t, t) - stopgrad f(x_r, r) ||^2 / (sigma_t - sigma_r), per image, averaged (lesson 10's Exercise 10.2):
     x_t and x_r on one line, with one noise, the weight in EDM's noise level sigma = t / (1 - t) as ECT's. With a
     `teacher` (a velocity model: distillation), x_r is one Euler step of its ODE from x_t instead."""
@@ -81,11 +84,13 @@ def same_masks(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch
         with torch.random.fork_rng(devices):
             torch.manual_seed(seed)
             return consistency_fn(model, x, t)
+
     return f
 
 
-def consistency_loss(model: nn.Module, x0: torch.Tensor, stage: int, teacher: nn.Module | None = None,
-                     pair: Callable = ct_loss) -> torch.Tensor:
+def consistency_loss(
+    model: nn.Module, x0: torch.Tensor, stage: int, teacher: nn.Module | None = None, pair: Callable = ct_loss
+) -> torch.Tensor:
     """ECT's loss on a batch of clean images at curriculum `stage`: t and r by `ect_times`, then `pair(f, x0, t, r)`
     (`ct_loss`, or a learner's) on the model's consistency function with one set of dropout masks."""
     t, r = ect_times(x0, stage)
@@ -110,8 +115,15 @@ class ConsistencyTrainer(Trainer):
 
     autocast = False
 
-    def __init__(self, model: nn.Module, *, stage_steps: int, teacher: nn.Module | None = None, pair: Callable = ct_loss,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        stage_steps: int,
+        teacher: nn.Module | None = None,
+        pair: Callable = ct_loss,
+        **kwargs,
+    ) -> None:
         self.stage_steps, self.teacher, self.pair = stage_steps, teacher, pair
         # uncompiled: the loss reseeds the random state for each call of f, which a CUDA graph cannot capture
         super().__init__(model, self._loss_now, **{**kwargs, "compile": None})

@@ -4,6 +4,7 @@ The whole training set is 50,000 x 3 x 32 x 32 bytes = 150 MB: it fits in
 memory (and on a GPU), so we skip per-image PIL pipelines, which are the
 bottleneck on a 2-core machine, and flip and scale whole batches at once.
 """
+
 from __future__ import annotations
 
 import io
@@ -12,9 +13,9 @@ import os
 import pickle
 import pickletools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -130,8 +131,9 @@ def _latin1(text, encoding) -> bytes:
     """_codecs.encode(text, "latin1"), how Python 3 writes bytes at pickle protocol 2: as long as the text. Other
     codecs can grow what they are given (hex doubles it: forty in a row make a terabyte)."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode of anything but text to latin1 is not part of a CIFAR-10 "
-                                     "batch file")
+        raise pickle.UnpicklingError(
+            "_codecs.encode of anything but text to latin1 is not part of a CIFAR-10 batch file"
+        )
     return text.encode("latin1")
 
 
@@ -178,22 +180,31 @@ def read_batch(path: Path) -> dict:
     try:
         batch = _unpickle(path)
     except _UNREADABLE as error:
-        raise DataError(f"{path} could not be read as a CIFAR-10 batch file ({error}): it is damaged, or not one of "
-                        "CIFAR-10's; delete it and download CIFAR-10 again") from error
+        raise DataError(
+            f"{path} could not be read as a CIFAR-10 batch file ({error}): it is damaged, or not one of "
+            "CIFAR-10's; delete it and download CIFAR-10 again"
+        ) from error
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         raise DataError(f"{path} is not a CIFAR-10 batch file (expected a dict with 'data' and 'labels')")
     data, labels = batch["data"], batch["labels"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), pixel values 0..255 with the 1024 red, "
-                        f"then green, then blue values of each image in a row; got {what}")
+        raise DataError(
+            f"{path}: 'data' must be uint8 of shape (N, 3072), pixel values 0..255 with the 1024 red, "
+            f"then green, then blue values of each image in a row; got {what}"
+        )
     # Each label looked at on its own before numpy sees the list: a nested, ragged or huge-integer list would make
     # np.asarray fail or build an object array.
-    small = isinstance(labels, (list, tuple, np.ndarray)) and len(labels) == len(data) and all(
-        isinstance(y, (int, np.integer)) and not isinstance(y, bool) and 0 <= y <= 9 for y in labels)
+    small = (
+        isinstance(labels, (list, tuple, np.ndarray))
+        and len(labels) == len(data)
+        and all(isinstance(y, (int, np.integer)) and not isinstance(y, bool) and 0 <= y <= 9 for y in labels)
+    )
     if not small:
         what = type(labels).__name__ + (f" of {len(labels)}" if isinstance(labels, (list, tuple, np.ndarray)) else "")
-        raise DataError(f"{path}: 'labels' must be a list of {len(data)} whole numbers in 0..9, one per image; got {what}")
+        raise DataError(
+            f"{path}: 'labels' must be a list of {len(data)} whole numbers in 0..9, one per image; got {what}"
+        )
     return {**batch, "data": np.asarray(data), "labels": np.asarray(labels, dtype=np.int64)}  # plain arrays
 
 
@@ -249,9 +260,13 @@ def _class_names(folder: Path) -> list[str]:
     try:
         names = list(_unpickle(meta)["label_names"])
     except _UNREADABLE as error:
-        raise DataError(f"{meta} could not be read for the class names ({error}): delete it to use the built-in ones") from error
+        raise DataError(
+            f"{meta} could not be read for the class names ({error}): delete it to use the built-in ones"
+        ) from error
     if len(names) != len(CLASSES):
-        raise DataError(f"{meta} names {len(names)} classes, CIFAR-10 has {len(CLASSES)}: delete it to use the built-in ones")
+        raise DataError(
+            f"{meta} names {len(names)} classes, CIFAR-10 has {len(CLASSES)}: delete it to use the built-in ones"
+        )
     return names
 
 
@@ -267,6 +282,7 @@ def _download(root: Path, train: bool) -> Path:
 
 
 # ---- tensors in, tensors out -------------------------------------------------
+
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the range the diffusion models work in."""
@@ -317,7 +333,7 @@ def _endless_batches(images, labels, batch_size: int, mine: slice, flip: bool, g
         # every process draws the same order and flips (the same seed), for the whole batch, and keeps its rows
         order = torch.randperm(len(images), generator=generator, device=images.device)
         for start in range(0, len(order) - batch_size + 1, batch_size):  # drop the ragged last batch
-            picked = order[start:start + batch_size][mine]
+            picked = order[start : start + batch_size][mine]
             flips = torch.rand(batch_size, generator=generator, device=generator.device)[mine] < 0.5 if flip else None
             x = images[picked]
             x = to_float(x) if x.dtype == torch.uint8 else x

@@ -15,11 +15,13 @@ from process 0's clock (`agree`); only process 0 prints and writes checkpoints.
 
 Without torchrun nothing here does anything: WORLD is 1 and each helper is the torch call it stands for.
 """
+
 from __future__ import annotations
 
 import os
 import signal
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -84,8 +86,10 @@ def rows(batch_size: int) -> slice:
 def check_split(batch_size: int, processes: int) -> None:
     """Refuse a global batch that does not split evenly over the processes."""
     if batch_size % processes:
-        raise DiffeduError(f"a batch of {batch_size} does not split evenly over {processes} processes: "
-                           f"choose a batch size divisible by {processes} (--batch-size)")
+        raise DiffeduError(
+            f"a batch of {batch_size} does not split evenly over {processes} processes: "
+            f"choose a batch size divisible by {processes} (--batch-size)"
+        )
 
 
 def _mine(n: int) -> slice:
@@ -118,7 +122,11 @@ def rand(n: int, *shape: int, **kwargs) -> torch.Tensor:
 
 def randint(high: int, n: int, **kwargs) -> torch.Tensor:
     """torch.randint(0, high, (n,)) for this process's n images."""
-    return torch.randint(0, high, (n * WORLD,), **kwargs)[_mine(n)] if WORLD > 1 else torch.randint(0, high, (n,), **kwargs)
+    return (
+        torch.randint(0, high, (n * WORLD,), **kwargs)[_mine(n)]
+        if WORLD > 1
+        else torch.randint(0, high, (n,), **kwargs)
+    )
 
 
 # Collectives: each is the identity on one process.

@@ -7,6 +7,7 @@ results computed once and kept there, the device and the machine, and seeds.
     DIFFEDU_DEVICE the device to compute on when none is named: cpu, cuda or mps (default: CUDA when
                    PyTorch sees a GPU, else Apple's MPS, else the CPU)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,9 @@ import os
 import platform
 import random
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -63,8 +64,10 @@ def get_device(name: str | torch.device | int | None = None) -> torch.device:
             raise TypeError
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise DiffeduError(f"unknown device {str(name)!r} (the argument, else ${DEVICE_ENV}): use cpu, cuda (or cuda:N "
-                           "for the N-th GPU) or mps") from None
+        raise DiffeduError(
+            f"unknown device {str(name)!r} (the argument, else ${DEVICE_ENV}): use cpu, cuda (or cuda:N "
+            "for the N-th GPU) or mps"
+        ) from None
     if device.type not in DEVICES:
         raise DiffeduError(f"diffedu runs on cpu, cuda or mps, not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -87,6 +90,7 @@ def seed_everything(seed: int = 0) -> None:
 
 # ---- what a tool may write over -------------------------------------------------
 
+
 def check_replaceable(path: str | Path, ours: Callable[[Path], bool], force: bool = False) -> str | None:
     """Whether a tool may write `path`: when nothing is there, or what is there is recognisably its own (`ours`,
     e.g. a result file of its own format); anything else only with `force`. Raises a DiffeduError that says so,
@@ -106,6 +110,7 @@ def check_replaceable(path: str | Path, ours: Callable[[Path], bool], force: boo
 
 def json_result(*keys: str) -> Callable[[Path], bool]:
     """`ours` for check_replaceable: a JSON object holding a "format" and these keys (a tool's result file)."""
+
     def ours(path: Path) -> bool:
         try:
             result = json.loads(path.read_text())
@@ -133,8 +138,10 @@ def held(path: str | Path, what: str = "run"):
         except BlockingIOError:
             holder = os.read(fd, 100).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise DiffeduError(f"another {what} (process {holder}) is writing {path} right now: wait for it to end, "
-                               "or choose another --out") from None
+            raise DiffeduError(
+                f"another {what} (process {holder}) is writing {path} right now: wait for it to end, "
+                "or choose another --out"
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
@@ -166,6 +173,7 @@ def check_writable(path: str | Path) -> None:
 
 # ---- computed once, kept on disk ------------------------------------------------
 
+
 def fingerprint(*tensors: torch.Tensor) -> str:
     """A short hash of the tensors' contents: the key of a cache that must change when they do."""
     h = hashlib.sha1()
@@ -186,7 +194,9 @@ def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torc
             pass
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # processes computing it at once each write their own
+    partial = path.with_name(
+        f"{path.name}.{os.getpid()}.partial"
+    )  # processes computing it at once each write their own
     save_file({"tensor": value.contiguous()}, str(partial))
     partial.replace(path)  # appears whole or not at all
     return value
@@ -195,14 +205,22 @@ def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torc
 def machine(device: torch.device) -> dict:
     """What `device` is, for a measurement's record: its name, threads, and the versions that ran."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"device": str(device), "name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {
+        "device": str(device),
+        "name": name,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def hardware() -> str:
     """What this machine trains on, in words, for a model card."""
-    where = (torch.cuda.get_device_name() if torch.cuda.is_available()
-             else f"{os.cpu_count()}-core CPU ({platform.machine()})")
+    where = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"{os.cpu_count()}-core CPU ({platform.machine()})"
+    )
     return f"{where}, PyTorch {torch.__version__.split('+')[0]}"
 
 

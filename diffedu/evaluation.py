@@ -12,6 +12,7 @@
 - The **guidance curve** (`guidance_curve`): a class-conditional model's FID/KID and class accuracy against w.
 Timing lives in `diffedu.bench`; the scores themselves in `diffedu.metrics`.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,7 @@ class Method:
     vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
 
     @classmethod
-    def named(cls, label: str) -> "Method":
+    def named(cls, label: str) -> Method:
         """The method a label names: a sampler's title and its steps ("DDPM 1000", "DDIM 50", "Heun 10",
         "DPM-Solver++(2M) 10"), then optionally " quadratic" or " log-SNR" (the spacing), with "latent " before it for
         the latent model, and ", L1 decoder" after it to decode by the VAE before its decoder stage; or "flow " and a
@@ -58,15 +59,25 @@ class Method:
         space = {None: "pixel", "latent ": "latent", "flow ": "flow"}[found[1]] if found else None
         if found and found[2] == CONSISTENCY and not found[1]:
             space = "consistency"
-        titles = ({title: name for name, title in FLOW_SAMPLERS.items()} if space == "flow"
-                  else {CONSISTENCY: CONSISTENCY} if space == "consistency"
-                  else {scheduler.title: name for name, scheduler in SAMPLERS.items()})
-        if (not found or found[2] not in titles or (found[2] == "DDPM" and found[4])
-                or (space in ("flow", "consistency") and (found[4] or found[5]))):
-            raise DiffeduError(f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic', "
-                               f"'DPM-Solver++(2M) 10 log-SNR', 'latent DDIM 50', 'Heun 10', 'flow Euler 10' or "
-                               f"'consistency 2' "
-                               f"(samplers: {', '.join(t.title for t in SAMPLERS.values())}; flow: {', '.join(FLOW_SAMPLERS.values())})")
+        titles = (
+            {title: name for name, title in FLOW_SAMPLERS.items()}
+            if space == "flow"
+            else {CONSISTENCY: CONSISTENCY}
+            if space == "consistency"
+            else {scheduler.title: name for name, scheduler in SAMPLERS.items()}
+        )
+        if (
+            not found
+            or found[2] not in titles
+            or (found[2] == "DDPM" and found[4])
+            or (space in ("flow", "consistency") and (found[4] or found[5]))
+        ):
+            raise DiffeduError(
+                f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic', "
+                f"'DPM-Solver++(2M) 10 log-SNR', 'latent DDIM 50', 'Heun 10', 'flow Euler 10' or "
+                f"'consistency 2' "
+                f"(samplers: {', '.join(t.title for t in SAMPLERS.values())}; flow: {', '.join(FLOW_SAMPLERS.values())})"
+            )
         _, title, steps, spacing, l1 = found.groups()
         spacing = {None: "uniform", " quadratic": "quadratic", " log-SNR": "logsnr"}[spacing]
         return cls(label, space, titles[title], int(steps), spacing, L1_DECODER if l1 else None)
@@ -74,32 +85,63 @@ class Method:
 
 # ---- images, made by one protocol -------------------------------------------------
 
-def sample_images(pipe: Diffusion, n: int, *, steps: int | None = None, sampler: str = "ddim", spacing: str = "uniform",
-                  eta: float = 0.0, classes: torch.Tensor | None = None, guidance: float = 1.0, batch_size: int = 100,
-                  seed: int = 0, progress: bool = False) -> torch.Tensor:
+
+def sample_images(
+    pipe: Diffusion,
+    n: int,
+    *,
+    steps: int | None = None,
+    sampler: str = "ddim",
+    spacing: str = "uniform",
+    eta: float = 0.0,
+    classes: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    batch_size: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+) -> torch.Tensor:
     """n images in [-1, 1] on the CPU, drawn `batch_size` at a time, batch k from the seed `seed + k * batch_size`:
     the protocol of every FID/KID the course ships. `classes`: one class per image, for a class-conditional
     pipeline, with classifier-free guidance of scale `guidance`. `progress`: a bar per sampling loop."""
     starts = range(0, n, batch_size)
-    return torch.cat([
-        pipe.sample(min(batch_size, n - start), steps, sampler=sampler, eta=eta, spacing=spacing, progress=progress,
-                    classes=None if classes is None else classes[start: start + batch_size], guidance=guidance,
-                    generator=torch.Generator().manual_seed(seed + start)).float().cpu()
-        for start in tqdm(starts, desc="sampling", leave=False, disable=len(starts) == 1)])
+    return torch.cat(
+        [
+            pipe.sample(
+                min(batch_size, n - start),
+                steps,
+                sampler=sampler,
+                eta=eta,
+                spacing=spacing,
+                progress=progress,
+                classes=None if classes is None else classes[start : start + batch_size],
+                guidance=guidance,
+                generator=torch.Generator().manual_seed(seed + start),
+            )
+            .float()
+            .cpu()
+            for start in tqdm(starts, desc="sampling", leave=False, disable=len(starts) == 1)
+        ]
+    )
 
 
 def reconstruct_images(vae: VAE, images: torch.Tensor, device, batch_size: int = 100) -> torch.Tensor:
     """A VAE's reconstructions of uint8 images, as float images in [-1, 1] on the CPU."""
-    return torch.cat([vae.reconstruct(data.to_float(chunk.to(device))).float().cpu() for chunk in images.split(batch_size)])
+    return torch.cat(
+        [vae.reconstruct(data.to_float(chunk.to(device))).float().cpu() for chunk in images.split(batch_size)]
+    )
 
 
-def score_sets(samples: dict[str, torch.Tensor], reference: torch.Tensor, test: torch.Tensor, vae: VAE,
-               device) -> dict[str, dict]:
+def score_sets(
+    samples: dict[str, torch.Tensor], reference: torch.Tensor, test: torch.Tensor, vae: VAE, device
+) -> dict[str, dict]:
     """FID and KID of each set of images against the reference images, with real test images and their
     VAE reconstructions as the yardsticks at the same count."""
     reference_features = metrics.Reference(metrics.cached_features(reference, device=device))  # read (or computed) once
     sets = {**samples, YARDSTICKS[0]: test, YARDSTICKS[1]: reconstruct_images(vae, test, device)}
-    return {name: metrics.score(images, reference_features, device) for name, images in tqdm(sets.items(), desc="FID/KID", leave=False)}
+    return {
+        name: metrics.score(images, reference_features, device)
+        for name, images in tqdm(sets.items(), desc="FID/KID", leave=False)
+    }
 
 
 # ---- the guidance curve -----------------------------------------------------------
@@ -107,9 +149,19 @@ def score_sets(samples: dict[str, torch.Tensor], reference: torch.Tensor, test: 
 GUIDANCE_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5)
 
 
-def guidance_curve(pipe: Diffusion, train: data.ImageSet, test: data.ImageSet, *, samples: int = 500,
-                   reference: int | None = None, scales=GUIDANCE_SCALES, steps: int = 50, batch_size: int = 100,
-                   device=None, seed: int = 0) -> dict:
+def guidance_curve(
+    pipe: Diffusion,
+    train: data.ImageSet,
+    test: data.ImageSet,
+    *,
+    samples: int = 500,
+    reference: int | None = None,
+    scales=GUIDANCE_SCALES,
+    steps: int = 50,
+    batch_size: int = 100,
+    device=None,
+    seed: int = 0,
+) -> dict:
     """Classifier-free guidance's trade-off, measured: for each scale w, `samples` images of a class-conditional
     pipeline (the classes in turn, the same noise at every w) scored by FID and KID against the first `reference`
     training images (diversity and realism), and by class accuracy: a linear probe on the same Inception
@@ -124,53 +176,98 @@ def guidance_curve(pipe: Diffusion, train: data.ImageSet, test: data.ImageSet, *
     classes = torch.arange(samples) % len(pipe.classes)
     rows = {}
     for w in tqdm(scales, desc="guidance scales"):
-        images = sample_images(pipe, samples, steps=steps, classes=classes, guidance=w, batch_size=batch_size, seed=seed)
+        images = sample_images(
+            pipe, samples, steps=steps, classes=classes, guidance=w, batch_size=batch_size, seed=seed
+        )
         features = metrics.inception_features(images, device=device)
-        rows[str(w)] = {"guidance": w, **metrics.scores_of(features, scored_against), "accuracy": probe.accuracy(features, classes)}
-    return {"format": FORMAT, "samples": samples, "steps": steps,
-            "reference": f"{'all' if reference == len(train) else 'the first'} {reference} CIFAR-10 training images",
-            "scales": rows,
-            "real test images": {**metrics.scores_of(test_features, scored_against),
-                                 "accuracy": probe.accuracy(test_features, test.labels[:samples])},
-            "probe_train_accuracy": probe.accuracy(train_features, train.labels[:reference])}
+        rows[str(w)] = {
+            "guidance": w,
+            **metrics.scores_of(features, scored_against),
+            "accuracy": probe.accuracy(features, classes),
+        }
+    return {
+        "format": FORMAT,
+        "samples": samples,
+        "steps": steps,
+        "reference": f"{'all' if reference == len(train) else 'the first'} {reference} CIFAR-10 training images",
+        "scales": rows,
+        "real test images": {
+            **metrics.scores_of(test_features, scored_against),
+            "accuracy": probe.accuracy(test_features, test.labels[:samples]),
+        },
+        "probe_train_accuracy": probe.accuracy(train_features, train.labels[:reference]),
+    }
 
 
 # ---- the quality table ------------------------------------------------------------
 
-QUALITY_METHODS = ("DDPM 1000", *(f"DDIM {s}" for s in (250, 100, 50, 20, 10, 5)), *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
-                   *(f"DPM-Solver++(2M) {s}" for s in (50, 20, 10, 5)), *(f"Heun {s}" for s in (25, 10, 5, 3)),
-                   *(f"DDIM {s} log-SNR" for s in (20, 10)), *(f"DPM-Solver++(2M) {s} log-SNR" for s in (20, 10, 5)),
-                   *(f"Heun {s} log-SNR" for s in (10, 5)),
-                   *(f"latent DDIM {s}" for s in (50, 20, 10)), "latent DDIM 50, L1 decoder",
-                   *(f"flow Euler {s}" for s in (50, 20, 10, 5)), *(f"flow Heun {s}" for s in (25, 10, 5, 3)),
-                   # one to four calls (lesson 10): the consistency model, and the others' samplers at as few
-                   *(f"consistency {s}" for s in (1, 2, 4)), "DDIM 2", "DDIM 1", "DPM-Solver++(2M) 3",
-                   "DPM-Solver++(2M) 2", "flow Euler 2", "flow Euler 1")
+QUALITY_METHODS = (
+    "DDPM 1000",
+    *(f"DDIM {s}" for s in (250, 100, 50, 20, 10, 5)),
+    *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
+    *(f"DPM-Solver++(2M) {s}" for s in (50, 20, 10, 5)),
+    *(f"Heun {s}" for s in (25, 10, 5, 3)),
+    *(f"DDIM {s} log-SNR" for s in (20, 10)),
+    *(f"DPM-Solver++(2M) {s} log-SNR" for s in (20, 10, 5)),
+    *(f"Heun {s} log-SNR" for s in (10, 5)),
+    *(f"latent DDIM {s}" for s in (50, 20, 10)),
+    "latent DDIM 50, L1 decoder",
+    *(f"flow Euler {s}" for s in (50, 20, 10, 5)),
+    *(f"flow Heun {s}" for s in (25, 10, 5, 3)),
+    # one to four calls (lesson 10): the consistency model, and the others' samplers at as few
+    *(f"consistency {s}" for s in (1, 2, 4)),
+    "DDIM 2",
+    "DDIM 1",
+    "DPM-Solver++(2M) 3",
+    "DPM-Solver++(2M) 2",
+    "flow Euler 2",
+    "flow Euler 1",
+)
 QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
 
 
-def quality_row_images(label: str, test_images: torch.Tensor, device, *, batch_size: int = 100,
-                       pipes: dict | None = None) -> tuple[torch.Tensor, dict]:
+def quality_row_images(
+    label: str, test_images: torch.Tensor, device, *, batch_size: int = 100, pipes: dict | None = None
+) -> tuple[torch.Tensor, dict]:
     """The images of one row of the quality table, as many as `test_images`, made by its protocol (seeded: the
     same images every time), and what the row records of how they were made. `pipes` keeps loaded models."""
     pipes = {} if pipes is None else pipes
     if label == YARDSTICKS[0]:
         return test_images, {}
     if label in (YARDSTICKS[1], L1_RECONSTRUCTIONS):
-        name = L1_DECODER if label == L1_RECONSTRUCTIONS else checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+        name = (
+            L1_DECODER if label == L1_RECONSTRUCTIONS else checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+        )
         return reconstruct_images(load_vae(name, device), test_images, device), {"model": name}
     method = Method.named(label)
     name = MODELS[method.space]
     if (name, method.vae) not in pipes:
         pipes[name, method.vae] = load_pipeline(name, device, vae=method.vae)
     pipe = pipes[name, method.vae]
-    images = sample_images(pipe, len(test_images), steps=method.steps, sampler=method.sampler, spacing=method.spacing,
-                           batch_size=batch_size)
-    return images, {"model": name, **asdict(method), "model_calls": pipe.model_calls(method.sampler, method.steps, method.spacing)}
+    images = sample_images(
+        pipe,
+        len(test_images),
+        steps=method.steps,
+        sampler=method.sampler,
+        spacing=method.spacing,
+        batch_size=batch_size,
+    )
+    return images, {
+        "model": name,
+        **asdict(method),
+        "model_calls": pipe.model_calls(method.sampler, method.steps, method.spacing),
+    }
 
 
-def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | None = None, device=None,
-                  data_root: str | None = None, batch_size: int = 100) -> dict:
+def quality_table(
+    out: str | Path,
+    *,
+    samples: int = 500,
+    labels: list[str] | None = None,
+    device=None,
+    data_root: str | None = None,
+    batch_size: int = 100,
+) -> dict:
     """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10, fm-cifar10) for each sampler, of the
     reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
     images, all at `samples` images against all the training images, with the seconds per image each sampler
@@ -189,10 +286,12 @@ def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | No
     if saved and saved["rows"]:  # its rows are kept: hours of measurement, which a table of one protocol cannot mix
         protocol = {key: saved.get(key) for key in ("format", "samples", "reference")}
         if protocol != {key: table[key] for key in protocol}:
-            raise DiffeduError(f"{out} holds {len(saved['rows'])} rows measured at {protocol['samples']} images against "
-                               f"{protocol['reference']} (format {protocol['format']}), not at {samples} against "
-                               f"{reference} (format {FORMAT}): measure them with --samples {protocol['samples']} and the "
-                               "same data, or write this table elsewhere (--out)")
+            raise DiffeduError(
+                f"{out} holds {len(saved['rows'])} rows measured at {protocol['samples']} images against "
+                f"{protocol['reference']} (format {protocol['format']}), not at {samples} against "
+                f"{reference} (format {FORMAT}): measure them with --samples {protocol['samples']} and the "
+                "same data, or write this table elsewhere (--out)"
+            )
         table = saved
     reference_features = metrics.Reference(metrics.cached_features(train.images, device=device))
     pipes = {}
@@ -201,9 +300,15 @@ def quality_table(out: str | Path, *, samples: int = 500, labels: list[str] | No
         images, row = quality_row_images(label, test.images[:samples], device, batch_size=batch_size, pipes=pipes)
         row["seconds_per_image"] = (time.perf_counter() - start) / samples
         features = metrics.inception_features(images, device=device)
-        table["rows"][label] = {**row, **metrics.scores_of(features, reference_features, influence=True),
-                                "machine": env.machine(device), "date": time.strftime("%Y-%m-%d")}
-        table["rows"] = {label: table["rows"][label] for label in QUALITY_ROWS if label in table["rows"]}  # the table's order
+        table["rows"][label] = {
+            **row,
+            **metrics.scores_of(features, reference_features, influence=True),
+            "machine": env.machine(device),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        table["rows"] = {
+            label: table["rows"][label] for label in QUALITY_ROWS if label in table["rows"]
+        }  # the table's order
         env.write_json(table, out)
     return table
 

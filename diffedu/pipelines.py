@@ -11,6 +11,7 @@ either from a checkpoint, reading the noise schedule, the VAE and its scale fact
 Every argument is checked: a wrong one is a DiffeduError that names it and says what to do, and what would be
 ignored (spacing for DDPM, eta for a flow model) is refused rather than silently dropped.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,12 +24,24 @@ import torch
 from torch import nn
 
 from . import checkpoint, env, pretrained
+from .consistency import consistency_fn
+from .data import CLASSES
 from .errors import CheckpointError, DiffeduError
 from .latent import decode_latents, encode_latents, vae_fingerprint
-from .data import CLASSES
-from .consistency import consistency_fn
-from .samplers import (CONSISTENCY, DEFAULT_STEPS, FLOW_SAMPLERS, Guided, Scheduler, Trajectory, consistency_sample,
-                       consistency_times, flow_model_calls, flow_sample, make_scheduler, sample_trajectory)
+from .samplers import (
+    CONSISTENCY,
+    DEFAULT_STEPS,
+    FLOW_SAMPLERS,
+    Guided,
+    Scheduler,
+    Trajectory,
+    consistency_sample,
+    consistency_times,
+    flow_model_calls,
+    flow_sample,
+    make_scheduler,
+    sample_trajectory,
+)
 from .schedules import Schedule
 from .vae import VAE
 
@@ -69,8 +82,9 @@ def seeded(generator) -> torch.Generator | None:
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if not _is_whole(generator) or not 0 <= operator.index(generator) < 2**64:
-        raise DiffeduError(f"generator must be a torch.Generator or a seed (a whole number from 0 to 2**64 - 1), "
-                           f"got {generator!r}")
+        raise DiffeduError(
+            f"generator must be a torch.Generator or a seed (a whole number from 0 to 2**64 - 1), got {generator!r}"
+        )
     return torch.Generator().manual_seed(operator.index(generator))
 
 
@@ -80,10 +94,13 @@ def finite(images: torch.Tensor, guidance: float = 1.0) -> torch.Tensor:
     if torch.isfinite(images).all():
         return images
     if guidance not in (0.0, 1.0):  # a guided mix: the scale multiplies the difference of two predictions
-        raise DiffeduError(f"guidance {guidance:g} made the images non-finite (NaN or inf): use a scale between 0 "
-                           "and ~10")
-    raise DiffeduError("sampling made the images non-finite (NaN or inf): the model's predictions were, or grew past "
-                       "the float range. Check its weights (did its training diverge?) and x_T (noise, about -5 to 5)")
+        raise DiffeduError(
+            f"guidance {guidance:g} made the images non-finite (NaN or inf): use a scale between 0 and ~10"
+        )
+    raise DiffeduError(
+        "sampling made the images non-finite (NaN or inf): the model's predictions were, or grew past "
+        "the float range. Check its weights (did its training diverge?) and x_T (noise, about -5 to 5)"
+    )
 
 
 class Diffusion:
@@ -95,9 +112,11 @@ class Diffusion:
 
     def __init__(self, unet: nn.Module, schedule: Schedule) -> None:
         if unet.config.T != schedule.T:  # the model's t would stand for other noise levels than the sampler's
-            raise DiffeduError(f"this UNet learned T={unet.config.T} diffusion steps, but the schedule has "
-                               f"T={schedule.T}: pass the schedule it learned (T={unet.config.T}), or train a UNet "
-                               f"of UNetConfig(T={schedule.T}) on this one")
+            raise DiffeduError(
+                f"this UNet learned T={unet.config.T} diffusion steps, but the schedule has "
+                f"T={schedule.T}: pass the schedule it learned (T={unet.config.T}), or train a UNet "
+                f"of UNetConfig(T={schedule.T}) on this one"
+            )
         self.unet, self.schedule = unet.eval(), schedule
 
     @property
@@ -127,25 +146,32 @@ class Diffusion:
             x_T = torch.from_numpy(np.ascontiguousarray(x_T))  # (torch takes no negative strides, as of x[:, ::-1])
         if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point() or x_T.shape[1:] != shape:
             got = f"{x_T.dtype} of shape {tuple(x_T.shape)}" if isinstance(x_T, torch.Tensor) else type(x_T).__name__
-            raise DiffeduError(f"x_T must be a float tensor (or numpy array) of shape (n, {str(shape)[1:-1]}): the "
-                               f"noise of n images, as pipe.noise(n) draws it; got {got}")
+            raise DiffeduError(
+                f"x_T must be a float tensor (or numpy array) of shape (n, {str(shape)[1:-1]}): the "
+                f"noise of n images, as pipe.noise(n) draws it; got {got}"
+            )
         if not len(x_T):
             raise DiffeduError("x_T holds no images: give the noise of at least one")
         if n is not None and whole(n, "the number of images") != len(x_T):
-            raise DiffeduError(f"n={n} images asked for, but x_T holds {len(x_T)}: leave n out (x_T says how many), "
-                               "or give x_T for n images")
+            raise DiffeduError(
+                f"n={n} images asked for, but x_T holds {len(x_T)}: leave n out (x_T says how many), "
+                "or give x_T for n images"
+            )
         x_T = x_T.to(self.device, self.dtype)
         if not torch.isfinite(x_T).all():  # checked after the conversion, which can overflow (1e300 in float32)
-            raise DiffeduError(f"x_T holds NaN or infinite values (as {self.dtype}): it would make NaN images. "
-                               "Start from noise, e.g. pipe.noise(n)")
+            raise DiffeduError(
+                f"x_T holds NaN or infinite values (as {self.dtype}): it would make NaN images. "
+                "Start from noise, e.g. pipe.noise(n)"
+            )
         return x_T
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """What the UNet denoises -> images in [-1, 1]."""
         return x
 
-    def scheduler(self, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
-                  spacing: str = "uniform") -> Scheduler:
+    def scheduler(
+        self, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, spacing: str = "uniform"
+    ) -> Scheduler:
         """A sampler by name (diffedu.samplers.SAMPLERS): 'ddim', 'heun' or 'dpmpp2m' in `steps` steps (None: 50),
         or 'ddpm' (always all T)."""
         steps = None if steps is None else whole(steps, "steps")
@@ -181,8 +207,10 @@ class Diffusion:
                 raise DiffeduError(f"unknown class {c!r}; the classes are {', '.join(names)}")
             index = names.index(c) if isinstance(c, str) else whole(c, "a class index", 0)
             if index >= len(names):  # len(names) is the "no label" index; guidance=0 is how to ask for it
-                raise DiffeduError(f"class {index} is not one of the {len(names)} classes (0-{len(names) - 1}: "
-                                   f"{', '.join(names)}); for unconditional samples use guidance=0")
+                raise DiffeduError(
+                    f"class {index} is not one of the {len(names)} classes (0-{len(names) - 1}: "
+                    f"{', '.join(names)}); for unconditional samples use guidance=0"
+                )
             indices.append(index)
         return self.unet.labels(torch.tensor(indices, device=self.device), n, self.device)
 
@@ -190,14 +218,26 @@ class Diffusion:
         """The model the sampler calls: the UNet, or for the given `classes` its classifier-free guided mix."""
         guidance = real(guidance, "guidance")
         if classes is None and guidance != 1.0:
-            raise DiffeduError("guidance weighs the model's prediction for the classes you ask for: give classes too "
-                               "(e.g. classes='horse'), or leave guidance out")
+            raise DiffeduError(
+                "guidance weighs the model's prediction for the classes you ask for: give classes too "
+                "(e.g. classes='horse'), or leave guidance out"
+            )
         return self.unet if classes is None else Guided(self.unet, self.labels(classes, len(x_T)), guidance)
 
-    def sample_trajectory(self, n: int | None = None, steps: int | None = None, sampler: str = "ddim",
-                          eta: float = 0.0, spacing: str = "uniform", frames: int = 20, x_T=None,
-                          generator: torch.Generator | int | None = None, progress: bool = True,
-                          classes=None, guidance: float = 1.0) -> Trajectory:
+    def sample_trajectory(
+        self,
+        n: int | None = None,
+        steps: int | None = None,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        spacing: str = "uniform",
+        frames: int = 20,
+        x_T=None,
+        generator: torch.Generator | int | None = None,
+        progress: bool = True,
+        classes=None,
+        guidance: float = 1.0,
+    ) -> Trajectory:
         """Sample from x_T (a tensor or numpy array; default: fresh noise for n images, 16 if n is left out),
         keeping `frames` snapshots of x_t and the predicted x_0 (at most one a step); `images` are the decoded
         results. `generator`: a torch.Generator or an int seed. A class-conditional model samples the given
@@ -227,8 +267,10 @@ class FlowMatching(Diffusion):
         self.unet, self.schedule = unet.eval(), None
 
     def scheduler(self, sampler: str = "euler", *args, **kwargs) -> Scheduler:
-        raise DiffeduError(f"a flow-matching model has no noise schedule for the {sampler!r} sampler: sample it with "
-                           f"{' or '.join(map(repr, FLOW_SAMPLERS))}")
+        raise DiffeduError(
+            f"a flow-matching model has no noise schedule for the {sampler!r} sampler: sample it with "
+            f"{' or '.join(map(repr, FLOW_SAMPLERS))}"
+        )
 
     def model_calls(self, sampler: str = "euler", steps: int | None = None, spacing: str = "uniform") -> int:
         return flow_model_calls(sampler, self.steps(steps))
@@ -238,19 +280,35 @@ class FlowMatching(Diffusion):
         """The Euler or Heun steps a run takes: `steps`, checked, or by default DEFAULT_STEPS."""
         return DEFAULT_STEPS if steps is None else whole(steps, "steps")
 
-    def sample_trajectory(self, n: int | None = None, steps: int | None = None, sampler: str = "euler",
-                          eta: float = 0.0, spacing: str = "uniform", frames: int = 0, x_T=None,
-                          generator: torch.Generator | int | None = None, progress: bool = True,
-                          classes=None, guidance: float = 1.0) -> Trajectory:
+    def sample_trajectory(
+        self,
+        n: int | None = None,
+        steps: int | None = None,
+        sampler: str = "euler",
+        eta: float = 0.0,
+        spacing: str = "uniform",
+        frames: int = 0,
+        x_T=None,
+        generator: torch.Generator | int | None = None,
+        progress: bool = True,
+        classes=None,
+        guidance: float = 1.0,
+    ) -> Trajectory:
         """n images (from `x_T`, default fresh noise, as `Diffusion`'s) in `steps` steps (None: 50, at most 1,000)
         of 'euler' or 'heun'. No snapshots are kept (`frames` must be 0), and `eta` and `spacing` are the
         noise-schedule samplers' knobs: refused, not ignored."""
-        refused = {f"{sampler!r} sampler": sampler not in tuple(FLOW_SAMPLERS), "eta": real(eta, "eta") != 0,
-                   f"{spacing!r} spacing": spacing != "uniform", "snapshots (frames)": bool(frames)}
+        refused = {
+            f"{sampler!r} sampler": sampler not in tuple(FLOW_SAMPLERS),
+            "eta": real(eta, "eta") != 0,
+            f"{spacing!r} spacing": spacing != "uniform",
+            "snapshots (frames)": bool(frames),
+        }
         wrong = [what for what, refuse in refused.items() if refuse]
         if wrong:
-            raise DiffeduError(f"a flow-matching model takes no {wrong[0]}: sample it with sampler "
-                               f"{' or '.join(map(repr, FLOW_SAMPLERS))} on evenly spaced t")
+            raise DiffeduError(
+                f"a flow-matching model takes no {wrong[0]}: sample it with sampler "
+                f"{' or '.join(map(repr, FLOW_SAMPLERS))} on evenly spaced t"
+            )
         x_T = self.start(n, x_T, seeded(generator))
         run = flow_sample(self.guided(x_T, classes, guidance), x_T, self.steps(steps), sampler, progress)
         run.images = finite(run.images, real(guidance, "guidance")).clamp(-1, 1)  # in [-1, 1], as every pipeline's
@@ -271,23 +329,39 @@ class Consistency(FlowMatching):
     def steps(steps: int | None) -> int:
         return 1 if steps is None else whole(steps, "steps")
 
-    def sample_trajectory(self, n: int | None = None, steps: int | None = None, sampler: str = CONSISTENCY,
-                          eta: float = 0.0, spacing: str = "uniform", frames: int = 0, x_T=None,
-                          generator: torch.Generator | int | None = None, progress: bool = True,
-                          classes=None, guidance: float = 1.0) -> Trajectory:
+    def sample_trajectory(
+        self,
+        n: int | None = None,
+        steps: int | None = None,
+        sampler: str = CONSISTENCY,
+        eta: float = 0.0,
+        spacing: str = "uniform",
+        frames: int = 0,
+        x_T=None,
+        generator: torch.Generator | int | None = None,
+        progress: bool = True,
+        classes=None,
+        guidance: float = 1.0,
+    ) -> Trajectory:
         """n images (from `x_T`, default fresh noise, as `Diffusion`'s) in `steps` model calls (None: 1, at most
         1,000). The other samplers' knobs (eta, spacing, snapshots, classes) are refused."""
-        refused = {f"{sampler!r} sampler": sampler != CONSISTENCY, "eta": real(eta, "eta") != 0,
-                   f"{spacing!r} spacing": spacing != "uniform", "snapshots (frames)": bool(frames),
-                   "classes": classes is not None or guidance != 1.0}
+        refused = {
+            f"{sampler!r} sampler": sampler != CONSISTENCY,
+            "eta": real(eta, "eta") != 0,
+            f"{spacing!r} spacing": spacing != "uniform",
+            "snapshots (frames)": bool(frames),
+            "classes": classes is not None or guidance != 1.0,
+        }
         wrong = [what for what, refuse in refused.items() if refuse]
         if wrong:
-            raise DiffeduError(f"a consistency model takes no {wrong[0]}: sample it with sampler {CONSISTENCY!r} "
-                               "in 1 to a few steps")
+            raise DiffeduError(
+                f"a consistency model takes no {wrong[0]}: sample it with sampler {CONSISTENCY!r} in 1 to a few steps"
+            )
         generator = seeded(generator)
         x_T = self.start(n, x_T, generator)
-        run = consistency_sample(lambda x, t: consistency_fn(self.unet, x, t), x_T, self.steps(steps), generator,
-                                 progress)
+        run = consistency_sample(
+            lambda x, t: consistency_fn(self.unet, x, t), x_T, self.steps(steps), generator, progress
+        )
         run.images = finite(run.images).clamp(-1, 1)
         return run
 
@@ -300,8 +374,10 @@ class LatentDiffusion(Diffusion):
 
     def __init__(self, vae: VAE, unet: nn.Module, schedule: Schedule) -> None:
         if (unet.config.in_channels, unet.config.image_size) != (vae.config.latent_channels, vae.config.latent_size):
-            raise DiffeduError(f"the UNet takes {unet.config.in_channels}x{unet.config.image_size}x{unet.config.image_size} "
-                               f"inputs but the VAE's latents are {vae.config.latent_channels}x{vae.config.latent_size}x{vae.config.latent_size}")
+            raise DiffeduError(
+                f"the UNet takes {unet.config.in_channels}x{unet.config.image_size}x{unet.config.image_size} "
+                f"inputs but the VAE's latents are {vae.config.latent_channels}x{vae.config.latent_size}x{vae.config.latent_size}"
+            )
         super().__init__(unet, schedule)
         self.vae = vae.eval()
 
@@ -313,8 +389,9 @@ class LatentDiffusion(Diffusion):
         return decode_latents(self.vae, latents)
 
 
-def load_pipeline(name_or_path: str | Path, device: str | torch.device | int | None = None,
-                  vae: str | Path | None = None) -> Diffusion:
+def load_pipeline(
+    name_or_path: str | Path, device: str | torch.device | int | None = None, vae: str | Path | None = None
+) -> Diffusion:
     """A shipped model's name or a checkpoint's path -> a pipeline ready to sample, on `device`
     (default: CUDA when there is a GPU; an int N: cuda:N). A latent model decodes with the VAE its checkpoint
     names, unless `vae` names another one."""
@@ -322,12 +399,16 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | int | N
     path = pretrained.resolve(name_or_path)
     meta = checkpoint.read_meta(path)
     if meta.get("kind") == "unet" and vae and meta.get("config", {}).get("in_channels") == 3:
-        raise DiffeduError(f"{name_or_path} is a pixel model: it makes images without a VAE, so there is none to "
-                           "replace. Leave the VAE out")
+        raise DiffeduError(
+            f"{name_or_path} is a pixel model: it makes images without a VAE, so there is none to "
+            "replace. Leave the VAE out"
+        )
     if meta.get("kind") == "vae":
-        raise CheckpointError(f"{name_or_path} is a VAE, not a diffusion model: sample a UNet checkpoint "
-                              f"(e.g. ddpm-cifar10 or ldm-cifar10), or score its reconstructions with "
-                              f"`python -m diffedu fid --ckpt {name_or_path}`")
+        raise CheckpointError(
+            f"{name_or_path} is a VAE, not a diffusion model: sample a UNet checkpoint "
+            f"(e.g. ddpm-cifar10 or ldm-cifar10), or score its reconstructions with "
+            f"`python -m diffedu fid --ckpt {name_or_path}`"
+        )
     # Channels-last (NHWC) weights: the pixel UNet's step on 16 images takes 29 ms instead of 38 on a 2-core CPU
     # (202 instead of 289 on 100; benchmarks/sampling_cpu.py), and tensor cores want it on a GPU. (Only for the
     # UNets loaded here: a module someone passes to a pipeline keeps its layout.)
@@ -338,12 +419,16 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device | int | N
     vae_ref = vae or meta.get("vae")
     if vae_ref is None:
         if unet.config.in_channels != 3:
-            raise CheckpointError(f"{name_or_path} is a latent model whose checkpoint names no VAE: pass the VAE it was trained on")
+            raise CheckpointError(
+                f"{name_or_path} is a latent model whose checkpoint names no VAE: pass the VAE it was trained on"
+            )
         return Diffusion(unet, schedule)
     vae_model = load_vae(vae_ref, device)
     if not vae and meta.get("vae_fingerprint") not in (None, vae_fingerprint(vae_model)):
-        raise CheckpointError(f"the VAE at {vae_ref} has changed since {name_or_path} was trained on its latents: "
-                              "decoding with it would give garbage. Retrain the latent model, or pass the original VAE")
+        raise CheckpointError(
+            f"the VAE at {vae_ref} has changed since {name_or_path} was trained on its latents: "
+            "decoding with it would give garbage. Retrain the latent model, or pass the original VAE"
+        )
     return LatentDiffusion(vae_model, unet, schedule)
 
 
@@ -352,5 +437,7 @@ def load_vae(name_or_path: str | Path, device: str | torch.device | int | None =
     path = pretrained.resolve(name_or_path)
     kind = checkpoint.read_meta(path).get("kind")
     if kind != "vae":
-        raise CheckpointError(f"{name_or_path} holds a {kind} model, not a VAE: pass a VAE checkpoint (e.g. vae-cifar10)")
+        raise CheckpointError(
+            f"{name_or_path} holds a {kind} model, not a VAE: pass a VAE checkpoint (e.g. vae-cifar10)"
+        )
     return checkpoint.load_model(path, env.get_device(device))

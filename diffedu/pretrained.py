@@ -11,6 +11,7 @@ or all of them, resumably, exported for shipping: `python -m diffedu retrain --a
 has a model card (`card(name)`) saying what it was trained on, how, and how long.
 Sample one with `diffedu.pipelines.load_pipeline(name)`.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,16 +32,19 @@ def available() -> list[str]:
 
 def path(name: str) -> Path:
     if name not in available():
-        raise DiffeduError(f"no shipped checkpoint named {name!r}; shipped: {', '.join(available()) or 'none'}. "
-                           "Recipes to train one: python -m diffedu train --recipe NAME (see diffedu.recipes)")
+        raise DiffeduError(
+            f"no shipped checkpoint named {name!r}; shipped: {', '.join(available()) or 'none'}. "
+            "Recipes to train one: python -m diffedu train --recipe NAME (see diffedu.recipes)"
+        )
     return CHECKPOINTS / name
 
 
 def resolve(name_or_path: str | Path) -> Path:
     """A shipped checkpoint's path for its name; anything else is taken as a path."""
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
-        raise DiffeduError(f"which model? Give a shipped name ({', '.join(available())}) or a checkpoint's path, "
-                           f"not {name_or_path!r}")
+        raise DiffeduError(
+            f"which model? Give a shipped name ({', '.join(available())}) or a checkpoint's path, not {name_or_path!r}"
+        )
     return path(name_or_path) if str(name_or_path) in available() else Path(name_or_path)
 
 
@@ -56,12 +60,21 @@ def export(run: str | Path, out: str | Path, hardware: str, vae: str | None = No
     latent model, the name its VAE ships under (its fingerprint still has to match)."""
     meta = checkpoint.read_meta(run)
     history = meta.get("history") or [float("nan")]
-    kept = {k: meta[k] for k in ("schedule", "T", "objective", "recipe", "step", "seconds", "processes", "vae",
-                                                "vae_fingerprint") if k in meta}
+    kept = {
+        k: meta[k]
+        for k in ("schedule", "T", "objective", "recipe", "step", "seconds", "processes", "vae", "vae_fingerprint")
+        if k in meta
+    }
     if vae and "vae" in kept:
         kept["vae"] = vae
-    return checkpoint.save_model(out, checkpoint.load_model(run), dtype=torch.float16, **kept, hardware=hardware,
-                                 final_loss=sum(history[-50:]) / len(history[-50:]))
+    return checkpoint.save_model(
+        out,
+        checkpoint.load_model(run),
+        dtype=torch.float16,
+        **kept,
+        hardware=hardware,
+        final_loss=sum(history[-50:]) / len(history[-50:]),
+    )
 
 
 def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
@@ -83,8 +96,10 @@ def guidance_curve(name: str) -> dict:
     """A class-conditional model's measured guidance curve (`python -m diffedu guidance`), shipped beside it."""
     file = CHECKPOINTS / f"{path(name).name}.guidance.json"
     if not file.exists():
-        raise DiffeduError(f"{name} ships no guidance curve: it is not class-conditional, or measure one with "
-                           f"`python -m diffedu guidance --ckpt {name}`")
+        raise DiffeduError(
+            f"{name} ships no guidance curve: it is not class-conditional, or measure one with "
+            f"`python -m diffedu guidance --ckpt {name}`"
+        )
     return json.loads(file.read_text())
 
 

@@ -9,12 +9,13 @@ The default is gpu when CUDA is available, else cpu.
 A profile says how much a lesson shows (images drawn, DDIM step counts, whether to sample from the
 shipped models) and names the recipe of each model the lessons train (diffedu.recipes).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import checkpoint
 from .env import get_device, home
@@ -58,13 +59,28 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", n_samples=4, ddim_steps=(10, 5), pretrained=False,
-                     note="smoke profile: tiny nets and a few steps, only to check that the code runs. "
-                          "Its numbers and pictures mean nothing."),
-    "cpu": Profile("cpu", n_samples=16, ddim_steps=(100, 50, 20, 10), pretrained=True,
-                   note="cpu profile: small nets, a short training demo, and shipped trained models for the samples."),
-    "gpu": Profile("gpu", n_samples=64, ddim_steps=(100, 50, 20, 10), pretrained=False,
-                   note="gpu profile: bigger nets and longer trainings."),
+    "smoke": Profile(
+        "smoke",
+        n_samples=4,
+        ddim_steps=(10, 5),
+        pretrained=False,
+        note="smoke profile: tiny nets and a few steps, only to check that the code runs. "
+        "Its numbers and pictures mean nothing.",
+    ),
+    "cpu": Profile(
+        "cpu",
+        n_samples=16,
+        ddim_steps=(100, 50, 20, 10),
+        pretrained=True,
+        note="cpu profile: small nets, a short training demo, and shipped trained models for the samples.",
+    ),
+    "gpu": Profile(
+        "gpu",
+        n_samples=64,
+        ddim_steps=(100, 50, 20, 10),
+        pretrained=False,
+        note="gpu profile: bigger nets and longer trainings.",
+    ),
 }
 
 
@@ -73,5 +89,7 @@ def get_profile(name: str | None = None) -> Profile:
     the gpu profile's trainings are sized for a CUDA card), the device being env.get_device()'s."""
     name = name or os.environ.get(PROFILE_ENV) or ("gpu" if get_device().type == "cuda" else "cpu")
     if name not in PROFILES:
-        raise DiffeduError(f"unknown profile {name!r} (from {PROFILE_ENV} or the argument); valid profiles: {', '.join(PROFILES)}")
+        raise DiffeduError(
+            f"unknown profile {name!r} (from {PROFILE_ENV} or the argument); valid profiles: {', '.join(PROFILES)}"
+        )
     return PROFILES[name]

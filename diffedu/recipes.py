@@ -16,6 +16,7 @@ The shipped models' recipes (`ddpm-cifar10`, `vae-cifar10`, `vae-cifar10-gan`, `
 lesson-sized ones (`cpu-ddpm`, `smoke-vae`, ...) live in one table, so the lessons, the command
 line (`python -m diffedu train --recipe NAME`) and the shipped checkpoints train the same way.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -32,9 +33,14 @@ from .schedules import Schedule
 from .training import Trainer, eps_loss, flow_loss
 from .vae import VAE, VAEConfig, vae_loss
 
-KINDS = {"ddpm": "the pixel UNet", "flow": "the pixel UNet trained by flow matching", "vae": "the autoencoder",
-         "latent": "a UNet on a VAE's latents", "decoder": "a VAE's decoder retrained adversarially, its encoder kept",
-         "consistency": "a flow model tuned into a consistency model"}
+KINDS = {
+    "ddpm": "the pixel UNet",
+    "flow": "the pixel UNet trained by flow matching",
+    "vae": "the autoencoder",
+    "latent": "a UNet on a VAE's latents",
+    "decoder": "a VAE's decoder retrained adversarially, its encoder kept",
+    "consistency": "a flow model tuned into a consistency model",
+}
 TUNED = ("decoder", "consistency")  # the kinds that start from a trained model (a recipe's `base`)
 
 
@@ -50,7 +56,9 @@ class Recipe:
     n_data: int | None = None  # train on the first n images only (None: all)
     vae: str | None = None  # latent: the shipped VAE whose latents it learns, if it is made for one
     label_dropout: float = 0.1  # a class-conditional model (model["num_classes"] > 0) learns "no label" this often
-    base: str | None = None  # decoder: the VAE whose encoder it keeps and whose decoder it starts from; consistency: the flow model
+    base: str | None = (
+        None  # decoder: the VAE whose encoder it keeps and whose decoder it starts from; consistency: the flow model
+    )
     stage_steps: int = 0  # consistency: steps per stage of ECT's curriculum (sigma_t - sigma_r halves each stage)
     teacher: str | None = None  # consistency: distil from this flow model's ODE (None: consistency training)
     minutes: float | None = None  # train for this much training time (steps: then only an upper bound)
@@ -60,8 +68,10 @@ class Recipe:
         if self.kind not in KINDS:
             raise DiffeduError(f"recipe {self.name}: unknown kind {self.kind!r}; kinds: {', '.join(KINDS)}")
         if (self.kind in TUNED) != bool(self.base):
-            raise DiffeduError(f"recipe {self.name}: a decoder recipe names the VAE it starts from (base), a consistency "
-                               "recipe the flow model; no other names one")
+            raise DiffeduError(
+                f"recipe {self.name}: a decoder recipe names the VAE it starts from (base), a consistency "
+                "recipe the flow model; no other names one"
+            )
         if (self.kind == "consistency") != (self.stage_steps > 0):
             raise DiffeduError(f"recipe {self.name}: a consistency recipe, and no other, has stage_steps > 0")
 
@@ -93,12 +103,21 @@ class Recipe:
         meta = {"recipe": self.name}
         if self.kind == "decoder":
             # the discriminator learns alone for the first tenth of a run (200 steps of a timed one)
-            return DecoderTrainer(model, lr=self.lr, warmup=200 if self.minutes else self.steps // 10, device=device,
-                                  meta=meta, **speed)
+            return DecoderTrainer(
+                model, lr=self.lr, warmup=200 if self.minutes else self.steps // 10, device=device, meta=meta, **speed
+            )
         if self.kind == "consistency":  # float32, no labels: ECT's loss with its curriculum
             teacher = checkpoint.load_model(pretrained.resolve(self.teacher)) if self.teacher else None
-            return ConsistencyTrainer(model, stage_steps=self.stage_steps, teacher=teacher, pair=loss_fn or ct_loss,
-                                      lr=self.lr, device=device, meta={**meta, "objective": "consistency"}, **speed)
+            return ConsistencyTrainer(
+                model,
+                stage_steps=self.stage_steps,
+                teacher=teacher,
+                pair=loss_fn or ct_loss,
+                lr=self.lr,
+                device=device,
+                meta={**meta, "objective": "consistency"},
+                **speed,
+            )
         if self.kind == "vae":
             return Trainer(model, loss_fn or vae_loss, lr=self.lr, device=device, meta=meta, **speed)
         if self.kind == "flow":  # no noise schedule: the path is the straight line, and the model's t is in [0, 1]
@@ -106,15 +125,21 @@ class Recipe:
             return Trainer(model, loss_fn, lr=self.lr, device=device, meta={**meta, "objective": "flow"}, **speed)
         schedule = self.noise_schedule()
         loss_fn = loss_fn or partial(eps_loss, schedule=schedule, drop=self.label_dropout)
-        return Trainer(model, loss_fn, lr=self.lr, device=device, meta={**meta, "schedule": schedule.name, "T": schedule.T},
-                       **speed)
+        return Trainer(
+            model,
+            loss_fn,
+            lr=self.lr,
+            device=device,
+            meta={**meta, "schedule": schedule.name, "T": schedule.T},
+            **speed,
+        )
 
     @property
     def conditional(self) -> bool:
         """Whether the model takes class labels (and trains on (images, labels) batches)."""
         return self.kind in ("ddpm", "flow", "latent") and self.model.get("num_classes", 0) > 0
 
-    def with_classes(self, num_classes: int = 10) -> "Recipe":
+    def with_classes(self, num_classes: int = 10) -> Recipe:
         """The same recipe for a class-conditional model (CIFAR-10: 10 classes)."""
         if self.kind in ("vae", "decoder"):
             raise DiffeduError("a VAE takes no classes: --cond is for ddpm, flow and latent models")
@@ -136,72 +161,195 @@ SMOKE_DATA = 256  # the smoke profile trains on this many images: only to show t
 _RECIPES = [
     # The shipped models (diffedu.pretrained), trained on a GPU. The pixel net is the cpu profile's:
     # small enough that 1000 sampling steps stay bearable on a laptop.
-    Recipe("ddpm-cifar10", "ddpm", _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.1),
-           steps=9000, batch_size=256, lr=4e-4, note="pixel DDPM for CIFAR-10 32x32, linear schedule, T = 1000"),
+    Recipe(
+        "ddpm-cifar10",
+        "ddpm",
+        _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.1),
+        steps=9000,
+        batch_size=256,
+        lr=4e-4,
+        note="pixel DDPM for CIFAR-10 32x32, linear schedule, T = 1000",
+    ),
     # ddpm-cifar10's UNet, steps, batch and learning rate, trained by flow matching: the same training compute
-    Recipe("fm-cifar10", "flow", _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.1,
-                                      time_scale=1000.0),
-           steps=9000, batch_size=256, lr=4e-4, note="pixel flow matching (rectified flow) for CIFAR-10 32x32, t uniform"),
-    Recipe("vae-cifar10", "vae", dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1),
-           steps=3000, batch_size=256, lr=4e-4, note="VAE 32x32x3 <-> 8x8x4 for CIFAR-10, L1 + 1e-4 KL"),
+    Recipe(
+        "fm-cifar10",
+        "flow",
+        _unet(
+            channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.1, time_scale=1000.0
+        ),
+        steps=9000,
+        batch_size=256,
+        lr=4e-4,
+        note="pixel flow matching (rectified flow) for CIFAR-10 32x32, t uniform",
+    ),
+    Recipe(
+        "vae-cifar10",
+        "vae",
+        dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1),
+        steps=3000,
+        batch_size=256,
+        lr=4e-4,
+        note="VAE 32x32x3 <-> 8x8x4 for CIFAR-10, L1 + 1e-4 KL",
+    ),
     # Trained for a time budget: 7.5 minutes of an H200 shared with three other trainings (11,469 steps). Against
     # the 6,000 steps of 256 it replaced: KID -7.4 +- 2.0; batch 256 for the same 7.5 minutes (16,538 steps) -3.6
     # +- 1.9, batch 2048 for 3 minutes alone (5,709 steps, as many latents as this) -2.0 +- 1.8. Longer does not
     # clearly help on 10,340 latents: alone for 3.5 minutes (13,971 steps) KID -2.8 +- 1.8 against this one, for 8
     # (31,211 steps) +0.9 +- 1.9, its samples nearer the training images (the card says more).
-    Recipe("ldm-cifar10", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
-           steps=UNLIMITED, batch_size=1024, lr=8e-4, vae="vae-cifar10-gan", minutes=7.5,
-           note="latent DDPM on vae-cifar10's scaled latents, linear schedule, T = 1000"),
+    Recipe(
+        "ldm-cifar10",
+        "latent",
+        _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
+        steps=UNLIMITED,
+        batch_size=1024,
+        lr=8e-4,
+        vae="vae-cifar10-gan",
+        minutes=7.5,
+        note="latent DDPM on vae-cifar10's scaled latents, linear schedule, T = 1000",
+    ),
     # The class-conditional latent model of lesson 07: ldm-cifar10's UNet with a class embedding, by ldm-cifar10's
     # earlier recipe (at batch 128 it trains in 52 minutes on a 2-core CPU, 4 points of class accuracy below this
     # one at w = 3; 7.5 minutes of batch 256 on a shared H200, 9,041 steps, scored the same).
-    Recipe("ldm-cifar10-cond", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,),
-                                                      dropout=0.1, num_classes=10),
-           steps=6000, batch_size=256, lr=4e-4, vae="vae-cifar10-gan", label_dropout=0.1,
-           note="class-conditional latent DDPM on vae-cifar10's scaled latents, labels dropped 10% of the time"),
+    Recipe(
+        "ldm-cifar10-cond",
+        "latent",
+        _latent_unet(
+            channels=64, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1, num_classes=10
+        ),
+        steps=6000,
+        batch_size=256,
+        lr=4e-4,
+        vae="vae-cifar10-gan",
+        label_dropout=0.1,
+        note="class-conditional latent DDPM on vae-cifar10's scaled latents, labels dropped 10% of the time",
+    ),
     # vae-cifar10's decoder retrained with the adversarial loss on noisy latents, its encoder kept, so that every
     # latent model trained on vae-cifar10 decodes through it unchanged. Trained for a time budget: 8.5 minutes of
     # a GPU (an H200 shared with two other trainings: 31,762 steps); 50 minutes of a 2-core CPU at batch 32 (4,616
     # steps) made the decoder it replaced, KID 30 instead of 19.
-    Recipe("vae-cifar10-gan", "decoder", dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1),
-           steps=UNLIMITED, batch_size=64, lr=2e-4, base="vae-cifar10", minutes=8.5,
-           note="vae-cifar10's decoder retrained with L1 + an adaptively weighted patch-discriminator (hinge) loss "
-                "on latents with noise of std up to 0.3 added; encoder and scale factor unchanged"),
+    Recipe(
+        "vae-cifar10-gan",
+        "decoder",
+        dict(channels=64, channel_mult=(1, 2, 2), num_res_blocks=1),
+        steps=UNLIMITED,
+        batch_size=64,
+        lr=2e-4,
+        base="vae-cifar10",
+        minutes=8.5,
+        note="vae-cifar10's decoder retrained with L1 + an adaptively weighted patch-discriminator (hinge) loss "
+        "on latents with noise of std up to 0.3 added; encoder and scale factor unchanged",
+    ),
     # fm-cifar10 tuned into a consistency model by ECT (diffedu.consistency, lesson 10), timed to fit an hour of a
     # 2-core CPU: float32, batch 64, ECT's weighting 1 / (sigma_t - sigma_r), the curriculum's gap halved every 300
     # steps.
-    Recipe("ect-cifar10", "consistency", {}, steps=UNLIMITED, batch_size=64, lr=1e-4, base="fm-cifar10", minutes=50,
-           stage_steps=300, note="fm-cifar10 tuned into a consistency model by Easy Consistency Tuning (ECT): images "
-                                 "in 1, 2 or 4 model calls"),
+    Recipe(
+        "ect-cifar10",
+        "consistency",
+        {},
+        steps=UNLIMITED,
+        batch_size=64,
+        lr=1e-4,
+        base="fm-cifar10",
+        minutes=50,
+        stage_steps=300,
+        note="fm-cifar10 tuned into a consistency model by Easy Consistency Tuning (ECT): images "
+        "in 1, 2 or 4 model calls",
+    ),
     # The same, by consistency distillation: x_r one Euler step of fm-cifar10's ODE from x_t (not shipped: to compare)
-    Recipe("cd-cifar10", "consistency", {}, steps=UNLIMITED, batch_size=64, lr=1e-4, base="fm-cifar10", minutes=50,
-           stage_steps=300, teacher="fm-cifar10", note="fm-cifar10 distilled into a consistency model (ECT's recipe, "
-                                                       "the target one Euler step of its own ODE)"),
+    Recipe(
+        "cd-cifar10",
+        "consistency",
+        {},
+        steps=UNLIMITED,
+        batch_size=64,
+        lr=1e-4,
+        base="fm-cifar10",
+        minutes=50,
+        stage_steps=300,
+        teacher="fm-cifar10",
+        note="fm-cifar10 distilled into a consistency model (ECT's recipe, the target one Euler step of its own ODE)",
+    ),
     # Lesson-sized ones, one of each kind per profile (diffedu.profiles).
-    Recipe("smoke-ddpm", "ddpm", _unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
-           steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
-    Recipe("smoke-flow", "flow", _unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), time_scale=1000.0),
-           steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
+    Recipe(
+        "smoke-ddpm",
+        "ddpm",
+        _unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
+        steps=8,
+        batch_size=8,
+        lr=1e-3,
+        n_data=SMOKE_DATA,
+    ),
+    Recipe(
+        "smoke-flow",
+        "flow",
+        _unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), time_scale=1000.0),
+        steps=8,
+        batch_size=8,
+        lr=1e-3,
+        n_data=SMOKE_DATA,
+    ),
     Recipe("smoke-vae", "vae", dict(channels=8), steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
-    Recipe("smoke-latent", "latent", _latent_unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
-           steps=8, batch_size=8, lr=1e-3, n_data=SMOKE_DATA),
+    Recipe(
+        "smoke-latent",
+        "latent",
+        _latent_unet(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()),
+        steps=8,
+        batch_size=8,
+        lr=1e-3,
+        n_data=SMOKE_DATA,
+    ),
     Recipe("smoke-decoder", "decoder", {}, steps=4, batch_size=8, lr=1e-3, n_data=SMOKE_DATA, base="smoke-vae"),
-    Recipe("smoke-consistency", "consistency", {}, steps=4, batch_size=8, lr=1e-4, n_data=SMOKE_DATA, base="fm-cifar10",
-           stage_steps=1),
-    Recipe("cpu-ddpm", "ddpm", _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
-           steps=150, batch_size=16, lr=1e-3),
+    Recipe(
+        "smoke-consistency",
+        "consistency",
+        {},
+        steps=4,
+        batch_size=8,
+        lr=1e-4,
+        n_data=SMOKE_DATA,
+        base="fm-cifar10",
+        stage_steps=1,
+    ),
+    Recipe(
+        "cpu-ddpm",
+        "ddpm",
+        _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
+        steps=150,
+        batch_size=16,
+        lr=1e-3,
+    ),
     Recipe("cpu-vae", "vae", dict(channels=32), steps=400, batch_size=16, lr=1e-3),
-    Recipe("cpu-latent", "latent", _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
-           steps=400, batch_size=16, lr=1e-3),
+    Recipe(
+        "cpu-latent",
+        "latent",
+        _latent_unet(channels=64, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
+        steps=400,
+        batch_size=16,
+        lr=1e-3,
+    ),
     Recipe("cpu-decoder", "decoder", {}, steps=60, batch_size=16, lr=2e-4, base="vae-cifar10"),
     Recipe("cpu-consistency", "consistency", {}, steps=150, batch_size=32, lr=2e-4, base="fm-cifar10", stage_steps=25),
-    Recipe("gpu-ddpm", "ddpm", _unet(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
-           steps=4000, batch_size=128, lr=2e-4),
+    Recipe(
+        "gpu-ddpm",
+        "ddpm",
+        _unet(channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1),
+        steps=4000,
+        batch_size=128,
+        lr=2e-4,
+    ),
     Recipe("gpu-vae", "vae", dict(channels=64, num_res_blocks=2), steps=4000, batch_size=128, lr=2e-4),
     Recipe("gpu-decoder", "decoder", {}, steps=2000, batch_size=64, lr=2e-4, base="gpu-vae"),
-    Recipe("gpu-consistency", "consistency", {}, steps=2000, batch_size=128, lr=1e-4, base="fm-cifar10", stage_steps=250),
-    Recipe("gpu-latent", "latent", _latent_unet(channels=128, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
-           steps=4000, batch_size=128, lr=2e-4),
+    Recipe(
+        "gpu-consistency", "consistency", {}, steps=2000, batch_size=128, lr=1e-4, base="fm-cifar10", stage_steps=250
+    ),
+    Recipe(
+        "gpu-latent",
+        "latent",
+        _latent_unet(channels=128, channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1),
+        steps=4000,
+        batch_size=128,
+        lr=2e-4,
+    ),
 ]
 RECIPES = {recipe.name: recipe for recipe in _RECIPES}
 

@@ -4,6 +4,7 @@ verdict. Every measured number a learner reads comes from its home through here,
 
     python -m diffedu.report    # rewrites README.md's claims and docs/models.md's table from the shipped measurements
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,10 @@ REFERENCE = json.loads((Path(__file__).parent / "reference_numbers.json").read_t
 
 def table(header: list[str], rows: list[list]) -> str:
     """A markdown table: the first column left-aligned, the others right-aligned."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(header))) + "|",
+    ]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
@@ -33,9 +37,13 @@ def tables(result: dict) -> str:
     """All of the result, one table per measurement."""
     m = result["machine"]
     on = [k for k, v in result["options"].items() if v] or ["none"]
-    parts = [f"Measured on {m['device']} ({m['name']}, {m['threads']} threads, torch {m['torch']}), profile "
-             f"`{result['profile']}`, {result['models']}; options on: {', '.join(on)}; {result['seconds']:.0f} s in all.",
-             sizes_table(result), sampling_table(result), training_table(result)]
+    parts = [
+        f"Measured on {m['device']} ({m['name']}, {m['threads']} threads, torch {m['torch']}), profile "
+        f"`{result['profile']}`, {result['models']}; options on: {', '.join(on)}; {result['seconds']:.0f} s in all.",
+        sizes_table(result),
+        sampling_table(result),
+        training_table(result),
+    ]
     if result["scores"]:
         parts.append(scores_table(result))
     parts.append(scaling_table(result))
@@ -45,7 +53,8 @@ def tables(result: dict) -> str:
 def sizes_table(result: dict) -> str:
     return "**The networks** (GFLOPs of one forward pass for one image)\n\n" + table(
         ["network", "parameters", "GFLOPs"],
-        [[name, f"{r['params'] / 1e6:.2f}M", f"{r['gflops']:.3f}"] for name, r in result["sizes"].items()])
+        [[name, f"{r['params'] / 1e6:.2f}M", f"{r['gflops']:.3f}"] for name, r in result["sizes"].items()],
+    )
 
 
 def sampling_table(result: dict) -> str:
@@ -55,12 +64,39 @@ def sampling_table(result: dict) -> str:
     def reference(name) -> str:
         return f"{seconds_ref[name]} s ({ddpm_ref / seconds_ref[name]:.1f}x)" if name in seconds_ref else ""
 
-    return (f"**Sampling {result['settings']['batch']} images** (the median of the timed runs after a warm-up; latent: "
-            "decoding included; the reference: 64 images on one GPU)\n\n" + table(
-                ["sampler", "steps", "model calls", "runs", "seconds", "ms per step", "speed-up vs DDPM 1000", "GFLOPs per image",
-                 "peak memory", "reference"],
-                [[name, r["steps"], r["model_calls"], r["runs"], f"{r['seconds']:.2f}", f"{r['ms_per_step']:.1f}", f"{ddpm / r['seconds']:.1f}x",
-                  f"{r['gflops_per_image']:.3g}", _memory(r["peak_memory_mib"]), reference(name)] for name, r in sampling.items()]))
+    return (
+        f"**Sampling {result['settings']['batch']} images** (the median of the timed runs after a warm-up; latent: "
+        "decoding included; the reference: 64 images on one GPU)\n\n"
+        + table(
+            [
+                "sampler",
+                "steps",
+                "model calls",
+                "runs",
+                "seconds",
+                "ms per step",
+                "speed-up vs DDPM 1000",
+                "GFLOPs per image",
+                "peak memory",
+                "reference",
+            ],
+            [
+                [
+                    name,
+                    r["steps"],
+                    r["model_calls"],
+                    r["runs"],
+                    f"{r['seconds']:.2f}",
+                    f"{r['ms_per_step']:.1f}",
+                    f"{ddpm / r['seconds']:.1f}x",
+                    f"{r['gflops_per_image']:.3g}",
+                    _memory(r["peak_memory_mib"]),
+                    reference(name),
+                ]
+                for name, r in sampling.items()
+            ],
+        )
+    )
 
 
 def _memory(mib: float | None) -> str:
@@ -70,11 +106,23 @@ def _memory(mib: float | None) -> str:
 def training_table(result: dict) -> str:
     training, s = result["training"], result["settings"]
     pixel_rate, ref_hours = training["pixel"]["images_per_second"], REFERENCE["train_hours_per_100_epochs"]
-    return (f"**Training throughput** (batch {s['train_batch']}, {s['train_steps']} timed steps; 100 epochs = "
-            f"{100 * CIFAR_TRAIN_IMAGES:,} images)\n\n" + table(
-                ["run", "images/s", "vs pixel", "hours per 100 epochs", "reference hours"],
-                [[name, f"{r['images_per_second']:.1f}", f"{r['images_per_second'] / pixel_rate:.2f}x",
-                  f"{r['hours_per_100_epochs']:.2f}", ref_hours["pixel" if name == "pixel" else "latent"]] for name, r in training.items()]))
+    return (
+        f"**Training throughput** (batch {s['train_batch']}, {s['train_steps']} timed steps; 100 epochs = "
+        f"{100 * CIFAR_TRAIN_IMAGES:,} images)\n\n"
+        + table(
+            ["run", "images/s", "vs pixel", "hours per 100 epochs", "reference hours"],
+            [
+                [
+                    name,
+                    f"{r['images_per_second']:.1f}",
+                    f"{r['images_per_second'] / pixel_rate:.2f}x",
+                    f"{r['hours_per_100_epochs']:.2f}",
+                    ref_hours["pixel" if name == "pixel" else "latent"],
+                ]
+                for name, r in training.items()
+            ],
+        )
+    )
 
 
 def fid_kid(r: dict) -> list[str]:
@@ -87,43 +135,78 @@ SE_NOTE = "± the standard error: the spread of a score over draws of as many im
 
 def scores_table(result: dict) -> str:
     q = result["scores"]
-    return (f"**FID and KID** against {q['reference']} (TF-Inception; lower is better; {SE_NOTE}). FID depends on "
-            "the count: compare rows of equal n only.\n\n" + table(
-                ["images", "n", "FID", "KID x 1000", "reference FID"],
-                [[name, r["n"], *fid_kid(r), REFERENCE["fid"].get(name, "")] for name, r in q["rows"].items()]))
+    return (
+        f"**FID and KID** against {q['reference']} (TF-Inception; lower is better; {SE_NOTE}). FID depends on "
+        "the count: compare rows of equal n only.\n\n"
+        + table(
+            ["images", "n", "FID", "KID x 1000", "reference FID"],
+            [[name, r["n"], *fid_kid(r), REFERENCE["fid"].get(name, "")] for name, r in q["rows"].items()],
+        )
+    )
 
 
 def scaling_table(result: dict) -> str:
     return "**What the diffusion model denoises per image** (4 latent channels)\n\n" + table(
         ["image", "pixel values", "f = 4 latent", "ratio", "f = 8 latent", "ratio"],
-        [[f"{r['side']}x{r['side']}x3", f"{r['pixel']:,}", f"{r['f4']:,}", f"{r['f4_ratio']:.0f}x", f"{r['f8']:,}",
-          f"{r['f8_ratio']:.0f}x"] for r in result["scaling"]])
+        [
+            [
+                f"{r['side']}x{r['side']}x3",
+                f"{r['pixel']:,}",
+                f"{r['f4']:,}",
+                f"{r['f4_ratio']:.0f}x",
+                f"{r['f8']:,}",
+                f"{r['f8_ratio']:.0f}x",
+            ]
+            for r in result["scaling"]
+        ],
+    )
 
 
 def guidance_table(curve: dict) -> str:
     """A guidance curve (diffedu.evaluation.guidance_curve) as a table: w, FID, KID and class accuracy."""
     real = curve["real test images"]
-    rows = [[f"w = {r['guidance']:g}", r["n"], *fid_kid(r), f"{100 * r['accuracy']:.1f}%"] for r in curve["scales"].values()]
+    rows = [
+        [f"w = {r['guidance']:g}", r["n"], *fid_kid(r), f"{100 * r['accuracy']:.1f}%"] for r in curve["scales"].values()
+    ]
     rows.append(["real test images", real["n"], *fid_kid(real), f"{100 * real['accuracy']:.1f}%"])
-    return (f"**Classifier-free guidance** ({curve['samples']} samples per scale, DDIM {curve['steps']} steps, the classes in "
-            f"turn; FID/KID against {curve['reference']}, {SE_NOTE}; class accuracy by a linear probe on the same Inception "
-            f"features, {100 * curve['probe_train_accuracy']:.1f}% on the images it was fit on)\n\n"
-            + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows))
+    return (
+        f"**Classifier-free guidance** ({curve['samples']} samples per scale, DDIM {curve['steps']} steps, the classes in "
+        f"turn; FID/KID against {curve['reference']}, {SE_NOTE}; class accuracy by a linear probe on the same Inception "
+        f"features, {100 * curve['probe_train_accuracy']:.1f}% on the images it was fit on)\n\n"
+        + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows)
+    )
 
 
-def quality_table(curves: dict, samplers: tuple[str, ...] | None = None, spacings: tuple[str, ...] | None = None,
-                  spaces: tuple[str, ...] = SPACES) -> str:
+def quality_table(
+    curves: dict,
+    samplers: tuple[str, ...] | None = None,
+    spacings: tuple[str, ...] | None = None,
+    spaces: tuple[str, ...] = SPACES,
+) -> str:
     """The quality table (diffedu.evaluation.quality_table; the shipped one: diffedu.pretrained.quality_table()) as
     markdown; which rows: as diffedu.viz.quality_rows."""
     kept = quality_rows(curves, samplers, spacings, spaces)
-    rows = [[label, r.get("steps", ""), r.get("model_calls", r.get("steps", "")), *fid_kid(r),
-             f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else ""]  # a sampler's row, not a yardstick
-            for label, r in kept.items()]
+    rows = [
+        [
+            label,
+            r.get("steps", ""),
+            r.get("model_calls", r.get("steps", "")),
+            *fid_kid(r),
+            f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else "",
+        ]  # a sampler's row, not a yardstick
+        for label, r in kept.items()
+    ]
     machines = {(m["name"], m["device"], m["threads"], m["torch"]) for m in (r["machine"] for r in kept.values())}
-    where = ("{1} ({0}, {2} threads, torch {3})".format(*machines.pop()) if len(machines) == 1
-             else "the machine each row of the JSON names")
-    return (f"**FID / KID at {curves['samples']} images** against {curves['reference']} ({SE_NOTE}); sampling "
-            f"time per image measured on {where}, batches of 100\n\n" + table(["images", "steps", "model calls", "FID", "KID x 1000", "ms / image"], rows))
+    where = (
+        "{1} ({0}, {2} threads, torch {3})".format(*machines.pop())
+        if len(machines) == 1
+        else "the machine each row of the JSON names"
+    )
+    return (
+        f"**FID / KID at {curves['samples']} images** against {curves['reference']} ({SE_NOTE}); sampling "
+        f"time per image measured on {where}, batches of 100\n\n"
+        + table(["images", "steps", "model calls", "FID", "KID x 1000", "ms / image"], rows)
+    )
 
 
 # ---- comparisons, in words -------------------------------------------------------------
@@ -149,8 +232,10 @@ def paired(table: dict, a: str, b: str) -> dict:
         if row is None:
             raise DiffeduError(f"no row {label!r} in the quality table; rows: {', '.join(table['rows'])}")
         if "influence" not in row:
-            raise DiffeduError(f"the row {label!r} keeps no per-image influences, which a paired difference needs: "
-                               f"measure it again, python -m diffedu quality --rows '{label}'")
+            raise DiffeduError(
+                f"the row {label!r} keeps no per-image influences, which a paired difference needs: "
+                f"measure it again, python -m diffedu quality --rows '{label}'"
+            )
         rows.append(row)
     difference = {}
     for key, _, _ in METRICS:
@@ -183,9 +268,11 @@ def compare(quality: dict, *pairs: tuple[str, str]) -> str:
         for key, _, scale in METRICS:
             cells += [f"{scale * rows[a][key]:.1f} vs {scale * rows[b][key]:.1f}", _signed(d, key, scale)]
         lines.append(cells + [in_words(d)])
-    return (f"**Paired comparisons** ({quality['samples']} images each, from the same noise where one model made both; "
-            f"lower is better; within {LEVEL:g} standard errors is level)\n\n"
-            + table(["first vs second", "FID", "difference", "KID x 1000", "difference", "the first is"], lines))
+    return (
+        f"**Paired comparisons** ({quality['samples']} images each, from the same noise where one model made both; "
+        f"lower is better; within {LEVEL:g} standard errors is level)\n\n"
+        + table(["first vs second", "FID", "difference", "KID x 1000", "difference", "the first is"], lines)
+    )
 
 
 def headline(quality: dict) -> str:
@@ -193,15 +280,17 @@ def headline(quality: dict) -> str:
     lesson 00's (whose next cell shows the paired differences behind the words)."""
     rows = quality["rows"]
     latent, pixel, ddim, ddpm = (rows[label] for label in ("latent DDIM 50", "DDIM 50", "DDIM 20", "DDPM 1000"))
-    return (f"- **Latent diffusion is cheaper.** At {latent['steps']} steps each, latent DDIM makes an image "
-            f"{pixel['seconds_per_image'] / latent['seconds_per_image']:.1f}x faster than pixel DDIM on a "
-            f"{pixel['machine']['threads']}-thread CPU. In quality it is "
-            f"{in_words(paired(quality, 'latent DDIM 50', 'DDIM 50'))} against the pixel model.\n"
-            f"- **DDIM is faster.** From the same trained model, DDIM in {ddim['steps']} steps makes "
-            f"{ddpm['model_calls'] // ddim['model_calls']}x fewer model calls than DDPM's {ddpm['steps']}, and is "
-            f"{in_words(paired(quality, 'DDIM 20', 'DDPM 1000'))}.\n\n"
-            f"Measured on {quality['samples']} images per sampler by FID and KID, which lesson 03 introduces. A "
-            f"difference within {LEVEL:g} standard errors counts as level.")
+    return (
+        f"- **Latent diffusion is cheaper.** At {latent['steps']} steps each, latent DDIM makes an image "
+        f"{pixel['seconds_per_image'] / latent['seconds_per_image']:.1f}x faster than pixel DDIM on a "
+        f"{pixel['machine']['threads']}-thread CPU. In quality it is "
+        f"{in_words(paired(quality, 'latent DDIM 50', 'DDIM 50'))} against the pixel model.\n"
+        f"- **DDIM is faster.** From the same trained model, DDIM in {ddim['steps']} steps makes "
+        f"{ddpm['model_calls'] // ddim['model_calls']}x fewer model calls than DDPM's {ddpm['steps']}, and is "
+        f"{in_words(paired(quality, 'DDIM 20', 'DDPM 1000'))}.\n\n"
+        f"Measured on {quality['samples']} images per sampler by FID and KID, which lesson 03 introduces. A "
+        f"difference within {LEVEL:g} standard errors counts as level."
+    )
 
 
 SHIPPED = {  # each shipped model: what it is, and the quality-table row that scores it
@@ -209,7 +298,10 @@ SHIPPED = {  # each shipped model: what it is, and the quality-table row that sc
     "fm-cifar10": ("the same UNet and recipe, trained by flow matching (lesson 09)", "flow Euler 50"),
     "ect-cifar10": ("fm-cifar10 tuned into a consistency model (lesson 10)", "consistency 2"),
     "vae-cifar10": ("the VAE of lesson 04, with its L1 decoder", "L1-decoder reconstructions"),
-    "vae-cifar10-gan": ("the same encoder, its decoder retrained adversarially (lesson 04)", "VAE reconstructions of them"),
+    "vae-cifar10-gan": (
+        "the same encoder, its decoder retrained adversarially (lesson 04)",
+        "VAE reconstructions of them",
+    ),
     "ldm-cifar10": ("the latent UNet of lesson 05, decoded by vae-cifar10-gan", "latent DDIM 50"),
 }
 GUIDED = ("ldm-cifar10-cond", 3.0)  # the class-conditional model (lesson 07), scored on its guidance curve at this w
@@ -218,32 +310,59 @@ GUIDED = ("ldm-cifar10-cond", 3.0)  # the class-conditional model (lesson 07), s
 def models_table(quality: dict, curve: dict) -> str:
     """The shipped models, each with the scores of its row in the quality table (the guided model's at its guidance
     scale): docs/models.md's table. Their standard errors are in the table and on the cards."""
-    rows = [[f"`{name}`", what, label, f"{quality['rows'][label]['fid']:.1f}", f"{1000 * quality['rows'][label]['kid']:.1f}"]
-            for name, (what, label) in SHIPPED.items()]
+    rows = [
+        [
+            f"`{name}`",
+            what,
+            label,
+            f"{quality['rows'][label]['fid']:.1f}",
+            f"{1000 * quality['rows'][label]['kid']:.1f}",
+        ]
+        for name, (what, label) in SHIPPED.items()
+    ]
     name, w = GUIDED
     guided = curve["scales"][str(w)]
-    rows.append([f"`{name}`", f"the latent UNet, class-conditional (lesson 07): class accuracy "
-                 f"{100 * guided['accuracy']:.0f}%", f"latent DDIM {curve['steps']}, w = {w:g}", f"{guided['fid']:.1f}",
-                 f"{1000 * guided['kid']:.1f}"])
-    return (f"{quality['samples']} images per row against {quality['reference']}; lower is better.\n\n"
-            + table(["model", "what", "scored on", "FID", "KID x 1000"], rows))
+    rows.append(
+        [
+            f"`{name}`",
+            f"the latent UNet, class-conditional (lesson 07): class accuracy {100 * guided['accuracy']:.0f}%",
+            f"latent DDIM {curve['steps']}, w = {w:g}",
+            f"{guided['fid']:.1f}",
+            f"{1000 * guided['kid']:.1f}",
+        ]
+    )
+    return f"{quality['samples']} images per row against {quality['reference']}; lower is better.\n\n" + table(
+        ["model", "what", "scored on", "FID", "KID x 1000"], rows
+    )
 
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = {  # the generated parts of the course's pages: (file, start marker, end marker, what fills it)
-    "claims": (ROOT / "README.md", "<!-- claims: python -m diffedu.report writes them -->", "<!-- end of claims -->",
-               lambda: headline(pretrained.quality_table())),
-    "models": (ROOT / "docs" / "models.md", "<!-- models: python -m diffedu.report writes them -->",
-               "<!-- end of models -->",
-               lambda: models_table(pretrained.quality_table(), pretrained.guidance_curve(GUIDED[0]))),
+    "claims": (
+        ROOT / "README.md",
+        "<!-- claims: python -m diffedu.report writes them -->",
+        "<!-- end of claims -->",
+        lambda: headline(pretrained.quality_table()),
+    ),
+    "models": (
+        ROOT / "docs" / "models.md",
+        "<!-- models: python -m diffedu.report writes them -->",
+        "<!-- end of models -->",
+        lambda: models_table(pretrained.quality_table(), pretrained.guidance_curve(GUIDED[0])),
+    ),
 }
 
 
 if __name__ == "__main__":
     try:
-        changed = [path.relative_to(ROOT) for path, start, end, make in BLOCKS.values()
-                   if rewrite_block(path, start, end, make())]
+        changed = [
+            path.relative_to(ROOT)
+            for path, start, end, make in BLOCKS.values()
+            if rewrite_block(path, start, end, make())
+        ]
     except DiffeduError as error:
         sys.exit(f"error: {error}")
-    print("\n".join(f"rewrote {path}'s measured numbers" for path in changed)
-          or "the pages' numbers agree with the shipped quality table and guidance curve")
+    print(
+        "\n".join(f"rewrote {path}'s measured numbers" for path in changed)
+        or "the pages' numbers agree with the shipped quality table and guidance curve"
+    )

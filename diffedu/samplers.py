@@ -16,10 +16,12 @@ The deterministic samplers all solve one ODE, the probability-flow ODE, which is
 sigma = sqrt((1 - alpha_bar) / alpha_bar) and x~ = x / sqrt(alpha_bar):  dx~/dsigma = eps(x, t).
 DDIM (eta = 0) is exactly its Euler step; Heun and DPM-Solver++(2M) are second-order steps of it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -89,10 +91,12 @@ SAMPLERS: dict[str, type[Scheduler]] = {}  # by name: what `make_scheduler`, the
 
 def register(name: str, title: str) -> Callable[[type], type]:
     """Make a scheduler class a sampler that can be asked for by `name` (`title`: its name in tables)."""
+
     def wrap(cls: type) -> type:
         cls.name, cls.title = name, title
         SAMPLERS[name] = cls
         return cls
+
     return wrap
 
 
@@ -111,10 +115,11 @@ class Scheduler:
         self.schedule, self.clip_x0 = schedule, clip_x0
         self.set_timesteps()
 
-    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> "Scheduler":
+    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> Scheduler:
         """Visit `steps` timesteps (None: all T), spaced uniformly, quadratically or evenly in log-SNR."""
-        self.timesteps = ddim_timesteps(self.schedule.T, self.schedule.T if steps is None else steps, spacing,
-                                        self.schedule.alpha_bar)
+        self.timesteps = ddim_timesteps(
+            self.schedule.T, self.schedule.T if steps is None else steps, spacing, self.schedule.alpha_bar
+        )
         self._prev = dict(zip(self.timesteps, self.timesteps[1:] + [-1]))
         self.reset()
         return self
@@ -126,7 +131,7 @@ class Scheduler:
         """Model calls (NFE) of one run through the timesteps: one per step here."""
         return len(self.timesteps)
 
-    def sample_step(self, model: nn.Module, x: torch.Tensor, t: int, generator=None) -> "StepOutput":
+    def sample_step(self, model: nn.Module, x: torch.Tensor, t: int, generator=None) -> StepOutput:
         """One step from t: ask the model for the noise in x_t, then `step`."""
         return self.step(model(x, _t_batch(t, x)), t, x, generator)
 
@@ -135,8 +140,10 @@ class Scheduler:
         t = int(t)
         if t not in self._prev:
             shown = self.timesteps if len(self.timesteps) <= 6 else [*self.timesteps[:3], "...", *self.timesteps[-2:]]
-            raise DiffeduError(f"t = {t} is not one of this scheduler's {len(self.timesteps)} timesteps "
-                               f"({', '.join(map(str, shown))}): step through scheduler.timesteps")
+            raise DiffeduError(
+                f"t = {t} is not one of this scheduler's {len(self.timesteps)} timesteps "
+                f"({', '.join(map(str, shown))}): step through scheduler.timesteps"
+            )
         return self._prev[t]
 
     def alpha_bar(self, t: int, like: torch.Tensor) -> torch.Tensor:
@@ -160,15 +167,17 @@ class DDPMScheduler(Scheduler):
 
     order = None
 
-    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> "DDPMScheduler":
+    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> DDPMScheduler:
         # steps and spacing choose which timesteps to visit; DDPM has no choice, so asking for one is a mistake
         every = f"DDPM visits every one of the T={self.schedule.T} steps"
         ddim = "DDIM (sampler 'ddim', DDIMScheduler)"
         if steps not in (None, self.schedule.T):
             raise DiffeduError(f"{every}: leave steps out, or sample with {ddim} for fewer")
         if spacing != "uniform":
-            raise DiffeduError(f"{every}, so spacing has nothing to space: leave spacing out, or sample with {ddim} "
-                               "in fewer, spaced steps")
+            raise DiffeduError(
+                f"{every}, so spacing has nothing to space: leave spacing out, or sample with {ddim} "
+                "in fewer, spaced steps"
+            )
         return super().set_timesteps()
 
     def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator=None, noise=None) -> StepOutput:
@@ -183,8 +192,9 @@ class DDPMScheduler(Scheduler):
         return StepOutput(mean + at(s.posterior_variance, t, x_t).sqrt() * noise, x0)
 
 
-def ddim_update(x0: torch.Tensor, eps: torch.Tensor, ab_prev: torch.Tensor,
-                sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
+def ddim_update(
+    x0: torch.Tensor, eps: torch.Tensor, ab_prev: torch.Tensor, sigma: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """DDIM's update (Song et al. 2021, eq. 12) without its fresh noise sigma z: the model's clean image x0 and
     noise eps, put together again at the next noise level ab_prev (alpha_bar at t_prev),
 
@@ -317,7 +327,9 @@ class Guided(nn.Module):
     def __init__(self, model: nn.Module, labels: torch.Tensor, guidance: float) -> None:
         super().__init__()
         if not 0 <= guidance < float("inf"):
-            raise DiffeduError(f"the guidance scale w must be 0 or more (0: unconditional, 1: conditional), got {guidance}")
+            raise DiffeduError(
+                f"the guidance scale w must be 0 or more (0: unconditional, 1: conditional), got {guidance}"
+            )
         self.model, self.labels, self.guidance = model, labels, guidance
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -327,7 +339,9 @@ class Guided(nn.Module):
             return self.model(x, t, self.labels)
         t = torch.as_tensor(t, device=x.device).expand(len(x))
         unlabelled = torch.full_like(self.labels, self.model.config.num_classes)
-        eps_cond, eps_uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, unlabelled])).chunk(2)
+        eps_cond, eps_uncond = self.model(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, unlabelled])
+        ).chunk(2)
         return eps_uncond + self.guidance * (eps_cond - eps_uncond)
 
 
@@ -408,7 +422,9 @@ class Counted(nn.Module):
         return self.model(x, t)
 
 
-def sample(model: nn.Module, scheduler: Scheduler, x_T: torch.Tensor, generator=None, progress: bool = True) -> torch.Tensor:
+def sample(
+    model: nn.Module, scheduler: Scheduler, x_T: torch.Tensor, generator=None, progress: bool = True
+) -> torch.Tensor:
     """The final images only."""
     return sample_trajectory(model, scheduler, x_T, frames=0, generator=generator, progress=progress).images
 
@@ -417,23 +433,39 @@ def ddpm_sample(model, schedule: Schedule, x_T, clip_x0: bool = True, **kwargs) 
     return sample(model, DDPMScheduler(schedule, clip_x0), x_T, **kwargs)
 
 
-def ddim_sample(model, schedule: Schedule, x_T, steps: int = 50, eta: float = 0.0, spacing: str = "uniform",
-                clip_x0: bool = True, **kwargs) -> torch.Tensor:
+def ddim_sample(
+    model,
+    schedule: Schedule,
+    x_T,
+    steps: int = 50,
+    eta: float = 0.0,
+    spacing: str = "uniform",
+    clip_x0: bool = True,
+    **kwargs,
+) -> torch.Tensor:
     return sample(model, DDIMScheduler(schedule, eta, clip_x0).set_timesteps(steps, spacing), x_T, **kwargs)
 
 
 DEFAULT_STEPS = 50  # a sampler's steps when none are asked for (DDPM's excepted: always all T)
 
 
-def make_scheduler(name: str, schedule: Schedule, steps: int | None = None, eta: float = 0.0,
-                   spacing: str = "uniform", clip_x0: bool = True) -> Scheduler:
+def make_scheduler(
+    name: str,
+    schedule: Schedule,
+    steps: int | None = None,
+    eta: float = 0.0,
+    spacing: str = "uniform",
+    clip_x0: bool = True,
+) -> Scheduler:
     """A sampler by its registered name (`SAMPLERS`): 'ddpm' (always all T steps), or 'ddim', 'heun', 'dpmpp2m' in
     `steps` steps (None: DEFAULT_STEPS). `eta` is DDIM's alone."""
     if name not in tuple(SAMPLERS):  # (a tuple: an unhashable name is unknown too, not a TypeError)
         raise DiffeduError(f"unknown sampler {name!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
     if eta and name != "ddim":
-        raise DiffeduError(f"eta is DDIM's knob (0: deterministic, 1: as noisy as DDPM); {SAMPLERS[name].title} has none. "
-                           "Leave eta out, or sample with DDIM")
+        raise DiffeduError(
+            f"eta is DDIM's knob (0: deterministic, 1: as noisy as DDPM); {SAMPLERS[name].title} has none. "
+            "Leave eta out, or sample with DDIM"
+        )
     if name == "ddpm":
         return DDPMScheduler(schedule, clip_x0).set_timesteps(steps, spacing)
     scheduler = DDIMScheduler(schedule, eta, clip_x0) if name == "ddim" else SAMPLERS[name](schedule, clip_x0)
@@ -452,8 +484,9 @@ def flow_model_calls(sampler: str, steps: int) -> int:
 
 
 @torch.inference_mode()
-def flow_sample(velocity: nn.Module, x1: torch.Tensor, steps: int, sampler: str = "euler",
-                progress: bool = False) -> Trajectory:
+def flow_sample(
+    velocity: nn.Module, x1: torch.Tensor, steps: int, sampler: str = "euler", progress: bool = False
+) -> Trajectory:
     """Solve a flow-matching model's ODE dx/dt = v(x, t) from the noise x1 at t = 1 to an image at t = 0, in
     `steps` evenly spaced steps of t (rectified flow's grid): by Euler's method (lesson 09's `fm_sample`; on the
     flow it is DDIM's step), or by Heun's (the mean of the slopes at both ends of the Euler step: second order,
@@ -485,8 +518,13 @@ def consistency_times(steps: int) -> list[float]:
 
 
 @torch.inference_mode()
-def consistency_sample(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x1: torch.Tensor, steps: int = 1,
-                       generator: torch.Generator | None = None, progress: bool = False) -> Trajectory:
+def consistency_sample(
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x1: torch.Tensor,
+    steps: int = 1,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Trajectory:
     """Multistep consistency sampling (Song et al. 2023, Algorithm 1): the image f(x1, 1) from the noise x1; then,
     at each smaller t of `consistency_times(steps)`, put it back on a line at t with fresh noise,
     x_t = (1 - t) x0 + t z, and ask f again. One model call a step; more steps fix what one jump got wrong."""
@@ -498,8 +536,14 @@ def consistency_sample(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
 
 
 @torch.inference_mode()
-def ddim_invert(model: nn.Module, schedule: Schedule, x0: torch.Tensor, steps: int = 100,
-                spacing: str = "uniform", progress: bool = True) -> torch.Tensor:
+def ddim_invert(
+    model: nn.Module,
+    schedule: Schedule,
+    x0: torch.Tensor,
+    steps: int = 100,
+    spacing: str = "uniform",
+    progress: bool = True,
+) -> torch.Tensor:
     """Run deterministic DDIM backwards, image -> noise x_T, through the timesteps that sampling
     with the same steps visits, in reverse. Sampling the result gives the image back (exactly, as steps grow)."""
     model.eval()

@@ -8,6 +8,7 @@ Notation follows Ho et al. (2020), "Denoising Diffusion Probabilistic Models":
 All tables are float64 so the closed forms can be checked tightly; they are
 cast to the data's dtype when used.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,6 @@ import math
 import torch
 
 from .errors import DiffeduError
-
 
 MAX_T = 100_000  # DDPM uses 1000 steps, improved DDPM 4000; a config asking for 10^12 would exhaust the memory
 
@@ -41,7 +41,9 @@ class Schedule:
     def __init__(self, betas: torch.Tensor, name: str = "custom") -> None:
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.dim() != 1 or len(betas) == 0 or not ((betas > 0) & (betas < 1)).all():
-            raise DiffeduError(f"betas must be a non-empty 1-d tensor with every value in (0, 1), got shape {tuple(betas.shape)}")
+            raise DiffeduError(
+                f"betas must be a non-empty 1-d tensor with every value in (0, 1), got shape {tuple(betas.shape)}"
+            )
         self.name, self.betas = name, betas
         self.alphas = 1 - betas
         self.alpha_bar = torch.cumprod(self.alphas, 0)
@@ -54,20 +56,22 @@ class Schedule:
         self.posterior_coef_xt = (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)
 
     @classmethod
-    def linear(cls, T: int = 1000) -> "Schedule":
+    def linear(cls, T: int = 1000) -> Schedule:
         return cls(linear_betas(T), name="linear")
 
     @classmethod
-    def cosine(cls, T: int = 1000) -> "Schedule":
+    def cosine(cls, T: int = 1000) -> Schedule:
         return cls(cosine_betas(T), name="cosine")
 
     @classmethod
-    def by_name(cls, name: str, T: int = 1000) -> "Schedule":
+    def by_name(cls, name: str, T: int = 1000) -> Schedule:
         makers = {"linear": cls.linear, "cosine": cls.cosine}
         if name not in makers:
             raise DiffeduError(f"unknown schedule {name!r}; choose one of {sorted(makers)}")
         if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= MAX_T:
-            raise DiffeduError(f"T, the number of diffusion steps, must be a whole number from 1 to {MAX_T:,}, got {T!r}")
+            raise DiffeduError(
+                f"T, the number of diffusion steps, must be a whole number from 1 to {MAX_T:,}, got {T!r}"
+            )
         return makers[name](T)
 
     @property

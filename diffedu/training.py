@@ -10,6 +10,7 @@ GPU (the loss is read back once per log, not per step), AdamW is fused on CUDA,
 the EMA is one `_foreach_lerp_` call, and `compile=` captures the forward and
 backward (mode "reduce-overhead": CUDA graphs, one launch for the lot).
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,9 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -32,22 +33,30 @@ from .measure import synchronize
 from .schedules import Schedule
 
 
-def drop_labels(labels: torch.Tensor, no_label: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_labels(
+    labels: torch.Tensor, no_label: int, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Each label replaced by `no_label` (the index after the classes) with probability p, on its own."""
     dropped = distributed.rand(len(labels), generator=generator).to(labels.device) < p
     return torch.where(dropped, torch.full_like(labels, no_label), labels)
 
 
-def _images_and_labels(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], drop: float,
-                       drop_labels: Callable) -> tuple[torch.Tensor, tuple]:
+def _images_and_labels(
+    model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], drop: float, drop_labels: Callable
+) -> tuple[torch.Tensor, tuple]:
     """The losses' batch, unlabelled or (x0, labels): its images x0, and what the model is given after (x_t, t):
     nothing, or the labels with some dropped (`drop_labels` at rate `drop`, as `eps_loss` says why)."""
     x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
     return x0, (() if labels is None else (drop_labels(labels, model.config.num_classes, drop),))
 
 
-def eps_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], schedule: Schedule,
-             drop: float = 0.1, drop_labels: Callable = drop_labels) -> torch.Tensor:
+def eps_loss(
+    model: nn.Module,
+    batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    schedule: Schedule,
+    drop: float = 0.1,
+    drop_labels: Callable = drop_labels,
+) -> torch.Tensor:
     """DDPM's simple loss (Ho et al. eq. 14): noise x0 to a random step t and
     ask the model for the noise: || eps - eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps, t) ||^2.
 
@@ -61,8 +70,12 @@ def eps_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.T
     return F.mse_loss(model(schedule.q_sample(x0, t, noise), t, *labels), noise)
 
 
-def flow_loss(model: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], drop: float = 0.1,
-              drop_labels: Callable = drop_labels) -> torch.Tensor:
+def flow_loss(
+    model: nn.Module,
+    batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    drop: float = 0.1,
+    drop_labels: Callable = drop_labels,
+) -> torch.Tensor:
     """Flow matching's loss (rectified flow: Lipman et al. 2023, Liu et al. 2023): put x0 at a uniform time t on
     the straight line to its noise, x_t = (1 - t) x0 + t eps (t = 0 the data, t = 1 pure noise), and ask the model
     for the line's velocity: || (eps - x0) - v_theta(x_t, t) ||^2. The best answer is E[eps - x0 | x_t], the
@@ -81,7 +94,9 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.model.config = model.config  # one architecture, one config: a change to it (a VAE's scale factor) reaches both
+        self.model.config = (
+            model.config
+        )  # one architecture, one config: a change to it (a VAE's scale factor) reaches both
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
@@ -124,19 +139,32 @@ class Trainer:
 
     autocast = True  # bf16 on CUDA (a subclass whose loss needs float32 turns it off)
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], *,
-                 lr: float = 2e-4, weight_decay: float = 0.0, ema_decay: float = 0.999, grad_clip: float = 1.0,
-                 device: str | torch.device | None = None, meta: dict | None = None,
-                 compile: str | None = None, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+        *,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        ema_decay: float = 0.999,
+        grad_clip: float = 1.0,
+        device: str | torch.device | None = None,
+        meta: dict | None = None,
+        compile: str | None = None,
+        channels_last: bool = False,
+    ) -> None:
         """`compile`: a torch.compile mode for the forward and backward ("default", "reduce-overhead" for CUDA
         graphs, "max-autotune"); `channels_last`: convolutions on NHWC tensors (faster on tensor cores)."""
         self.meta = dict(meta or {})  # saved with every checkpoint, e.g. which noise schedule the model learned
         self.device = get_device(device)
         self.channels_last = channels_last
-        self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self.model = model.to(
+            self.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
         self.loss_fn, self.grad_clip, self.lr = loss_fn, grad_clip, lr
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
-                                           fused=self.device.type == "cuda")  # one kernel for every parameter's update
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=weight_decay, fused=self.device.type == "cuda"
+        )  # one kernel for every parameter's update
         self.ema = EMA(self.model, ema_decay)
         # What the loss calls: on several processes (torchrun) DDP's wrapper, which averages the gradients.
         # (A subclass with its own step, and no loss_fn, wraps what it trains itself.)
@@ -149,10 +177,19 @@ class Trainer:
     def _model_loss(self, batch) -> torch.Tensor:
         return self.loss_fn(self._net, batch)
 
-    def fit(self, batches: Iterator[torch.Tensor], steps: int, *, log_every: int = 10,
-            callback: Callable[["Trainer"], None] | None = None, save_to: str | Path | None = None,
-            save_every: int = 0, progress: bool = True, deadline: float | None = None,
-            budget_seconds: float | None = None) -> "Trainer":
+    def fit(
+        self,
+        batches: Iterator[torch.Tensor],
+        steps: int,
+        *,
+        log_every: int = 10,
+        callback: Callable[[Trainer], None] | None = None,
+        save_to: str | Path | None = None,
+        save_every: int = 0,
+        progress: bool = True,
+        deadline: float | None = None,
+        budget_seconds: float | None = None,
+    ) -> Trainer:
         """Train for `steps` more steps, or until `time.monotonic()` passes `deadline` (seen at a log). Every `log_every`
         steps: update the bar and call `callback(self)`; every `save_every` steps, at the end, and on Ctrl-C: save.
         `budget_seconds`: train for this much training time in all (earlier runs' included) instead, the learning
@@ -162,9 +199,17 @@ class Trainer:
         optimizers = list(self.parts()[1].values())  # a timed run anneals every one of them
         # a timed run's bar counts the budget's seconds (its steps are not known in advance), any other's the steps
         progress = progress and distributed.is_main()
-        bar = (tqdm(total=round(budget_seconds), initial=min(round(self.seconds), round(budget_seconds)), unit="s",
-                    desc="training (time budget)", disable=not progress) if budget_seconds
-               else tqdm(total=steps, desc="training", disable=not progress))
+        bar = (
+            tqdm(
+                total=round(budget_seconds),
+                initial=min(round(self.seconds), round(budget_seconds)),
+                unit="s",
+                desc="training (time budget)",
+                disable=not progress,
+            )
+            if budget_seconds
+            else tqdm(total=steps, desc="training", disable=not progress)
+        )
         # The clock is read at each log, and on several processes taken from process 0 (`distributed.agree`):
         # all of them must stop at the same step and anneal alike.
         used = self.seconds  # training seconds so far
@@ -180,7 +225,9 @@ class Trainer:
                     else:
                         bar.update(1)
                     loss = self.train_step(next(batches))
-                    pending.append(loss.detach().clone())  # a copy: a CUDA graph's output is overwritten by its next run
+                    pending.append(
+                        loss.detach().clone()
+                    )  # a copy: a CUDA graph's output is overwritten by its next run
                     saving = bool(save_to and save_every and self.step % save_every == 0)
                     stop = False
                     if len(pending) == log_every or i == steps - 1 or saving:  # a save holds the whole history
@@ -222,8 +269,10 @@ class Trainer:
         if bad:  # found before the next save, so no checkpoint ever holds the broken weights
             loss = losses[bad[0]]
             why = f", over {DIVERGED}x the first step's {first:.4g}" if math.isfinite(loss) else ""
-            raise FloatingPointError(f"loss became {loss:.4g} at step {self.step - len(losses) + bad[0] + 1}{why}: "
-                                     "the training diverged; lower the learning rate")
+            raise FloatingPointError(
+                f"loss became {loss:.4g} at step {self.step - len(losses) + bad[0] + 1}{why}: "
+                "the training diverged; lower the learning rate"
+            )
         self.history += losses
         recent = self.history[-window:]
         if recent:
@@ -239,7 +288,9 @@ class Trainer:
             batch = _channels_last(batch)
         if self.compile:
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the CUDA graphs may reuse the last one's memory
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast and self.device.type == "cuda"):
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.autocast and self.device.type == "cuda"
+        ):
             loss = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -285,13 +336,23 @@ class Trainer:
             state = optimizer.state_dict()
             tensors |= {f"{prefix}.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
             groups[prefix] = state["param_groups"]
-        return checkpoint.save(path, tensors, {
-            "kind": checkpoint.model_kind(self.model), "config": self.model.config.to_dict(),
-            "step": self.step, "seconds": self.seconds, "history": self.history,
-            "optimizer": groups.pop("optim"), **({"optimizers": groups} if groups else {}), **self.meta, **meta,
-        })
+        return checkpoint.save(
+            path,
+            tensors,
+            {
+                "kind": checkpoint.model_kind(self.model),
+                "config": self.model.config.to_dict(),
+                "step": self.step,
+                "seconds": self.seconds,
+                "history": self.history,
+                "optimizer": groups.pop("optim"),
+                **({"optimizers": groups} if groups else {}),
+                **self.meta,
+                **meta,
+            },
+        )
 
-    def load(self, path: str | Path) -> "Trainer":
+    def load(self, path: str | Path) -> Trainer:
         """Resume from a checkpoint written by `save` (the model must match its config)."""
         tensors, meta = checkpoint.load(path)
         modules, optimizers = self.parts()
@@ -303,7 +364,9 @@ class Trainer:
             for key, value in checkpoint.with_prefix(tensors, prefix).items():
                 index, name = key.split(".", 1)
                 state.setdefault(int(index), {})[name] = value
-            optimizer.load_state_dict({"state": state, "param_groups": [{**g, "betas": tuple(g["betas"])} for g in groups[prefix]]})
+            optimizer.load_state_dict(
+                {"state": state, "param_groups": [{**g, "betas": tuple(g["betas"])} for g in groups[prefix]]}
+            )
         self.step, self.history, self.seconds = meta["step"], meta["history"], meta.get("seconds", 0.0)
         return self
 

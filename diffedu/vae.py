@@ -5,6 +5,7 @@ training samples from it with the reparameterisation trick and pays a small KL
 price for straying from N(0, I), which keeps the latent space smooth enough to
 interpolate in and to diffuse in.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -30,10 +31,16 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
-        check_positive(self, "in_channels", "image_size", "latent_channels", "channels", "channel_mult", "num_res_blocks")
+        check_positive(
+            self, "in_channels", "image_size", "latent_channels", "channels", "channel_mult", "num_res_blocks"
+        )
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
             raise DiffeduError(f"image_size {self.image_size} cannot be halved {len(self.channel_mult) - 1} times")
-        if isinstance(self.scale_factor, bool) or not isinstance(self.scale_factor, (int, float)) or not 0 < self.scale_factor < float("inf"):
+        if (
+            isinstance(self.scale_factor, bool)
+            or not isinstance(self.scale_factor, (int, float))
+            or not 0 < self.scale_factor < float("inf")
+        ):
             raise DiffeduError(f"scale_factor must be a positive number, got {self.scale_factor!r}")
 
     @property
@@ -76,14 +83,18 @@ class VAE(nn.Module):
         """The mean and log-variance of q(z | x), each (B, latent_channels, 8, 8)."""
         cfg = self.config
         if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
-            raise DiffeduError(f"this VAE encodes (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}) images, got {tuple(x.shape)}")
+            raise DiffeduError(
+                f"this VAE encodes (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}) images, got {tuple(x.shape)}"
+            )
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         return mean, logvar.clamp(-30, 20)  # keeps exp(logvar) finite
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if z.shape[1:] != (cfg.latent_channels, cfg.latent_size, cfg.latent_size):
-            raise DiffeduError(f"this VAE decodes (batch, {cfg.latent_channels}, {cfg.latent_size}, {cfg.latent_size}) latents, got {tuple(z.shape)}")
+            raise DiffeduError(
+                f"this VAE decodes (batch, {cfg.latent_channels}, {cfg.latent_size}, {cfg.latent_size}) latents, got {tuple(z.shape)}"
+            )
         return self.decoder(z)
 
     @torch.inference_mode()

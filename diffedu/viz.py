@@ -1,7 +1,8 @@
 """Pictures: image grids, and a loss curve that redraws while training runs."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,7 +21,9 @@ def grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
     canvas = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 255, dtype=torch.uint8)
     for i, img in enumerate(x):
         r, col = divmod(i, nrow)
-        canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
+        canvas[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = (
+            img
+        )
     out = canvas.permute(1, 2, 0).numpy()
     return out if c == 3 else out[..., 0]
 
@@ -95,7 +98,12 @@ _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
     ("pixel Heun, log-SNR steps", "P:", "C5", _pixel("heun", "logsnr")),
     ("pixel DDPM 1000", "s", "C3", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddpm"),
     ("latent DDIM", "D-", "C2", lambda r: r.get("space") == "latent" and not r.get("vae")),
-    ("latent DDIM, L1 decoder", "x", "C7", lambda r: r.get("space") == "latent" and r.get("vae")),  # before the decoder stage
+    (
+        "latent DDIM, L1 decoder",
+        "x",
+        "C7",
+        lambda r: r.get("space") == "latent" and r.get("vae"),
+    ),  # before the decoder stage
     ("flow matching, Euler", "*-", "C8", lambda r: r.get("space") == "flow" and r["sampler"] == "euler"),
     ("flow matching, Heun", "X-", "C9", lambda r: r.get("space") == "flow" and r["sampler"] == "heun"),
     ("consistency model (ECT)", "h-", "C6", lambda r: r.get("space") == "consistency"),
@@ -111,22 +119,35 @@ def _model_calls(row: dict) -> int:
     return row.get("model_calls", row["steps"])
 
 
-def quality_rows(table: dict, samplers: tuple[str, ...] | None = None, spacings: tuple[str, ...] | None = None,
-                 spaces: tuple[str, ...] = SPACES) -> dict:
+def quality_rows(
+    table: dict,
+    samplers: tuple[str, ...] | None = None,
+    spacings: tuple[str, ...] | None = None,
+    spaces: tuple[str, ...] = SPACES,
+) -> dict:
     """The rows of a quality table to show: only those samplers' and spacings' (None: all), of the models of
     `spaces` (MODELS: "pixel" is ddpm-cifar10, ...); the yardsticks always (the reconstructions by the latent
     model's VAEs only with its rows)."""
+
     def kept(label: str, row: dict) -> bool:
         if "sampler" not in row:  # a yardstick
             return "latent" in spaces or label == "real test images"
-        return (row["space"] in spaces and (samplers is None or row["sampler"] in samplers)
-                and (spacings is None or row["spacing"] in spacings))
+        return (
+            row["space"] in spaces
+            and (samplers is None or row["sampler"] in samplers)
+            and (spacings is None or row["spacing"] in spacings)
+        )
 
     return {label: row for label, row in table["rows"].items() if kept(label, row)}
 
 
-def quality_plot(table: dict, against: str = "calls", samplers: tuple[str, ...] | None = None,
-                 spacings: tuple[str, ...] | None = None, spaces: tuple[str, ...] = SPACES) -> plt.Figure:
+def quality_plot(
+    table: dict,
+    against: str = "calls",
+    samplers: tuple[str, ...] | None = None,
+    spacings: tuple[str, ...] | None = None,
+    spaces: tuple[str, ...] = SPACES,
+) -> plt.Figure:
     """The shipped quality table (diffedu.pretrained.quality_table()) as FID and KID against the model calls
     (`against="calls"`, NFE: for DDPM and DDIM the steps) or the seconds per image: one line per kind of sampler,
     each point with its standard error, the yardsticks as horizontal lines. Which rows: as `quality_rows`."""
@@ -139,13 +160,22 @@ def quality_plot(table: dict, against: str = "calls", samplers: tuple[str, ...] 
             if points:
                 x, y, error = zip(*points)
                 ax.errorbar(x, y, yerr=error, fmt=style, color=colour, capsize=2, label=label)
-        yardsticks = [("real test images", "--", "k"), ("VAE reconstructions of them", ":", "C2"),
-                      ("L1-decoder reconstructions", ":", "C7")]
+        yardsticks = [
+            ("real test images", "--", "k"),
+            ("VAE reconstructions of them", ":", "C2"),
+            ("L1-decoder reconstructions", ":", "C7"),
+        ]
         for label, style, colour in yardsticks:
             if label in rows:
                 ax.axhline(scale * rows[label][key], color=colour, ls=style, lw=1, label=label)
-        ax.set(xscale="log", xlabel="model calls (NFE; DDPM's and DDIM's: the steps)" if against == "calls" else
-               "seconds per image (log scale)", ylabel=f"{name} (lower is better)", title=f"{name}, {table['samples']} images each")
+        ax.set(
+            xscale="log",
+            xlabel="model calls (NFE; DDPM's and DDIM's: the steps)"
+            if against == "calls"
+            else "seconds per image (log scale)",
+            ylabel=f"{name} (lower is better)",
+            title=f"{name}, {table['samples']} images each",
+        )
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -4,10 +4,11 @@ Every picture a slider can show is rendered to PNG before the widget appears,
 so moving a slider only swaps bytes: nothing is recomputed, and it stays
 instant on a CPU.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import ipywidgets as W
 import torch
@@ -38,8 +39,9 @@ def _slider_view(frames: list[bytes], captions: list[str], description: str, val
     """A slider over precomputed PNG frames, with a caption for each."""
     image = W.Image(value=frames[0], format="png")
     caption = W.HTML(captions[0])
-    slider = W.SelectionSlider(options=values, value=values[0], description=description, continuous_update=True,
-                               layout=W.Layout(width="500px"))
+    slider = W.SelectionSlider(
+        options=values, value=values[0], description=description, continuous_update=True, layout=W.Layout(width="500px")
+    )
     index = {v: i for i, v in enumerate(values)}
 
     def show(change) -> None:
@@ -54,15 +56,19 @@ def noising_widget(images: torch.Tensor, schedule: Schedule, frames: int = 51, s
     """A slider over t that shows q(x_t | x_0) of the given images: one fixed
     noise draw, so moving t shows the signal fading, not the noise changing."""
     if frames < 2 or len(images) == 0:
-        raise DiffeduError(f"the noising widget needs at least 1 image and 2 frames, got {len(images)} images and {frames} frames")
+        raise DiffeduError(
+            f"the noising widget needs at least 1 image and 2 frames, got {len(images)} images and {frames} frames"
+        )
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     ts = torch.linspace(0, schedule.T - 1, frames).round().long().tolist()
     pngs, captions = [], []
     for t in ts:
         pngs.append(png(schedule.q_sample(images, torch.tensor(t), noise)))
         ab = schedule.alpha_bar[t].item()
-        captions.append(f"t = {t}: signal sqrt(alpha_bar) = {ab ** 0.5:.3f}, noise sqrt(1 - alpha_bar) = {(1 - ab) ** 0.5:.3f}, "
-                        f"SNR = {schedule.snr[t].item():.3g}")
+        captions.append(
+            f"t = {t}: signal sqrt(alpha_bar) = {ab**0.5:.3f}, noise sqrt(1 - alpha_bar) = {(1 - ab) ** 0.5:.3f}, "
+            f"SNR = {schedule.snr[t].item():.3g}"
+        )
     return _slider_view(pngs, captions, "t", ts)
 
 
@@ -83,8 +89,11 @@ def trajectory_widget(trajectory: Trajectory, n: int = 8, decode: Callable | Non
         else:  # latents are 8x8: enlarge them to the decoded images' size to stack the rows
             show = lambda z: F.interpolate(z[:n, :3] / 3, size=32, mode="nearest")  # unit-variance latents, +-3 std
             pngs.append(png(torch.cat([show(x_t), show(x0), decode(x0[:n]).cpu()]), nrow=n))
-    rows = ("Top: x_t. Bottom: the model's prediction of x_0." if decode is None else
-            "Rows: x_t and the predicted x_0 (latent channels 0-2 shown as colours), then that prediction decoded.")
+    rows = (
+        "Top: x_t. Bottom: the model's prediction of x_0."
+        if decode is None
+        else "Rows: x_t and the predicted x_0 (latent channels 0-2 shown as colours), then that prediction decoded."
+    )
     captions = [f"t = {t} (snapshot {i + 1} of {len(pngs)}). {rows}" for i, t in enumerate(trajectory.timesteps)]
     return _slider_view(pngs, captions, "t", trajectory.timesteps)
 
@@ -105,8 +114,10 @@ def latent_explorer(vae, image_a: torch.Tensor, image_b: torch.Tensor, seed: int
         z[channel.value] = z[channel.value] * scale.value + jitter.value * noise
         decoded.value = png(decode_latents(vae, z[None]).cpu(), zoom=6)
         channels.value = _channel_strip(z, channel.value)
-        caption.value = (f"decoded image (left), and its {len(z)} latent channels (right, grey = 0); channel "
-                         f"{channel.value} (framed in red) x {scale.value:.1f} + {jitter.value:.1f} noise")
+        caption.value = (
+            f"decoded image (left), and its {len(z)} latent channels (right, grey = 0); channel "
+            f"{channel.value} (framed in red) x {scale.value:.1f} + {jitter.value:.1f} noise"
+        )
 
     for control in (mix, channel, scale, jitter):
         control.observe(update, names="value")
@@ -121,9 +132,9 @@ def _channel_strip(z: torch.Tensor, selected: int, zoom: int = 12) -> bytes:
     array = grid((z[:, None] / 3).clamp(-1, 1).expand(-1, 3, -1, -1), nrow=len(z))  # RGB, for the red frame
     h, w = z.shape[1:]
     left = selected * (w + 1)  # grid() leaves a 1-pixel gap around each channel: the frame goes there
-    inside = array[1:h + 1, left + 1:left + w + 1].copy()
-    array[:h + 2, left:left + w + 2] = (220, 30, 30)
-    array[1:h + 1, left + 1:left + w + 1] = inside
+    inside = array[1 : h + 1, left + 1 : left + w + 1].copy()
+    array[: h + 2, left : left + w + 2] = (220, 30, 30)
+    array[1 : h + 1, left + 1 : left + w + 1] = inside
     return _encode(array, zoom)
 
 
@@ -135,8 +146,13 @@ def image_slider(images: dict, description: str, caption: Callable[[object], str
     return _slider_view([png(images[v], nrow=nrow) for v in values], [caption(v) for v in values], description, values)
 
 
-def picker_widget(images: dict, pick: tuple[str, list[tuple[str, object]]], slide: tuple[str, list],
-                  caption: Callable[[object, object], str], start: int = 0) -> W.VBox:
+def picker_widget(
+    images: dict,
+    pick: tuple[str, list[tuple[str, object]]],
+    slide: tuple[str, list],
+    caption: Callable[[object, object], str],
+    start: int = 0,
+) -> W.VBox:
     """Pick one thing from a list and slide along another: {(picked, slid): images} precomputed (from the same
     noise, so that what changes is what the two controls choose), shown as one row. `pick`: the dropdown's
     description and its (label, value) options; `slide`: the slider's description and values, starting at the
@@ -145,8 +161,13 @@ def picker_widget(images: dict, pick: tuple[str, list[tuple[str, object]]], slid
         raise DiffeduError("the widget needs at least one batch of images")
     frames = {key: png(batch, nrow=len(batch), zoom=3) for key, batch in images.items()}
     picker = W.Dropdown(options=pick[1], description=pick[0])
-    slider = W.SelectionSlider(options=slide[1], value=slide[1][min(start, len(slide[1]) - 1)], description=slide[0],
-                               continuous_update=True, layout=W.Layout(width="500px"))
+    slider = W.SelectionSlider(
+        options=slide[1],
+        value=slide[1][min(start, len(slide[1]) - 1)],
+        description=slide[0],
+        continuous_update=True,
+        layout=W.Layout(width="500px"),
+    )
     image, text = W.Image(format="png"), W.HTML()
 
     def show(_=None) -> None:
@@ -162,8 +183,12 @@ def picker_widget(images: dict, pick: tuple[str, list[tuple[str, object]]], slid
 def guidance_widget(images: dict, classes: list[str]) -> W.VBox:
     """Pick a class, move the guidance scale w: {(class index, w): images} precomputed from the same noise
     at every w, so that what changes is the guidance alone."""
+
     def caption(k: int, w: float) -> str:
-        return f"{classes[k]}, w = {w:g}: " + {0: "unconditional (the label is ignored)", 1: "conditional, no guidance"}.get(w, "guided")
+        return f"{classes[k]}, w = {w:g}: " + {
+            0: "unconditional (the label is ignored)",
+            1: "conditional, no guidance",
+        }.get(w, "guided")
 
     picks = [(classes[k], k) for k in sorted({k for k, _ in images})]
     return picker_widget(images, ("class", picks), ("guidance w", sorted({w for _, w in images})), caption, start=1)
@@ -172,6 +197,7 @@ def guidance_widget(images: dict, classes: list[str]) -> W.VBox:
 def sampler_widget(images: dict, model_calls: dict) -> W.VBox:
     """Pick a sampler, move its steps: {(sampler name, steps): images} precomputed from the same starting noise, and
     {(sampler name, steps): model calls}, what each run cost."""
+
     def caption(name: str, steps: int) -> str:
         return f"{SAMPLERS[name].title}, {steps} steps: {model_calls[name, steps]} model calls"
 

@@ -32,7 +32,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -68,6 +71,7 @@ display(Markdown(report.compare(quality, ("latent DDIM 50", "DDIM 50"), ("DDIM 2
 # into an $(H/f) \times (W/f) \times c$ latent. Stable Diffusion uses $f = 8$ and $c = 4$. CIFAR-10's images are
 # tiny, so this course uses $f = 4$ and $c = 4$.
 
+
 # %% tags=["nbval-check-output"]
 def values(height, width, channels):
     return height * width * channels
@@ -89,20 +93,29 @@ assert values(32, 32, 3) // values(8, 8, 4) == 12
 
 # %% tags=["nbval-check-output"]
 sizes = [32, 64, 128, 256, 512, 1024]
-print(f"{'image':>11} | {'pixel values':>12} | {'f=4 latent':>10} | {'ratio':>5} | {'f=8 latent':>10} | {'ratio':>5} | "
-      "attention positions, f=8")
+print(
+    f"{'image':>11} | {'pixel values':>12} | {'f=4 latent':>10} | {'ratio':>5} | {'f=8 latent':>10} | {'ratio':>5} | "
+    "attention positions, f=8"
+)
 for s in sizes:
     p, l4, l8 = values(s, s, 3), values(s // 4, s // 4, 4), values(s // 8, s // 8, 4)
-    print(f"{s:>4}x{s:<4}x3 | {p:>12,} | {l4:>10,} | {p / l4:>4.0f}x | {l8:>10,} | {p / l8:>4.0f}x | "
-          f"{s * s:,} -> {(s // 8) ** 2:,}")
+    print(
+        f"{s:>4}x{s:<4}x3 | {p:>12,} | {l4:>10,} | {p / l4:>4.0f}x | {l8:>10,} | {p / l8:>4.0f}x | "
+        f"{s * s:,} -> {(s // 8) ** 2:,}"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(sizes, [values(s, s, 3) for s in sizes], "o-", label="pixels (H x W x 3)")
 ax.plot(sizes, [values(s // 4, s // 4, 4) for s in sizes], "o-", label="latent, f = 4 (H/4 x W/4 x 4)")
 ax.plot(sizes, [values(s // 8, s // 8, 4) for s in sizes], "o-", label="latent, f = 8 (H/8 x W/8 x 4)")
-ax.set(xscale="log", yscale="log", xlabel="image side (pixels)", ylabel="values the diffusion model denoises",
-       title="What the diffusion model must process, per image")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="image side (pixels)",
+    ylabel="values the diffusion model denoises",
+    title="What the diffusion model must process, per image",
+)
 ax.set_xticks(sizes, [str(s) for s in sizes])
 ax.legend()
 plt.show()

@@ -37,7 +37,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -82,6 +85,7 @@ for s in (linear, cosine):
 # $$\bar\alpha_t = \prod_{s=0}^{t} \alpha_s = \prod_{s=0}^{t} (1 - \beta_s)$$
 #
 # Write `alpha_bar(betas)`: all T values at once, for a 1-d tensor of betas. (`torch.cumprod` helps.)
+
 
 # %% nbgrader={"grade": false, "grade_id": "alpha_bar", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def alpha_bar(betas: torch.Tensor) -> torch.Tensor:
@@ -138,6 +142,7 @@ print(f"alpha_bar at t = 999: linear {alpha_bar(linear.betas)[-1]:.2e}, cosine {
 # $\bar\alpha_{t-1}$. Variances of independent noises add, and a factor $c$ on a noise multiplies its variance
 # by $c^2$. The check tests that it equals $1 - \alpha_t \bar\alpha_{t-1} = 1 - \bar\alpha_t$.
 
+
 # %% nbgrader={"grade": false, "grade_id": "next_noise_variance", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def next_noise_variance(alpha_t: torch.Tensor, alpha_bar_prev: torch.Tensor) -> torch.Tensor:
     """Var[ sqrt(alpha_t (1 - alpha_bar_prev)) eps' + sqrt(1 - alpha_t) eps ] for independent N(0, 1) eps', eps."""
@@ -158,6 +163,7 @@ check.next_noise_variance(next_noise_variance)
 # one timestep per image in `t` (a tensor of `B` whole numbers), the noise (shaped like `x0`) and the
 # $\bar\alpha$ table. Each image gets its own `alpha_bar[t]`: reshape those `B` numbers to `(B, 1, 1, 1)`, so
 # that each scales a whole image.
+
 
 # %% nbgrader={"grade": false, "grade_id": "q_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -192,8 +198,10 @@ mean = q_sample(x0, t, torch.zeros_like(x0), linear.alpha_bar)[0]
 std = q_sample(torch.zeros_like(x0), t, torch.ones_like(x0), linear.alpha_bar)[0]
 mean_error, std_error = (chain.mean(0) - mean).abs().max().item(), (chain.std(0) - std).abs().max().item()
 print(f"after {t_end} steps: alpha_bar = {linear.alpha_bar[t_end - 1]:.4f}")
-print(f"largest gap over 3,072 pixels, chain vs closed form: mean {mean_error:.3f}, std {std_error:.3f} "
-      f"(one pixel's estimate is good to about {1 / draws ** 0.5:.3f})")
+print(
+    f"largest gap over 3,072 pixels, chain vs closed form: mean {mean_error:.3f}, std {std_error:.3f} "
+    f"(one pixel's estimate is good to about {1 / draws**0.5:.3f})"
+)
 assert mean_error < 5 / draws**0.5 and std_error < 5 / draws**0.5
 
 # %% [markdown]
@@ -207,8 +215,17 @@ images = to_float(train.images[:8])
 noise = torch.randn_like(images)
 ts = torch.tensor([0, 50, 100, 200, 350, 500, 750, 999])
 for s in (linear, cosine):
-    rows = torch.cat([q_sample(images[i:i + 1].expand(len(ts), -1, -1, -1), ts,
-                               noise[i:i + 1].expand(len(ts), -1, -1, -1), s.alpha_bar.float()) for i in range(4)])
+    rows = torch.cat(
+        [
+            q_sample(
+                images[i : i + 1].expand(len(ts), -1, -1, -1),
+                ts,
+                noise[i : i + 1].expand(len(ts), -1, -1, -1),
+                s.alpha_bar.float(),
+            )
+            for i in range(4)
+        ]
+    )
     show_images(rows, nrow=len(ts), title=f"{s.name} schedule, t = {ts.tolist()}")
     plt.show()
 

@@ -25,7 +25,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -138,6 +141,7 @@ assert out.shape == x.shape
 # lesson 01, written again here), call `model(x_t, t)` once, and return the mean squared error against the
 # noise.
 
+
 # %% nbgrader={"grade": false, "grade_id": "eps_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def eps_loss(model, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """Ho et al.'s simple loss for one batch: || eps - model(x_t, t) ||^2, averaged."""
@@ -183,8 +187,12 @@ print(recipe)
 seed_everything(0)
 trainer = recipe.trainer(device, loss_fn=partial(eps_loss, alpha_bar=alpha_bar))
 print(f"training {recipe.steps} steps, batch {recipe.batch_size}, on {len(images)} images")
-trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps,
-            log_every=max(1, recipe.steps // 30), callback=LiveLoss())
+trainer.fit(
+    batches(images, recipe.batch_size, device=device),
+    recipe.steps,
+    log_every=max(1, recipe.steps // 30),
+    callback=LiveLoss(),
+)
 print(f"{trainer.seconds:.0f} s, {trainer.seconds / trainer.step * 1000:.0f} ms per step")
 
 # %%
@@ -219,6 +227,7 @@ print(f"saved {shown(saved)}: lesson 03 samples from it in this profile")
 # Write `posterior(betas, alpha_bar)`: the coefficient of $x_0$, the coefficient of $x_t$, and the variance,
 # each as a table over every step. Shift $\bar\alpha$ by one step for $\bar\alpha_{t-1}$, starting with one.
 
+
 # %% nbgrader={"grade": false, "grade_id": "posterior", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def posterior(betas: torch.Tensor, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(coef_x0, coef_xt, variance) of q(x_{t-1} | x_t, x_0), for every t."""
@@ -252,9 +261,11 @@ check.posterior(posterior)
 # your step with Hugging Face diffusers' `DDPMScheduler.step` on the same inputs: the library you will likely use
 # next.
 
+
 # %% nbgrader={"grade": false, "grade_id": "ddpm_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def ddpm_step(eps: torch.Tensor, t: int, x_t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
-              posterior: tuple) -> torch.Tensor:
+def ddpm_step(
+    eps: torch.Tensor, t: int, x_t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, posterior: tuple
+) -> torch.Tensor:
     """x_t -> x_{t-1}: Algorithm 2 of Ho et al., with x_0 clipped to [-1, 1]."""
     ### BEGIN SOLUTION
     coef_x0, coef_xt, variance = posterior
@@ -278,10 +289,12 @@ check.ddpm_step(ddpm_step)
 # to `x`'s device. The same seed then gives the same samples, which is how the check compares your loop with
 # diffedu's sampler.
 
+
 # %% nbgrader={"grade": false, "grade_id": "sample_ddpm", "locked": false, "schema_version": 3, "solution": true, "task": false}
 @torch.inference_mode()
-def sample_ddpm(model, x_T: torch.Tensor, alpha_bar: torch.Tensor, posterior: tuple,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_ddpm(
+    model, x_T: torch.Tensor, alpha_bar: torch.Tensor, posterior: tuple, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """x_T -> a sample: your ddpm_step at t = T - 1, ..., 0, with fresh noise from `generator` at each."""
     ### BEGIN SOLUTION
     x = x_T
@@ -353,8 +366,11 @@ plt.show()
 # training time (`DIFFEDU_PROFILE=gpu`, or `python -m diffedu train --profile gpu`).
 
 # %%
-show_images(Diffusion(trainer.ema.model, schedule).sample(steps=50, x_T=x_T), nrow=8,
-            title=f"your model after {trainer.step} steps ({profile.name} profile)")
+show_images(
+    Diffusion(trainer.ema.model, schedule).sample(steps=50, x_T=x_T),
+    nrow=8,
+    title=f"your model after {trainer.step} steps ({profile.name} profile)",
+)
 plt.show()
 
 # %% [markdown]
@@ -368,8 +384,9 @@ plt.show()
 # %%
 picks = [0, 5, 10, 15, 19]
 strip = torch.cat([trajectory.x_t[picks, 0], trajectory.x0[picks, 0]])
-show_images(strip, nrow=len(picks),
-            title=f"top: x_t, bottom: predicted x_0, at t = {[trajectory.timesteps[i] for i in picks]}")
+show_images(
+    strip, nrow=len(picks), title=f"top: x_t, bottom: predicted x_0, at t = {[trajectory.timesteps[i] for i in picks]}"
+)
 plt.show()
 
 # %% [markdown]

@@ -39,7 +39,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -83,6 +86,7 @@ print(profile.note, f"Device: {device}.")
 #
 # ### Exercise 3.1: sigma
 
+
 # %% nbgrader={"grade": false, "grade_id": "ddim_sigma", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def ddim_sigma(alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor, eta: float) -> torch.Tensor:
     """The standard deviation of the noise DDIM adds on the step from t to t_prev (eq. 16)."""
@@ -113,9 +117,16 @@ assert sigma_gap < 1e-10
 # check also compares your step with diffusers' `DDIMScheduler.step` (`use_clipped_model_output=True`) at its own
 # timesteps.
 
+
 # %% nbgrader={"grade": false, "grade_id": "ddim_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def ddim_step(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor,
-              eta: float, noise: torch.Tensor) -> torch.Tensor:
+def ddim_step(
+    eps: torch.Tensor,
+    x_t: torch.Tensor,
+    alpha_bar_t: torch.Tensor,
+    alpha_bar_prev: torch.Tensor,
+    eta: float,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """x_t -> x_{t_prev} (Song et al. eq. 12), with x_0 clipped to [-1, 1]."""
     ### BEGIN SOLUTION
     x0 = ((x_t - (1 - alpha_bar_t).sqrt() * eps) / alpha_bar_t.sqrt()).clamp(-1, 1)
@@ -137,6 +148,7 @@ check.ddim_step(ddim_step)
 # more of them near $t = 0$, where fine detail is decided. Near zero the formula repeats values, so take
 # $\max(t_i, i)$ to keep them distinct. With one step, visit just $T-1$. (diffusers' default, "leading" spacing,
 # is `range(0, T, T // n)`: it never starts at $T-1$.)
+
 
 # %% nbgrader={"grade": false, "grade_id": "ddim_timesteps", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def ddim_timesteps(T: int, steps: int, spacing: str = "uniform") -> list[int]:
@@ -167,10 +179,18 @@ for spacing in ("uniform", "quadratic"):
 # smallest timestep, lands on the clean image, where $\bar\alpha = 1$. Draw each step's noise from `generator`
 # as in lesson 02's loop. With $\eta = 0$ it is multiplied by zero, but drawing it keeps the code one loop.
 
+
 # %% nbgrader={"grade": false, "grade_id": "sample_ddim", "locked": false, "schema_version": 3, "solution": true, "task": false}
 @torch.inference_mode()
-def sample_ddim(model, x_T: torch.Tensor, alpha_bar: torch.Tensor, steps: int, eta: float = 0.0,
-                spacing: str = "uniform", generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_ddim(
+    model,
+    x_T: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    steps: int,
+    eta: float = 0.0,
+    spacing: str = "uniform",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """x_T -> a sample in `steps` DDIM steps: your ddim_step between your timesteps, the last into the clean image."""
     alpha_bar = alpha_bar.to(x_T)
     ### BEGIN SOLUTION
@@ -207,12 +227,19 @@ check.sample_ddim(sample_ddim)
 # Quadratic spacing, with its small steps near $t = 0$, loses less. Multiplying the $k$'s gives the spread the
 # sampler must end with; the table below prints it beside what your sampler measured.
 
+
 # %%
 def predicted_std(steps: int, spacing: str, s: float = 0.3) -> float:
     """The spread deterministic DDIM ends with on N(m, s^2) data, from x_T of spread 1: the product of the k's."""
     a = [linear.alpha_bar[t].item() for t in ddim_timesteps(linear.T, steps, spacing)] + [1.0]
-    return float(np.prod([((a2 * a1) ** 0.5 * s**2 + ((1 - a2) * (1 - a1)) ** 0.5) / (a1 * s**2 + 1 - a1)
-                          for a1, a2 in zip(a, a[1:])]))
+    return float(
+        np.prod(
+            [
+                ((a2 * a1) ** 0.5 * s**2 + ((1 - a2) * (1 - a1)) ** 0.5) / (a1 * s**2 + 1 - a1)
+                for a1, a2 in zip(a, a[1:])
+            ]
+        )
+    )
 
 
 exact = GaussianDenoiser(linear, mean=0.2, std=0.3)
@@ -221,8 +248,10 @@ print("the data: mean 0.2, std 0.3. The std of your samples, and the std predict
 print(f"{'steps':>5} | {'uniform':>17} | {'quadratic':>17}")
 for steps in (10, 20, 50, 100):
     u, q = (sample_ddim(exact, x_T, linear.alpha_bar, steps, spacing=s) for s in ("uniform", "quadratic"))
-    print(f"{steps:>5} | {u.std():.3f} (pred. {predicted_std(steps, 'uniform'):.3f}) "
-          f"| {q.std():.3f} (pred. {predicted_std(steps, 'quadratic'):.3f})")
+    print(
+        f"{steps:>5} | {u.std():.3f} (pred. {predicted_std(steps, 'uniform'):.3f}) "
+        f"| {q.std():.3f} (pred. {predicted_std(steps, 'quadratic'):.3f})"
+    )
     assert abs(u.mean() - 0.2) < 0.01 and abs(q.mean() - 0.2) < 0.01
     for samples, spacing in ((u, "uniform"), (q, "quadratic")):  # 32,000 values: their std is good to about 0.4%
         assert abs(samples.std() / predicted_std(steps, spacing) - 1) < 0.02
@@ -233,6 +262,7 @@ for steps in (10, 20, 50, 100):
 # In the `cpu` profile we use the model that ships with `diffedu` (lesson 02 shows its card). Otherwise we use
 # lesson 02's model if you ran it in this profile, or train the same model here the same way. The pipeline reads
 # the noise schedule the model learned from its checkpoint.
+
 
 # %%
 def train_as_in_lesson_02(path):
@@ -289,8 +319,10 @@ rows = []
 for name, (steps, seconds, images) in timed.items():
     distance = (images - reference).abs().mean().item()
     rows.append((name, steps, seconds, distance))
-    print(f"| {name} | {steps} | {seconds:.2f} | {1000 * seconds / steps:.1f} | {ddpm_seconds / seconds:.1f}x "
-          f"| {distance:.3f} |")
+    print(
+        f"| {name} | {steps} | {seconds:.2f} | {1000 * seconds / steps:.1f} | {ddpm_seconds / seconds:.1f}x "
+        f"| {distance:.3f} |"
+    )
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.2))
@@ -336,9 +368,19 @@ display(Markdown(report.quality_table(quality, **shown)))
 # each from the same noise, with a verdict by the two-standard-error rule.
 
 # %%
-display(Markdown(report.compare(quality, ("DDIM 20", "DDIM 100"), ("DDIM 10", "DDIM 20"), ("DDIM 5", "DDIM 10"),
-                                ("DDIM 20", "DDPM 1000"), ("DDIM 20 quadratic", "DDIM 20"),
-                                ("DDIM 10 quadratic", "DDIM 10"))))
+display(
+    Markdown(
+        report.compare(
+            quality,
+            ("DDIM 20", "DDIM 100"),
+            ("DDIM 10", "DDIM 20"),
+            ("DDIM 5", "DDIM 10"),
+            ("DDIM 20", "DDPM 1000"),
+            ("DDIM 20 quadratic", "DDIM 20"),
+            ("DDIM 10 quadratic", "DDIM 10"),
+        )
+    )
+)
 
 # %% [markdown]
 # Read the last column:
@@ -382,9 +424,11 @@ plt.show()
 #
 # ### Exercise 3.5: one step up
 
+
 # %% nbgrader={"grade": false, "grade_id": "ddim_invert_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def ddim_invert_step(eps: torch.Tensor, x: torch.Tensor, alpha_bar_t: torch.Tensor,
-                     alpha_bar_prev: torch.Tensor) -> torch.Tensor:
+def ddim_invert_step(
+    eps: torch.Tensor, x: torch.Tensor, alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor
+) -> torch.Tensor:
     """Deterministic DDIM backwards: x at t_prev -> x at t, with eps the model's prediction at x. No clipping."""
     ### BEGIN SOLUTION
     x0 = (x - (1 - alpha_bar_prev).sqrt() * eps) / alpha_bar_prev.sqrt()
@@ -394,6 +438,7 @@ def ddim_invert_step(eps: torch.Tensor, x: torch.Tensor, alpha_bar_t: torch.Tens
 
 # %% nbgrader={"grade": true, "grade_id": "check_ddim_invert_step", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check.ddim_invert_step(ddim_invert_step)
+
 
 # %%
 @torch.inference_mode()
@@ -414,8 +459,10 @@ real = to_float(load_cifar10(train=False).images[:2]).to(device)
 z = invert_ddim(model, real, alpha_bar, inversion_steps)
 back = sample_ddim(model, z, alpha_bar, inversion_steps)
 error = (back - real).abs().mean().item()
-print(f"{inversion_steps} steps: inverted noise has std {z.std():.2f} (pure noise: 1); "
-      f"the round trip misses the image by {error:.3f} on average (pixel range 2)")
+print(
+    f"{inversion_steps} steps: inverted noise has std {z.std():.2f} (pure noise: 1); "
+    f"the round trip misses the image by {error:.3f} on average (pixel range 2)"
+)
 show_images(torch.cat([real, z.clamp(-2, 2) / 2, back]), nrow=2, title="image, its noise, and back")
 plt.show()
 

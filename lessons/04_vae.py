@@ -28,7 +28,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -69,8 +72,16 @@ vae = VAE(VAEConfig(**recipe.model))
 x = to_float(load_cifar10().images[:4])
 mean, logvar = vae.encode(x)
 print(f"{count_parameters(vae) / 1e6:.2f}M parameters")
-print("image", tuple(x.shape), "-> mean", tuple(mean.shape), "and log-variance", tuple(logvar.shape),
-      "-> decoded", tuple(vae.decode(mean).shape))
+print(
+    "image",
+    tuple(x.shape),
+    "-> mean",
+    tuple(mean.shape),
+    "and log-variance",
+    tuple(logvar.shape),
+    "-> decoded",
+    tuple(vae.decode(mean).shape),
+)
 assert mean.shape == (4, 4, 8, 8) and vae.decode(mean).shape == x.shape
 
 # %% [markdown]
@@ -95,6 +106,7 @@ assert mean.shape == (4, 4, 8, 8) and vae.decode(mean).shape == x.shape
 # The encoder outputs the log-variance $\log\sigma^2$: any real number is a valid one, which is easier to learn
 # than a positive $\sigma$.
 
+
 # %% nbgrader={"grade": false, "grade_id": "reparameterize", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """A sample of N(mean, exp(logvar)) made from the N(0, I) draw `noise`, differentiable in mean and logvar."""
@@ -116,6 +128,7 @@ check.reparameterize(reparameterize)
 # Write `kl_divergence(mean, logvar)`: that, averaged over every latent value of the batch. The mean keeps its
 # weight in the loss the same whatever the batch size or the latent's size.
 
+
 # %% nbgrader={"grade": false, "grade_id": "kl_divergence", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)) per latent value, averaged."""
@@ -129,8 +142,11 @@ check.kl_divergence(kl_divergence)
 
 # %%
 mu, sigma = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.5])
-print("KL of N(0,1) and N(2, 0.25) from N(0,1):", kl_divergence(mu[:1], sigma[:1].log() * 2).item(),
-      round(kl_divergence(mu[1:], sigma[1:].log() * 2).item(), 4))
+print(
+    "KL of N(0,1) and N(2, 0.25) from N(0,1):",
+    kl_divergence(mu[:1], sigma[:1].log() * 2).item(),
+    round(kl_divergence(mu[1:], sigma[1:].log() * 2).item(), 4),
+)
 z = reparameterize(torch.full((100_000,), 2.0), torch.full((100_000,), 0.25).log(), torch.randn(100_000))
 print(f"your reparameterised samples: mean {z.mean():.3f} (want 2), std {z.std():.3f} (want 0.5)")
 assert abs(z.mean() - 2) < 0.01 and abs(z.std() - 0.5) < 0.01
@@ -150,6 +166,7 @@ assert abs(z.mean() - 2) < 0.01 and abs(z.std() - 0.5) < 0.01
 #
 # The loss below is built from **your** two functions.
 
+
 # %%
 def vae_loss(vae, x, kl_weight: float = 1e-4):
     mean, logvar = vae.encode(x)
@@ -167,8 +184,12 @@ train, test = load_cifar10(), load_cifar10(train=False)
 images = train.images[: recipe.n_data]
 trainer = recipe.trainer(device, loss_fn=vae_loss)
 print(f"training the VAE for {recipe.steps} steps, batch {recipe.batch_size} (recipe {recipe.name})")
-trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps,
-            log_every=max(1, recipe.steps // 30), callback=LiveLoss("VAE loss"))
+trainer.fit(
+    batches(images, recipe.batch_size, device=device),
+    recipe.steps,
+    log_every=max(1, recipe.steps // 30),
+    callback=LiveLoss("VAE loss"),
+)
 print(f"{trainer.seconds:.0f} s")
 if profile.name != "smoke":
     assert sum(trainer.history[-20:]) / 20 < 0.7 * sum(trainer.history[:5]) / 5
@@ -202,12 +223,15 @@ n_test = min(len(test), 1024 if profile.name != "smoke" else 64)
 originals = to_float(test.images[:n_test]).to(device)
 reconstructions = torch.cat([vae.reconstruct(chunk) for chunk in originals.split(256)])
 scores = psnr(reconstructions, originals)
-print(f"reconstruction PSNR on {n_test} test images: mean {scores.mean():.2f} dB "
-      f"(worst {scores.min():.1f}, best {scores.max():.1f})")
+print(
+    f"reconstruction PSNR on {n_test} test images: mean {scores.mean():.2f} dB "
+    f"(worst {scores.min():.1f}, best {scores.max():.1f})"
+)
 detail = fine_detail(reconstructions) / fine_detail(originals)
 print(f"fine detail of the reconstructions: {detail:.2f} of the real images'")
-show_images(torch.cat([originals[:8], reconstructions[:8]]).cpu(), nrow=8,
-            title="test images (top) and their reconstructions")
+show_images(
+    torch.cat([originals[:8], reconstructions[:8]]).cpu(), nrow=8, title="test images (top) and their reconstructions"
+)
 plt.show()
 assert reconstructions.shape == originals.shape
 
@@ -267,6 +291,7 @@ print(f"each cloud is {spread / cloud:.0f}x narrower than the spread of the late
 # Write `scale_factor(means)`: one number for the whole latent space, such that `means * scale_factor` has
 # standard deviation one. `means` holds the encoder's means for the whole data set, of shape `(N, 4, 8, 8)`.
 
+
 # %% nbgrader={"grade": false, "grade_id": "scale_factor", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def scale_factor(means: torch.Tensor) -> float:
     """The number that brings the latents to unit variance."""
@@ -282,8 +307,10 @@ check.scale_factor(scale_factor)
 means = encode_means(vae, images)  # the encoder's means, in the VAE's own (raw) units
 scale = float(scale_factor(means))
 vae.config.scale_factor = scale  # in the config, so that it is saved with the checkpoint (latent.calibrate does both)
-print(f"latent std before scaling: {means.std():.3f}; scale factor 1/std = {scale:.4f}; "
-      f"after scaling: {(means * scale).std():.3f}")
+print(
+    f"latent std before scaling: {means.std():.3f}; scale factor 1/std = {scale:.4f}; "
+    f"after scaling: {(means * scale).std():.3f}"
+)
 assert abs((means * scale).std() - 1) < 1e-3
 plt.figure(figsize=(6, 2.6))
 plt.hist(means.flatten().numpy(), bins=100, alpha=0.6, density=True, label="raw latents")
@@ -325,8 +352,10 @@ def best_output(images, loss):
 
 
 fig, axes = plt.subplots(1, 2, figsize=(9.5, 2.6))
-for ax, possible, title in ((axes[0], edges, "an edge at an uncertain position"),
-                            (axes[1], stripes, "stripes at an uncertain phase")):
+for ax, possible, title in (
+    (axes[0], edges, "an edge at an uncertain position"),
+    (axes[1], stripes, "stripes at an uncertain phase"),
+):
     for example in possible[:: max(1, len(possible) // 3)][:3]:
         ax.step(position, example, where="mid", color="grey", alpha=0.4)
     ax.step(position, best_output(possible, torch.square), where="mid", color="C0", label="best for squared error")
@@ -363,6 +392,7 @@ assert set(l1_edge.tolist()) <= {0.0, 1.0} and l1_stripes.abs().max() < 0.1
 # ### Exercise 4.4: the discriminator's hinge loss
 #
 # Write `hinge_d_loss(real_logits, fake_logits)`: $L_D$ above, averaged over every patch of the batch.
+
 
 # %% nbgrader={"grade": false, "grade_id": "hinge_d_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -402,12 +432,18 @@ import copy
 from diffedu.adversarial import DecoderTrainer
 
 decoder_recipe = profile.recipe("decoder")
-stage = DecoderTrainer(copy.deepcopy(vae), lr=decoder_recipe.lr, warmup=decoder_recipe.steps // 10,
-                       disc_loss=hinge_d_loss, device=device)
-stage.fit(batches(images, decoder_recipe.batch_size, device=device), decoder_recipe.steps,
-          log_every=max(1, decoder_recipe.steps // 20), callback=LiveLoss("decoder stage: L1 of noisy latents"))
-untouched = all(torch.equal(a, b) for a, b in zip(stage.model.encoder.state_dict().values(),
-                                                   vae.encoder.state_dict().values()))
+stage = DecoderTrainer(
+    copy.deepcopy(vae), lr=decoder_recipe.lr, warmup=decoder_recipe.steps // 10, disc_loss=hinge_d_loss, device=device
+)
+stage.fit(
+    batches(images, decoder_recipe.batch_size, device=device),
+    decoder_recipe.steps,
+    log_every=max(1, decoder_recipe.steps // 20),
+    callback=LiveLoss("decoder stage: L1 of noisy latents"),
+)
+untouched = all(
+    torch.equal(a, b) for a, b in zip(stage.model.encoder.state_dict().values(), vae.encoder.state_dict().values())
+)
 print(f"{stage.step} steps in {stage.seconds:.0f} s; the encoder is untouched: {untouched}")
 
 # %% [markdown]
@@ -419,8 +455,10 @@ print(f"{stage.step} steps in {stage.seconds:.0f} s; the encoder is untouched: {
 from diffedu.latent import decode_latents, encode_latents
 
 if profile.pretrained:
-    decoders = {"L1 decoder (vae-cifar10)": load_vae("vae-cifar10", device),
-                "adversarial decoder (vae-cifar10-gan)": load_vae("vae-cifar10-gan", device)}
+    decoders = {
+        "L1 decoder (vae-cifar10)": load_vae("vae-cifar10", device),
+        "adversarial decoder (vae-cifar10-gan)": load_vae("vae-cifar10-gan", device),
+    }
     display(Markdown(pretrained.card("vae-cifar10-gan", history=False)))
 else:
     decoders = {"L1 decoder (yours)": vae, "after your decoder stage": stage.ema.model}
@@ -432,11 +470,14 @@ rows = [originals[:8]]
 for name, decoder in decoders.items():
     clean, blurred = decode_latents(decoder, latents), decode_latents(decoder, noisy)
     rows += [clean[:8], blurred[:8]]
-    print(f"{name:40s} PSNR {psnr(clean, originals).mean():5.2f} dB, "
-          f"fine detail {fine_detail(clean) / real_detail:.2f}; from noisy latents: "
-          f"PSNR {psnr(blurred, originals).mean():5.2f} dB, detail {fine_detail(blurred) / real_detail:.2f}")
-show_images(torch.cat(rows).cpu(), nrow=8,
-            title=f"real; per decoder: from clean latents, from latents + noise {latent_noise}")
+    print(
+        f"{name:40s} PSNR {psnr(clean, originals).mean():5.2f} dB, "
+        f"fine detail {fine_detail(clean) / real_detail:.2f}; from noisy latents: "
+        f"PSNR {psnr(blurred, originals).mean():5.2f} dB, detail {fine_detail(blurred) / real_detail:.2f}"
+    )
+show_images(
+    torch.cat(rows).cpu(), nrow=8, title=f"real; per decoder: from clean latents, from latents + noise {latent_noise}"
+)
 plt.show()
 
 # %% [markdown]

@@ -25,7 +25,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -63,6 +66,7 @@ images = load_cifar10().images[: recipe.n_data]
 # decoder on `vae-cifar10`'s encoder. Otherwise we use lesson 04's VAE if you ran it in this profile, or train the
 # same one here.
 
+
 # %%
 def train_as_in_lesson_04(path):
     runs.train(profile.recipe("vae"), path, device=device)  # seeded; a finished VAE gets its scale factor measured
@@ -70,8 +74,10 @@ def train_as_in_lesson_04(path):
 
 which = profile.lesson_checkpoint("vae-cifar10-gan", "04_vae", train_as_in_lesson_04)
 vae = load_vae(which, device)
-print(f"VAE {shown(which)}: {count_parameters(vae) / 1e6:.2f}M parameters, "
-      f"latent scale factor {vae.config.scale_factor:.4f}")
+print(
+    f"VAE {shown(which)}: {count_parameters(vae) / 1e6:.2f}M parameters, "
+    f"latent scale factor {vae.config.scale_factor:.4f}"
+)
 
 # %% [markdown]
 # ## Encode the data set once
@@ -82,8 +88,10 @@ print(f"VAE {shown(which)}: {count_parameters(vae) / 1e6:.2f}M parameters, "
 # %%
 start = time.perf_counter()
 latents = cached_latents(vae, images)  # scaled by the VAE's factor; kept in data/latents
-print(f"{len(latents)} latents of shape {tuple(latents.shape[1:])} in {time.perf_counter() - start:.1f} s; "
-      f"mean {latents.mean():.3f}, std {latents.std():.3f}")
+print(
+    f"{len(latents)} latents of shape {tuple(latents.shape[1:])} in {time.perf_counter() - start:.1f} s; "
+    f"mean {latents.mean():.3f}, std {latents.std():.3f}"
+)
 assert latents.shape[1:] == (4, 8, 8) and len(latents) == 2 * len(images)
 
 # %% [markdown]
@@ -97,8 +105,12 @@ seed_everything(0)
 trainer = recipe.trainer(device)
 print(recipe)
 print(f"{count_parameters(trainer.model) / 1e6:.2f}M parameters")
-trainer.fit(batches(latents, recipe.batch_size, flip=False, device=device), recipe.steps,
-            log_every=max(1, recipe.steps // 30), callback=LiveLoss("latent diffusion loss"))
+trainer.fit(
+    batches(latents, recipe.batch_size, flip=False, device=device),
+    recipe.steps,
+    log_every=max(1, recipe.steps // 30),
+    callback=LiveLoss("latent diffusion loss"),
+)
 print(f"{trainer.seconds:.0f} s, {1000 * trainer.seconds / trainer.step:.0f} ms per step")
 if profile.name != "smoke":
     assert sum(trainer.history[-20:]) / 20 < 0.7 * sum(trainer.history[:5]) / 5
@@ -121,6 +133,7 @@ if profile.name != "smoke":
 # - For each `t` in `scheduler.timesteps`, ask the UNet for the noise, `unet(x, t)`, and step with
 #   `scheduler.step(eps, t, x).prev`. That is diffedu's DDIM step, the one you wrote in lesson 03.
 # - Divide by `vae.config.scale_factor`, decode with `vae.decode`, and clamp to $[-1, 1]$.
+
 
 # %% nbgrader={"grade": false, "grade_id": "sample_latents", "locked": false, "schema_version": 3, "solution": true, "task": false}
 @torch.inference_mode()
@@ -153,8 +166,9 @@ if profile.pretrained:
 else:
     pipeline = LatentDiffusion(vae, trainer.ema.model, recipe.noise_schedule())
 scheduler = DDIMScheduler(pipeline.schedule, clip_x0=False).set_timesteps(50)
-samples = sample_latents(pipeline.unet, pipeline.vae, scheduler, profile.n_samples,
-                         torch.Generator().manual_seed(1)).cpu()
+samples = sample_latents(
+    pipeline.unet, pipeline.vae, scheduler, profile.n_samples, torch.Generator().manual_seed(1)
+).cpu()
 assert samples.shape == (profile.n_samples, 3, 32, 32) and samples.abs().max() <= 1
 show_images(samples, nrow=8, title=f"latent diffusion, DDIM 50 steps ({profile.name} profile)")
 plt.show()
@@ -163,8 +177,9 @@ plt.show()
 # diffedu's pipeline draws the same images from the same seed, and records the steps for the slider below:
 
 # %%
-trajectory = pipeline.sample_trajectory(profile.n_samples, steps=50, frames=20,
-                                        generator=torch.Generator().manual_seed(1))
+trajectory = pipeline.sample_trajectory(
+    profile.n_samples, steps=50, frames=20, generator=torch.Generator().manual_seed(1)
+)
 print(f"largest difference from your sampler's images: {(trajectory.images.cpu() - samples).abs().max():.2e}")
 
 # %% [markdown]
@@ -192,8 +207,11 @@ with torch.inference_mode():
     reconstructions = pipeline.decode(pipeline.encode(test_images))
 details = {"VAE reconstructions": fine_detail(reconstructions), "your latent samples": fine_detail(samples)}
 if profile.pretrained:
-    details["ddpm-cifar10's samples (DDIM 50)"] = fine_detail(load_pipeline("ddpm-cifar10", device).sample(
-        profile.n_samples, 50, generator=torch.Generator().manual_seed(1), progress=False))
+    details["ddpm-cifar10's samples (DDIM 50)"] = fine_detail(
+        load_pipeline("ddpm-cifar10", device).sample(
+            profile.n_samples, 50, generator=torch.Generator().manual_seed(1), progress=False
+        )
+    )
 for name, value in details.items():
     print(f"{name:>32}: {value / real_detail:.2f} of real test images' fine detail")
 
@@ -208,8 +226,9 @@ for name, value in details.items():
 
 # %%
 quality = pretrained.quality_table()
-display(Markdown(report.compare(quality, ("latent DDIM 50", "DDIM 50"),
-                                ("latent DDIM 50", "VAE reconstructions of them"))))
+display(
+    Markdown(report.compare(quality, ("latent DDIM 50", "DDIM 50"), ("latent DDIM 50", "VAE reconstructions of them")))
+)
 
 # %% [markdown]
 # The latent samples are well above their floor, so the latent UNet, not the decoder, now holds the latent model
@@ -223,8 +242,11 @@ display(Markdown(report.compare(quality, ("latent DDIM 50", "DDIM 50"),
 # weights do not matter for timing. Lesson 06 measures all of it properly.
 
 # %%
-pixel = load_pipeline("ddpm-cifar10", device) if profile.pretrained else Diffusion(
-    profile.recipe("ddpm").build().to(device), pipeline.schedule)
+pixel = (
+    load_pipeline("ddpm-cifar10", device)
+    if profile.pretrained
+    else Diffusion(profile.recipe("ddpm").build().to(device), pipeline.schedule)
+)
 n = profile.n_samples
 x_pixels, x_latents = pixel.noise(n), pipeline.noise(n)
 
@@ -235,8 +257,10 @@ with torch.inference_mode():
 pixel_50 = median_seconds(lambda: pixel.sample(steps=50, x_T=x_pixels, progress=False), repeats=1)
 latent_50 = median_seconds(lambda: pipeline.sample(steps=50, x_T=x_latents, progress=False), repeats=1)
 print(f"{n} images on {device}:")
-print(f"| | pixel UNet ({count_parameters(pixel.unet) / 1e6:.2f}M) "
-      f"| latent UNet ({count_parameters(pipeline.unet) / 1e6:.2f}M) | ratio |")
+print(
+    f"| | pixel UNet ({count_parameters(pixel.unet) / 1e6:.2f}M) "
+    f"| latent UNet ({count_parameters(pipeline.unet) / 1e6:.2f}M) | ratio |"
+)
 print("| --- | ---: | ---: | ---: |")
 print(f"| one step | {1000 * step_pixel:.1f} ms | {1000 * step_latent:.1f} ms | {step_pixel / step_latent:.1f}x |")
 print(f"| DDIM 50 (latent: + decode) | {pixel_50:.2f} s | {latent_50:.2f} s | {pixel_50 / latent_50:.1f}x |")

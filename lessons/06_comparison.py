@@ -33,7 +33,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -65,6 +68,7 @@ print(profile.note, f"Device: {device}.")
 # roots of $A$'s eigenvalues (`torch.linalg.eigh`; or `scipy.linalg.sqrtm` of the product, keeping the real
 # part). Inputs are float64 tensors; return a Python float.
 
+
 # %% nbgrader={"grade": false, "grade_id": "frechet_distance", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
     """The squared Frechet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2)."""
@@ -92,6 +96,7 @@ check.frechet_distance(frechet_distance)
 # KID is this MMD² between the Inception features of the generated and the real images. Binkowski et al. average
 # it over random subsets, to bound its cost on very large sets; at this course's counts diffedu takes the whole
 # sets.
+
 
 # %% nbgrader={"grade": false, "grade_id": "mmd2_unbiased", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -135,8 +140,10 @@ for n in (100, 300, 1000, 3000):
 # %%
 quality = pretrained.quality_table()
 real = quality["rows"]["real test images"]
-print(f"real test images, {real['n']} of them against {quality['reference']}: FID {real['fid']:.1f}, "
-      f"KID x 1000 {1000 * real['kid']:.2f}")
+print(
+    f"real test images, {real['n']} of them against {quality['reference']}: FID {real['fid']:.1f}, "
+    f"KID x 1000 {1000 * real['kid']:.2f}"
+)
 
 # %% [markdown]
 # A perfect model would score that FID, far from zero, and a KID near zero. So compare FIDs only at equal
@@ -160,14 +167,18 @@ print(f"real test images, {real['n']} of them against {quality['reference']}: FI
 # %%
 generator = torch.Generator().manual_seed(0)
 reference = metrics.Reference(torch.randn(2000, 64, generator=generator, dtype=torch.float64))
-rows = [metrics.scores_of(1.2 * torch.randn(100, 64, generator=generator, dtype=torch.float64) + 0.1, reference)
-        for _ in range(200)]
+rows = [
+    metrics.scores_of(1.2 * torch.randn(100, 64, generator=generator, dtype=torch.float64) + 0.1, reference)
+    for _ in range(200)
+]
 for name, scale in (("FID", 1), ("KID x 1000", 1000)):
     key = name.split()[0].lower()
     values, claimed = (scale * torch.tensor([row[k] for row in rows]) for k in (key, f"{key}_se"))
-    print(f"{name:>10}: mean {values.mean():6.2f}, true spread over 200 sets {values.std():.2f}, "
-          f"standard error claimed by one set {claimed.mean():.2f} (from {claimed.min():.2f} to {claimed.max():.2f}): "
-          f"{claimed.mean() / values.std():.2f}x the spread")
+    print(
+        f"{name:>10}: mean {values.mean():6.2f}, true spread over 200 sets {values.std():.2f}, "
+        f"standard error claimed by one set {claimed.mean():.2f} (from {claimed.min():.2f} to {claimed.max():.2f}): "
+        f"{claimed.mean() / values.std():.2f}x the spread"
+    )
 
 # %% [markdown]
 # The claimed error is not below the true spread: it errs on the large side, as the jackknife's does, and most for
@@ -184,8 +195,10 @@ for name, scale in (("FID", 1), ("KID x 1000", 1000)):
 
 # %%
 a, b = "DDIM 20", "DDIM 100"
-print(f"{a}: FID ± {quality['rows'][a]['fid_se']:.2f}; {b}: FID ± {quality['rows'][b]['fid_se']:.2f}; "
-      f"their paired difference: ± {report.paired(quality, a, b)['fid_se']:.2f}")
+print(
+    f"{a}: FID ± {quality['rows'][a]['fid_se']:.2f}; {b}: FID ± {quality['rows'][b]['fid_se']:.2f}; "
+    f"their paired difference: ± {report.paired(quality, a, b)['fid_se']:.2f}"
+)
 
 # %% [markdown]
 # ## One run of the bench
@@ -197,8 +210,10 @@ print(f"{a}: FID ± {quality['rows'][a]['fid_se']:.2f}; {b}: FID ± {quality['ro
 # %%
 result = None if profile.name == "smoke" else bench.saved_result(profile.name)
 if result:
-    print(f"Loaded {bench.results_path(profile.name)}: the full bench, run on {result['date']}. "
-          "Delete the file to measure afresh here.")
+    print(
+        f"Loaded {bench.results_path(profile.name)}: the full bench, run on {result['date']}. "
+        "Delete the file to measure afresh here."
+    )
 else:
     settings = bench.settings_for(profile.name, quick=True)
     print(f"Running the short bench: {settings}")
@@ -236,13 +251,21 @@ assert abs(ddpm_work / sampling["DDIM 50"]["gflops_per_image"] - 20) < 1e-9
 fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
 bars = axes[0].barh(names, seconds, color=["C3", "C0", "C0", "C2"])
 axes[0].bar_label(bars, [f"{s:.2f} s ({sampling['DDPM 1000']['seconds'] / s:.0f}x)" for s in seconds], padding=3)
-axes[0].set(xscale="log", xlabel=f"seconds for {sampling['DDPM 1000']['images']} images (log scale)",
-            title="time to sample", xlim=(min(seconds) / 2, 10 * max(seconds)))
+axes[0].set(
+    xscale="log",
+    xlabel=f"seconds for {sampling['DDPM 1000']['images']} images (log scale)",
+    title="time to sample",
+    xlim=(min(seconds) / 2, 10 * max(seconds)),
+)
 axes[0].invert_yaxis()
 bars = axes[1].barh(names, gflops, color=["C3", "C0", "C0", "C2"])
 axes[1].bar_label(bars, [f"{g:.3g}" for g in gflops], padding=3)
-axes[1].set(xscale="log", xlabel="GFLOPs of model work per image (log scale)", title="work per image",
-            xlim=(min(gflops) / 2, 5 * max(gflops)))
+axes[1].set(
+    xscale="log",
+    xlabel="GFLOPs of model work per image (log scale)",
+    title="work per image",
+    xlim=(min(gflops) / 2, 5 * max(gflops)),
+)
 axes[1].invert_yaxis()
 fig.tight_layout()
 plt.show()
@@ -264,13 +287,19 @@ plt.show()
 n_scored = next(iter(scores.values()))["n"]
 fig, ax = plt.subplots(figsize=(7, 3))
 names = list(scores)
-ax.errorbar([1000 * scores[name]["kid"] for name in names], range(len(names)), fmt="o",
-            xerr=[1000 * scores[name]["kid_se"] for name in names], capsize=3)
+ax.errorbar(
+    [1000 * scores[name]["kid"] for name in names],
+    range(len(names)),
+    fmt="o",
+    xerr=[1000 * scores[name]["kid_se"] for name in names],
+    capsize=3,
+)
 ax.set_yticks(range(len(names)), names)
 ax.invert_yaxis()
 ax.axvline(0, color="k", lw=0.5)
-ax.set(xlabel="KID x 1000 (lower is better), ± its standard error",
-       title=f"KID of this run's {n_scored} images per row")
+ax.set(
+    xlabel="KID x 1000 (lower is better), ± its standard error", title=f"KID of this run's {n_scored} images per row"
+)
 fig.tight_layout()
 plt.show()
 
@@ -295,12 +324,23 @@ display(Markdown(report.quality_table(table, **shown)))
 # per image of each row.
 
 # %%
-display(Markdown(report.compare(table, ("DDIM 20", "DDIM 100"), ("DDIM 20", "DDPM 1000"), ("latent DDIM 50", "DDIM 50"),
-                                ("latent DDIM 50", "latent DDIM 50, L1 decoder"))))
+display(
+    Markdown(
+        report.compare(
+            table,
+            ("DDIM 20", "DDIM 100"),
+            ("DDIM 20", "DDPM 1000"),
+            ("latent DDIM 50", "DDIM 50"),
+            ("latent DDIM 50", "latent DDIM 50, L1 decoder"),
+        )
+    )
+)
 for a, b in (("DDIM 20", "DDPM 1000"), ("latent DDIM 50", "DDIM 50")):
     ratio = table["rows"][b]["seconds_per_image"] / table["rows"][a]["seconds_per_image"]
-    print(f"{a} takes {1000 * table['rows'][a]['seconds_per_image']:.0f} ms per image, {b} "
-          f"{1000 * table['rows'][b]['seconds_per_image']:.0f} ms: {ratio:.1f}x less time")
+    print(
+        f"{a} takes {1000 * table['rows'][a]['seconds_per_image']:.0f} ms per image, {b} "
+        f"{1000 * table['rows'][b]['seconds_per_image']:.0f} ms: {ratio:.1f}x less time"
+    )
 
 # %% [markdown]
 # ## Training throughput
@@ -314,8 +354,11 @@ for a, b in (("DDIM 20", "DDPM 1000"), ("latent DDIM 50", "DDIM 50")):
 fig, ax = plt.subplots(figsize=(7, 2.8))
 rates = [r["images_per_second"] for r in training.values()]
 bars = ax.barh(list(training), rates, color=["C3", "C2", "C1"])
-ax.bar_label(bars, [f"{r['images_per_second']:.0f}/s, {r['hours_per_100_epochs']:.1f} h per 100 epochs"
-                   for r in training.values()], padding=3)
+ax.bar_label(
+    bars,
+    [f"{r['images_per_second']:.0f}/s, {r['hours_per_100_epochs']:.1f} h per 100 epochs" for r in training.values()],
+    padding=3,
+)
 ax.set(xlabel="training images per second", title="training throughput", xlim=(0, 1.6 * max(rates)))
 ax.invert_yaxis()
 fig.tight_layout()
@@ -330,8 +373,10 @@ plt.show()
 # %% tags=["nbval-check-output"]
 scaling = result["scaling"]
 for r in scaling:
-    print(f"{r['side']:>4}x{r['side']:<4}: {r['pixel']:>9,} pixel values -> {r['f4']:>7,} (f=4, {r['f4_ratio']:.0f}x) "
-          f"or {r['f8']:>6,} (f=8, {r['f8_ratio']:.0f}x)")
+    print(
+        f"{r['side']:>4}x{r['side']:<4}: {r['pixel']:>9,} pixel values -> {r['f4']:>7,} (f=4, {r['f4_ratio']:.0f}x) "
+        f"or {r['f8']:>6,} (f=8, {r['f8_ratio']:.0f}x)"
+    )
 
 # %%
 sides = [r["side"] for r in scaling]
@@ -349,17 +394,23 @@ plt.show()
 # The ratios from this run, beside the source material's:
 
 # %%
-ddpm, ddim100, ddim50, latent50 = (sampling[name]["seconds"]
-                                   for name in ("DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"))
-pixel_rate, cached_rate, encoded_rate = (training[name]["images_per_second"] for name in
-                                         ("pixel", "latent, cached latents", "latent, encoder run per batch"))
+ddpm, ddim100, ddim50, latent50 = (
+    sampling[name]["seconds"] for name in ("DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50")
+)
+pixel_rate, cached_rate, encoded_rate = (
+    training[name]["images_per_second"] for name in ("pixel", "latent, cached latents", "latent, encoder run per batch")
+)
 sizes = result["sizes"]
 print(f"DDIM 100 samples {ddpm / ddim100:.1f}x faster than DDPM 1000 (reference: 13.5x), DDIM 50 {ddpm / ddim50:.1f}x.")
-print(f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 (reference: 7.9x) "
-      f"and {ddim50 / latent50:.1f}x faster than pixel DDIM 50, with a UNet of "
-      f"{sizes['latent UNet']['params'] / sizes['pixel UNet']['params']:.1f}x the parameters.")
-print(f"Latent training from cached latents runs at {cached_rate / pixel_rate:.2f}x the pixel rate "
-      f"(reference: 1.3x); with the encoder run per batch at {encoded_rate / pixel_rate:.2f}x.")
+print(
+    f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 (reference: 7.9x) "
+    f"and {ddim50 / latent50:.1f}x faster than pixel DDIM 50, with a UNet of "
+    f"{sizes['latent UNet']['params'] / sizes['pixel UNet']['params']:.1f}x the parameters."
+)
+print(
+    f"Latent training from cached latents runs at {cached_rate / pixel_rate:.2f}x the pixel rate "
+    f"(reference: 1.3x); with the encoder run per batch at {encoded_rate / pixel_rate:.2f}x."
+)
 for name, q in scores.items():
     fid, kid = report.fid_kid(q)
     print(f"{name:>28}: FID {fid:>15}   KID x 1000 {kid:>14}   ({q['n']} images)")

@@ -25,7 +25,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -66,12 +69,18 @@ train, test = load_cifar10(), load_cifar10(train=False)
 # %%
 recipe = profile.recipe("latent").with_classes(10)
 unet = UNet(UNetConfig(**recipe.model))
-print(f"class embedding: {tuple(unet.class_emb.weight.shape)} = 10 classes + 'no label', each a vector as wide as "
-      f"the time embedding; {count_parameters(unet) / 1e6:.2f}M parameters in all")
+print(
+    f"class embedding: {tuple(unet.class_emb.weight.shape)} = 10 classes + 'no label', each a vector as wide as "
+    f"the time embedding; {count_parameters(unet) / 1e6:.2f}M parameters in all"
+)
 labels = torch.tensor([7, 8, 10])  # horse, ship, and "no label"
 x_t = torch.randn(3, 4, 8, 8)
-print("the same x_t and t with three labels:", tuple(unet(x_t, torch.tensor([500] * 3), labels).shape),
-      "- and one label for all, or none:", tuple(unet(x_t, 500).shape))
+print(
+    "the same x_t and t with three labels:",
+    tuple(unet(x_t, torch.tensor([500] * 3), labels).shape),
+    "- and one label for all, or none:",
+    tuple(unet(x_t, 500).shape),
+)
 
 # %% [markdown]
 # ## Training with label dropout
@@ -86,9 +95,11 @@ print("the same x_t and t with three labels:", tuple(unet(x_t, torch.tensor([500
 # draw, and leave the others as they are. Draw from `generator`, as the sampling loops do:
 # `torch.rand(n, generator=generator)`. The result must sit on the labels' device.
 
+
 # %% nbgrader={"grade": false, "grade_id": "drop_labels", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def drop_labels(labels: torch.Tensor, no_label: int, p: float,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_labels(
+    labels: torch.Tensor, no_label: int, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Each label replaced by `no_label` with probability p, independently."""
     ### BEGIN SOLUTION
     dropped = torch.rand(len(labels), generator=generator).to(labels.device) < p
@@ -114,8 +125,12 @@ seed_everything(0)
 loss = partial(eps_loss, schedule=recipe.noise_schedule(), drop=recipe.label_dropout, drop_labels=drop_labels)
 trainer = recipe.trainer(device, loss_fn=loss)
 print(f"{len(latents)} labelled latents; training {demo_steps} steps, batch {recipe.batch_size}")
-trainer.fit(batches(latents, recipe.batch_size, labels=latent_labels, flip=False, device=device), demo_steps,
-            log_every=max(1, demo_steps // 30), callback=LiveLoss("class-conditional latent diffusion loss"))
+trainer.fit(
+    batches(latents, recipe.batch_size, labels=latent_labels, flip=False, device=device),
+    demo_steps,
+    log_every=max(1, demo_steps // 30),
+    callback=LiveLoss("class-conditional latent diffusion loss"),
+)
 print(f"{trainer.seconds:.0f} s")
 
 # %%
@@ -124,8 +139,10 @@ if profile.pretrained:
     display(Markdown(pretrained.card("ldm-cifar10-cond", history=False)))
 else:
     pipe = LatentDiffusion(vae, trainer.ema.model, recipe.noise_schedule())
-print(f"sampling from a {count_parameters(pipe.unet) / 1e6:.2f}M-parameter class-conditional latent UNet; "
-      f"classes: {', '.join(pipe.classes)}")
+print(
+    f"sampling from a {count_parameters(pipe.unet) / 1e6:.2f}M-parameter class-conditional latent UNet; "
+    f"classes: {', '.join(pipe.classes)}"
+)
 
 # %% [markdown]
 # ## Classifier-free guidance
@@ -147,6 +164,7 @@ print(f"sampling from a {count_parameters(pipe.unet) / 1e6:.2f}M-parameter class
 # it was.
 #
 # ### Exercise 7.2: the guided prediction
+
 
 # %% nbgrader={"grade": false, "grade_id": "guided_eps", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def guided_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
@@ -175,8 +193,12 @@ print(f"{len(scales)} scales x {len(classes)} images, DDIM {steps}: {time.perf_c
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6))
 for ax, w in zip(axes, (0.0, 1.0, 3.0)):
-    show_images(by_scale[w].view(10, per_class, 3, 32, 32).transpose(0, 1).reshape(-1, 3, 32, 32), nrow=10, ax=ax,
-                title=f"w = {w:g}" + {0.0: " (label ignored)", 1.0: " (conditional)"}.get(w, " (guided)"))
+    show_images(
+        by_scale[w].view(10, per_class, 3, 32, 32).transpose(0, 1).reshape(-1, 3, 32, 32),
+        nrow=10,
+        ax=ax,
+        title=f"w = {w:g}" + {0.0: " (label ignored)", 1.0: " (conditional)"}.get(w, " (guided)"),
+    )
 plt.tight_layout()
 plt.show()
 print("columns:", ", ".join(CLASSES))
@@ -200,8 +222,14 @@ guidance_widget({(k, w): by_scale[w][classes == k] for k in range(10) for w in s
 if profile.pretrained:
     curve = pretrained.guidance_curve("ldm-cifar10-cond")
 else:
-    curve = evaluation.guidance_curve(pipe, train, test, samples=10 if profile.name == "smoke" else 500,
-                                      reference=16 if profile.name == "smoke" else None, device=device)
+    curve = evaluation.guidance_curve(
+        pipe,
+        train,
+        test,
+        samples=10 if profile.name == "smoke" else 500,
+        reference=16 if profile.name == "smoke" else None,
+        device=device,
+    )
 display(Markdown(report.guidance_table(curve)))
 
 # %%
@@ -217,8 +245,9 @@ axes[1].axhline(10, color="grey", ls=":", lw=1, label="chance")
 axes[1].set(xlabel="guidance w", ylabel="class accuracy (%)", title="does a horse look like a horse?")
 axes[2].plot([100 * r["accuracy"] for r in rows], [r["fid"] for r in rows], "o-", color="C1")
 for r in rows:
-    axes[2].annotate(f"w={r['guidance']:g}", (100 * r["accuracy"], r["fid"]), textcoords="offset points",
-                     xytext=(4, 4), fontsize=8)
+    axes[2].annotate(
+        f"w={r['guidance']:g}", (100 * r["accuracy"], r["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+    )
 axes[2].set(xlabel="class accuracy (%)", ylabel="FID", title="the trade-off")
 for ax in axes[:2]:
     ax.legend(fontsize=8)
@@ -233,10 +262,14 @@ plt.show()
 # %%
 base = curve["scales"]["1.0"]
 for r in rows:
-    said = [f"{report.verdict(r[key] - base[key], (r[f'{key}_se'] ** 2 + base[f'{key}_se'] ** 2) ** 0.5)} "
-            f"on {key.upper()}" for key, _, _ in report.METRICS]
-    print(f"w = {r['guidance']:g} against w = 1: {', '.join(said)}; "
-          f"class accuracy {100 * r['accuracy']:.1f}% against {100 * base['accuracy']:.1f}%")
+    said = [
+        f"{report.verdict(r[key] - base[key], (r[f'{key}_se'] ** 2 + base[f'{key}_se'] ** 2) ** 0.5)} on {key.upper()}"
+        for key, _, _ in report.METRICS
+    ]
+    print(
+        f"w = {r['guidance']:g} against w = 1: {', '.join(said)}; "
+        f"class accuracy {100 * r['accuracy']:.1f}% against {100 * base['accuracy']:.1f}%"
+    )
 
 # %% [markdown]
 # ## Editing real images: SDEdit
@@ -245,6 +278,7 @@ for r in rows:
 # noise its latent to some step $t$ with lesson 01's jump, and run the sampler from there, conditioned on
 # *another* class. Small $t$ keeps the picture and changes details. Large $t$ keeps only the layout and colours,
 # and at the last step nothing of the original is left. A few lines:
+
 
 # %%
 @torch.inference_mode()
@@ -263,14 +297,19 @@ def sdedit(pipe, images, t_start: int, target: str, guidance: float = 3.0, steps
 
 originals = to_float(test.images[:6])
 target = "horse"
-edits = {t: torch.cat([originals, sdedit(pipe, originals, t, target).cpu()])
-         for t in (100, 250, 400, 550, 700, 850, 999)}
-image_slider(edits, "t", lambda t: f"top: test images; bottom: noised to t = {t}, then sampled as '{target}' (w = 3)",
-             nrow=6)
+edits = {
+    t: torch.cat([originals, sdedit(pipe, originals, t, target).cpu()]) for t in (100, 250, 400, 550, 700, 850, 999)
+}
+image_slider(
+    edits, "t", lambda t: f"top: test images; bottom: noised to t = {t}, then sampled as '{target}' (w = 3)", nrow=6
+)
 
 # %%
-show_images(torch.cat([originals] + [edits[t][6:] for t in (250, 550, 850)]), nrow=6,
-            title=f"test images, then edited towards '{target}' from t = 250, 550, 850")
+show_images(
+    torch.cat([originals] + [edits[t][6:] for t in (250, 550, 850)]),
+    nrow=6,
+    title=f"test images, then edited towards '{target}' from t = 250, 550, 850",
+)
 plt.show()
 
 # %% [markdown]
@@ -283,9 +322,9 @@ plt.show()
 vae_config = pipe.vae.config
 ours = {
     "autoencoder": f"VAE, f = 4, L1 + KL, then the decoder retrained with a patch-GAN loss (no perceptual term: "
-                   f"no pretrained network here); scale factor {vae_config.scale_factor:.4f}, measured",
+    f"no pretrained network here); scale factor {vae_config.scale_factor:.4f}, measured",
     "noise schedule": f"linear betas from {pipe.schedule.betas[0]:.4f} to {pipe.schedule.betas[-1]:.2f}, "
-                      f"T = {pipe.schedule.T}",
+    f"T = {pipe.schedule.T}",
     "denoiser": f"UNet, {count_parameters(pipe.unet) / 1e6:.1f}M parameters",
     "conditioning": "a class embedding added to the time embedding",
     '"no label"': f"a learned extra class, labels dropped {recipe.label_dropout:.0%} of the time",
@@ -303,8 +342,14 @@ stable_diffusion = {
     "sampler": "PNDM/PLMS by default; DDIM, Euler, DPM-Solver++",
     "data": "LAION: hundreds of millions of captioned images",
 }
-display(Markdown(report.table(["part", "this course", "Stable Diffusion v1"],
-                              [[part, ours[part], stable_diffusion[part]] for part in ours])))
+display(
+    Markdown(
+        report.table(
+            ["part", "this course", "Stable Diffusion v1"],
+            [[part, ours[part], stable_diffusion[part]] for part in ours],
+        )
+    )
+)
 
 # %% [markdown]
 # What changes at high resolution is mostly scale. A latent makes training and sampling affordable at all, and

@@ -27,7 +27,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -35,23 +38,18 @@ if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None
     importlib.invalidate_caches()  # so that `import diffedu` finds what was just installed
 
 # %%
-import time
 
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
 from diffedu import check, pretrained, report
-from diffedu.data import load_cifar10, to_float
 from diffedu.env import get_device
-from diffedu.metrics import fine_detail
 from diffedu.oracles import GaussianDenoiser
-from diffedu.pipelines import load_pipeline
 from diffedu.profiles import get_profile
 from diffedu.samplers import SAMPLERS, make_scheduler, sample, sample_trajectory
 from diffedu.schedules import Schedule
 from diffedu.viz import quality_plot
-from diffedu.widgets import sampler_widget
 
 profile, device = get_profile(), get_device()
 print(profile.note, f"Device: {device}.")
@@ -119,6 +117,7 @@ plt.show()
 # $\tilde x = \hat x_0 + \sigma\hat\varepsilon$, and the $\sigma$ terms cancel. Numerically, with diffedu's DDIM and an
 # Euler loop written here:
 
+
 # %%
 def sigma_of(t: int) -> torch.Tensor:
     """The ODE's time at timestep t; 0 for the clean image (t = -1)."""
@@ -135,8 +134,10 @@ for t, t_prev in zip(ddim.timesteps, [*ddim.timesteps[1:], -1]):
 by_ddim = sample(exact, ddim, x_T, progress=False)
 solution = exact.flow(x_T, ddim.timesteps[0], -1)  # the ODE's exact solution, known for Gaussian data
 print(f"Euler by hand vs diffedu's DDIM, 10 steps: largest gap {(x_tilde - by_ddim).abs().max():.1e}")
-print(f"both land {(by_ddim - solution).abs().mean():.3f} from the exact solution on average (std of the data: 0.3); "
-      f"the samples' std is {by_ddim.std():.3f}, the exact solution's {solution.std():.3f}")
+print(
+    f"both land {(by_ddim - solution).abs().mean():.3f} from the exact solution on average (std of the data: 0.3); "
+    f"the samples' std is {by_ddim.std():.3f}, the exact solution's {solution.std():.3f}"
+)
 assert torch.allclose(x_tilde, by_ddim, atol=1e-10)
 
 # %% [markdown]
@@ -162,6 +163,7 @@ assert torch.allclose(x_tilde, by_ddim, atol=1e-10)
 # $\hat\varepsilon$ at $(\tilde x, \sigma)$. The check runs your step through a dozen timesteps with the exact slope
 # of Gaussian data. It compares the result with diffedu's `HeunScheduler` and diffusers' `HeunDiscreteScheduler`
 # on the same timesteps.
+
 
 # %% nbgrader={"grade": false, "grade_id": "heun_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def heun_step(slope, x: torch.Tensor, sigma: torch.Tensor, sigma_prev: torch.Tensor) -> torch.Tensor:
@@ -213,9 +215,16 @@ check.heun_step(heun_step)
 # step. `alpha_bar_prev` is one on the last step. The check runs your step through a dozen timesteps against
 # diffedu's `DPMSolverScheduler` and diffusers' `DPMSolverMultistepScheduler`.
 
+
 # %% nbgrader={"grade": false, "grade_id": "dpm_solver_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def dpm_solver_step(x: torch.Tensor, x0: torch.Tensor, x0_last: torch.Tensor | None, alpha_bar_t: torch.Tensor,
-                    alpha_bar_prev: torch.Tensor, alpha_bar_last: torch.Tensor | None) -> torch.Tensor:
+def dpm_solver_step(
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    x0_last: torch.Tensor | None,
+    alpha_bar_t: torch.Tensor,
+    alpha_bar_prev: torch.Tensor,
+    alpha_bar_last: torch.Tensor | None,
+) -> torch.Tensor:
     """x_t -> x_{t_prev} by DPM-Solver++(2M) (Lu et al. 2022); DDIM's step when there is no last call."""
     ### BEGIN SOLUTION
     if alpha_bar_prev == 1:
@@ -243,6 +252,7 @@ check.dpm_solver_step(dpm_solver_step)
 # noise. The error is taken at the last timestep, before the final jump to the clean image, which all three take
 # as the same first-order step. On log-log axes an error of $C/\mathrm{NFE}^p$ is a line of slope $-p$.
 
+
 # %%
 def ode_error(sampler: str, steps: int) -> tuple[int, float]:
     """(model calls, mean error at t = 0) of a sampler's run from x_T, against the exact solution."""
@@ -257,11 +267,18 @@ for sampler, style in (("ddim", "o-"), ("heun", "P-"), ("dpmpp2m", "v-")):
     fit = torch.tensor(calls[3:], dtype=torch.float64).log(), torch.tensor(errors[3:], dtype=torch.float64).log()
     slope = -torch.linalg.lstsq(torch.stack([fit[0], torch.ones_like(fit[0])], 1), fit[1][:, None]).solution[0].item()
     ax.plot(calls, errors, style, label=f"{SAMPLERS[sampler].title}: order {slope:.2f}")
-    print(f"{SAMPLERS[sampler].title:>17}: fitted order {slope:.2f} (from 50 steps up); error at "
-          + ", ".join(f"{n} calls {e:.1e}" for n, e in zip(calls, errors)))
+    print(
+        f"{SAMPLERS[sampler].title:>17}: fitted order {slope:.2f} (from 50 steps up); error at "
+        + ", ".join(f"{n} calls {e:.1e}" for n, e in zip(calls, errors))
+    )
     assert abs(slope - SAMPLERS[sampler].order) < 0.2
-ax.set(xscale="log", yscale="log", xlabel="model calls (NFE)", ylabel="mean error at t = 0",
-       title="each sampler against the ODE's exact solution, N(0.2, 0.3²) data")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="model calls (NFE)",
+    ylabel="mean error at t = 0",
+    title="each sampler against the ODE's exact solution, N(0.2, 0.3²) data",
+)
 ax.legend()
 plt.show()
 
@@ -291,8 +308,18 @@ display(Markdown(report.quality_table(quality, **shown)))
 # model calls, from the same noise:
 
 # %%
-display(Markdown(report.compare(quality, ("DPM-Solver++(2M) 10", "DDIM 10"), ("DPM-Solver++(2M) 10", "DDIM 20"),
-                                ("DPM-Solver++(2M) 20", "DDIM 20"), ("Heun 10", "DDIM 20"), ("Heun 25", "DDIM 50"))))
+display(
+    Markdown(
+        report.compare(
+            quality,
+            ("DPM-Solver++(2M) 10", "DDIM 10"),
+            ("DPM-Solver++(2M) 10", "DDIM 20"),
+            ("DPM-Solver++(2M) 20", "DDIM 20"),
+            ("Heun 10", "DDIM 20"),
+            ("Heun 25", "DDIM 50"),
+        )
+    )
+)
 
 # %% [markdown]
 # Heun does badly here, and DPM-Solver++ gains on FID more than on KID. `benchmarks/sampler_detail.py` says why.
@@ -306,9 +333,18 @@ display(Markdown(report.compare(quality, ("DPM-Solver++(2M) 10", "DDIM 10"), ("D
 # the time its extrapolation assumes):
 
 # %%
-display(Markdown(report.compare(quality, ("Heun 10 log-SNR", "DDIM 20"), ("DPM-Solver++(2M) 10 log-SNR", "DDIM 50"),
-                                ("DPM-Solver++(2M) 20 log-SNR", "DDIM 250"), ("DDIM 250", "DDIM 20"),
-                                ("DDIM 20 log-SNR", "DDIM 20"))))
+display(
+    Markdown(
+        report.compare(
+            quality,
+            ("Heun 10 log-SNR", "DDIM 20"),
+            ("DPM-Solver++(2M) 10 log-SNR", "DDIM 50"),
+            ("DPM-Solver++(2M) 20 log-SNR", "DDIM 250"),
+            ("DDIM 250", "DDIM 20"),
+            ("DDIM 20 log-SNR", "DDIM 20"),
+        )
+    )
+)
 
 # %% [markdown]
 # On this grid the second-order samplers recover. On FID they reach what DDIM reaches with more calls; on KID

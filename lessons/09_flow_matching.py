@@ -24,7 +24,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -69,6 +72,7 @@ print(profile.note, f"Device: {device}.")
 # Write `fm_loss(model, x0)`: one $t$ per image, uniform in $[0, 1]$ (`torch.rand`), Gaussian noise, $x_t$ on the
 # line, and the mean squared error between `model(x_t, t)` and $\varepsilon - x_0$.
 
+
 # %% nbgrader={"grade": false, "grade_id": "fm_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def fm_loss(model, x0: torch.Tensor) -> torch.Tensor:
     """Flow matching's loss: || v_theta((1 - t) x0 + t eps, t) - (eps - x0) ||^2, t ~ U(0, 1) per image."""
@@ -89,6 +93,7 @@ check.fm_loss(fm_loss)
 # Write `fm_sample(velocity, x1, steps)`: Euler's method on $dx/dt = v(x, t)$, from $t = 1$ (the noise `x1`) to
 # $t = 0$, in `steps` equal steps. Each step is $x + (t_\text{next} - t)\,v(x, t)$. The check drives it with the
 # exact velocity of Gaussian data (`GaussianVelocity`).
+
 
 # %% nbgrader={"grade": false, "grade_id": "fm_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def fm_sample(velocity, x1: torch.Tensor, steps: int) -> torch.Tensor:
@@ -141,8 +146,15 @@ print(f"{'steps':>5} | {'flow matching, Euler':>20} | {'DDPM model, DDIM':>16}  
 for steps in (5, 10, 20, 50):
     flow = fm_sample(velocity, x_T, steps)  # the flow's noise at t = 1 is N(0, I), as the DDPM model's x_T
     flow_error = (flow - velocity.flow(x_T, 1.0, 0.0)).abs().mean().item()
-    ddim_error = (sample(exact, make_scheduler("ddim", linear, steps, clip_x0=False), x_T, progress=False)
-                  - exact.flow(x_T, linear.T - 1, -1)).abs().mean().item()
+    ddim_error = (
+        (
+            sample(exact, make_scheduler("ddim", linear, steps, clip_x0=False), x_T, progress=False)
+            - exact.flow(x_T, linear.T - 1, -1)
+        )
+        .abs()
+        .mean()
+        .item()
+    )
     print(f"{steps:>5} | {flow_error:>20.4f} | {ddim_error:>16.4f}")
     assert flow_error < ddim_error  # the same Euler method, on a grid that suits this data better
 
@@ -167,8 +179,11 @@ calls = 10
 with torch.inference_mode():
     yours = fm_sample(fm.unet, noise, calls).clamp(-1, 1)
     ddim = ddpm.sample(8, calls, sampler="ddim", x_T=noise, progress=False)
-show_images(torch.cat([yours.cpu(), ddim.cpu()]), nrow=8,
-            title=f"top: fm-cifar10, your fm_sample, {calls} calls; bottom: ddpm-cifar10, DDIM {calls}, the same noise")
+show_images(
+    torch.cat([yours.cpu(), ddim.cpu()]),
+    nrow=8,
+    title=f"top: fm-cifar10, your fm_sample, {calls} calls; bottom: ddpm-cifar10, DDIM {calls}, the same noise",
+)
 plt.show()
 
 # %% [markdown]
@@ -186,9 +201,19 @@ display(Markdown(report.quality_table(quality, **shown)))
 # At equal model calls, from the same noise (the flow model's Heun takes its last step by Euler, as EDM's does):
 
 # %%
-display(Markdown(report.compare(quality, ("flow Heun 3", "DPM-Solver++(2M) 5"), ("flow Euler 5", "DDIM 5"),
-                                ("flow Euler 10", "DDIM 10"), ("flow Euler 20", "DDIM 20"), ("flow Heun 10", "DDIM 20"),
-                                ("flow Euler 50", "DDIM 50"))))
+display(
+    Markdown(
+        report.compare(
+            quality,
+            ("flow Heun 3", "DPM-Solver++(2M) 5"),
+            ("flow Euler 5", "DDIM 5"),
+            ("flow Euler 10", "DDIM 10"),
+            ("flow Euler 20", "DDIM 20"),
+            ("flow Heun 10", "DDIM 20"),
+            ("flow Euler 50", "DDIM 50"),
+        )
+    )
+)
 
 # %% [markdown]
 # Read the verdicts from the top. At a handful of calls the flow model wins, as the Gaussian example predicted:

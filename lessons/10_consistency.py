@@ -25,7 +25,10 @@
 
 # %%
 # Set-up: on Colab, install the course (once per session); anywhere else this does nothing.
-import importlib.util, os, subprocess, sys
+import importlib.util
+import os
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None:
     course = os.environ.get("DIFFEDU_INSTALL", "diffedu @ git+https://github.com/diffedu/diffedu")
@@ -65,8 +68,11 @@ noise = fm.noise(8, torch.Generator().manual_seed(0))
 with torch.inference_mode():
     one = fm.sample(8, 1, x_T=noise, progress=False)
     many = fm.sample(8, 50, x_T=noise, progress=False)
-show_images(torch.cat([one.cpu(), many.cpu()]), nrow=8,
-            title="fm-cifar10 from the same noise: top, one Euler step; bottom, fifty")
+show_images(
+    torch.cat([one.cpu(), many.cpu()]),
+    nrow=8,
+    title="fm-cifar10 from the same noise: top, one Euler step; bottom, fifty",
+)
 plt.show()
 
 # %% [markdown]
@@ -87,6 +93,7 @@ plt.show()
 #
 # Write `consistency_fn(model, x_t, t)`: $x_t - t\,v$, with one $t$ per image (shape `(B,)`), so reshape it to
 # scale whole images. The check also runs it on the exact consistency model of Gaussian data.
+
 
 # %% nbgrader={"grade": false, "grade_id": "consistency_fn", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def consistency_fn(model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -120,6 +127,7 @@ check.consistency_fn(consistency_fn)
 # Write `ct_loss(f, x0, t, r)`. Draw one noise, place $x_t$ and $x_r$ on its line, take the target without
 # gradients (`torch.no_grad()`), and return the mean over images of each image's mean squared gap, divided by
 # its $\sigma_t - \sigma_r$. Here `f(x, t)` is the consistency function, and `t`, `r` hold one time per image.
+
 
 # %% nbgrader={"grade": false, "grade_id": "ct_loss", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def ct_loss(f, x0: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -166,8 +174,10 @@ plt.show()
 velocity = GaussianVelocity(mean=0.2, std=0.3)
 x0 = 0.2 + 0.3 * torch.randn(200_000, 1, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 t = torch.full((len(x0),), 0.7, dtype=torch.float64)
-maps = {"exact map": lambda x, s: velocity.flow(x, s, 0.0),
-        "one Euler jump": lambda x, s: consistency_fn(velocity, x, s)}
+maps = {
+    "exact map": lambda x, s: velocity.flow(x, s, 0.0),
+    "one Euler jump": lambda x, s: consistency_fn(velocity, x, s),
+}
 for stage in (2, 6, 10):
     pulls = []
     for f in maps.values():
@@ -194,8 +204,12 @@ trainer = recipe.trainer(device, loss_fn=ct_loss)
 images = load_cifar10(train=True).images[: recipe.n_data]
 with torch.inference_mode():
     start = fm.sample(8, 1, x_T=noise, progress=False)
-trainer.fit(batches(images, recipe.batch_size, device=device), recipe.steps,
-            log_every=max(1, recipe.steps // 30), callback=LiveLoss("consistency loss"))
+trainer.fit(
+    batches(images, recipe.batch_size, device=device),
+    recipe.steps,
+    log_every=max(1, recipe.steps // 30),
+    callback=LiveLoss("consistency loss"),
+)
 print(f"{trainer.step} steps in {trainer.seconds:.0f} s, ending at curriculum stage {trainer.stage}")
 assert all(loss == loss for loss in trainer.history)  # no NaN
 
@@ -206,8 +220,11 @@ assert all(loss == loss for loss in trainer.history)  # no NaN
 tuned = Consistency(trainer.model.eval())
 with torch.inference_mode():
     after = tuned.sample(8, 1, x_T=noise, progress=False)
-show_images(torch.cat([start.cpu(), after.cpu()]), nrow=8,
-            title=f"one call each: top, fm-cifar10; bottom, after {trainer.step} steps of ECT")
+show_images(
+    torch.cat([start.cpu(), after.cpu()]),
+    nrow=8,
+    title=f"one call each: top, fm-cifar10; bottom, after {trainer.step} steps of ECT",
+)
 plt.show()
 
 # %% [markdown]
@@ -230,6 +247,7 @@ display(Markdown(pretrained.card("ect-cifar10", history=False)))
 # Write `consistency_sample(f, x1, times, generator)`: jump from the noise at `times[0]`, then for each later
 # time re-noise and jump again. Draw the fresh noise with `torch.randn(x0.shape, generator=generator,
 # dtype=x0.dtype, device=x0.device)`, and give `f` one $t$ per image.
+
 
 # %% nbgrader={"grade": false, "grade_id": "consistency_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def consistency_sample(f, x1: torch.Tensor, times: list[float], generator: torch.Generator) -> torch.Tensor:
@@ -276,8 +294,9 @@ plt.show()
 
 # %%
 quality = pretrained.quality_table()
-shown = dict(spaces=("pixel", "flow", "consistency"), samplers=("ddim", "dpmpp2m", "euler", "consistency"),
-             spacings=("uniform",))
+shown = dict(
+    spaces=("pixel", "flow", "consistency"), samplers=("ddim", "dpmpp2m", "euler", "consistency"), spacings=("uniform",)
+)
 quality_plot(quality, "calls", **shown)
 plt.show()
 
@@ -286,16 +305,34 @@ plt.show()
 # earlier call to extrapolate from, and its last step is first-order.)
 
 # %%
-display(Markdown(report.compare(quality, ("consistency 1", "flow Euler 1"), ("consistency 1", "DDIM 1"),
-                                ("consistency 2", "flow Euler 2"), ("consistency 2", "DDIM 2"),
-                                ("consistency 4", "DPM-Solver++(2M) 3"))))
+display(
+    Markdown(
+        report.compare(
+            quality,
+            ("consistency 1", "flow Euler 1"),
+            ("consistency 1", "DDIM 1"),
+            ("consistency 2", "flow Euler 2"),
+            ("consistency 2", "DDIM 2"),
+            ("consistency 4", "DPM-Solver++(2M) 3"),
+        )
+    )
+)
 
 # %% [markdown]
 # And against the best the course had at more calls:
 
 # %%
-display(Markdown(report.compare(quality, ("consistency 2", "flow Heun 3"), ("consistency 1", "DDIM 5"),
-                                ("consistency 2", "DDIM 10"), ("consistency 4", "DDIM 10"))))
+display(
+    Markdown(
+        report.compare(
+            quality,
+            ("consistency 2", "flow Heun 3"),
+            ("consistency 1", "DDIM 5"),
+            ("consistency 2", "DDIM 10"),
+            ("consistency 4", "DDIM 10"),
+        )
+    )
+)
 
 # %% [markdown]
 # Read the verdicts row by row. At one, two and four calls the tuned model is far ahead of every other model's

@@ -21,8 +21,13 @@ def cifar_root() -> Path:
 def write_batch(folder: Path, name: str, n: int, seed: int = 0, **replace) -> dict:
     """A CIFAR-10 batch file of n random images in the original layout (entries overridden by `replace`)."""
     rng = np.random.default_rng(seed)
-    batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, n).tolist(),
-             "batch_label": name, "filenames": [f"{i}.png" for i in range(n)], **replace}
+    batch = {
+        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        "labels": rng.integers(0, 10, n).tolist(),
+        "batch_label": name,
+        "filenames": [f"{i}.png" for i in range(n)],
+        **replace,
+    }
     (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     return batch
 

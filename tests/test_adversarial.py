@@ -1,5 +1,6 @@
 """The autoencoder's adversarial loss (diffedu.adversarial) on cases with known answers, the decoder stage that
 keeps the encoder, and training for a time budget."""
+
 import math
 import time
 
@@ -107,15 +108,20 @@ def test_a_resumed_decoder_stage_continues_exactly(tmp_path):
             trainer.train_step(images(seed=seed))
         if split:  # saved, then rebuilt from the checkpoint alone
             trainer.save(tmp_path / "run")
-            trainer = DecoderTrainer(checkpoint.build_model(checkpoint.read_meta(tmp_path / "run")), lr=1e-3, warmup=1,
-                                     device="cpu").load(tmp_path / "run")
+            trainer = DecoderTrainer(
+                checkpoint.build_model(checkpoint.read_meta(tmp_path / "run")), lr=1e-3, warmup=1, device="cpu"
+            ).load(tmp_path / "run")
         torch.manual_seed(2)
         trainer.train_step(images(seed=5))
         return trainer
 
     whole, resumed = run(False), run(True)
     assert resumed.step == whole.step == 3
-    for a, b in [(whole.model, resumed.model), (whole.ema.model, resumed.ema.model), (whole.discriminator, resumed.discriminator)]:
+    for a, b in [
+        (whole.model, resumed.model),
+        (whole.ema.model, resumed.ema.model),
+        (whole.discriminator, resumed.discriminator),
+    ]:
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.allclose(x, y, atol=1e-6), name
 
@@ -159,7 +165,9 @@ def test_retrain_trains_a_decoder_stage_on_the_vae_retrained_beside_it(tiny_cifa
     assert runs.retrain(["smoke-decoder", "smoke-vae"], out, data_root=str(tiny_cifar), device="cpu")
     vae, sharp = load_vae(out / "shipped" / "smoke-vae"), load_vae(out / "shipped" / "smoke-decoder")
     assert vae_fingerprint(vae) == vae_fingerprint(sharp)  # the same encoder and scale factor...
-    assert any(not torch.equal(a, b) for a, b in zip(vae.decoder.state_dict().values(), sharp.decoder.state_dict().values()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(vae.decoder.state_dict().values(), sharp.decoder.state_dict().values())
+    )
     meta = checkpoint.read_meta(out / "smoke-decoder")
     assert meta["step"] == 4 and meta["stage"] == "decoder" and meta["warmup"] == 0  # ...and a new decoder
     assert runs.retrain(["smoke-decoder", "smoke-vae"], out, data_root=str(tiny_cifar), device="cpu")  # done: no-op
@@ -170,7 +178,9 @@ def test_a_timed_recipe_trains_for_its_minutes_through_runs_fit(tiny_cifar, tmp_
     recipe = get_recipe("smoke-decoder")
     timed = Recipe("timed", "decoder", {}, steps=10**6, batch_size=4, lr=1e-3, base="smoke-vae", minutes=0.5 / 60)
     trainer = timed.trainer("cpu", small_vae())
-    runs.fit(trainer, timed, tmp_path / "run", data.load_cifar10(tiny_cifar), timed.steps, deadline=time.monotonic() + 60)
+    runs.fit(
+        trainer, timed, tmp_path / "run", data.load_cifar10(tiny_cifar), timed.steps, deadline=time.monotonic() + 60
+    )
     meta = checkpoint.read_meta(tmp_path / "run")
     assert timed.finished(meta) and meta["step"] < 10**6 and meta["config"]["scale_factor"] == SMALL.scale_factor
     assert recipe.kind == timed.kind == "decoder"

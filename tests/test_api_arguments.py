@@ -1,6 +1,7 @@
 """Every argument of the Python API a learner types (the pipelines' sample and sample_trajectory, load_pipeline) is
 checked: a bad value gets a DiffeduError that names it and says what to do, or is converted where the intent is
 plain. Nothing is silently ignored, and no NaN image is returned. Tiny UNets on 8x8 images keep it fast."""
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +49,7 @@ def noise(n=2, dtype=torch.float32) -> torch.Tensor:
 
 # ---- x_T and n --------------------------------------------------------------------
 
+
 def test_x_T_as_float64_or_as_a_numpy_array_is_converted(pipe, flow):
     for p in (pipe, flow):
         expected = sample(p, x_T=noise())
@@ -73,8 +75,17 @@ def test_n_comes_from_x_T_and_a_different_n_is_refused(pipe, flow):
     assert sample(pipe).shape == (16, 3, 8, 8)  # no x_T: 16 images, as before
 
 
-@pytest.mark.parametrize("x_T", [torch.zeros(2, 1, 8, 8), torch.zeros(3, 8, 8), torch.zeros(0, 3, 8, 8),
-                                 torch.zeros(2, 3, 8, 8, dtype=torch.long), [[0.0]], "noise"])
+@pytest.mark.parametrize(
+    "x_T",
+    [
+        torch.zeros(2, 1, 8, 8),
+        torch.zeros(3, 8, 8),
+        torch.zeros(0, 3, 8, 8),
+        torch.zeros(2, 3, 8, 8, dtype=torch.long),
+        [[0.0]],
+        "noise",
+    ],
+)
 def test_x_T_of_the_wrong_shape_or_kind_is_refused_with_the_shape_expected(pipe, flow, x_T):
     for p in (pipe, flow):
         with pytest.raises(DiffeduError, match=r"x_T must be .*\(n, 3, 8, 8\)|x_T holds no images"):
@@ -91,6 +102,7 @@ def test_an_absurd_number_of_images_is_refused_before_any_is_made(pipe, flow, mo
 
 
 # ---- generator, eta, frames, classes --------------------------------------------
+
 
 def test_an_int_seed_is_a_generator_and_anything_else_is_refused(pipe, flow):
     for p in (pipe, flow):
@@ -129,6 +141,7 @@ def test_classes_as_floats_are_refused(cond, classes):
 
 # ---- load_pipeline's device ---------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     return checkpoint.save_model(tmp_path_factory.mktemp("ckpt") / "tiny", unet(), schedule="linear", T=1000)
@@ -147,6 +160,7 @@ def test_an_int_device_is_that_gpu_not_the_cpu(saved):
 
 
 # ---- steps --------------------------------------------------------------------------
+
 
 def test_flow_and_consistency_steps_have_a_limit(flow):
     with pytest.raises(DiffeduError, match="steps must be a whole number between 1 and 1,000, got 1000000000"):
@@ -173,13 +187,18 @@ def test_what_ddpm_would_ignore_is_refused(pipe):
 
 
 def test_what_a_flow_model_would_ignore_is_refused(flow):
-    for wrong, message in [({"eta": 0.5}, "takes no eta"), ({"spacing": "quadratic"}, "'quadratic' spacing"),
-                           ({"frames": 3}, "snapshots"), ({"sampler": "ddim"}, "'ddim' sampler")]:
+    for wrong, message in [
+        ({"eta": 0.5}, "takes no eta"),
+        ({"spacing": "quadratic"}, "'quadratic' spacing"),
+        ({"frames": 3}, "snapshots"),
+        ({"sampler": "ddim"}, "'ddim' sampler"),
+    ]:
         with pytest.raises(DiffeduError, match=message):
             flow.sample_trajectory(1, 2, progress=False, **wrong)
 
 
 # ---- non-finite results ---------------------------------------------------------------
+
 
 def test_a_sampler_that_makes_non_finite_images_says_so(cond):
     unclipped = Diffusion(cond.unet, cond.schedule)
@@ -198,6 +217,7 @@ def test_a_sampler_that_makes_non_finite_images_says_so(cond):
 
 # ---- T: the number of diffusion steps a UNet learned ------------------------------------
 
+
 def test_a_unet_records_its_T_and_a_schedule_of_another_T_is_refused():
     assert UNetConfig().T == 1000 and UNetConfig(T=100).to_dict()["T"] == 100
     for wrong in (0, 2.5, "1000", True):
@@ -215,7 +235,8 @@ def test_shipped_unets_load_unchanged_with_T_1000(name):
     assert "T" not in meta["config"] and config.T == meta.get("T", 1000) == 1000
     assert UNetConfig(**config.to_dict()) == config
     assert {k: config.to_dict()[k] for k in meta["config"]} == {
-        k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+        k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()
+    }
     assert load_pipeline(name, "cpu").unet.config == config
 
 

@@ -1,4 +1,5 @@
 """`python -m diffedu bench`: runs in the smoke profile and writes JSON with every field."""
+
 import json
 import math
 
@@ -13,7 +14,9 @@ from diffedu.cli import main
 def test_flops_of_a_linear_layer_and_a_convolution_match_their_closed_forms():
     assert measure.forward_flops(nn.Linear(10, 20, bias=False), torch.zeros(3, 10)) == 2 * 3 * 10 * 20
     # a 3x3 conv, 4 -> 8 channels, on 5x5 with padding 1: 2 * (out pixels) * (out channels) * (in channels * 9)
-    assert measure.forward_flops(nn.Conv2d(4, 8, 3, padding=1, bias=False), torch.zeros(1, 4, 5, 5)) == 2 * 25 * 8 * 4 * 9
+    assert (
+        measure.forward_flops(nn.Conv2d(4, 8, 3, padding=1, bias=False), torch.zeros(1, 4, 5, 5)) == 2 * 25 * 8 * 4 * 9
+    )
 
 
 def test_scaling_table_ratios():
@@ -36,10 +39,28 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
     assert main(["bench", "--profile", "smoke", "--device", "cpu", "--data", str(cifar_root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     result = bench.load(out)
-    assert result["profile"] == "smoke" and result["settings"] == json.loads(json.dumps(vars(bench.settings_for("smoke"))))
-    assert set(result) >= {"format", "models", "machine", "options", "sizes", "sampling", "training", "scores", "scaling",
-                           "seconds", "date"}
-    assert result["options"] == {"inference_mode": True, "bf16_autocast": False, "channels_last": True, "torch_compile": False}
+    assert result["profile"] == "smoke" and result["settings"] == json.loads(
+        json.dumps(vars(bench.settings_for("smoke")))
+    )
+    assert set(result) >= {
+        "format",
+        "models",
+        "machine",
+        "options",
+        "sizes",
+        "sampling",
+        "training",
+        "scores",
+        "scaling",
+        "seconds",
+        "date",
+    }
+    assert result["options"] == {
+        "inference_mode": True,
+        "bf16_autocast": False,
+        "channels_last": True,
+        "torch_compile": False,
+    }
 
     sizes = result["sizes"]
     assert list(sizes) == ["pixel UNet", "latent UNet", "VAE encoder", "VAE decoder"]
@@ -48,10 +69,13 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
     sampling = result["sampling"]
     assert list(sampling) == ["DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"]
     for r in sampling.values():
-        assert r["seconds"] > 0 and r["runs"] == len(r["all_seconds"]) >= 1 and r["peak_memory_mib"] is None  # a CPU run
+        assert (
+            r["seconds"] > 0 and r["runs"] == len(r["all_seconds"]) >= 1 and r["peak_memory_mib"] is None
+        )  # a CPU run
     assert sampling["DDIM 100"]["gflops_per_image"] == pytest.approx(100 * sizes["pixel UNet"]["gflops"])
     assert sampling["latent DDIM 50"]["gflops_per_image"] == pytest.approx(
-        50 * sizes["latent UNet"]["gflops"] + sizes["VAE decoder"]["gflops"])
+        50 * sizes["latent UNet"]["gflops"] + sizes["VAE decoder"]["gflops"]
+    )
 
     assert list(result["training"]) == ["pixel", "latent, cached latents", "latent, encoder run per batch"]
     for r in result["training"].values():
@@ -65,7 +89,12 @@ def test_bench_runs_in_the_smoke_profile_and_writes_every_field(cifar_root, tmp_
     assert len(list((tmp_path / "fid").glob("inception-*.safetensors"))) == 1  # the reference, cached
 
     assert printed.startswith(report.tables(result))
-    for line in ("| DDPM 1000 | 1000 | 1000 |", "| latent, cached latents |", "| real test images | 4 |", "| 32x32x3 | 3,072 | 256 | 12x |"):
+    for line in (
+        "| DDPM 1000 | 1000 | 1000 |",
+        "| latent, cached latents |",
+        "| real test images | 4 |",
+        "| 32x32x3 | 3,072 | 256 | 12x |",
+    ):
         assert line in printed
 
 
@@ -74,9 +103,20 @@ def test_bench_times_other_step_counts_without_fid(cifar_root, tmp_path, capsys)
     args = ["bench", "--profile", "smoke", "--device", "cpu", "--data", str(cifar_root), "--out", str(out)]
     assert main([*args, "--ddim-steps", "20", "10", "--also", "Heun 3", "DPM-Solver++(2M) 4", "--no-fid"]) == 0
     result = bench.load(out)
-    assert list(result["sampling"]) == ["DDPM 1000", "DDIM 20", "DDIM 10", "latent DDIM 50", "Heun 3", "DPM-Solver++(2M) 4"]
-    assert [r["model_calls"] for r in result["sampling"].values()] == [1000, 20, 10, 50, 5, 4] and result["scores"] is None
-    assert result["sampling"]["Heun 3"]["gflops_per_image"] == pytest.approx(5 * result["sizes"]["pixel UNet"]["gflops"])
+    assert list(result["sampling"]) == [
+        "DDPM 1000",
+        "DDIM 20",
+        "DDIM 10",
+        "latent DDIM 50",
+        "Heun 3",
+        "DPM-Solver++(2M) 4",
+    ]
+    assert [r["model_calls"] for r in result["sampling"].values()] == [1000, 20, 10, 50, 5, 4] and result[
+        "scores"
+    ] is None
+    assert result["sampling"]["Heun 3"]["gflops_per_image"] == pytest.approx(
+        5 * result["sizes"]["pixel UNet"]["gflops"]
+    )
     assert "FID and KID" not in capsys.readouterr().out
 
 
@@ -111,8 +151,24 @@ def test_the_quality_table_measures_rows_resumably(tiny_cifar, tmp_path, monkeyp
     assert second["rows"]["latent DDIM 10"] == first["rows"]["latent DDIM 10"]
     assert second["rows"]["DDIM 10 quadratic"]["spacing"] == "quadratic"
 
-    assert main(["quality", "--samples", "2", "--data", str(tiny_cifar), "--device", "cpu", "--out", str(out),
-                 "--rows", "real test images"]) == 2  # another count: refused, the rows measured are kept
+    assert (
+        main(
+            [
+                "quality",
+                "--samples",
+                "2",
+                "--data",
+                str(tiny_cifar),
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--rows",
+                "real test images",
+            ]
+        )
+        == 2
+    )  # another count: refused, the rows measured are kept
     assert "measured at 4 images" in capsys.readouterr().err and json.loads(out.read_text()) == second
     assert main([*args, "DDIM 7"]) == 2
     assert "no quality row 'DDIM 7'" in capsys.readouterr().err
@@ -121,23 +177,41 @@ def test_the_quality_table_measures_rows_resumably(tiny_cifar, tmp_path, monkeyp
 def test_the_shipped_quality_table_is_one_protocol():
     table = pretrained.quality_table()
     assert table["samples"] == 500 and table["reference"].startswith("all 5170 CIFAR-10 training images")
-    assert list(table["rows"]) == [label for label in evaluation.QUALITY_ROWS if label in table["rows"]] and "real test images" in table["rows"]
+    assert (
+        list(table["rows"]) == [label for label in evaluation.QUALITY_ROWS if label in table["rows"]]
+        and "real test images" in table["rows"]
+    )
     assert all(row["n"] == 500 for row in table["rows"].values())
-    assert table["format"] == evaluation.FORMAT and all(row["fid_se"] > 0 and row["kid_se"] > 0 for row in table["rows"].values())
+    assert table["format"] == evaluation.FORMAT and all(
+        row["fid_se"] > 0 and row["kid_se"] > 0 for row in table["rows"].values()
+    )
     real = table["rows"]["real test images"]
-    assert all(row["fid"] > real["fid"] and row["kid"] > real["kid"] for label, row in table["rows"].items() if label != "real test images")
+    assert all(
+        row["fid"] > real["fid"] and row["kid"] > real["kid"]
+        for label, row in table["rows"].items()
+        if label != "real test images"
+    )
     # the latent model before and after the decoder stage, each with its decoder's reconstructions
-    assert table["rows"]["latent DDIM 50, L1 decoder"]["vae"] == table["rows"][evaluation.L1_RECONSTRUCTIONS]["model"] == "vae-cifar10"
-    assert table["rows"][evaluation.YARDSTICKS[1]]["model"] == checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+    assert (
+        table["rows"]["latent DDIM 50, L1 decoder"]["vae"]
+        == table["rows"][evaluation.L1_RECONSTRUCTIONS]["model"]
+        == "vae-cifar10"
+    )
+    assert (
+        table["rows"][evaluation.YARDSTICKS[1]]["model"] == checkpoint.read_meta(pretrained.path("ldm-cifar10"))["vae"]
+    )
 
 
 def test_a_method_is_named_by_its_label_and_a_wrong_label_says_what_is_meant():
-    assert evaluation.Method.named("DDIM 20 quadratic") == evaluation.Method("DDIM 20 quadratic", "pixel", "ddim", 20, "quadratic")
+    assert evaluation.Method.named("DDIM 20 quadratic") == evaluation.Method(
+        "DDIM 20 quadratic", "pixel", "ddim", 20, "quadratic"
+    )
     assert evaluation.Method.named("latent DDIM 50, L1 decoder").vae == evaluation.L1_DECODER
     assert evaluation.Method.named("DDPM 1000").sampler == "ddpm"
     assert evaluation.Method.named("DPM-Solver++(2M) 10 log-SNR").spacing == "logsnr"
     assert evaluation.Method.named("latent DPM-Solver++(2M) 10 quadratic") == evaluation.Method(
-        "latent DPM-Solver++(2M) 10 quadratic", "latent", "dpmpp2m", 10, "quadratic")
+        "latent DPM-Solver++(2M) 10 quadratic", "latent", "dpmpp2m", 10, "quadratic"
+    )
     for wrong in ("DDPM 1000 quadratic", "ddim 50", "DDIM fifty", "Euler 10"):
         with pytest.raises(evaluation.DiffeduError, match="no sampling method"):
             evaluation.Method.named(wrong)
@@ -149,15 +223,26 @@ def test_one_seeded_protocol_draws_every_scored_image():
     from diffedu.nets import UNet, UNetConfig
     from diffedu.pipelines import Diffusion
     from diffedu.schedules import Schedule
+
     torch.manual_seed(0)
-    unet = UNet(UNetConfig(image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=(), num_classes=10))
+    unet = UNet(
+        UNetConfig(image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=(), num_classes=10)
+    )
     nn.init.normal_(unet.head[-1].weight, std=0.1)  # not the zero start: the samples must depend on the noise and class
     pipe = Diffusion(unet, Schedule.linear())
     classes = torch.tensor([3, 1, 4, 1, 5])
     drawn = evaluation.sample_images(pipe, 5, steps=3, classes=classes, guidance=2.0, batch_size=2, seed=7)
     # batch k is seeded seed + k * batch_size, and its images get their own classes
     for start in (0, 2, 4):
-        batch = pipe.sample(len(classes[start: start + 2]), 3, classes=classes[start: start + 2], guidance=2.0, progress=False,
-                            generator=torch.Generator().manual_seed(7 + start))
-        assert torch.equal(drawn[start: start + 2], batch)
-    assert not torch.equal(drawn[:2], evaluation.sample_images(pipe, 2, steps=3, classes=classes[:2].flip(0), guidance=2.0, seed=7))
+        batch = pipe.sample(
+            len(classes[start : start + 2]),
+            3,
+            classes=classes[start : start + 2],
+            guidance=2.0,
+            progress=False,
+            generator=torch.Generator().manual_seed(7 + start),
+        )
+        assert torch.equal(drawn[start : start + 2], batch)
+    assert not torch.equal(
+        drawn[:2], evaluation.sample_images(pipe, 2, steps=3, classes=classes[:2].flip(0), guidance=2.0, seed=7)
+    )

@@ -11,13 +11,16 @@ from diffedu.nets import UNet, UNetConfig
 from diffedu.schedules import Schedule
 from diffedu.training import Trainer, eps_loss
 
-CONFIG = UNetConfig(in_channels=1, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0)
+CONFIG = UNetConfig(
+    in_channels=1, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0
+)
 
 
 def make_trainer(seed=0):
     torch.manual_seed(seed)
-    return Trainer(UNet(CONFIG), partial(eps_loss, schedule=Schedule.linear()), lr=1e-3, device="cpu",
-                   meta={"schedule": "linear"})
+    return Trainer(
+        UNet(CONFIG), partial(eps_loss, schedule=Schedule.linear()), lr=1e-3, device="cpu", meta={"schedule": "linear"}
+    )
 
 
 def stream(seed):
@@ -96,7 +99,9 @@ def test_checkpoints_without_a_header_config_are_read_from_their_json(tmp_path):
     """The shipped checkpoints (and those of older diffedu) keep their config only in the JSON."""
     model = UNet(CONFIG)
     save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "old.safetensors"))
-    (tmp_path / "old.json").write_text(json.dumps({"format": checkpoint.FORMAT, "kind": "unet", "config": CONFIG.to_dict()}))
+    (tmp_path / "old.json").write_text(
+        json.dumps({"format": checkpoint.FORMAT, "kind": "unet", "config": CONFIG.to_dict()})
+    )
     assert torch.equal(checkpoint.load_model(tmp_path / "old").stem.weight, model.stem.weight)
     (tmp_path / "old.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="old.json holds no valid JSON"):

@@ -1,5 +1,6 @@
 """The classroom edition works on the real tools: the student edition runs with only its checks failing,
 and nbgrader grades a lesson as it is (full marks for the solutions, none for the blank)."""
+
 import builtins
 import errno
 import io
@@ -27,12 +28,18 @@ def test_the_exercise_registry_is_what_the_lessons_and_the_teaching_page_say():
     for script in SCRIPTS:
         mine = [e for e in registry if e.lesson == script.stem]
         assert exercises(script) == [e.name for e in mine], script.stem  # the solution cells, in order
-        points = [c.metadata["nbgrader"]["points"] for c in jupytext.read(script).cells if c.metadata.get("nbgrader", {}).get("grade")]
+        points = [
+            c.metadata["nbgrader"]["points"]
+            for c in jupytext.read(script).cells
+            if c.metadata.get("nbgrader", {}).get("grade")
+        ]
         assert points == [e.points for e in mine], script.stem
     assert {e.lesson for e in registry} <= {script.stem for script in SCRIPTS}
     page = (LESSONS.parent / "docs" / "teaching.md").read_text()
     rows = re.findall(r"^\| \d\d \| `(\w+)` \|.*\| (.*) \|$", page, re.M)
-    assert [lesson for lesson, _ in rows] == list(dict.fromkeys(e.lesson for e in registry))  # a row per lesson with exercises
+    assert [lesson for lesson, _ in rows] == list(
+        dict.fromkeys(e.lesson for e in registry)
+    )  # a row per lesson with exercises
     for lesson, written in rows:
         assert re.findall(r"`(\w+)`", written) == [e.name for e in registry if e.lesson == lesson], lesson
     assert f"({len(registry)} exercises in all)" in " ".join(page.split())
@@ -41,7 +48,10 @@ def test_the_exercise_registry_is_what_the_lessons_and_the_teaching_page_say():
 
 def test_a_solution_becomes_a_stub_that_names_its_exercise():
     source = 'def f(x):\n    """doc"""\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n'
-    assert strip_solution(source, "f") == 'def f(x):\n    """doc"""\n    raise NotImplementedError("exercise f: write this part")'
+    assert (
+        strip_solution(source, "f")
+        == 'def f(x):\n    """doc"""\n    raise NotImplementedError("exercise f: write this part")'
+    )
 
 
 def test_every_lesson_after_00_has_exercises_each_with_its_graded_check():
@@ -79,8 +89,11 @@ def test_writing_the_edition_again_keeps_a_learners_answers(tmp_path, capsys):
     out = tmp_path / "student"
     student_edition(LESSONS, out)
     answered = out / "01_forward_process.ipynb"
-    answered.write_text(answered.read_text().replace('raise NotImplementedError(\\"exercise alpha_bar: write this part\\")',
-                                                     "return torch.cumprod(1 - betas, 0)"))
+    answered.write_text(
+        answered.read_text().replace(
+            'raise NotImplementedError(\\"exercise alpha_bar: write this part\\")', "return torch.cumprod(1 - betas, 0)"
+        )
+    )
     assert "torch.cumprod(1 - betas, 0)" in answered.read_text()
     untouched = (out / "02_ddpm.py").read_text()
     assert cli.main(["student", "--lessons", str(LESSONS), "--out", str(out)]) == 0
@@ -100,7 +113,7 @@ def disk_with_room_for(monkeypatch, folder: Path, room: int, only: str = ""):
             self.file = file
 
         def write(self, data):
-            fits = data[:left[0]]
+            fits = data[: left[0]]
             left[0] -= len(fits)
             self.file.write(fits)
             if len(fits) < len(data):
@@ -126,8 +139,9 @@ def disk_with_room_for(monkeypatch, folder: Path, room: int, only: str = ""):
     monkeypatch.setattr(builtins, "open", fake_open)
 
 
-@pytest.mark.parametrize("share, only", [(0, ""), (0.001, ""), (0.03, ""), (0.2, ""), (0.5, ""), (0.9, ""),
-                                         (0.002, ".diffedu-written.json")])
+@pytest.mark.parametrize(
+    "share, only", [(0, ""), (0.001, ""), (0.03, ""), (0.2, ""), (0.5, ""), (0.9, ""), (0.002, ".diffedu-written.json")]
+)
 def test_a_full_disk_leaves_nothing_that_a_later_edition_keeps_as_someones_work(tmp_path, monkeypatch, share, only):
     """The disk fills up while the edition is written, the first time or again over an edition, in a lesson
     or in the record of what was written; once there is room again, writing it again gives the whole edition,
@@ -176,8 +190,9 @@ def test_a_lesson_cut_short_is_rewritten_and_a_damaged_record_gives_no_traceback
 def no_nbgrader(monkeypatch) -> list:
     """nbgrader is not started: the list that comes back collects the command lines that would have started it."""
     started = []
-    monkeypatch.setattr(subprocess, "run",
-                        lambda args, **kwargs: started.append(args) or subprocess.CompletedProcess(args, 0))
+    monkeypatch.setattr(
+        subprocess, "run", lambda args, **kwargs: started.append(args) or subprocess.CompletedProcess(args, 0)
+    )
     return started
 
 
@@ -249,8 +264,10 @@ def test_nbgrader_grades_every_lesson_in_the_course_folder(tmp_path, edition, ci
     from nbgrader.api import Gradebook
 
     monkeypatch.delenv("DIFFEDU_PROFILE", raising=False)  # the course's configuration chooses it
-    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                                               if Path(p) != Path(sys.executable).parent))
+    monkeypatch.setenv(
+        "PATH",
+        os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent),
+    )
     course = tmp_path / "course"
     assert cli.main(["course", "--lessons", str(LESSONS), "--out", str(course)]) == 0
     lessons = [s.stem for s in SCRIPTS if exercises(s)]
@@ -260,11 +277,18 @@ def test_nbgrader_grades_every_lesson_in_the_course_folder(tmp_path, edition, ci
         (course / "submitted" / "blank" / lesson).mkdir(parents=True)
         shutil.copy(edition / f"{lesson}.ipynb", course / "submitted" / "blank" / lesson)
     (course / "submitted" / "one_blank" / lessons[0]).mkdir(parents=True)
-    nbformat.write(submission_with_first_exercise_blank(LESSONS / f"{lessons[0]}.ipynb"),
-                   course / "submitted" / "one_blank" / lessons[0] / f"{lessons[0]}.ipynb")
+    nbformat.write(
+        submission_with_first_exercise_blank(LESSONS / f"{lessons[0]}.ipynb"),
+        course / "submitted" / "one_blank" / lessons[0] / f"{lessons[0]}.ipynb",
+    )
     for lesson in lessons:
-        subprocess.run([sys.executable, "-m", "nbgrader", "autograde", lesson, "--force"], cwd=course, check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-m", "nbgrader", "autograde", lesson, "--force"],
+            cwd=course,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         for lesson in lessons:
             blank = gradebook.find_submission(lesson, "blank")
@@ -273,8 +297,17 @@ def test_nbgrader_grades_every_lesson_in_the_course_folder(tmp_path, edition, ci
         assert (one_blank.score, one_blank.max_score) == (2, 3)
     for lesson in lessons:
         cells = nbformat.read(course / "autograded" / "blank" / lesson / f"{lesson}.ipynb", as_version=4).cells
-        errors = [(c.metadata.get("nbgrader", {}).get("grade_id"), o) for c in cells if c.cell_type == "code"
-                  for o in c.get("outputs", []) if o.output_type == "error"]
-        assert [grade_id for grade_id, _ in errors] == [f"check_{e}" for e in exercises(LESSONS / f"{lesson}.py")], lesson
+        errors = [
+            (c.metadata.get("nbgrader", {}).get("grade_id"), o)
+            for c in cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.output_type == "error"
+        ]
+        assert [grade_id for grade_id, _ in errors] == [f"check_{e}" for e in exercises(LESSONS / f"{lesson}.py")], (
+            lesson
+        )
         for (grade_id, error), exercise in zip(errors, exercises(LESSONS / f"{lesson}.py")):
-            assert error.traceback[0].startswith(f"✗ {exercise}: not implemented yet") and "diffedu/check" not in "".join(error.traceback)
+            assert error.traceback[0].startswith(
+                f"✗ {exercise}: not implemented yet"
+            ) and "diffedu/check" not in "".join(error.traceback)

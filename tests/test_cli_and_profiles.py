@@ -20,7 +20,9 @@ def test_unknown_profile_lists_the_valid_ones(monkeypatch):
 
 def test_profiles_grow_from_smoke_to_gpu():
     for kind in ("ddpm", "vae", "latent"):
-        sizes = [PROFILES[n].recipe(kind).model["channels"] * PROFILES[n].recipe(kind).steps for n in ("smoke", "cpu", "gpu")]
+        sizes = [
+            PROFILES[n].recipe(kind).model["channels"] * PROFILES[n].recipe(kind).steps for n in ("smoke", "cpu", "gpu")
+        ]
         assert sizes == sorted(sizes)
 
 
@@ -41,13 +43,28 @@ def test_a_lesson_saves_its_model_in_the_home_and_prints_no_full_path(tmp_path, 
 def test_cli_trains_resumes_and_samples(cifar_root, tmp_path, capsys):
     out = tmp_path / "run" / "model"
     assert cli.main(["train", "--profile", "smoke", "--steps", "4", "--data", str(cifar_root), "--out", str(out)]) == 0
-    assert cli.main(["train", "--profile", "smoke", "--steps", "2", "--data", str(cifar_root), "--out", str(out), "--resume"]) == 0
+    assert (
+        cli.main(
+            ["train", "--profile", "smoke", "--steps", "2", "--data", str(cifar_root), "--out", str(out), "--resume"]
+        )
+        == 0
+    )
     assert checkpoint.read_meta(out)["step"] == 6
     png = tmp_path / "grid.png"
-    assert cli.main(["sample", "--ckpt", str(out), "--sampler", "ddim", "--steps", "5", "--samples", "3", "--out", str(png)]) == 0
+    assert (
+        cli.main(
+            ["sample", "--ckpt", str(out), "--sampler", "ddim", "--steps", "5", "--samples", "3", "--out", str(png)]
+        )
+        == 0
+    )
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "wrote 3 images (DDIM 5 steps, 5 model calls)" in capsys.readouterr().out
-    assert cli.main(["sample", "--ckpt", str(out), "--sampler", "heun", "--steps", "4", "--samples", "2", "--out", str(png)]) == 0
+    assert (
+        cli.main(
+            ["sample", "--ckpt", str(out), "--sampler", "heun", "--steps", "4", "--samples", "2", "--out", str(png)]
+        )
+        == 0
+    )
     assert "wrote 2 images (Heun 4 steps, 7 model calls)" in capsys.readouterr().out
 
 
@@ -64,7 +81,12 @@ def test_cli_samples_the_flow_model_with_its_own_solvers(tmp_path, capsys):
     png = tmp_path / "grid.png"
     assert cli.main(["sample", "--ckpt", "fm-cifar10", "--steps", "2", "--samples", "2", "--out", str(png)]) == 0
     assert "wrote 2 images (flow Euler 2 steps, 2 model calls)" in capsys.readouterr().out
-    assert cli.main(["sample", "--ckpt", "fm-cifar10", "--sampler", "heun", "--steps", "2", "--samples", "2", "--out", str(png)]) == 0
+    assert (
+        cli.main(
+            ["sample", "--ckpt", "fm-cifar10", "--sampler", "heun", "--steps", "2", "--samples", "2", "--out", str(png)]
+        )
+        == 0
+    )
     assert "(flow Heun 2 steps, 3 model calls)" in capsys.readouterr().out
     assert cli.main(["sample", "--ckpt", "fm-cifar10", "--sampler", "ddim", "--out", str(png)]) == 2
     assert "a flow-matching model takes no 'ddim' sampler" in capsys.readouterr().err
@@ -105,13 +127,15 @@ def test_cli_fid_scores_real_images_reconstructions_and_samples(cifar_root, tmp_
 
 
 def test_every_recipe_knows_its_kind_and_builds_its_model():
-    from diffedu.recipes import RECIPES
     from diffedu.nets import UNet
+    from diffedu.recipes import RECIPES
     from diffedu.vae import VAE
 
     diffusion = ("ddpm", "latent")
     for recipe in RECIPES.values():
-        model = recipe.build("vae-cifar10") if recipe.kind == "decoder" else recipe.build()  # a decoder starts from a VAE
+        model = (
+            recipe.build("vae-cifar10") if recipe.kind == "decoder" else recipe.build()
+        )  # a decoder starts from a VAE
         assert isinstance(model, UNet if recipe.kind in (*diffusion, "flow", "consistency") else VAE), recipe.name
         if recipe.kind == "latent":
             assert (model.config.in_channels, model.config.image_size) == (4, 8)
@@ -119,7 +143,9 @@ def test_every_recipe_knows_its_kind_and_builds_its_model():
         assert trainer.meta["recipe"] == recipe.name and ("schedule" in trainer.meta) == (recipe.kind in diffusion)
         objective = {"flow": "flow", "consistency": "consistency"}.get(recipe.kind)
         assert trainer.meta.get("objective") == objective  # a flow or consistency model has no schedule
-        if isinstance(model, UNet):  # a flow model's t is in [0, 1], embedded as 1000 t (a consistency model's: tuned from one)
+        if isinstance(
+            model, UNet
+        ):  # a flow model's t is in [0, 1], embedded as 1000 t (a consistency model's: tuned from one)
             assert (model.config.time_scale == 1000) == (recipe.kind in ("flow", "consistency"))
     kinds = ("ddpm", "vae", "latent", "decoder", "consistency")
     for profile in PROFILES.values():  # a profile names one lesson-sized recipe per kind, and sizes nothing else

@@ -1,6 +1,8 @@
 """One click from Colab, Binder or a laptop: the lessons' set-up cell (its Colab branch with Colab faked, its no-op
 branch for real), the links made from the one repository URL, Binder's CPU-only PyTorch, and the device order
 CUDA -> MPS -> CPU with MPS faked. (`make colab-test` installs the course as Colab does and runs lesson 01.)"""
+
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -8,8 +10,6 @@ import sys
 import tomllib
 import types
 from pathlib import Path
-
-import importlib.util
 
 import jupytext
 import pytest
@@ -31,7 +31,9 @@ def first_code_cell(path: Path) -> str:
 
 @pytest.mark.parametrize("script", LESSONS, ids=lambda p: p.stem)
 def test_every_lesson_starts_with_the_set_up_cell_made_from_the_repository_url(script):
-    assert first_code_cell(script) == colab.setup_cell(URL), "run `python -m diffedu.colab` (the URL is pyproject.toml's)"
+    assert first_code_cell(script) == colab.setup_cell(URL), (
+        "run `python -m diffedu.colab` (the URL is pyproject.toml's)"
+    )
     assert first_code_cell(script.with_suffix(".ipynb")) == colab.setup_cell(URL)
 
 
@@ -48,7 +50,9 @@ def run_cell(monkeypatch, on_colab: bool, installed: bool = False) -> list:
     """Run the set-up cell as a kernel would, with Colab's module there or not; the commands it would run."""
     commands = []
     monkeypatch.setattr(subprocess, "run", lambda command, check: commands.append(command))
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: FIND_SPEC(name, *a) if installed or name != "diffedu" else None)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: FIND_SPEC(name, *a) if installed or name != "diffedu" else None
+    )
     if on_colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
@@ -60,7 +64,8 @@ def run_cell(monkeypatch, on_colab: bool, installed: bool = False) -> list:
 def test_on_colab_the_cell_pip_installs_the_course_from_its_repository(monkeypatch):
     monkeypatch.delenv(colab.INSTALL_ENV, raising=False)
     assert run_cell(monkeypatch, on_colab=True) == [
-        [sys.executable, "-m", "pip", "install", "-q", "diffedu @ git+https://github.com/diffedu/diffedu"]]
+        [sys.executable, "-m", "pip", "install", "-q", "diffedu @ git+https://github.com/diffedu/diffedu"]
+    ]
     monkeypatch.setenv(colab.INSTALL_ENV, "/some/clone")  # a fork's branch, or CI's clone
     assert run_cell(monkeypatch, on_colab=True)[0][-1] == "/some/clone"
     assert run_cell(monkeypatch, on_colab=True, installed=True) == []  # once per session: a second run installs nothing
@@ -83,10 +88,15 @@ def test_writing_the_links_inserts_a_missing_cell_and_is_idempotent(tmp_path):
     toml.write_text(toml.read_text().replace(URL, "https://github.com/a-fork/course"))
     changed = colab.write(tmp_path)
     assert lesson in changed and tmp_path / "README.md" in changed
-    assert first_code_cell(lesson) == first_code_cell(lesson.with_suffix(".ipynb")) == colab.setup_cell(
-        "https://github.com/a-fork/course")
-    assert "import torch" in lesson.read_text() and "github/a-fork/course/blob/main/lessons/01_x.ipynb" in (
-        tmp_path / "README.md").read_text()
+    assert (
+        first_code_cell(lesson)
+        == first_code_cell(lesson.with_suffix(".ipynb"))
+        == colab.setup_cell("https://github.com/a-fork/course")
+    )
+    assert (
+        "import torch" in lesson.read_text()
+        and "github/a-fork/course/blob/main/lessons/01_x.ipynb" in (tmp_path / "README.md").read_text()
+    )
     assert colab.write(tmp_path) == []
 
 
@@ -101,7 +111,9 @@ def test_binder_installs_the_cpu_only_pytorch_the_makefile_pins():
 def test_the_colab_like_install_tests_the_lower_bounds_the_package_declares():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     lower = {re.split(r"[>=]", d)[0]: d.split(">=")[1] for d in declared if ">=" in d}
-    oldest = dict(pin.split("==") for pin in re.search(r"^OLDEST := (.+)$", (ROOT / "Makefile").read_text(), re.M)[1].split())
+    oldest = dict(
+        pin.split("==") for pin in re.search(r"^OLDEST := (.+)$", (ROOT / "Makefile").read_text(), re.M)[1].split()
+    )
     assert oldest == {name: version for name, version in lower.items() if name not in ("torch", "torchvision")}
 
 

@@ -1,5 +1,6 @@
 """Consistency models (lesson 10): the parametrisation, ECT's curriculum and loss, multistep sampling, checked
 against the exact consistency model of Gaussian data; the trainer, the pipeline and the quality rows' methods."""
+
 import pytest
 import torch
 
@@ -35,8 +36,10 @@ def test_the_exact_consistency_function_is_the_flows_solution_map():
     assert torch.allclose(exact_f(x, t), GaussianVelocity(MEAN, STD).flow(x, t, 0.0), atol=1e-12)
     # and it is constant along each path: from any point of one, the same end
     x1 = randn(64, 1, 2, 2, seed=1)
-    ends = [exact_f(GaussianVelocity(MEAN, STD).flow(x1, 1.0, s), torch.full((64,), s, dtype=torch.float64))
-            for s in (1.0, 0.7, 0.3, 0.05)]
+    ends = [
+        exact_f(GaussianVelocity(MEAN, STD).flow(x1, 1.0, s), torch.full((64,), s, dtype=torch.float64))
+        for s in (1.0, 0.7, 0.3, 0.05)
+    ]
     assert all(torch.allclose(end, ends[0], atol=1e-12) for end in ends)
 
 

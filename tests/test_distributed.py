@@ -3,6 +3,7 @@
 The cheap tests pretend to be process r of 2 (distributed.RANK, WORLD); the others start torchrun for real,
 2 processes talking over gloo on the CPU, as on a class's GPUs with NCCL.
 """
+
 import os
 import re
 import signal
@@ -33,8 +34,14 @@ def as_process(monkeypatch, rank: int, world: int) -> None:
 # 1. Each process's per-image draws are its rows of what one process draws for the whole batch.
 def per_image_draws(x: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
     torch.manual_seed(0)
-    return [distributed.randn_like(x), distributed.rand_like(x), distributed.rand(len(x), 1, 1, 1),
-            distributed.randint(1000, len(x)), drop_labels(labels, 10, 0.5), Dropout(0.5).train()(x + 1)]
+    return [
+        distributed.randn_like(x),
+        distributed.rand_like(x),
+        distributed.rand(len(x), 1, 1, 1),
+        distributed.randint(1000, len(x)),
+        drop_labels(labels, 10, 0.5),
+        Dropout(0.5).train()(x + 1),
+    ]
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -100,8 +107,23 @@ def test_two_processes_train_as_one_and_resume_on_one(tiny_cifar, tmp_path):
         assert "on 2 processes (torchrun)" in (tmp_path / "two" / "shipped" / f"{name}.md").read_text()
     # a run started on 2 processes resumes on 1, and goes on as the run that never left one process
     for runs in ("one", "two"):
-        assert cli.main(["train", "--out", str(tmp_path / runs / "smoke-ddpm"), "--resume", "--steps", "3",
-                         "--data", str(tiny_cifar), "--device", "cpu"]) == 0
+        assert (
+            cli.main(
+                [
+                    "train",
+                    "--out",
+                    str(tmp_path / runs / "smoke-ddpm"),
+                    "--resume",
+                    "--steps",
+                    "3",
+                    "--data",
+                    str(tiny_cifar),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     assert checkpoint.read_meta(tmp_path / "two" / "smoke-ddpm")["step"] == 11
     assert max(relative_differences(tmp_path / "one" / "smoke-ddpm", tmp_path / "two" / "smoke-ddpm").values()) < 1e-3
 
@@ -109,10 +131,29 @@ def test_two_processes_train_as_one_and_resume_on_one(tiny_cifar, tmp_path):
 # 3. Ctrl-C and a killed process.
 def start_training(tiny_cifar, out, request, *extra, launcher=TORCHRUN) -> tuple[subprocess.Popen, list[str]]:
     """torchrun training smoke-ddpm for ever, in its own process group as from a terminal; and what it prints."""
-    command = [*launcher, "train", "--recipe", "smoke-ddpm", "--data", str(tiny_cifar), "--out", str(out),
-               "--steps", "1000000", "--device", "cpu", *extra]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    command = [
+        *launcher,
+        "train",
+        "--recipe",
+        "smoke-ddpm",
+        "--data",
+        str(tiny_cifar),
+        "--out",
+        str(out),
+        "--steps",
+        "1000000",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as from a terminal
     request.addfinalizer(lambda: child.poll() is None and os.killpg(child.pid, signal.SIGKILL))
     said: list[str] = []
     threading.Thread(target=lambda: said.extend(iter(lambda: child.stderr.read(1), "")), daemon=True).start()
@@ -136,8 +177,10 @@ def test_ctrl_c_stops_every_process_at_one_step_saves_and_resumes_on_one(tiny_ci
     meta = checkpoint.read_meta(out)
     assert meta["step"] > 0 and len(meta["history"]) == meta["step"], "".join(said)[-3000:]
     assert "".join(said).count(f"interrupted: saved {meta['step']} steps") == 1  # said once, by process 0
-    assert cli.main(["train", "--data", str(tiny_cifar), "--out", str(out), "--resume", "--steps", "2",
-                     "--device", "cpu"]) == 0
+    assert (
+        cli.main(["train", "--data", str(tiny_cifar), "--out", str(out), "--resume", "--steps", "2", "--device", "cpu"])
+        == 0
+    )
     assert checkpoint.read_meta(out)["step"] == meta["step"] + 2
 
 
@@ -152,17 +195,32 @@ def test_a_killed_process_leaves_the_last_checkpoint_and_resuming_goes_on(tiny_c
     assert child.returncode != 0
     meta = checkpoint.read_meta(out)
     assert meta["step"] >= 2 and meta["step"] % 2 == 0 and len(meta["history"]) == meta["step"]
-    assert cli.main(["train", "--data", str(tiny_cifar), "--out", str(out), "--resume", "--steps", "2",
-                     "--device", "cpu"]) == 0
+    assert (
+        cli.main(["train", "--data", str(tiny_cifar), "--out", str(out), "--resume", "--steps", "2", "--device", "cpu"])
+        == 0
+    )
     assert checkpoint.read_meta(out)["step"] == meta["step"] + 2
 
 
 # 4. What a user sees is what one process shows: one `error:` line, exit code 2.
 @pytest.mark.parametrize("launcher, extra", [(TORCHRUN, ["--device", "cuda"]), (DIFFEDU, ["--processes", "2"])])
 def test_a_refusal_on_every_process_is_said_once(launcher, extra, tmp_path):
-    command = [*launcher, "train", "--profile", "smoke", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "m"),
-               "--device", "cpu", *extra]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    command = [
+        *launcher,
+        "train",
+        "--profile",
+        "smoke",
+        "--data",
+        str(tmp_path / "none"),
+        "--out",
+        str(tmp_path / "m"),
+        "--device",
+        "cpu",
+        *extra,
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    )
     assert len(re.findall(r"^error: ", done.stderr, re.MULTILINE)) == 1, done.stderr[-3000:]
     if launcher == DIFFEDU:  # (torchrun itself adds its ChildFailedError traceback)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]

@@ -1,5 +1,6 @@
 """Flow matching (recipe kind "flow", fm-cifar10): its loss, its solvers and its pipeline, held to the exact
 velocity of Gaussian data N(M, S^2), where the loss of the best model and the ODE's solution are known."""
+
 import pytest
 import torch
 
@@ -38,7 +39,9 @@ def test_each_flow_solver_has_its_order(sampler, order):
     x1 = torch.randn(8, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     target = exact.flow(x1, 1.0, 0.0)
     errors = [(flow_sample(exact, x1, steps, sampler).images - target).abs().max().item() for steps in (10, 20, 40, 80)]
-    slopes = [torch.tensor(a / b).log2().item() for a, b in zip(errors, errors[1:])]  # halving the step: 2^order less error
+    slopes = [
+        torch.tensor(a / b).log2().item() for a, b in zip(errors, errors[1:])
+    ]  # halving the step: 2^order less error
     assert slopes[-1] == pytest.approx(order, abs=0.2), f"{sampler}: orders {slopes}"
 
 
@@ -74,8 +77,11 @@ def test_a_flow_run_trains_loads_and_samples(tiny_cifar, tmp_path):
     images = pipe.sample(2, 3, sampler="heun", generator=torch.Generator().manual_seed(0), progress=False)
     assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1
     assert pipe.model_calls("heun", 3) == 5
-    for wrong, message in [({"sampler": "ddim"}, "'ddim' sampler"), ({"spacing": "quadratic"}, "'quadratic' spacing"),
-                           ({"eta": 1.0}, "eta")]:
+    for wrong, message in [
+        ({"sampler": "ddim"}, "'ddim' sampler"),
+        ({"spacing": "quadratic"}, "'quadratic' spacing"),
+        ({"eta": 1.0}, "eta"),
+    ]:
         with pytest.raises(DiffeduError, match=message):
             pipe.sample(1, 2, **wrong)
 
@@ -98,4 +104,5 @@ def test_the_shipped_table_shows_each_models_rows_by_space():
     assert {row.get("space") for row in flow.values()} == {"flow", None} and "real test images" in flow
     assert "VAE reconstructions of them" not in flow  # the latent model's yardstick comes with its rows only
     assert {label for label, row in flow.items() if row.get("space")} == {
-        label for label in evaluation.QUALITY_ROWS if label.startswith("flow ")}
+        label for label in evaluation.QUALITY_ROWS if label.startswith("flow ")
+    }

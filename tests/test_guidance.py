@@ -1,5 +1,6 @@
 """Class conditioning and classifier-free guidance: exact at w = 0 and w = 1, label dropout at its rate, and
 on the exact denoiser of a two-class Gaussian mixture, samples move towards the chosen class as w grows."""
+
 import json
 import math
 
@@ -18,8 +19,16 @@ from diffedu.schedules import Schedule
 from diffedu.training import eps_loss
 from diffedu.vae import VAE, VAEConfig
 
-COND = UNetConfig(in_channels=4, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                  dropout=0.0, num_classes=10)
+COND = UNetConfig(
+    in_channels=4,
+    image_size=8,
+    channels=8,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    dropout=0.0,
+    num_classes=10,
+)
 
 
 def conditional_unet(seed=0):
@@ -80,7 +89,10 @@ def test_guidance_moves_samples_towards_the_class_as_w_grows():
     model = TwoGaussians(schedule, MEAN, STD)
     x_T = torch.randn(4000, 1, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     scheduler = DDIMScheduler(schedule, clip_x0=False).set_timesteps(100)
-    results = {w: sample(Guided(model, torch.ones(4000, dtype=torch.long), w), scheduler, x_T, progress=False) for w in (0, 1, 3)}
+    results = {
+        w: sample(Guided(model, torch.ones(4000, dtype=torch.long), w), scheduler, x_T, progress=False)
+        for w in (0, 1, 3)
+    }
     in_class = {w: (x > 0).double().mean().item() for w, x in results.items()}
     assert in_class[0] == pytest.approx(0.5, abs=0.03)  # unconditional: the mixture, half each
     assert in_class[1] > 0.99 and results[1].mean().item() == pytest.approx(MEAN, abs=0.02)  # the class itself
@@ -109,19 +121,76 @@ def test_bad_classes_and_negative_guidance_are_clear_errors(tmp_path, capsys):
 def test_train_and_sample_a_class_conditional_latent_model(tiny_cifar, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path / "home"))
     out = tmp_path / "cond"
-    assert cli.main(["train", "latent", "--cond", "--profile", "smoke", "--vae", "vae-cifar10", "--steps", "3",
-                     "--data", str(tiny_cifar), "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "latent",
+                "--cond",
+                "--profile",
+                "smoke",
+                "--vae",
+                "vae-cifar10",
+                "--steps",
+                "3",
+                "--data",
+                str(tiny_cifar),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert checkpoint.read_meta(out)["config"]["num_classes"] == 10
     assert cli.main(["train", "--out", str(out), "--resume", "--steps", "2", "--data", str(tiny_cifar)]) == 0
     png = tmp_path / "horses.png"
-    assert cli.main(["sample", "--ckpt", str(out), "--class", "horse", "--guidance", "3", "--steps", "3",
-                     "--samples", "2", "--out", str(png)]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--ckpt",
+                str(out),
+                "--class",
+                "horse",
+                "--guidance",
+                "3",
+                "--steps",
+                "3",
+                "--samples",
+                "2",
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert "class horse, guidance 3" in capsys.readouterr().out and png.exists()
     assert cli.main(["sample", "--ckpt", str(out), "--class", "zebra", "--out", str(png)]) == 2
 
     curve = tmp_path / "curve.json"  # the guidance curve, on a handful of images: its shape, not its values
-    assert cli.main(["guidance", "--ckpt", str(out), "--samples", "8", "--reference", "12", "--scales", "0", "3",
-                     "--steps", "2", "--data", str(tiny_cifar), "--out", str(curve)]) == 0
+    assert (
+        cli.main(
+            [
+                "guidance",
+                "--ckpt",
+                str(out),
+                "--samples",
+                "8",
+                "--reference",
+                "12",
+                "--scales",
+                "0",
+                "3",
+                "--steps",
+                "2",
+                "--data",
+                str(tiny_cifar),
+                "--out",
+                str(curve),
+            ]
+        )
+        == 0
+    )
     result = json.loads(curve.read_text())
     assert list(result["scales"]) == ["0.0", "3.0"] and result["samples"] == 8 and result["vae"] == "vae-cifar10"
     assert result["reference"] == "the first 12 CIFAR-10 training images"

@@ -1,4 +1,5 @@
 """Files made to break the readers: each must be refused with a message, never a traceback or a huge allocation."""
+
 import codecs
 import pickle
 import struct
@@ -22,6 +23,7 @@ DEEP = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
 
 # ---- checkpoints -------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_checkpoint(tmp_path):
     path = checkpoint.save_model(tmp_path / "m", UNet(SMALL))
@@ -29,8 +31,11 @@ def small_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["header", "json"])
-@pytest.mark.parametrize("text", [DEEP, '{"format": "diffedu-checkpoint-1", "T": ' + "9" * 5000 + "}"],
-                         ids=["nested 100,000 deep", "a 5,000-digit number"])
+@pytest.mark.parametrize(
+    "text",
+    [DEEP, '{"format": "diffedu-checkpoint-1", "T": ' + "9" * 5000 + "}"],
+    ids=["nested 100,000 deep", "a 5,000-digit number"],
+)
 def test_a_config_json_can_not_crash_the_reader(where, text, small_checkpoint):
     path, tensors, _ = small_checkpoint
     weights, config = checkpoint.paths(path)
@@ -41,12 +46,15 @@ def test_a_config_json_can_not_crash_the_reader(where, text, small_checkpoint):
         checkpoint.load_model(path)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"kind": ["unet"]}, "holds a \\['unet'\\] model; this diffedu knows"),  # unhashable: used to be a TypeError
-    ({"kind": {"unet": 1}}, "holds a {'unet': 1} model"),
-    ({"config": {"channel_mult": [2**40, 1]}}, "cannot build .*overflow"),  # sizes torch cannot even count
-    ({"config": {"num_classes": 2**62}}, "cannot build .*overflow"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"kind": ["unet"]}, "holds a \\['unet'\\] model; this diffedu knows"),  # unhashable: used to be a TypeError
+        ({"kind": {"unet": 1}}, "holds a {'unet': 1} model"),
+        ({"config": {"channel_mult": [2**40, 1]}}, "cannot build .*overflow"),  # sizes torch cannot even count
+        ({"config": {"num_classes": 2**62}}, "cannot build .*overflow"),
+    ],
+)
 def test_config_values_of_the_wrong_type_or_size_are_checkpoint_errors(change, message, small_checkpoint):
     path, tensors, meta = small_checkpoint
     config = {**meta["config"], **change.pop("config", {})}
@@ -72,6 +80,7 @@ def test_a_schedule_name_that_is_not_text_is_a_checkpoint_error(name, small_chec
 
 
 # ---- CIFAR-10 batch files ------------------------------------------------------------
+
 
 class Reduce:
     """Pickles as whatever __reduce__ tuple it is given: how a hostile batch file is written."""
@@ -114,41 +123,82 @@ def hostile(tmp_path, contents, protocol=2) -> Path:
     return path
 
 
-@pytest.mark.parametrize("contents, protocol, reason", [
-    pytest.param({"data": Reduce(RECONSTRUCT, (np.ndarray, HUGE, b"b"))}, 2, "larger than", id="_reconstruct, huge"),
-    pytest.param({"data": Reduce(*EMPTY, (1, HUGE, np.dtype(object), False, []))}, 2, "Python objects",
-                 id="__setstate__, huge, of objects"),  # numpy allocated and zeroed these before looking at the list
-    pytest.param({"data": Reduce(*EMPTY, (1, HUGE, np.dtype(np.uint8), False, b"x"))}, 2, "larger than",
-                 id="__setstate__, huge, of bytes"),
-    pytest.param({"data": Reduce(np.ndarray, (HUGE,))}, 2, "numpy.ndarray\\(...\\)", id="ndarray(huge)"),
-    pytest.param({"data": Reduce(FROMBUFFER, (bytearray(3), np.dtype(np.uint8), HUGE, "C"))}, 5, "larger than",
-                 id="protocol 5 _frombuffer, huge"),
-    pytest.param(b"\x80\x05\x96" + struct.pack("<Q", 2**40) + b"\x00" * 8 + b".", 5, "bytearray8",
-                 id="protocol 5 buffer of 2**40 bytes"),  # pickle allocates what the file says before reading it
-    pytest.param(b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"\x00" * 8 + b".", 4, "bytes8", id="2**40 bytes"),
-    pytest.param({"data": hex_bomb(10, b"x" * 2**20)}, 2, "but text to latin1", id="1 MB hex-encoded 10 times"),
-    pytest.param({"data": hex_bomb(40)}, 2, "more", id="hex-encoded 40 times"),  # a terabyte
-    pytest.param([Reduce(codecs.encode, (MEGABYTE, "latin1")) for _ in range(1000)], 2, "more",
-                 id="one string encoded 1000 times"),
-    pytest.param(b"\x80\x02" + b"]" * 300_000 + b".", 2, "more", id="300,000 lists"),  # 64 times the file's size
-    pytest.param(b"\x80\x02Nr" + struct.pack("<I", 400_000_000) + b".", 2, "more",
-                 id="memo entry 400,000,000"),  # pickle makes room for, and zeroes, all entries below it: 3 GB
-])
-def test_a_batch_that_asks_for_huge_arrays_is_refused_before_they_are_allocated(contents, protocol, reason, tmp_path,
-                                                                                   little_memory):
+@pytest.mark.parametrize(
+    "contents, protocol, reason",
+    [
+        pytest.param(
+            {"data": Reduce(RECONSTRUCT, (np.ndarray, HUGE, b"b"))}, 2, "larger than", id="_reconstruct, huge"
+        ),
+        pytest.param(
+            {"data": Reduce(*EMPTY, (1, HUGE, np.dtype(object), False, []))},
+            2,
+            "Python objects",
+            id="__setstate__, huge, of objects",
+        ),  # numpy allocated and zeroed these before looking at the list
+        pytest.param(
+            {"data": Reduce(*EMPTY, (1, HUGE, np.dtype(np.uint8), False, b"x"))},
+            2,
+            "larger than",
+            id="__setstate__, huge, of bytes",
+        ),
+        pytest.param({"data": Reduce(np.ndarray, (HUGE,))}, 2, "numpy.ndarray\\(...\\)", id="ndarray(huge)"),
+        pytest.param(
+            {"data": Reduce(FROMBUFFER, (bytearray(3), np.dtype(np.uint8), HUGE, "C"))},
+            5,
+            "larger than",
+            id="protocol 5 _frombuffer, huge",
+        ),
+        pytest.param(
+            b"\x80\x05\x96" + struct.pack("<Q", 2**40) + b"\x00" * 8 + b".",
+            5,
+            "bytearray8",
+            id="protocol 5 buffer of 2**40 bytes",
+        ),  # pickle allocates what the file says before reading it
+        pytest.param(b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"\x00" * 8 + b".", 4, "bytes8", id="2**40 bytes"),
+        pytest.param({"data": hex_bomb(10, b"x" * 2**20)}, 2, "but text to latin1", id="1 MB hex-encoded 10 times"),
+        pytest.param({"data": hex_bomb(40)}, 2, "more", id="hex-encoded 40 times"),  # a terabyte
+        pytest.param(
+            [Reduce(codecs.encode, (MEGABYTE, "latin1")) for _ in range(1000)],
+            2,
+            "more",
+            id="one string encoded 1000 times",
+        ),
+        pytest.param(b"\x80\x02" + b"]" * 300_000 + b".", 2, "more", id="300,000 lists"),  # 64 times the file's size
+        pytest.param(
+            b"\x80\x02Nr" + struct.pack("<I", 400_000_000) + b".", 2, "more", id="memo entry 400,000,000"
+        ),  # pickle makes room for, and zeroes, all entries below it: 3 GB
+    ],
+)
+def test_a_batch_that_asks_for_huge_arrays_is_refused_before_they_are_allocated(
+    contents, protocol, reason, tmp_path, little_memory
+):
     path = hostile(tmp_path, contents, protocol)
     with pytest.raises(DataError, match=f"{path} could not be read as a CIFAR-10 batch file .*{reason}.*download"):
         data.read_batch(path)
 
 
-@pytest.mark.parametrize("contents, reason", [
-    pytest.param({"data": Reduce(np.dtype, ("04u1",))}, "only plain numpy dtypes", id="dtype 04u1"),  # a SyntaxError
-    pytest.param(b"\x80\x02cnumpy\ndtype\n" + b"(" * 50_000 + b"l" * 50_000 + b"\x85R.", "only plain numpy dtypes",
-                 id="dtype of lists 50,000 deep"),  # a RecursionError
-    pytest.param(pickle.dumps(Reduce(FROMBUFFER, (bytearray(3), np.dtype(np.uint8), (3,), "C"), None, None,
-                                     iter([(5, 1)])), protocol=5), "out of bounds", id="array[5] = 1"),  # an IndexError
-    pytest.param(b"\x80\x04\x95" + b"\xff" * 8 + b".", "FRAME", id="a frame of 2**64 bytes"),  # an OverflowError
-])
+@pytest.mark.parametrize(
+    "contents, reason",
+    [
+        pytest.param(
+            {"data": Reduce(np.dtype, ("04u1",))}, "only plain numpy dtypes", id="dtype 04u1"
+        ),  # a SyntaxError
+        pytest.param(
+            b"\x80\x02cnumpy\ndtype\n" + b"(" * 50_000 + b"l" * 50_000 + b"\x85R.",
+            "only plain numpy dtypes",
+            id="dtype of lists 50,000 deep",
+        ),  # a RecursionError
+        pytest.param(
+            pickle.dumps(
+                Reduce(FROMBUFFER, (bytearray(3), np.dtype(np.uint8), (3,), "C"), None, None, iter([(5, 1)])),
+                protocol=5,
+            ),
+            "out of bounds",
+            id="array[5] = 1",
+        ),  # an IndexError
+        pytest.param(b"\x80\x04\x95" + b"\xff" * 8 + b".", "FRAME", id="a frame of 2**64 bytes"),  # an OverflowError
+    ],
+)
 def test_malformed_numpy_or_pickle_pieces_are_refused_by_name(contents, reason, tmp_path):
     path = hostile(tmp_path, contents)
     with pytest.raises(DataError, match=f"could not be read as a CIFAR-10 batch file .*{reason}"):

@@ -1,5 +1,6 @@
 """The package's layers, as docs/developing.md draws them: each module imports only from the layers below its own (and,
 within a layer, `a -> b` lets a import b); every module is drawn."""
+
 import ast
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def drawing() -> list[str]:
     page = (ROOT / "docs" / "developing.md").read_text()
-    block = page[page.index("```\ncli ") + 4:]
+    block = page[page.index("```\ncli ") + 4 :]
     return block[: block.index("```")].strip().split("\n")
 
 
@@ -33,13 +34,17 @@ def test_each_module_imports_only_from_the_layers_below_it():
         names = line[:37].strip()
         for chain in names.split(", "):
             parts = chain.split(" -> ")
-            allowed |= {(a, b) for i, a in enumerate(parts) for b in parts[i + 1:]}
+            allowed |= {(a, b) for i, a in enumerate(parts) for b in parts[i + 1 :]}
             layer |= {name: depth for name in parts}
     modules = {p.stem: p for p in (ROOT / "diffedu").glob("*.py") if p.stem not in ("__init__", "__main__")}
     modules |= {p.parent.name: p.parent for p in (ROOT / "diffedu").glob("*/__init__.py")}
     assert set(modules) == set(layer), "docs/developing.md's drawing and the package's modules differ"
-    upward = [(name, other) for name, path in modules.items() for other in imports(path) & set(modules)
-              if layer[other] < layer[name] or (layer[other] == layer[name] and (name, other) not in allowed)]
+    upward = [
+        (name, other)
+        for name, path in modules.items()
+        for other in imports(path) & set(modules)
+        if layer[other] < layer[name] or (layer[other] == layer[name] and (name, other) not in allowed)
+    ]
     assert upward == [], f"imports against the layers: {upward}"
     sources = "\n".join(f.read_text() for p in modules.values() for f in files(p))
     assert not re.search(r"^(from|import) (lessons|tests)\b", sources, re.M)

@@ -1,6 +1,7 @@
 """Every lesson is a jupytext .py (the reviewed source) paired with an .ipynb
 (for Colab and Binder) with the same cells and no outputs. nbval runs the
 notebooks themselves (pytest --nbval-lax collects lessons/*.ipynb)."""
+
 import re
 from pathlib import Path
 
@@ -14,8 +15,10 @@ SCRIPTS = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
 
 
 def cells(notebook):
-    return [(c.cell_type, c.source.strip(), {k: v for k, v in c.metadata.items() if k in ("nbgrader", "tags")})
-            for c in notebook.cells]
+    return [
+        (c.cell_type, c.source.strip(), {k: v for k, v in c.metadata.items() if k in ("nbgrader", "tags")})
+        for c in notebook.cells
+    ]
 
 
 def test_there_are_lessons():
@@ -27,8 +30,12 @@ def test_lesson_pair_is_in_sync_and_clean(script):
     paired = script.with_suffix(".ipynb")
     assert paired.exists(), f"{paired.name} is missing: run `jupytext --sync {script}`"
     notebook = jupytext.read(paired)
-    assert cells(jupytext.read(script)) == cells(notebook), f"{script.name} and {paired.name} differ: run `jupytext --sync {script}`"
-    assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code"), f"{paired.name} has outputs committed"
+    assert cells(jupytext.read(script)) == cells(notebook), (
+        f"{script.name} and {paired.name} differ: run `jupytext --sync {script}`"
+    )
+    assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code"), (
+        f"{paired.name} has outputs committed"
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)

@@ -2,6 +2,7 @@
 
 Each test reproduces one way the command line or the API used to lose a model, and holds the fix to it.
 """
+
 import json
 import os
 import random
@@ -65,8 +66,24 @@ def test_a_recipe_of_another_kind_is_refused_first(kind, recipe, tmp_path, capsy
 def test_a_recipe_knows_its_kind(tiny_cifar, tmp_path):
     """`train --recipe vae-cifar10` with no kind used to build a UNet, train 0 steps and overwrite runs/ddpm/model."""
     out = tmp_path / "vae"
-    assert cli.main(["train", "--recipe", "vae-cifar10", "--steps", "1", "--batch-size", "4", "--data", str(tiny_cifar),
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--recipe",
+                "vae-cifar10",
+                "--steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--data",
+                str(tiny_cifar),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     meta = checkpoint.read_meta(out)
     assert meta["kind"] == "vae" and meta["recipe"] == "vae-cifar10" and meta["step"] == 1
     assert meta["config"]["scale_factor"] != 1.0  # measured when the VAE finished
@@ -74,14 +91,22 @@ def test_a_recipe_knows_its_kind(tiny_cifar, tmp_path):
 
 # 3. A dot in a name is part of the name.
 def test_a_dot_in_the_name_does_not_reach_another_model(tmp_path):
-    model = UNet(UNetConfig(in_channels=1, image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=()))
+    model = UNet(
+        UNetConfig(in_channels=1, image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=())
+    )
     checkpoint.save_model(tmp_path / "model", model, step=1)
     checkpoint.save_model(tmp_path / "model.v2", model, step=2)
     checkpoint.save_model(tmp_path / "lr0.001", model, step=3)
     assert checkpoint.read_meta(tmp_path / "model")["step"] == 1
     assert checkpoint.read_meta(tmp_path / "model.v2")["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "lr0.001.json", "lr0.001.safetensors", "model.json", "model.safetensors", "model.v2.json", "model.v2.safetensors"]
+        "lr0.001.json",
+        "lr0.001.safetensors",
+        "model.json",
+        "model.safetensors",
+        "model.v2.json",
+        "model.v2.safetensors",
+    ]
     assert checkpoint.paths(tmp_path / "model.v2.safetensors") == checkpoint.paths(tmp_path / "model.v2")
 
 
@@ -96,18 +121,24 @@ def batches_then(n, stop):
 
 def tiny_trainer():
     torch.manual_seed(0)
-    net = UNet(UNetConfig(in_channels=1, image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=()))
+    net = UNet(
+        UNetConfig(in_channels=1, image_size=8, channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=())
+    )
     return Trainer(net, partial(eps_loss, schedule=Schedule.linear()), device="cpu", meta={"schedule": "linear"})
 
 
 def test_ctrl_c_in_fit_saves_every_finished_step(tmp_path):
     trainer = tiny_trainer()
     with pytest.raises(KeyboardInterrupt):
-        trainer.fit(batches_then(7, KeyboardInterrupt), 100, save_to=tmp_path / "run", save_every=5, log_every=3, progress=False)
+        trainer.fit(
+            batches_then(7, KeyboardInterrupt), 100, save_to=tmp_path / "run", save_every=5, log_every=3, progress=False
+        )
     meta = checkpoint.read_meta(tmp_path / "run")
     assert meta["step"] == 7 and len(meta["history"]) == 7 and meta["seconds"] > 0
     resumed = tiny_trainer().load(tmp_path / "run")
-    resumed.fit(batches_then(4, KeyboardInterrupt), 4, save_to=tmp_path / "run", save_every=3, log_every=10, progress=False)
+    resumed.fit(
+        batches_then(4, KeyboardInterrupt), 4, save_to=tmp_path / "run", save_every=3, log_every=10, progress=False
+    )
     meta = checkpoint.read_meta(tmp_path / "run")
     assert meta["step"] == 11 and meta["history"] == resumed.history and len(resumed.history) == 11
 
@@ -115,8 +146,14 @@ def test_ctrl_c_in_fit_saves_every_finished_step(tmp_path):
 def test_a_periodic_save_holds_the_whole_history(tmp_path):
     """A crash (not Ctrl-C) saves nothing: what is on disk is the periodic save at step 5, with 5 losses."""
     with pytest.raises(RuntimeError):
-        tiny_trainer().fit(batches_then(7, RuntimeError("a crash")), 100, save_to=tmp_path / "run", save_every=5,
-                           log_every=4, progress=False)
+        tiny_trainer().fit(
+            batches_then(7, RuntimeError("a crash")),
+            100,
+            save_to=tmp_path / "run",
+            save_every=5,
+            log_every=4,
+            progress=False,
+        )
     meta = checkpoint.read_meta(tmp_path / "run")
     assert meta["step"] == 5 and len(meta["history"]) == 5
 
@@ -133,20 +170,45 @@ def test_ctrl_c_while_python_imports_the_command_is_one_line():
         sys.argv = ["diffedu", "--help"]
         runpy.run_module("diffedu", run_name="__main__")
     """)
-    done = subprocess.run([sys.executable, "-c", interrupt_the_import], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", interrupt_the_import],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stderr
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGHUP"])  # Ctrl-C, a scheduler's stop, a closed terminal
 def test_a_stop_during_the_command_saves_and_says_how_to_resume(stop, tiny_cifar, tmp_path, request):
     out = tmp_path / "run" / "model"
-    command = [sys.executable, "-m", "diffedu", "train", *SMOKE, "--data", str(tiny_cifar), "--out", str(out),
-               "--steps", "1000000", "--save-every", "0", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "diffedu",
+        "train",
+        *SMOKE,
+        "--data",
+        str(tiny_cifar),
+        "--out",
+        str(out),
+        "--steps",
+        "1000000",
+        "--save-every",
+        "0",
+        "--device",
+        "cpu",
+    ]
     # as from a terminal: SIGINT at its default, which Python turns into KeyboardInterrupt (a shell's background
     # job inherits it ignored, and Python then leaves it ignored)
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     request.addfinalizer(child.kill)  # never leave a training running, whatever fails below
     assert "steps 0 -> 1000000" in child.stdout.readline()  # printed just before training starts
     said = []  # the progress bar, read as it comes: wait for a finished step, however busy the machine
@@ -260,8 +322,20 @@ def test_a_latent_run_keeps_its_vae(tiny_cifar, tmp_path, monkeypatch, capsys):
 
 # 7. What a tool writes over: only what it recognisably wrote itself, anything else only with --force.
 def sample(out, *extra) -> list[str]:
-    return ["sample", "--ckpt", "ddpm-cifar10", "--samples", "1", "--steps", "1", "--device", "cpu", "--out", str(out),
-            *extra]
+    return [
+        "sample",
+        "--ckpt",
+        "ddpm-cifar10",
+        "--samples",
+        "1",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_sample_replaces_its_own_images_and_nobody_elses(tmp_path, capsys):
@@ -285,9 +359,14 @@ def test_sample_never_writes_through_a_link_into_another_folder(tmp_path, capsys
     assert not link.is_symlink() and Image.open(elsewhere).size == (4, 4)  # the link was replaced, not its target
 
 
-@pytest.mark.parametrize("command", [
-    ["guidance", "--ckpt", "ldm-cifar10-cond"], ["bench", "--profile", "smoke", "--quick"], ["quality"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["guidance", "--ckpt", "ldm-cifar10-cond"],
+        ["bench", "--profile", "smoke", "--quick"],
+        ["quality"],
+    ],
+)
 def test_a_result_file_replaces_only_a_result_of_its_own(command, tiny_cifar, tmp_path, capsys):
     notebook = tmp_path / "lesson.ipynb"
     notebook.write_text('{"cells": [], "nbformat": 4}')
@@ -323,8 +402,9 @@ def test_retrain_keeps_a_card_someone_edited(tiny_cifar, tmp_path, capsys):
 def test_a_quality_table_is_never_measured_over_at_another_count(tiny_cifar, tmp_path, capsys, monkeypatch):
     table = tmp_path / "quality.json"
     rows = {"real test images": {"fid": 1.0, "kid": 0.001}}
-    text = json.dumps({"format": evaluation.FORMAT, "samples": 4, "reference": "all 40 CIFAR-10 training images",
-                       "rows": rows})
+    text = json.dumps(
+        {"format": evaluation.FORMAT, "samples": 4, "reference": "all 40 CIFAR-10 training images", "rows": rows}
+    )
     table.write_text(text)
     monkeypatch.setattr(evaluation, "quality_row_images", lambda *a, **k: pytest.fail("measured before refusing"))
     argv = ["quality", "--out", str(table), "--data", str(tiny_cifar), "--rows", "real test images", "DDIM 50"]

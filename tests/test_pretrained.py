@@ -13,7 +13,15 @@ from diffedu.pipelines import Consistency, Diffusion, FlowMatching, LatentDiffus
 from diffedu.recipes import get_recipe
 from diffedu.samplers import DDIMScheduler, sample
 
-SHIPPED = ["ddpm-cifar10", "fm-cifar10", "ect-cifar10", "ldm-cifar10", "ldm-cifar10-cond", "vae-cifar10", "vae-cifar10-gan"]
+SHIPPED = [
+    "ddpm-cifar10",
+    "fm-cifar10",
+    "ect-cifar10",
+    "ldm-cifar10",
+    "ldm-cifar10-cond",
+    "vae-cifar10",
+    "vae-cifar10-gan",
+]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -22,27 +30,40 @@ def test_each_checkpoint_ships_with_a_card_and_its_recipe(name):
     card = pretrained.card(name)
     for fact in ("data", "recipe", "reproduce", "hardware"):
         assert fact in card
-    assert "python -m diffedu fid" in card or "python -m diffedu guidance" in card, "the card says how its scores were measured"
-    assert re.search(r"FID [0-9.]+ ± [0-9.]+, KID x 1000 [0-9.]+ ± [0-9.]+|\| w = 3 \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ ± [0-9.]+", card), \
-        "the card gives its measured FID and KID, each with its standard error"
+    assert "python -m diffedu fid" in card or "python -m diffedu guidance" in card, (
+        "the card says how its scores were measured"
+    )
+    assert re.search(
+        r"FID [0-9.]+ ± [0-9.]+, KID x 1000 [0-9.]+ ± [0-9.]+|\| w = 3 \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ ± [0-9.]+", card
+    ), "the card gives its measured FID and KID, each with its standard error"
     meta = checkpoint.read_meta(pretrained.path(name))
     recipe = get_recipe(name)
     assert meta["recipe"] == name and recipe.finished(meta)  # all its steps, or all its minutes
-    assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in recipe.model} == recipe.model
+    assert {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items() if k in recipe.model
+    } == recipe.model
     assert meta["kind"] == ("vae" if recipe.kind in ("vae", "decoder") else "unet") and meta.get("vae") == recipe.vae
     assert meta.get("objective") == {"flow": "flow", "consistency": "consistency"}.get(recipe.kind)  # loads as one
 
 
-@pytest.mark.parametrize("name, rows", [
-    ("ddpm-cifar10", ["DDIM 100"]), ("fm-cifar10", ["flow Euler 10", "flow Heun 5"]), ("vae-cifar10", ["L1-decoder reconstructions"]),
-    ("vae-cifar10-gan", ["VAE reconstructions of them"]), ("ldm-cifar10", ["latent DDIM 50", "latent DDIM 50, L1 decoder"]),
-    ("ect-cifar10", ["consistency 1", "consistency 2", "consistency 4"]),
-])
+@pytest.mark.parametrize(
+    "name, rows",
+    [
+        ("ddpm-cifar10", ["DDIM 100"]),
+        ("fm-cifar10", ["flow Euler 10", "flow Heun 5"]),
+        ("vae-cifar10", ["L1-decoder reconstructions"]),
+        ("vae-cifar10-gan", ["VAE reconstructions of them"]),
+        ("ldm-cifar10", ["latent DDIM 50", "latent DDIM 50, L1 decoder"]),
+        ("ect-cifar10", ["consistency 1", "consistency 2", "consistency 4"]),
+    ],
+)
 def test_each_card_cites_the_shipped_quality_table(name, rows):
     table, card = pretrained.quality_table()["rows"], pretrained.card(name)
     for row in [table[label] for label in [*rows, "real test images"]]:
-        assert (f"FID {row['fid']:.2f} ± {row['fid_se']:.2f}, KID x 1000 {1000 * row['kid']:.2f} ± "
-                f"{1000 * row['kid_se']:.2f}") in card
+        assert (
+            f"FID {row['fid']:.2f} ± {row['fid_se']:.2f}, KID x 1000 {1000 * row['kid']:.2f} ± "
+            f"{1000 * row['kid_se']:.2f}"
+        ) in card
 
 
 def test_the_latent_models_decode_with_the_adversarial_decoder_on_the_encoder_they_learned():
@@ -54,7 +75,9 @@ def test_the_latent_models_decode_with_the_adversarial_decoder_on_the_encoder_th
     assert l1.config == sharp.config  # the scale factor too
     for name in ("ldm-cifar10", "ldm-cifar10-cond"):
         meta = checkpoint.read_meta(pretrained.path(name))
-        assert meta["vae"] == "vae-cifar10-gan" and meta["vae_fingerprint"] == vae_fingerprint(l1) == vae_fingerprint(sharp)
+        assert meta["vae"] == "vae-cifar10-gan" and meta["vae_fingerprint"] == vae_fingerprint(l1) == vae_fingerprint(
+            sharp
+        )
 
 
 def test_shipped_checkpoints_fit_the_size_budget():
@@ -62,8 +85,15 @@ def test_shipped_checkpoints_fit_the_size_budget():
     assert total < 40 * 2**20
 
 
-@pytest.mark.parametrize("name, kind", [("ddpm-cifar10", Diffusion), ("ldm-cifar10", LatentDiffusion), ("fm-cifar10", FlowMatching),
-                                        ("ect-cifar10", Consistency)])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("ddpm-cifar10", Diffusion),
+        ("ldm-cifar10", LatentDiffusion),
+        ("fm-cifar10", FlowMatching),
+        ("ect-cifar10", Consistency),
+    ],
+)
 def test_shipped_pipelines_sample_images_in_range(name, kind):
     pipe = load_pipeline(name, "cpu")
     assert type(pipe) is kind and (pipe.schedule is None or pipe.schedule.name == "linear" and pipe.schedule.T == 1000)
@@ -114,10 +144,10 @@ def test_a_damaged_copy_is_a_clear_error(tmp_path):
 
 
 def test_export_makes_a_half_size_checkpoint_that_samples_the_same(tmp_path, capsys):
-    from diffedu import cli
-    from diffedu.nets import UNet, UNetConfig
-    from diffedu.recipes import get_recipe
     from safetensors.torch import load_file
+
+    from diffedu import cli
+    from diffedu.recipes import get_recipe
 
     trainer = get_recipe("smoke-ddpm").trainer("cpu")
     trainer.history = [0.5] * 60
@@ -127,7 +157,9 @@ def test_export_makes_a_half_size_checkpoint_that_samples_the_same(tmp_path, cap
     meta = checkpoint.read_meta(out)
     assert meta["recipe"] == "smoke-ddpm" and meta["hardware"] == "a test" and meta["final_loss"] == 0.5
     assert "optimizer" not in meta and "history" not in meta
-    assert all(v.dtype == torch.float16 for v in load_file(str(checkpoint.paths(out)[0])).values() if v.is_floating_point())
+    assert all(
+        v.dtype == torch.float16 for v in load_file(str(checkpoint.paths(out)[0])).values() if v.is_floating_point()
+    )
     exported, original = checkpoint.load_model(out), trainer.ema.model
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(exported(x, torch.tensor([5, 500])), original(x, torch.tensor([5, 500])), atol=1e-2)

@@ -5,6 +5,7 @@ measured number typed into a lesson's text (they are printed by code from their 
 names every lesson, its notation table is docs/notation.md's, and each lesson's stated time is the measured one
 (benchmarks/lesson_times.json, written by benchmarks/lesson_times.py).
 """
+
 import json
 import math
 import re
@@ -21,7 +22,9 @@ LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 # Numbers with a decimal point that a lesson may state: constants of the methods and of the papers, cited there.
 CITED = {"3.17", "35.7", "0.18215", "0.00085", "0.012", "0.02", "7.5"}
-MEASURED = re.compile(r"(?:FID|KID|PSNR)[^.\n]{0,12}?\d|\d\s*(?:ms|dB|seconds)\b|\d(?:\.\d+)?x (?:faster|cheaper|less|more)")
+MEASURED = re.compile(
+    r"(?:FID|KID|PSNR)[^.\n]{0,12}?\d|\d\s*(?:ms|dB|seconds)\b|\d(?:\.\d+)?x (?:faster|cheaper|less|more)"
+)
 TIME = re.compile(r"\*\*Time:\*\* about (\d+) minutes? of computing in the `cpu` profile\.")
 
 
@@ -61,8 +64,11 @@ def test_lesson_00_names_every_lesson_and_its_notation_is_the_docs():
     plan = (ROOT / "lessons" / "00_pixel_vs_latent.py").read_text()
     assert re.findall(r"^# \| lesson (\d\d) \|", plan, re.M) == [p.stem[:2] for p in LESSONS]
     notation = [line[2:] for line in plan.splitlines() if line.startswith("# | $") or line.startswith("# | symbol")]
-    docs = [line for line in (ROOT / "docs" / "notation.md").read_text().splitlines()
-            if line.startswith("| $") or line.startswith("| symbol")]
+    docs = [
+        line
+        for line in (ROOT / "docs" / "notation.md").read_text().splitlines()
+        if line.startswith("| $") or line.startswith("| symbol")
+    ]
     assert notation and notation == docs, "lesson 00's notation table and docs/notation.md differ"
 
 
@@ -73,5 +79,6 @@ def test_each_lesson_states_its_measured_time():
         stated = TIME.findall(lesson.with_suffix(".py").read_text())
         assert len(stated) == 1, f"{lesson.name} does not state its time as the other lessons do"
         seconds = measured["lessons"][lesson.stem]
-        assert int(stated[0]) == max(1, math.ceil(seconds / 60)), \
+        assert int(stated[0]) == max(1, math.ceil(seconds / 60)), (
             f"{lesson.name} says {stated[0]} minutes, measured {seconds:.0f} s: run benchmarks/lesson_times.py"
+        )

@@ -1,6 +1,7 @@
 """Comparisons in words, from the quality table alone: a paired difference from the rows' kept influences equals
 the one computed from their features, the verdict follows the course's two-standard-error rule, and the README's
 headline claims are the ones the shipped table makes."""
+
 import pytest
 import torch
 
@@ -20,8 +21,10 @@ def measured():
     reference = metrics.Reference(features(400, 0.0, 0))
     a = features(120, 0.3, 1)
     sets = {"A": a, "A'": features(120, 0.3, 2, base=a), "B": features(120, 0.0, 3)}
-    rows = {label: {**metrics.scores_of(x, reference, influence=True), "seconds_per_image": 0.1}
-            for label, x in sets.items()}
+    rows = {
+        label: {**metrics.scores_of(x, reference, influence=True), "seconds_per_image": 0.1}
+        for label, x in sets.items()
+    }
     return {"samples": 120, "reference": "synthetic", "rows": rows}, sets, reference
 
 
@@ -56,7 +59,10 @@ def test_rows_that_cannot_be_paired_are_refused_with_what_to_do(measured):
     table, _, _ = measured
     with pytest.raises(DiffeduError, match="no row 'C'"):
         report.paired(table, "A", "C")
-    bare = {**table, "rows": {**table["rows"], "old": {k: v for k, v in table["rows"]["B"].items() if k != "influence"}}}
+    bare = {
+        **table,
+        "rows": {**table["rows"], "old": {k: v for k, v in table["rows"]["B"].items() if k != "influence"}},
+    }
     with pytest.raises(DiffeduError, match="python -m diffedu quality --rows 'old'"):
         report.paired(bare, "A", "old")
 
@@ -75,5 +81,6 @@ def test_the_pages_state_the_numbers_the_shipped_measurements_make(block):
     model cannot leave a stale sentence behind."""
     path, start, end, make = report.BLOCKS[block]
     text = path.read_text()
-    assert text[text.index(start) + len(start): text.index(end)].strip() == make().strip(), \
+    assert text[text.index(start) + len(start) : text.index(end)].strip() == make().strip(), (
         f"{path.name}'s numbers differ from their source: run python -m diffedu.report"
+    )

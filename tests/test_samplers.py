@@ -3,12 +3,26 @@
 No training is involved: whatever a sampler returns with this model is the
 sampler's doing, so its output can be held to the data distribution.
 """
+
 import pytest
 import torch
 
 from diffedu.oracles import GaussianDenoiser
-from diffedu.samplers import (SAMPLERS, DDIMScheduler, DDPMScheduler, Snapshots, StepOutput, ddim_invert, ddim_sample,
-                              ddim_timesteps, ddpm_sample, make_scheduler, sample, sample_trajectory, slerp)
+from diffedu.samplers import (
+    SAMPLERS,
+    DDIMScheduler,
+    DDPMScheduler,
+    Snapshots,
+    StepOutput,
+    ddim_invert,
+    ddim_sample,
+    ddim_timesteps,
+    ddpm_sample,
+    make_scheduler,
+    sample,
+    sample_trajectory,
+    slerp,
+)
 from diffedu.schedules import Schedule
 
 M, S = 0.3, 0.5  # data ~ N(M, S^2), per pixel
@@ -59,13 +73,18 @@ def test_ddim_eta0_with_the_exact_denoiser(schedule, exact, steps, spacing):
     assert torch.allclose(x, ddim_prediction(schedule, x_T, steps, spacing), atol=1e-9)  # the update, to rounding
     assert x.mean().item() == pytest.approx(M, abs=0.01)
     # The spread: within 1.5% of S at 100 steps (quadratic), the few-step bias shrinking as steps grow.
-    tolerance = {"uniform": {10: 0.30, 50: 0.06, 100: 0.03}, "quadratic": {10: 0.20, 50: 0.03, 100: 0.015}}[spacing][steps]
+    tolerance = {"uniform": {10: 0.30, 50: 0.06, 100: 0.03}, "quadratic": {10: 0.20, 50: 0.03, 100: 0.015}}[spacing][
+        steps
+    ]
     assert x.std().item() == pytest.approx(S, rel=tolerance)
     assert x.std().item() <= S * 1.01
 
 
 def test_ddim_spread_converges_as_steps_grow(schedule, exact):
-    stds = [ddim_sample(exact, schedule, noise(), steps=n, clip_x0=False, progress=False).std().item() for n in (10, 20, 50, 100, 1000)]
+    stds = [
+        ddim_sample(exact, schedule, noise(), steps=n, clip_x0=False, progress=False).std().item()
+        for n in (10, 20, 50, 100, 1000)
+    ]
     assert stds == sorted(stds) and stds[-1] == pytest.approx(S, rel=0.01)
 
 
@@ -77,16 +96,32 @@ def test_ddim_eta1_over_all_steps_has_ddpms_posterior_sigma(schedule):
 
 def test_ddim_eta1_over_all_steps_is_ddpm_sample_for_sample(schedule, exact):
     x_T = noise(200)
-    a = ddim_sample(exact, schedule, x_T, steps=schedule.T, eta=1.0, clip_x0=False, progress=False,
-                    generator=torch.Generator().manual_seed(3))
+    a = ddim_sample(
+        exact,
+        schedule,
+        x_T,
+        steps=schedule.T,
+        eta=1.0,
+        clip_x0=False,
+        progress=False,
+        generator=torch.Generator().manual_seed(3),
+    )
     b = ddpm_sample(exact, schedule, x_T, clip_x0=False, progress=False, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(a, b, atol=1e-9)
 
 
 def test_ddim_eta0_is_deterministic_and_eta_adds_noise(schedule, exact):
     x_T = noise(50)
-    run = lambda eta, seed: ddim_sample(exact, schedule, x_T, steps=20, eta=eta, clip_x0=False, progress=False,
-                                        generator=torch.Generator().manual_seed(seed))
+    run = lambda eta, seed: ddim_sample(
+        exact,
+        schedule,
+        x_T,
+        steps=20,
+        eta=eta,
+        clip_x0=False,
+        progress=False,
+        generator=torch.Generator().manual_seed(seed),
+    )
     assert torch.equal(run(0.0, 1), run(0.0, 2))
     assert not torch.allclose(run(0.5, 1), run(0.5, 2))
 
@@ -122,7 +157,7 @@ def test_step_spacings_run_from_T_minus_1_to_0(spacing, schedule):
 def test_logsnr_spacing_is_even_in_lambda_where_the_timesteps_allow(schedule, steps):
     lam = 0.5 * (schedule.alpha_bar / (1 - schedule.alpha_bar)).log()
     ts = ddim_timesteps(schedule.T, steps, "logsnr", schedule.alpha_bar)
-    gaps = (lam[ts[1:]] - lam[ts[:-1]])
+    gaps = lam[ts[1:]] - lam[ts[:-1]]
     even = (lam[0] - lam[-1]) / (steps - 1)
     # each gap within the lambda-width of one timestep there (wide only near t = 0) of the even gap
     assert torch.allclose(gaps[:-3], even.expand(steps - 4), rtol=0.05)
@@ -176,10 +211,15 @@ def test_snapshots_record_what_a_loop_written_anywhere_visits(schedule, exact):
     recorder = Snapshots(exact, schedule.alpha_bar, frames=20)
     images = sample(recorder, DDPMScheduler(schedule), x_T, generator=torch.Generator().manual_seed(1), progress=False)
     kept = recorder.trajectory(images)
-    traj = sample_trajectory(exact, DDPMScheduler(schedule), x_T, frames=20, generator=torch.Generator().manual_seed(1),
-                             progress=False)
+    traj = sample_trajectory(
+        exact, DDPMScheduler(schedule), x_T, frames=20, generator=torch.Generator().manual_seed(1), progress=False
+    )
     assert kept.timesteps == traj.timesteps and len(kept.timesteps) == 20
-    assert torch.equal(kept.x_t, traj.x_t) and torch.equal(kept.x0, traj.x0) and torch.equal(kept.images, traj.images.float())
+    assert (
+        torch.equal(kept.x_t, traj.x_t)
+        and torch.equal(kept.x0, traj.x0)
+        and torch.equal(kept.images, traj.images.float())
+    )
 
 
 def test_clipping_keeps_predicted_images_in_range(schedule):
@@ -205,7 +245,9 @@ def test_both_schedulers_share_one_protocol(make, schedule, exact):
     out = scheduler.step(exact(x, torch.tensor(scheduler.timesteps[0])), scheduler.timesteps[0], x)
     assert isinstance(out, StepOutput) and out.prev.shape == out.x0.shape == x.shape
     prev, x0 = out  # unpacks like a tuple, as the sampling loop does
-    assert torch.equal(x0, schedule.predict_x0(x, scheduler.timesteps[0], exact(x, torch.tensor(scheduler.timesteps[0]))).clamp(-1, 1))
+    assert torch.equal(
+        x0, schedule.predict_x0(x, scheduler.timesteps[0], exact(x, torch.tensor(scheduler.timesteps[0]))).clamp(-1, 1)
+    )
 
 
 def test_inversion_is_the_ddim_step_backwards(schedule, exact):
@@ -218,6 +260,7 @@ def test_inversion_is_the_ddim_step_backwards(schedule, exact):
 
 
 # ---- the probability-flow ODE's solvers ------------------------------------------------
+
 
 def ode_error(schedule, exact, sampler, steps, x_T):
     """How far a deterministic sampler lands from the exact ODE solution at t = 0 (the last timestep, before the
@@ -246,17 +289,23 @@ def test_second_order_solvers_beat_ddim_at_equal_model_calls(schedule, exact, sa
     assert calls <= ddim_calls and better < ddim / 1.5  # measured: Heun 9x, DPM-Solver++(2M) 2x closer
 
 
-@pytest.mark.parametrize("sampler, steps, calls", [("ddpm", None, 1000), ("ddim", 10, 10), ("heun", 10, 19), ("dpmpp2m", 10, 10)])
+@pytest.mark.parametrize(
+    "sampler, steps, calls", [("ddpm", None, 1000), ("ddim", 10, 10), ("heun", 10, 19), ("dpmpp2m", 10, 10)]
+)
 def test_a_run_counts_its_model_calls(schedule, exact, sampler, steps, calls):
     scheduler = make_scheduler(sampler, schedule, steps)
-    run = sample_trajectory(exact, scheduler, noise(2), frames=0, progress=False, generator=torch.Generator().manual_seed(0))
+    run = sample_trajectory(
+        exact, scheduler, noise(2), frames=0, progress=False, generator=torch.Generator().manual_seed(0)
+    )
     assert run.model_calls == scheduler.model_calls() == calls
 
 
 def test_dpm_solver_starts_afresh_each_run(schedule, exact):
     scheduler = make_scheduler("dpmpp2m", schedule, 8)
     first = sample(exact, scheduler, noise(4), progress=False)
-    assert torch.equal(first, sample(exact, scheduler, noise(4), progress=False))  # nothing left over from the first run
+    assert torch.equal(
+        first, sample(exact, scheduler, noise(4), progress=False)
+    )  # nothing left over from the first run
 
 
 def test_ddim_is_the_euler_step_of_the_ode(schedule, exact):
@@ -278,7 +327,9 @@ def test_heun_and_dpm_solver_match_diffusers(schedule, exact):
     model = GaussianDenoiser(schedule, M, S)
     config = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
     # DPM-Solver++(2M), VP variables as ours; diffusers computes in float32, so float32 agreement is what can be asked
-    theirs = diffusers.DPMSolverMultistepScheduler(**config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero")
+    theirs = diffusers.DPMSolverMultistepScheduler(
+        **config, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"
+    )
     theirs.set_timesteps(timesteps=timesteps)
     x = x_T.clone()
     for t in theirs.timesteps:

@@ -1,4 +1,5 @@
 """The forward process against its closed forms."""
+
 import math
 
 import pytest
@@ -72,7 +73,11 @@ def test_posterior_is_the_product_of_the_two_gaussians(schedule):
 
 
 def test_predict_x0_inverts_q_sample(schedule):
-    x0, noise, t = torch.randn(5, 3, 8, 8, dtype=torch.float64), torch.randn(5, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 3, 200, 700, 999])
+    x0, noise, t = (
+        torch.randn(5, 3, 8, 8, dtype=torch.float64),
+        torch.randn(5, 3, 8, 8, dtype=torch.float64),
+        torch.tensor([0, 3, 200, 700, 999]),
+    )
     assert torch.allclose(schedule.predict_x0(schedule.q_sample(x0, t, noise), t, noise), x0, atol=1e-6)
 
 

@@ -1,5 +1,6 @@
 """The Trainer's speed options (foreach EMA, compile, channels-last, no per-step sync, deadlines) train the
 same model as the plain loop, and `retrain` trains, resumes and exports the shipped recipes' pipeline."""
+
 import copy
 import time
 from functools import partial
@@ -16,8 +17,9 @@ from diffedu.recipes import get_recipe
 from diffedu.schedules import Schedule
 from diffedu.training import EMA, Trainer, eps_loss
 
-CONFIG = UNetConfig(in_channels=3, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
-                    dropout=0.0)  # dropout draws its masks in memory order: another mask in NHWC
+CONFIG = UNetConfig(
+    in_channels=3, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0
+)  # dropout draws its masks in memory order: another mask in NHWC
 
 
 def batches(n=4, seed=0):
@@ -98,8 +100,13 @@ def test_compiled_step_trains_the_same_model(monkeypatch):
 def test_a_diverging_loss_is_caught_before_anything_is_saved(tmp_path):
     """The loss is read back once per log, not per step; a NaN in the window still stops training before a save."""
     calls = iter(range(1000))
-    run = Trainer(UNet(CONFIG), lambda model, batch: model(batch, torch.zeros(len(batch), dtype=torch.long)).mean()
-                  * (float("nan") if next(calls) == 6 else 1.0), device="cpu")
+    run = Trainer(
+        UNet(CONFIG),
+        lambda model, batch: (
+            model(batch, torch.zeros(len(batch), dtype=torch.long)).mean() * (float("nan") if next(calls) == 6 else 1.0)
+        ),
+        device="cpu",
+    )
     with pytest.raises(FloatingPointError, match="loss became nan at step 7"):
         run.fit(batches(), 20, save_to=tmp_path / "run", save_every=5, log_every=4, progress=False)
     meta = checkpoint.read_meta(tmp_path / "run")
@@ -110,8 +117,11 @@ def test_a_loss_that_blows_up_without_becoming_nan_is_caught_too(tmp_path):
     """A huge learning rate can send the loss to 1e27, finite (--lr 1e12 on a shipped recipe did): a loss over
     1000x the untrained model's stops training before a save all the same."""
     calls = iter(range(1000))
-    run = Trainer(unet(), lambda model, batch: eps_loss(model, batch, Schedule.linear()) * (1e6 if next(calls) >= 6 else 1.0),
-                  device="cpu")
+    run = Trainer(
+        unet(),
+        lambda model, batch: eps_loss(model, batch, Schedule.linear()) * (1e6 if next(calls) >= 6 else 1.0),
+        device="cpu",
+    )
     with pytest.raises(FloatingPointError, match=r"loss became \S+ at step 7, over 1000x the first step's"):
         run.fit(batches(), 20, save_to=tmp_path / "run", save_every=5, log_every=4, progress=False)
     assert checkpoint.read_meta(tmp_path / "run")["step"] == 5  # the save at step 5; none after
@@ -119,7 +129,9 @@ def test_a_loss_that_blows_up_without_becoming_nan_is_caught_too(tmp_path):
 
 def test_a_deadline_stops_training_at_the_next_log_and_saves(tmp_path):
     # seen at a log, where every process of a torchrun run can agree on it
-    run = trainer().fit(batches(), 1000, save_to=tmp_path / "run", deadline=time.monotonic(), log_every=3, progress=False)
+    run = trainer().fit(
+        batches(), 1000, save_to=tmp_path / "run", deadline=time.monotonic(), log_every=3, progress=False
+    )
     meta = checkpoint.read_meta(tmp_path / "run")
     assert run.step == meta["step"] == 3 and len(meta["history"]) == 3
 
@@ -182,7 +194,10 @@ def test_retrain_command(tiny_cifar, tmp_path, capsys):
 
 def test_a_notebook_trains_any_recipe_in_one_call_and_resumes_it(tiny_cifar, tmp_path):
     ddpm = runs.train("smoke-ddpm", tmp_path / "ddpm", data_root=tiny_cifar, device="cpu")
-    assert ddpm.step == get_recipe("smoke-ddpm").steps and checkpoint.read_meta(tmp_path / "ddpm")["recipe"] == "smoke-ddpm"
+    assert (
+        ddpm.step == get_recipe("smoke-ddpm").steps
+        and checkpoint.read_meta(tmp_path / "ddpm")["recipe"] == "smoke-ddpm"
+    )
     assert runs.train(out=tmp_path / "ddpm", resume=True, steps=2, data_root=tiny_cifar).step == ddpm.step + 2
     with pytest.raises(DiffeduError, match="already trained all of its recipe"):
         runs.train(out=tmp_path / "ddpm", resume=True, data_root=tiny_cifar)  # nothing left: say how to go on
@@ -204,9 +219,13 @@ def test_minutes_train_for_the_time_not_the_recipes_steps(tiny_cifar, tmp_path):
 
 def test_the_train_command_is_one_call_of_runs_train(monkeypatch, tmp_path):
     from diffedu import cli
+
     calls = []
     monkeypatch.setattr(runs, "train", lambda *args, **kwargs: calls.append((args, kwargs)))
-    assert cli.main(["train", "vae", "--profile", "smoke", "--steps", "3", "--out", str(tmp_path / "v"), "--seed", "4"]) == 0
-    (args, kwargs), = calls
+    assert (
+        cli.main(["train", "vae", "--profile", "smoke", "--steps", "3", "--out", str(tmp_path / "v"), "--seed", "4"])
+        == 0
+    )
+    ((args, kwargs),) = calls
     assert args == (None, str(tmp_path / "v")) and kwargs["kind"] == "vae" and kwargs["profile"] == "smoke"
     assert (kwargs["steps"], kwargs["seed"], kwargs["compile"]) == (3, 4, "auto")

@@ -1,10 +1,10 @@
 """The VAE and the latent pipeline (issue 4's building blocks)."""
+
 import pytest
 import torch
 
 from diffedu.data import to_float
 from diffedu.errors import DiffeduError
-
 from diffedu.latent import cached_latents, calibrate, encode_latents, encode_means, measure_scale_factor
 from diffedu.nets import UNet, UNetConfig
 from diffedu.pipelines import LatentDiffusion
@@ -78,7 +78,9 @@ def test_the_scale_factor_gives_unit_variance_latents():
 
 def test_latent_pipeline_uses_the_scale_factor_both_ways():
     vae = VAE(VAEConfig(**{**SMALL.to_dict(), "scale_factor": 0.25}))
-    unet = UNet(UNetConfig(in_channels=4, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()))
+    unet = UNet(
+        UNetConfig(in_channels=4, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
+    )
     pipe = LatentDiffusion(vae, unet, Schedule.linear())
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     z = pipe.encode(x)
@@ -87,4 +89,6 @@ def test_latent_pipeline_uses_the_scale_factor_both_ways():
     images = pipe.sample(2, steps=3, progress=False)
     assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1
     with pytest.raises(DiffeduError, match="latents are 4x8x8"):
-        LatentDiffusion(vae, UNet(UNetConfig(in_channels=3, image_size=32, channels=8, channel_mult=(1, 2))), Schedule.linear())
+        LatentDiffusion(
+            vae, UNet(UNetConfig(in_channels=3, image_size=32, channels=8, channel_mult=(1, 2))), Schedule.linear()
+        )

@@ -14,8 +14,13 @@ def parts(widget):
 
 def test_trajectory_widget_shows_each_recorded_frame():
     schedule = Schedule.linear()
-    traj = sample_trajectory(GaussianDenoiser(schedule, 0.0, 0.5), make_scheduler("ddim", schedule, 10),
-                             torch.randn(3, 3, 32, 32), frames=4, progress=False)
+    traj = sample_trajectory(
+        GaussianDenoiser(schedule, 0.0, 0.5),
+        make_scheduler("ddim", schedule, 10),
+        torch.randn(3, 3, 32, 32),
+        frames=4,
+        progress=False,
+    )
     slider, caption, image = parts(trajectory_widget(traj, n=2))
     assert list(slider.options) == traj.timesteps and slider.value == 999
     frames = {}
@@ -112,6 +117,11 @@ def test_sampler_widget_shows_each_sampler_at_each_step_count():
     calls = {("ddim", 5): 5, ("ddim", 10): 10, ("heun", 5): 9, ("heun", 10): 19}
     widget = sampler_widget(images, calls)
     (picker, steps), caption, image = widget.children[0].children, widget.children[1], widget.children[2]
-    assert [label for label, _ in picker.options] == ["DDIM", "Heun"] and caption.value == "DDIM, 5 steps: 5 model calls"
+    assert [label for label, _ in picker.options] == [
+        "DDIM",
+        "Heun",
+    ] and caption.value == "DDIM, 5 steps: 5 model calls"
     picker.value, steps.value = "heun", 10
-    assert image.value == png(images[("heun", 10)], nrow=2, zoom=3) and caption.value == "Heun, 10 steps: 19 model calls"
+    assert (
+        image.value == png(images[("heun", 10)], nrow=2, zoom=3) and caption.value == "Heun, 10 steps: 19 model calls"
+    )

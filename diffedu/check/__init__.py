@@ -21,8 +21,9 @@ held to the registry.
 The machinery is in `core` (the registry, `exercise`, `_guard`, nbgrader's mode, shared inputs) and `compare`
 (comparing answers, `compared`, diffusers); each lesson's checks are in its own module, `lesson01` ... `lesson10`.
 """
-from .core import EXERCISES, GRADING_ENV, LINEAR, Exercise, ExerciseError, Mistake, exercise
+
 from .compare import compared
+from .core import EXERCISES, GRADING_ENV, LINEAR, Exercise, ExerciseError, Mistake, exercise
 
 # Imported in the lessons' order, which is the registry's: each module registers its lesson's exercises.
 from .lesson01 import alpha_bar, next_noise_variance, q_sample
@@ -37,15 +38,41 @@ from .lesson09 import _ref_fm_sample, fm_loss, fm_sample  # _ref_fm_sample: the 
 from .lesson10 import consistency_fn, consistency_sample, ct_loss
 
 __all__ = [  # the registry and its tools, then what each lesson calls, check.<name>(fn)
-    "EXERCISES", "GRADING_ENV", "LINEAR", "Exercise", "ExerciseError", "Mistake", "compared", "exercise",
-    "alpha_bar", "next_noise_variance", "q_sample",
-    "eps_loss", "posterior", "ddpm_step", "sample_ddpm",
-    "ddim_sigma", "ddim_step", "ddim_timesteps", "sample_ddim", "ddim_invert_step",
-    "reparameterize", "kl_divergence", "scale_factor", "hinge_d_loss",
+    "EXERCISES",
+    "GRADING_ENV",
+    "LINEAR",
+    "Exercise",
+    "ExerciseError",
+    "Mistake",
+    "compared",
+    "exercise",
+    "alpha_bar",
+    "next_noise_variance",
+    "q_sample",
+    "eps_loss",
+    "posterior",
+    "ddpm_step",
+    "sample_ddpm",
+    "ddim_sigma",
+    "ddim_step",
+    "ddim_timesteps",
+    "sample_ddim",
+    "ddim_invert_step",
+    "reparameterize",
+    "kl_divergence",
+    "scale_factor",
+    "hinge_d_loss",
     "sample_latents",
-    "frechet_distance", "mmd2_unbiased",
-    "drop_labels", "guided_eps",
-    "heun_step", "dpm_solver_step",
-    "fm_loss", "fm_sample", "_ref_fm_sample",
-    "consistency_fn", "ct_loss", "consistency_sample",
+    "frechet_distance",
+    "mmd2_unbiased",
+    "drop_labels",
+    "guided_eps",
+    "heun_step",
+    "dpm_solver_step",
+    "fm_loss",
+    "fm_sample",
+    "_ref_fm_sample",
+    "consistency_fn",
+    "ct_loss",
+    "consistency_sample",
 ]

@@ -1,6 +1,7 @@
 """The exercises' registry and how every check calls a learner's function: `exercise` registers a check and
 prints what it found, `_guard` gives the function its own copies of its inputs and names the slips any exercise
 can have; nbgrader's mode; and the inputs and instruments the lessons' checks share."""
+
 from __future__ import annotations
 
 import copy
@@ -9,8 +10,8 @@ import inspect
 import os
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ def exercise(reference: Callable, lesson: str, points: int = 1) -> Callable:
     """Register `check(fn) -> what it verified` as the exercise of the same name, and return what a lesson calls:
     `check.<name>(fn)`, which prints what was verified or, while the learner's function fails, the mistake, with
     `reference` (the same signature as the learner's function) standing in."""
+
     def wrap(check) -> Callable:
         name = check.__name__
 
@@ -77,13 +79,16 @@ def exercise(reference: Callable, lesson: str, points: int = 1) -> Callable:
             # The lesson's later cells call `name`: the reference takes its place in the namespace of the cell that
             # called the check (the notebook's globals, one frame up), so that Run All still reaches the end.
             sys._getframe(1).f_globals[name] = reference
-            message = f"✗ {name}: {problem}\n(Until it passes, the rest of this lesson uses diffedu's reference {name}.)"
+            message = (
+                f"✗ {name}: {problem}\n(Until it passes, the rest of this lesson uses diffedu's reference {name}.)"
+            )
             if os.environ.get(GRADING_ENV):
                 raise ExerciseError(message) from None
             print(message, file=sys.stderr)  # not an exception: Run All goes on to the end of the lesson
 
         run.reference = reference
         return run
+
     return wrap
 
 
@@ -102,14 +107,19 @@ def _guard(fn: Callable, reference: Callable) -> Callable:
         given = [*zip(names, args, my_args), *((key, kwargs[key], my_kwargs[key]) for key in kwargs)]
         changed = next((name for name, value, mine in given if _changed(value, mine)), None)
         if changed is not None:  # a caller that uses its tensor afterwards (a batch, a schedule) would find it altered
-            raise Mistake(f"it changed its argument {changed} in place (x += ..., x[...] = ... and the methods ending "
-                          "in _, such as .mul_(), write into the caller's tensor): compute a new one, x = x + ...")
+            raise Mistake(
+                f"it changed its argument {changed} in place (x += ..., x[...] = ... and the methods ending "
+                "in _, such as .mul_(), write into the caller's tensor): compute a new one, x = x + ..."
+            )
         if _complex(result):
             dtype = f" ({result.dtype})" if isinstance(result, torch.Tensor) else ""
-            raise Mistake(f"it returned complex numbers{dtype} where real ones are expected: the square root of a "
-                          "negative number? If the imaginary parts are only rounding (torch.linalg.eigvals, "
-                          "scipy.linalg.sqrtm), take .real")
+            raise Mistake(
+                f"it returned complex numbers{dtype} where real ones are expected: the square root of a "
+                "negative number? If the imaginary parts are only rounding (torch.linalg.eigvals, "
+                "scipy.linalg.sqrtm), take .real"
+            )
         return result
+
     return call
 
 
@@ -164,6 +174,7 @@ def _hint(error: Exception) -> str:
 
 
 # ---- what the lessons' checks share ----------------------------------------------------
+
 
 def _randn(*shape, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)

@@ -1,7 +1,8 @@
 """Lesson 08, the ODE view (lessons/08_ode_view.py): heun_step, dpm_solver_step."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -32,12 +33,16 @@ class _Slope:
         sigma = float(sigma)
         self.calls.append(sigma)
         if sigma == 0:
-            raise Mistake("it asked the model at sigma = 0, the clean image, where it was never trained (and the ODE's "
-                          "slope is 0/0): the step into sigma_prev = 0 is Euler's alone")
+            raise Mistake(
+                "it asked the model at sigma = 0, the clean image, where it was never trained (and the ODE's "
+                "slope is 0/0): the step into sigma_prev = 0 is Euler's alone"
+            )
         t = self.t_of.get(round(sigma, 9))
         if t is None:
-            raise Mistake(f"it asked the model at sigma = {sigma:.4g}, which is neither sigma nor sigma_prev: the second "
-                          "slope is taken where the Euler step lands, at sigma_prev")
+            raise Mistake(
+                f"it asked the model at sigma = {sigma:.4g}, which is neither sigma nor sigma_prev: the second "
+                "slope is taken where the Euler step lands, at sigma_prev"
+            )
         return self.exact(x_tilde * LINEAR.alpha_bar[t].sqrt(), torch.tensor(t))
 
 
@@ -59,6 +64,7 @@ def _heun_run(step, x_T: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
 
 def _heun_with(second_at_x=False, second_only=False, sign=1.0, weights=(0.5, 0.5)) -> Callable:
     """Heun's step with one of the mistakes the check names."""
+
     def step(slope, x, sigma, sigma_prev) -> torch.Tensor:
         d = slope(x, sigma)
         dt = sign * (sigma_prev - sigma)
@@ -67,6 +73,7 @@ def _heun_with(second_at_x=False, second_only=False, sign=1.0, weights=(0.5, 0.5
             return euler
         d2 = slope(x if second_at_x else euler, sigma_prev)
         return x + dt * (d2 if second_only else weights[0] * d + weights[1] * d2)
+
     return step
 
 
@@ -74,21 +81,33 @@ def _heun_with(second_at_x=False, second_only=False, sign=1.0, weights=(0.5, 0.5
 def heun_step(fn: Callable) -> str:
     x_T = _randn(64, 1, 2, 2, seed=150)
     got, calls = _heun_run(fn, x_T.clone())
-    expected = sample(GaussianDenoiser(LINEAR, *_ODE_DATA), make_scheduler("heun", LINEAR, 12, clip_x0=False), x_T.clone(),
-                      progress=False)  # x at the clean image is x~ there
+    expected = sample(
+        GaussianDenoiser(LINEAR, *_ODE_DATA),
+        make_scheduler("heun", LINEAR, 12, clip_x0=False),
+        x_T.clone(),
+        progress=False,
+    )  # x at the clean image is x~ there
     if len(calls) != 2 * len(_ODE_STEPS) - 1:
-        raise Mistake(f"it asked the model {len(calls)} times over {len(_ODE_STEPS)} steps: Heun asks twice a step (at sigma, "
-                      f"then at sigma_prev where the Euler step lands), and once on the last, Euler's: {2 * len(_ODE_STEPS) - 1}")
+        raise Mistake(
+            f"it asked the model {len(calls)} times over {len(_ODE_STEPS)} steps: Heun asks twice a step (at sigma, "
+            f"then at sigma_prev where the Euler step lands), and once on the last, Euler's: {2 * len(_ODE_STEPS) - 1}"
+        )
     if _close(got, expected, rtol=1e-9, atol=1e-12):
         model = GaussianDenoiser(LINEAR, *_ODE_DATA)
         exact = model.flow(x_T, _ODE_STEPS[0], -1)
         euler = sample(model, make_scheduler("ddim", LINEAR, 12, clip_x0=False), x_T.clone(), progress=False)
-        return ("Heun's step (EDM's Algorithm 1), Euler's into the clean image, over 12 steps: equal to diffedu's HeunScheduler "
-                f"{_against_diffusers('HeunDiscreteScheduler', x_T, got)}; it lands {(got - exact).abs().max():.1e} from the "
-                f"ODE's exact solution, DDIM's Euler steps {(euler - exact).abs().max():.1e}")
+        return (
+            "Heun's step (EDM's Algorithm 1), Euler's into the clean image, over 12 steps: equal to diffedu's HeunScheduler "
+            f"{_against_diffusers('HeunDiscreteScheduler', x_T, got)}; it lands {(got - exact).abs().max():.1e} from the "
+            f"ODE's exact solution, DDIM's Euler steps {(euler - exact).abs().max():.1e}"
+        )
     for message, wrong in {
-        "the second slope is asked where the Euler step lands, x' = x + (sigma_prev - sigma) d, not at x": _heun_with(second_at_x=True),
-        "the step takes the mean of the two slopes, (d + d') / 2, not the second one alone": _heun_with(second_only=True),
+        "the second slope is asked where the Euler step lands, x' = x + (sigma_prev - sigma) d, not at x": _heun_with(
+            second_at_x=True
+        ),
+        "the step takes the mean of the two slopes, (d + d') / 2, not the second one alone": _heun_with(
+            second_only=True
+        ),
         "the step runs from sigma down to sigma_prev: multiply by sigma_prev - sigma (negative)": _heun_with(sign=-1.0),
         "the two slopes weigh the same: (d + d') / 2": _heun_with(weights=(1.0, 1.0)),
     }.items():
@@ -105,7 +124,9 @@ def _against_diffusers(name: str, x_T: torch.Tensor, got: torch.Tensor) -> str:
         return SKIPPED.format(name)
     model = GaussianDenoiser(LINEAR, *_ODE_DATA)
     extra = {"algorithm_type": "dpmsolver++", "solver_order": 2, "final_sigmas_type": "zero"} if "DPM" in name else {}
-    theirs = cls(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, **extra)  # DDPM's betas
+    theirs = cls(
+        num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, **extra
+    )  # DDPM's betas
     theirs.set_timesteps(timesteps=_ODE_STEPS)
     heun = "Heun" in name
     x = (x_T / LINEAR.alpha_bar[_ODE_STEPS[0]].sqrt() if heun else x_T).float()  # Heun works in x~, DPM-Solver in x
@@ -134,14 +155,21 @@ def _dpm_run(step, x_T: torch.Tensor) -> torch.Tensor:
     x, last = x_T, None
     for t, t_prev in zip(_ODE_STEPS, [*_ODE_STEPS[1:], -1]):
         x0 = LINEAR.predict_x0(x, t, model(x, torch.tensor(t)))
-        x = step(x, x0, None if last is None else last[0], ab[t], ab[t_prev] if t_prev >= 0 else ab.new_tensor(1.0),
-                 None if last is None else ab[last[1]])
+        x = step(
+            x,
+            x0,
+            None if last is None else last[0],
+            ab[t],
+            ab[t_prev] if t_prev >= 0 else ab.new_tensor(1.0),
+            None if last is None else ab[last[1]],
+        )
         last = (x0, t)
     return x
 
 
 def _dpm_with(r_inverted=False, half=True, log_snr=False, growth=False, ratio_inverted=False) -> Callable:
     """DPM-Solver++(2M)'s step with one of the mistakes the check names."""
+
     def lam(a) -> torch.Tensor:
         return (1.0 if log_snr else 0.5) * (a / (1 - a)).log()
 
@@ -156,16 +184,24 @@ def _dpm_with(r_inverted=False, half=True, log_snr=False, growth=False, ratio_in
             data = (1 + k) * x0 - k * x0_last
         ratio = ((1 - a) / (1 - a_prev)) if ratio_inverted else ((1 - a_prev) / (1 - a))
         return ratio.sqrt() * x - a_prev.sqrt() * (torch.expm1(h) if growth else torch.expm1(-h)) * data
+
     return step
 
 
 _DPM_MISTAKES = {
-    "r = (lambda_t - lambda_last) / h: the last step's length over this one's, not its inverse": _dpm_with(r_inverted=True),
+    "r = (lambda_t - lambda_last) / h: the last step's length over this one's, not its inverse": _dpm_with(
+        r_inverted=True
+    ),
     "D = (1 + 1/(2r)) x0 - 1/(2r) x0_last: the 1/2 is missing": _dpm_with(half=False),
-    "lambda = log(sqrt(alpha_bar) / sqrt(1 - alpha_bar)), half the log of the signal-to-noise ratio": _dpm_with(log_snr=True),
-    "the factor is exp(-h) - 1 (torch.expm1(-h)), negative: x0's weight grows as the noise falls": _dpm_with(growth=True),
-    "x is scaled by sqrt(1 - alpha_bar_prev) / sqrt(1 - alpha_bar_t), the ratio of the noise levels, which falls":
-        _dpm_with(ratio_inverted=True),
+    "lambda = log(sqrt(alpha_bar) / sqrt(1 - alpha_bar)), half the log of the signal-to-noise ratio": _dpm_with(
+        log_snr=True
+    ),
+    "the factor is exp(-h) - 1 (torch.expm1(-h)), negative: x0's weight grows as the noise falls": _dpm_with(
+        growth=True
+    ),
+    "x is scaled by sqrt(1 - alpha_bar_prev) / sqrt(1 - alpha_bar_t), the ratio of the noise levels, which falls": _dpm_with(
+        ratio_inverted=True
+    ),
 }
 
 
@@ -177,18 +213,29 @@ def dpm_solver_step(fn: Callable) -> str:
     ddim = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * (x - a.sqrt() * x0) / (1 - a).sqrt()
     x_T = _randn(64, 1, 2, 2, seed=151)
     got = _dpm_run(fn, x_T.clone()) if _close(first, ddim) else None
-    expected = sample(GaussianDenoiser(LINEAR, *_ODE_DATA), make_scheduler("dpmpp2m", LINEAR, 12, clip_x0=False), x_T.clone(),
-                      progress=False)
+    expected = sample(
+        GaussianDenoiser(LINEAR, *_ODE_DATA),
+        make_scheduler("dpmpp2m", LINEAR, 12, clip_x0=False),
+        x_T.clone(),
+        progress=False,
+    )
     if got is not None and _close(got, expected, rtol=1e-9, atol=1e-12):
-        return ("DDIM's step when there is no last call, then the second-order multistep update of Lu et al. 2022 over 12 "
-                f"steps, x0 itself into the clean image: equal to diffedu's DPMSolverScheduler "
-                f"{_against_diffusers('DPMSolverMultistepScheduler', x_T, got)}")
+        return (
+            "DDIM's step when there is no last call, then the second-order multistep update of Lu et al. 2022 over 12 "
+            f"steps, x0 itself into the clean image: equal to diffedu's DPMSolverScheduler "
+            f"{_against_diffusers('DPMSolverMultistepScheduler', x_T, got)}"
+        )
     for message, wrong in _DPM_MISTAKES.items():
-        same = (_close(first, wrong(x.clone(), x0.clone(), None, a, a_prev, None)) if got is None
-                else _close(got, _dpm_run(wrong, x_T.clone()), rtol=1e-9, atol=1e-12))
+        same = (
+            _close(first, wrong(x.clone(), x0.clone(), None, a, a_prev, None))
+            if got is None
+            else _close(got, _dpm_run(wrong, x_T.clone()), rtol=1e-9, atol=1e-12)
+        )
         if same:
             raise Mistake(message)
     if got is None:
-        raise Mistake(f"without a last call (the first step) it is DDIM's step, sqrt(alpha_bar_prev) x0 + sqrt(1 - "
-                      f"alpha_bar_prev) eps: {_describe(first, ddim)}")
+        raise Mistake(
+            f"without a last call (the first step) it is DDIM's step, sqrt(alpha_bar_prev) x0 + sqrt(1 - "
+            f"alpha_bar_prev) eps: {_describe(first, ddim)}"
+        )
     raise Mistake(f"after 12 steps it lands elsewhere than diffedu's DPMSolverScheduler: {_describe(got, expected)}")
