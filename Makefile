@@ -7,13 +7,13 @@ BIN    := $(VENV)/bin
 # The torch/torchvision pair the course is tested with (they must match).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: lab test browser-test colab-test student course setup clean
+.PHONY: lab test lint browser-test colab-test student course setup clean
 
 $(BIN)/.installed: pyproject.toml lab/overrides.json Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[lab,test]"
+	$(BIN)/python -m pip install -q -e ".[lab,test,lint]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp lab/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
@@ -30,6 +30,14 @@ lab: setup
 # nbval runs every lesson in the smoke profile unless DIFFEDU_PROFILE says otherwise.
 test: setup
 	DIFFEDU_PROFILE=$${DIFFEDU_PROFILE:-smoke} $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider
+
+# What CI and the pre-commit hooks hold the code to (configured in pyproject.toml): lint, format, spelling, types.
+SPELLED := diffedu lessons/*.py tests benchmarks browser tools README.md docs
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/codespell $(SPELLED)
+	$(BIN)/mypy
 
 # The lessons in a real browser: JupyterLab as `make lab` runs it, driven by Playwright in headless Chromium
 # (Debian's package: Playwright's own browser download is not used). Screenshots go to browser-screenshots/.

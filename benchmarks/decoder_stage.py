@@ -1,7 +1,7 @@
 """What the adversarial decoder stage (diffedu.adversarial) bought: the L1 decoder against the retrained one,
 on the targets of the latent-quality work. Measured on a CPU:
 
-    .venv/bin/python benchmarks/decoder_stage.py                       # vae-cifar10 vs vae-cifar10-gan, ~12 min on 2 cores
+    .venv/bin/python benchmarks/decoder_stage.py                     # vae-cifar10 vs vae-cifar10-gan, ~12 min, 2 cores
     .venv/bin/python benchmarks/decoder_stage.py --vae runs/x --seeds 1   # a run of yours, quicker
 
 For each decoder, at `--samples` images against all the training images (TF-Inception, the quality table's protocol):

@@ -1,7 +1,8 @@
 """Training throughput on 1 and on N processes (torchrun), in images per second, on this machine:
 
     .venv/bin/python benchmarks/distributed_speed.py --data <cifar folder>                 # the CPU: gloo
-    .venv/bin/python benchmarks/distributed_speed.py --data <folder> --device cuda --processes 1 2 4 --recipe ldm-cifar10
+    .venv/bin/python benchmarks/distributed_speed.py --data <folder> --device cuda --processes 1 2 4 \
+        --recipe ldm-cifar10
 
 Each run trains the recipe for --steps steps of its global batch (split over the processes) by the course's own
 command, `python -m diffedu train` (1 process) or `torchrun --standalone --nproc_per_node=N -m diffedu train`, and

@@ -86,7 +86,8 @@ def main() -> None:
             r, s = metrics.score(recon, reference), metrics.score(samples, reference)
             print(
                 f"{name:>28}: reconstructions PSNR {metrics.psnr(recon, real).mean():.2f} dB, FID {r['fid']:.2f}, "
-                f"KID x 1000 {1000 * r['kid']:.2f}; ldm-cifar10's samples FID {s['fid']:.2f}, KID x 1000 {1000 * s['kid']:.2f}, "
+                f"KID x 1000 {1000 * r['kid']:.2f}; ldm-cifar10's samples FID {s['fid']:.2f}, "
+                f"KID x 1000 {1000 * s['kid']:.2f}, "
                 f"fine detail {metrics.fine_detail(samples) / metrics.fine_detail(real):.2f} of real images'",
                 flush=True,
             )

@@ -100,7 +100,8 @@ def main() -> None:
             decoded = decode_latents(vae, z_test + sigma * torch.randn_like(z_test))
             scores = metrics.score(decoded[:500], train_features)
             print(
-                f"   sigma {sigma:.1f}: PSNR {psnr(decoded, real).mean():5.2f} dB, detail {detail(decoded) / real_detail:.2f}, "
+                f"   sigma {sigma:.1f}: PSNR {psnr(decoded, real).mean():5.2f} dB, "
+                f"detail {detail(decoded) / real_detail:.2f}, "
                 f"FID {scores['fid']:6.2f}, KID x 1000 {1000 * scores['kid']:6.2f}"
             )
 

@@ -65,7 +65,8 @@ def main() -> None:
     for steps in (10, 25):
         images = sample(pipe.unet, HeunEulerIntoZero(pipe.schedule).set_timesteps(steps), noise, progress=False)
         print(
-            f"  {f'Heun {steps}, Euler into t = 0':>26}: {(images - solution).abs().mean():.3f} | {fine_detail(images):.3f}"
+            f"  {f'Heun {steps}, Euler into t = 0':>26}: {(images - solution).abs().mean():.3f} | "
+            f"{fine_detail(images):.3f}"
         )
 
 

@@ -1,6 +1,6 @@
 """Do FID's and KID's standard errors (diffedu.metrics) mean what they say at the course's counts?
 
-    .venv/bin/python benchmarks/standard_errors.py            # 200 sets, ~5 min on 2 cores (+10 min once for the features)
+    .venv/bin/python benchmarks/standard_errors.py   # 200 sets, ~5 min on 2 cores (+10 min once for the features)
 
 The reference is the Inception features of all the training images (the quality table's). A "model" is a
 Gaussian with the reference's covariance, shrunk by 0.8 and shifted: its scores land where the course's models'
@@ -56,7 +56,8 @@ def main() -> None:
         values = torch.tensor([row[name] for row in rows])
         se = torch.tensor([row[f"{name}_se"] for row in rows[:40]])
         print(
-            f"| {name.upper()}{' x 1000' if scale > 1 else ''} | {scale * values.mean():.2f} | {scale * values.std():.3f} | "
+            f"| {name.upper()}{' x 1000' if scale > 1 else ''} | {scale * values.mean():.2f} | "
+            f"{scale * values.std():.3f} | "
             f"{scale * se.mean():.3f} ({se.mean() / values.std():.2f}x) | "
             f"{scale * torch.tensor([b[k] for b in boot]).mean():.3f} "
             f"({torch.tensor([b[k] for b in boot]).mean() / values.std():.2f}x) |"

@@ -137,8 +137,9 @@ def run_all(page, timeout_s: float = 600) -> None:
     page.wait_for_timeout(1000)
     deadline, quiet = time.monotonic() + timeout_s, 0
     while time.monotonic() < deadline:
-        busy = page.evaluate("""() => [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'))
-                                || document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="busy"]') !== null""")
+        busy = page.evaluate("""() =>
+            [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'))
+            || document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="busy"]') !== null""")
         quiet = 0 if busy else quiet + 1
         if quiet >= 3:
             return
@@ -198,7 +199,8 @@ def move_sliders(page, lesson: str) -> list[float]:
             window.__moved = null; window.__painted = null;
             new MutationObserver(() => requestAnimationFrame(() => { window.__painted ??= performance.now(); }))
                 .observe(area, {attributes: true, subtree: true, attributeFilter: ['src']});
-            document.addEventListener('keydown', () => { window.__moved ??= performance.now(); }, {capture: true, once: true});
+            document.addEventListener('keydown', () => { window.__moved ??= performance.now(); },
+                                      {capture: true, once: true});
         }""")
         page.keyboard.press("ArrowRight")
         page.wait_for_function("window.__painted !== null", timeout=10_000)

@@ -198,7 +198,7 @@ print(f"{trainer.seconds:.0f} s, {trainer.seconds / trainer.step * 1000:.0f} ms 
 # %%
 first, last = sum(trainer.history[:5]) / 5, sum(trainer.history[-20:]) / len(trainer.history[-20:])
 print(f"loss: {first:.3f} at the start -> {last:.3f} at the end")
-assert all(l == l for l in trainer.history)  # no NaN
+assert all(loss == loss for loss in trainer.history)  # no NaN
 if profile.name != "smoke":
     assert last < 0.5 * first, "the loss should at least halve"
 saved = trainer.save(profile.lesson_run("02_ddpm"))

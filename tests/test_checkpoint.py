@@ -90,7 +90,7 @@ def test_foreign_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not a diffedu checkpoint"):
         checkpoint.load_model(weights)
     (tmp_path / "x.safetensors").write_bytes(b"PK\x03\x04 a zip, say a pickled torch file")
-    (tmp_path / "x.json").write_text('{"format": "%s", "kind": "unet", "config": {}}' % checkpoint.FORMAT)
+    (tmp_path / "x.json").write_text(f'{{"format": "{checkpoint.FORMAT}", "kind": "unet", "config": {{}}}}')
     with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
         checkpoint.load_model(tmp_path / "x")
 

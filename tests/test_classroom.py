@@ -307,7 +307,7 @@ def test_nbgrader_grades_every_lesson_in_the_course_folder(tmp_path, edition, ci
         assert [grade_id for grade_id, _ in errors] == [f"check_{e}" for e in exercises(LESSONS / f"{lesson}.py")], (
             lesson
         )
-        for (grade_id, error), exercise in zip(errors, exercises(LESSONS / f"{lesson}.py")):
+        for (_, error), exercise in zip(errors, exercises(LESSONS / f"{lesson}.py")):
             assert error.traceback[0].startswith(
                 f"✗ {exercise}: not implemented yet"
             ) and "diffedu/check" not in "".join(error.traceback)

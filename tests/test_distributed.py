@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,7 +59,10 @@ def test_each_process_draws_its_rows_of_one_process_draw(monkeypatch, layout):
 
 def test_each_process_gets_its_rows_of_every_batch(monkeypatch):
     images, labels = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8), torch.arange(20)
-    first = lambda: [next(stream) for stream in [data.batches(images, 6, labels=labels, seed=3)] for _ in range(5)]
+
+    def first():
+        return [next(stream) for stream in [data.batches(images, 6, labels=labels, seed=3)] for _ in range(5)]
+
     whole = first()  # 5 batches: across an epoch's end (3 per epoch), with their flips
     parts = []
     for rank in range(2):
@@ -188,8 +192,8 @@ def test_a_killed_process_leaves_the_last_checkpoint_and_resuming_goes_on(tiny_c
     out = tmp_path / "model"
     child, said = start_training(tiny_cifar, out, request, "--save-every", "2")
     wait_for(lambda: checkpoint.exists(out), "the first checkpoint")
-    workers = [int(pid) for pid in open(f"/proc/{child.pid}/task/{child.pid}/children").read().split()]
-    writer = next(pid for pid in workers if b"\0RANK=0\0" in b"\0" + open(f"/proc/{pid}/environ", "rb").read())
+    workers = [int(pid) for pid in Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split()]
+    writer = next(pid for pid in workers if b"\0RANK=0\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes())
     os.kill(writer, signal.SIGKILL)  # process 0, the one that writes: perhaps halfway through a save
     child.wait(timeout=120)
     assert child.returncode != 0

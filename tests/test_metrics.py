@@ -146,7 +146,10 @@ def test_the_standard_error_of_a_difference_predicts_its_spread(paired):
 def test_mmd_matches_a_direct_sum_over_pairs():
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
-    k = lambda a, b: (a @ b / 3 + 1) ** 3
+
+    def k(a, b):
+        return (a @ b / 3 + 1) ** 3
+
     xx = sum(k(x[i], x[j]) for i in range(6) for j in range(6) if i != j) / 30
     yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
     xy = sum(k(x[i], y[j]) for i in range(6) for j in range(5)) / 30

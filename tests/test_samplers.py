@@ -112,16 +112,11 @@ def test_ddim_eta1_over_all_steps_is_ddpm_sample_for_sample(schedule, exact):
 
 def test_ddim_eta0_is_deterministic_and_eta_adds_noise(schedule, exact):
     x_T = noise(50)
-    run = lambda eta, seed: ddim_sample(
-        exact,
-        schedule,
-        x_T,
-        steps=20,
-        eta=eta,
-        clip_x0=False,
-        progress=False,
-        generator=torch.Generator().manual_seed(seed),
-    )
+
+    def run(eta, seed):
+        generator = torch.Generator().manual_seed(seed)
+        return ddim_sample(exact, schedule, x_T, steps=20, eta=eta, clip_x0=False, progress=False, generator=generator)
+
     assert torch.equal(run(0.0, 1), run(0.0, 2))
     assert not torch.allclose(run(0.5, 1), run(0.5, 2))
 
@@ -309,7 +304,8 @@ def test_dpm_solver_starts_afresh_each_run(schedule, exact):
 
 
 def test_ddim_is_the_euler_step_of_the_ode(schedule, exact):
-    """With one step of each, DDIM and Heun's first (Euler) half land on the same point; DPM-Solver++'s first step is DDIM's."""
+    """With one step of each, DDIM and Heun's first (Euler) half land on the same point; DPM-Solver++'s first step
+    is DDIM's."""
     x_T = noise(4)
     ddim = make_scheduler("ddim", schedule, 10, clip_x0=False)
     t = ddim.timesteps[0]

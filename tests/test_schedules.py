@@ -23,7 +23,10 @@ def test_linear_betas_are_ddpms():
 def test_cosine_alpha_bar_follows_cos_squared():
     s, T = 0.008, 1000
     alpha_bar = Schedule.cosine(T).alpha_bar
-    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+
+    def f(t):
+        return math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+
     for t in (0, 100, 500, 900):  # before the beta clipping at the very end
         assert alpha_bar[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-9)
     assert cosine_betas(T).max() <= 0.999

@@ -43,7 +43,10 @@ def test_vae_overfits_a_small_batch():
     vae = VAE(SMALL)
     # Smooth images, like photos, are compressible; white noise at 12x fewer values would not be.
     x = torch.nn.functional.interpolate(torch.rand(8, 3, 4, 4) * 2 - 1, size=32, mode="bilinear")
-    error = lambda: torch.nn.functional.mse_loss(vae.decode(vae.encode(x)[0]), x).item()
+
+    def error():
+        return torch.nn.functional.mse_loss(vae.decode(vae.encode(x)[0]), x).item()
+
     before = error()
     opt = torch.optim.AdamW(vae.parameters(), lr=2e-3)
     for _ in range(60):

@@ -4,6 +4,7 @@
 
 Run it again after retraining a shipped model, so that the picture shows what ships.
 """
+
 import sys
 from pathlib import Path
 
@@ -23,8 +24,11 @@ ROWS = [  # (title, model, sampling options)
     ("fm-cifar10, flow matching, Euler in 50 steps", "fm-cifar10", dict(steps=50)),
     ("ect-cifar10, fm-cifar10 tuned into a consistency model, 2 model calls", "ect-cifar10", dict(steps=2)),
     ("ldm-cifar10, latent DDIM in 50 steps", "ldm-cifar10", dict(steps=50)),
-    ("ldm-cifar10-cond, the ten classes in turn, guidance w = 3", "ldm-cifar10-cond",
-     dict(steps=50, classes=torch.arange(10), guidance=3.0)),
+    (
+        "ldm-cifar10-cond, the ten classes in turn, guidance w = 3",
+        "ldm-cifar10-cond",
+        dict(steps=50, classes=torch.arange(10), guidance=3.0),
+    ),
 ]
 
 
@@ -32,7 +36,8 @@ def main() -> None:
     fig, axes = plt.subplots(len(ROWS), 1, figsize=(7.5, 1.05 * len(ROWS)))
     for ax, (title, name, options) in zip(axes, ROWS):
         with torch.inference_mode():
-            images = load_pipeline(name).sample(10, generator=torch.Generator().manual_seed(0), progress=False, **options)
+            generator = torch.Generator().manual_seed(0)
+            images = load_pipeline(name).sample(10, generator=generator, progress=False, **options)
         show_images(images, nrow=10, ax=ax)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
