@@ -76,7 +76,10 @@ class DecoderTrainer(Trainer):
     (in scaled-latent units, where the latent models work) to each latent, decodes, and takes one step for the
     decoder and one for the discriminator. The adversarial term switches on after `warmup` steps, so that the
     discriminator has learnt something before the decoder listens to it. The loss logged is the L1 term.
-    `disc_loss(real_logits, fake_logits)`: the discriminator's loss (default: the hinge; a lesson passes a learner's)."""
+    `disc_loss(real_logits, fake_logits)`: the discriminator's loss (default: the hinge; a lesson passes a
+    learner's)."""
+
+    model: VAE  # what it trains is a VAE
 
     def __init__(
         self,
@@ -121,7 +124,9 @@ class DecoderTrainer(Trainer):
         loss = reconstruction
         if self.step >= self.warmup:
             adversarial = hinge_g_loss(self.discriminator(decoded))
-            weight = self.disc_weight * adaptive_weight(reconstruction, adversarial, vae.decoder[-1].weight)
+            weight = self.disc_weight * adaptive_weight(
+                reconstruction, adversarial, vae.decoder[-1].get_parameter("weight")
+            )
             loss = reconstruction + weight * adversarial
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -36,6 +37,7 @@ from .nets import UNet, UNetConfig, count_parameters
 from .pipelines import Diffusion, LatentDiffusion, load_pipeline
 from .profiles import Profile
 from .training import Trainer, eps_loss
+from .vae import VAE
 
 FORMAT = 4  # of the result dict; results of another format are measured again, not read
 CIFAR_TRAIN_IMAGES = 50_000  # "100 epochs" means 100 passes over this many images
@@ -107,18 +109,20 @@ def load_models(
     """Checkpoints by name or path when given, else tiny untrained nets in the smoke profile, else the shipped ones."""
     if profile.name == "smoke" and not (pixel or latent or vae):
         vae_net, schedule = profile.recipe("vae").build().to(device), profile.recipe("ddpm").noise_schedule()
+        pixel_net, latent_net = profile.recipe("ddpm").build().to(device), profile.recipe("latent").build().to(device)
+        assert isinstance(vae_net, VAE) and isinstance(pixel_net, UNet) and isinstance(latent_net, UNet)
         return Models(
-            Diffusion(profile.recipe("ddpm").build().to(device), schedule),
-            LatentDiffusion(vae_net, profile.recipe("latent").build().to(device), schedule),
+            Diffusion(pixel_net, schedule),
+            LatentDiffusion(vae_net, latent_net, schedule),
             "untrained smoke-profile nets (timings only; their FID/KID mean nothing)",
         )
     pixel, latent = pixel or "ddpm-cifar10", latent or "ldm-cifar10"
-    models = Models(load_pipeline(pixel, device), load_pipeline(latent, device, vae), f"pixel {pixel}, latent {latent}")
-    if isinstance(models.pixel, LatentDiffusion):
+    pixel_pipe, latent_pipe = load_pipeline(pixel, device), load_pipeline(latent, device, vae)
+    if isinstance(pixel_pipe, LatentDiffusion):
         raise DiffeduError(f"{pixel} is a latent model; the pixel row needs a pixel UNet (e.g. ddpm-cifar10)")
-    if not isinstance(models.latent, LatentDiffusion):
+    if not isinstance(latent_pipe, LatentDiffusion):
         raise DiffeduError(f"{latent} is a pixel model; the latent row needs a latent UNet (e.g. ldm-cifar10)")
-    return models
+    return Models(pixel_pipe, latent_pipe, f"pixel {pixel}, latent {latent}")
 
 
 def model_sizes(models: Models, device) -> dict[str, dict]:
@@ -146,7 +150,7 @@ def time_sampler(
     """Warm up, then timed runs of `batch` images (`ddpm_repeats` of DDPM, `repeats` of the others), then
     untimed runs up to `samples` images when FID is scored. Returns the timing row and the images (on the CPU)."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if fast else nullcontext()
-    images = []
+    images: list[torch.Tensor] = []
 
     def draw(sampler: str, steps: int, seed: int) -> torch.Tensor:
         return sample_images(
@@ -193,7 +197,8 @@ def training_rates(models: Models, train_images: torch.Tensor, settings: BenchSe
     latents = encode_latents(vae, data.to_float(pool)).cpu()
     loss = partial(eps_loss, schedule=models.pixel.schedule)
     encode_then_loss = lambda model, x: loss(model, encode_latents(vae, x).clone())  # noqa: E731 (clone: leave inference mode)
-    runs = {  # name: (net shape, loss, data, flip)
+    # name: (net shape, loss, data, flip)
+    runs: dict[str, tuple[UNetConfig, Callable[..., torch.Tensor], torch.Tensor, bool]] = {
         "pixel": (models.pixel.unet.config, loss, pool, True),
         "latent, cached latents": (models.latent.unet.config, loss, latents, False),
         "latent, encoder run per batch": (models.latent.unet.config, encode_then_loss, pool, True),
@@ -205,8 +210,8 @@ def training_rates(models: Models, train_images: torch.Tensor, settings: BenchSe
         batches = data.batches(source, settings.train_batch, flip=flip, device=trainer.device)
         for _ in range(2):  # warm-up
             trainer.train_step(next(batches))
-        (seconds,) = measure.timed(
-            lambda: [trainer.train_step(next(batches)) for _ in range(settings.train_steps)],
+        (seconds,) = measure.timed(  # (it calls the lambda at once: this row's trainer and batches)
+            lambda: [trainer.train_step(next(batches)) for _ in range(settings.train_steps)],  # noqa: B023
             repeats=1,
             device=device,
             warmup=False,
@@ -265,7 +270,8 @@ def run(
             memory_format=torch.channels_last
         )  # as load_pipeline does: faster on a CPU too (benchmarks/sampling_cpu.py)
     if compile:
-        models.pixel.unet, models.latent.unet = torch.compile(models.pixel.unet), torch.compile(models.latent.unet)
+        # torch.compile's module is not a UNet, but answers as the UNet does (its config too)
+        models.pixel.unet, models.latent.unet = torch.compile(models.pixel.unet), torch.compile(models.latent.unet)  # type: ignore[assignment]
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
     settings = replace(settings, reference=min(settings.reference, len(train)))
 
@@ -284,7 +290,7 @@ def run(
     bar.set_description("bench: training throughput")
     training = training_rates(models, train.images, settings, device)
     bar.update()
-    scores = None
+    scores: dict | None = None
     if settings.fid:
         bar.set_description("bench: FID and KID")
         scores = score_sets(

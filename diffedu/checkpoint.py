@@ -75,7 +75,8 @@ def _header(weights: Path) -> tuple[dict[str, str], dict[str, tuple]]:
     """The safetensors header: its metadata strings and each tensor's shape (no tensor is read)."""
     try:
         with safe_open(str(weights), framework="pt") as f:
-            return f.metadata() or {}, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            # (f is safetensors' file handle, not a dict: it has keys() but cannot be iterated)
+            return f.metadata() or {}, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except Exception as error:  # safetensors raises its own error types for truncated or foreign files
         raise CheckpointError(
             f"{weights} could not be read as safetensors ({error}); it is truncated or not a checkpoint: "
@@ -155,7 +156,8 @@ def save_model(path: str | Path, model: nn.Module, dtype: torch.dtype | None = N
     tensors = {
         f"model.{k}": (v.to(dtype) if dtype and v.is_floating_point() else v) for k, v in model.state_dict().items()
     }
-    return save(path, tensors, {"kind": model_kind(model), "config": model.config.to_dict(), **meta})
+    # config: a plain attribute (a UNet's or a VAE's), not the Tensor | Module of torch's stubs
+    return save(path, tensors, {"kind": model_kind(model), "config": model.config.to_dict(), **meta})  # type: ignore[union-attr, operator]
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

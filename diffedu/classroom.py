@@ -66,7 +66,8 @@ def student_edition(lessons: str | Path, out: str | Path) -> tuple[list[Path], l
     pairing = load_jupytext_configuration_file(str(config))
     folder = _Folder(out)
     folder.write("jupytext.toml", config.read_text())
-    written, kept = [], []
+    written: list[Path] = []
+    kept: list[Path] = []
     for script in scripts:
         notebook = jupytext.read(
             script.with_suffix(".ipynb")
@@ -207,7 +208,8 @@ class _Folder:
         # recorded first: whatever stops the writes, each file is then the old version or the new, both recorded
         self.remember({name: text.encode() for name, text in files.items()})
         for name, text in files.items():
-            env.write_whole(self.path / name, lambda partial: partial.write_bytes(text.encode()))
+            # write_whole calls the lambda at once, so it writes this iteration's text
+            env.write_whole(self.path / name, lambda partial: partial.write_bytes(text.encode()))  # noqa: B023
             _say(self.path / name, states[name])
         return True
 

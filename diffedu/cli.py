@@ -473,6 +473,7 @@ def train(args) -> int | None:
         compile=args.compile,
         channels_last=args.channels_last,
     )
+    return None
 
 
 def retrain_cmd(args) -> int | None:
@@ -499,11 +500,12 @@ def retrain_cmd(args) -> int | None:
     )
     minutes = (time.monotonic() - start) / 60
     distributed.print_main(
-        f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. Measure each (python -m "
-        "diffedu fid ...), copy them into diffedu/checkpoints/ and merge the draft cards"
+        f"all done in this call's {minutes:.1f} minutes: {', '.join(names)} exported to {out}/. "
+        "Measure each (python -m diffedu fid ...), copy them into diffedu/checkpoints/ and merge the draft cards"
         if done
         else f"out of time after {minutes:.1f} minutes, everything saved: run the same command again to continue"
     )
+    return None
 
 
 def launch(args) -> int:
@@ -580,8 +582,8 @@ def sample_cmd(args) -> None:
     env.write_whole(args.out, lambda partial: image.save(partial, format=image_format(args.out), exif=exif))
     which = f", class {args.class_}, guidance {guidance:g}" if args.class_ else ""
     print(
-        f"wrote {args.samples} images ({describe(pipe, sampler, args.steps, args.eta, args.spacing)}{which}) to {args.out}"
-        + (f"; {note}" if note else "")
+        f"wrote {args.samples} images ({describe(pipe, sampler, args.steps, args.eta, args.spacing)}{which}) "
+        f"to {args.out}" + (f"; {note}" if note else "")
     )
 
 
@@ -734,7 +736,8 @@ def student_cmd(args) -> None:
     if kept:
         print(
             f"kept {len(kept)} as they were, changed since they were written (someone's work): "
-            f"{', '.join(p.stem for p in kept)}; to get a fresh copy of one, move its .py and .ipynb away and run this again"
+            f"{', '.join(p.stem for p in kept)}; to get a fresh copy of one, move its .py and .ipynb away and run "
+            "this again"
         )
 
 

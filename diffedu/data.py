@@ -13,7 +13,7 @@ import os
 import pickle
 import pickletools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +44,8 @@ class ImageSet:
         return len(self.images)
 
     def __repr__(self) -> str:
-        return f"ImageSet({len(self)} images {tuple(self.images.shape[1:])}, {len(self.classes)} classes)"  # no path: notebooks get shared
+        # no path: notebooks get shared
+        return f"ImageSet({len(self)} images {tuple(self.images.shape[1:])}, {len(self.classes)} classes)"
 
 
 # A CIFAR-10 file holds 10,000 images of 3,072 bytes, 29.3 MiB: no array in a batch file may be larger than this,
@@ -141,7 +142,7 @@ class _ArraysOnly(pickle.Unpickler):
     """CIFAR-10 ships as pickles, and unpickling can run arbitrary code. Allow only what a CIFAR batch file needs
     to rebuild numpy arrays, through stand-ins that check each array's size before it is allocated, nothing else."""
 
-    ALLOWED = {
+    ALLOWED: dict[tuple[str, str], Callable[..., object]] = {
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy.core.numeric", "_frombuffer"): _frombuffer,
@@ -151,7 +152,7 @@ class _ArraysOnly(pickle.Unpickler):
         ("_codecs", "encode"): _latin1,
     }
 
-    def find_class(self, module: str, name: str) -> type:
+    def find_class(self, module: str, name: str) -> Callable[..., object]:
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a CIFAR-10 batch file")
         return self.ALLOWED[module, name]
@@ -170,7 +171,11 @@ def _unpickle(path: Path):
     calls = 0
     for step, (op, arg, _) in enumerate(pickletools.genops(io.BytesIO(raw))):
         calls += op.name in CALLS
-        if step > MAX_OPCODES or calls > MAX_CALLS or (op.name.endswith("PUT") and arg > MAX_OPCODES):
+        if (
+            step > MAX_OPCODES
+            or calls > MAX_CALLS
+            or (op.name.endswith("PUT") and isinstance(arg, int) and arg > MAX_OPCODES)  # (a PUT's arg: an int)
+        ):
             raise pickle.UnpicklingError("it holds more objects or arrays than a CIFAR-10 batch")
     return _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
 
@@ -225,7 +230,8 @@ def _missing(root: Path, train: bool, why: str = "") -> FileNotFoundError:
     return FileNotFoundError(
         f"CIFAR-10 ({'data_batch_1..5' if train else 'test_batch'}) was not found under {root}{why}.\n"
         "Get it one of two ways:\n"
-        f"  1. download it (needs internet, 170 MB): with {DATA_ENV} unset, load_cifar10() has torchvision save it to {home()}\n"
+        f"  1. download it (needs internet, 170 MB): with {DATA_ENV} unset, load_cifar10() has torchvision save it "
+        f"to {home()}\n"
         f"  2. point {DATA_ENV} (or the `root` argument) at a folder holding `{FOLDER}/` in the original layout,\n"
         f"     e.g.  export {DATA_ENV}=/path/to/cifar10"
     )

@@ -43,7 +43,8 @@ class Method:
 
     label: str
     space: str  # "pixel", "latent", "flow" or "consistency" (the models of MODELS)
-    sampler: str  # a registered sampler's name (SAMPLERS: "ddpm", "ddim", "heun", "dpmpp2m"; flow: FLOW_SAMPLERS; CONSISTENCY)
+    # a registered sampler's name (SAMPLERS: "ddpm", "ddim", "heun", "dpmpp2m"; flow: FLOW_SAMPLERS; CONSISTENCY)
+    sampler: str
     steps: int
     spacing: str = "uniform"  # of the timesteps: "uniform", "quadratic" or "logsnr" (diffedu.samplers.ddim_timesteps)
     vae: str | None = None  # latent: decode with this VAE, not the one the latent model's checkpoint names
@@ -56,7 +57,7 @@ class Method:
         flow sampler's title for the flow-matching model ("flow Euler 10", "flow Heun 5"); or "consistency" and its
         model calls for the consistency model ("consistency 2")."""
         found = re.fullmatch(r"(latent |flow )?(\S+) (\d+)( quadratic| log-SNR)?(, L1 decoder)?", label)
-        space = {None: "pixel", "latent ": "latent", "flow ": "flow"}[found[1]] if found else None
+        space = {None: "pixel", "latent ": "latent", "flow ": "flow"}[found[1] if found else None]
         if found and found[2] == CONSISTENCY and not found[1]:
             space = "consistency"
         titles = (
@@ -76,7 +77,8 @@ class Method:
                 f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic', "
                 f"'DPM-Solver++(2M) 10 log-SNR', 'latent DDIM 50', 'Heun 10', 'flow Euler 10' or "
                 f"'consistency 2' "
-                f"(samplers: {', '.join(t.title for t in SAMPLERS.values())}; flow: {', '.join(FLOW_SAMPLERS.values())})"
+                f"(samplers: {', '.join(t.title for t in SAMPLERS.values())}; "
+                f"flow: {', '.join(FLOW_SAMPLERS.values())})"
             )
         _, title, steps, spacing, l1 = found.groups()
         spacing = {None: "uniform", " quadratic": "quadratic", " log-SNR": "logsnr"}[spacing]
@@ -281,7 +283,7 @@ def quality_table(
     unknown = [label for label in labels if label not in QUALITY_ROWS]
     if unknown:
         raise DiffeduError(f"no quality row {unknown[0]!r}; rows: {', '.join(QUALITY_ROWS)}")
-    table = {"format": FORMAT, "samples": samples, "reference": reference, "rows": {}}
+    table: dict = {"format": FORMAT, "samples": samples, "reference": reference, "rows": {}}
     saved = _saved_table(out)
     if saved and saved["rows"]:  # its rows are kept: hours of measurement, which a table of one protocol cannot mix
         protocol = {key: saved.get(key) for key in ("format", "samples", "reference")}
@@ -294,7 +296,7 @@ def quality_table(
             )
         table = saved
     reference_features = metrics.Reference(metrics.cached_features(train.images, device=device))
-    pipes = {}
+    pipes: dict[tuple[str, str | None], Diffusion] = {}  # by (model, VAE): loaded once
     for label in tqdm([label for label in labels if label not in table["rows"]], desc="quality rows"):
         start = time.perf_counter()
         images, row = quality_row_images(label, test.images[:samples], device, batch_size=batch_size, pipes=pipes)

@@ -247,7 +247,7 @@ def scores_of(features: torch.Tensor, reference: torch.Tensor | Reference, influ
     reference = reference if isinstance(reference, Reference) else Reference(reference)
     fid_value, fid_influence = fid_and_influence(features, reference)
     kid_value, kid_influence = kid_and_influence(features, reference)
-    scores = {
+    scores: dict[str, object] = {
         "n": len(features),
         "fid": fid_value,
         "fid_se": standard_error(fid_influence),

@@ -174,16 +174,18 @@ class UNet(nn.Module):
                     nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1))
                 )
                 res *= 2
-        self.head = nn.Sequential(norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
-        nn.init.zeros_(self.head[-1].weight)  # start by predicting eps = 0: a calm first step
-        nn.init.zeros_(self.head[-1].bias)
+        out = nn.Conv2d(c, cfg.in_channels, 3, padding=1)
+        for p in out.parameters():  # its weight and bias: start by predicting eps = 0, a calm first step
+            nn.init.zeros_(p)
+        self.head = nn.Sequential(norm(c), nn.SiLU(), out)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x_t, t (one for all or one per image), and for a class-conditional UNet the classes y (None: "no label")."""
         cfg = self.config
         if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
             raise DiffeduError(
-                f"this UNet takes inputs of shape (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}"
+                f"this UNet takes inputs of shape (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), "
+                f"got {tuple(x.shape)}"
             )
         t = torch.as_tensor(t, device=x.device).expand(len(x))  # one t for all, or one each
         emb = self.t_mlp(timestep_embedding(cfg.time_scale * t, cfg.channels).to(x.dtype))
@@ -193,15 +195,15 @@ class UNet(nn.Module):
             raise DiffeduError("this UNet is not class-conditional: it takes no labels")
         h = self.stem(x)
         skips = [h]
-        for layer in self.down:
-            h = layer(h) if isinstance(layer, nn.Conv2d) else layer[1](layer[0](h, emb))
+        for layer in self.down:  # a stage (a ResBlock, then attention or not), or a stride-2 conv
+            h = layer[1](layer[0](h, emb)) if isinstance(layer, nn.ModuleList) else layer(h)
             skips.append(h)
         h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
-        for layer in self.up:
-            if isinstance(layer, nn.Sequential):
-                h = layer(h)
-            else:
+        for layer in self.up:  # a stage, or an upsampling
+            if isinstance(layer, nn.ModuleList):
                 h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
+            else:
+                h = layer(h)
         return self.head(h)
 
     def labels(self, y, n: int, device=None) -> torch.Tensor:

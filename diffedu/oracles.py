@@ -88,7 +88,7 @@ class GaussianVelocity(nn.Module):
         t, mu, variance = self._moments(t, x)
         return (t - (1 - t) * self.std**2) * (x - mu) / variance - self.mean
 
-    def flow(self, x: torch.Tensor, t: float, t_to: float) -> torch.Tensor:
+    def flow(self, x: torch.Tensor, t: torch.Tensor | float, t_to: torch.Tensor | float) -> torch.Tensor:
         """The exact solution of dx/dt = v(x, t) from time t to t_to: x_t's distribution stays N(mu, V), and
         the flow keeps each point's standardised position, x - mu growing as sqrt(V)."""
         _, mu, variance = self._moments(t, x)

@@ -28,6 +28,7 @@ from .consistency import consistency_fn
 from .data import CLASSES
 from .errors import CheckpointError, DiffeduError
 from .latent import decode_latents, encode_latents, vae_fingerprint
+from .nets import UNet
 from .samplers import (
     CONSISTENCY,
     DEFAULT_STEPS,
@@ -110,7 +111,7 @@ class Diffusion:
     clip_x0 = True
     default_sampler = "ddim"
 
-    def __init__(self, unet: nn.Module, schedule: Schedule) -> None:
+    def __init__(self, unet: UNet, schedule: Schedule) -> None:
         if unet.config.T != schedule.T:  # the model's t would stand for other noise levels than the sampler's
             raise DiffeduError(
                 f"this UNet learned T={unet.config.T} diffusion steps, but the schedule has "
@@ -263,8 +264,8 @@ class FlowMatching(Diffusion):
 
     default_sampler = "euler"
 
-    def __init__(self, unet: nn.Module) -> None:
-        self.unet, self.schedule = unet.eval(), None
+    def __init__(self, unet: UNet) -> None:
+        self.unet, self.schedule = unet.eval(), None  # type: ignore[assignment]  # a flow model has no noise schedule
 
     def scheduler(self, sampler: str = "euler", *args, **kwargs) -> Scheduler:
         raise DiffeduError(
@@ -372,11 +373,12 @@ class LatentDiffusion(Diffusion):
 
     clip_x0 = False
 
-    def __init__(self, vae: VAE, unet: nn.Module, schedule: Schedule) -> None:
+    def __init__(self, vae: VAE, unet: UNet, schedule: Schedule) -> None:
         if (unet.config.in_channels, unet.config.image_size) != (vae.config.latent_channels, vae.config.latent_size):
             raise DiffeduError(
                 f"the UNet takes {unet.config.in_channels}x{unet.config.image_size}x{unet.config.image_size} "
-                f"inputs but the VAE's latents are {vae.config.latent_channels}x{vae.config.latent_size}x{vae.config.latent_size}"
+                f"inputs but the VAE's latents are "
+                f"{vae.config.latent_channels}x{vae.config.latent_size}x{vae.config.latent_size}"
             )
         super().__init__(unet, schedule)
         self.vae = vae.eval()
@@ -413,6 +415,7 @@ def load_pipeline(
     # (202 instead of 289 on 100; benchmarks/sampling_cpu.py), and tensor cores want it on a GPU. (Only for the
     # UNets loaded here: a module someone passes to a pipeline keeps its layout.)
     unet = checkpoint.load_model(path, device).to(memory_format=torch.channels_last)
+    assert isinstance(unet, UNet)  # a checkpoint holds a UNet or a VAE, and a VAE was refused above
     if meta.get("objective") in ("flow", "consistency"):
         return (Consistency if meta["objective"] == "consistency" else FlowMatching)(unet)
     schedule = checkpoint.schedule_of(path)
@@ -440,4 +443,6 @@ def load_vae(name_or_path: str | Path, device: str | torch.device | int | None =
         raise CheckpointError(
             f"{name_or_path} holds a {kind} model, not a VAE: pass a VAE checkpoint (e.g. vae-cifar10)"
         )
-    return checkpoint.load_model(path, env.get_device(device))
+    vae = checkpoint.load_model(path, env.get_device(device))
+    assert isinstance(vae, VAE)  # (its kind was checked above)
+    return vae

@@ -45,7 +45,7 @@ def resolve(name_or_path: str | Path) -> Path:
         raise DiffeduError(
             f"which model? Give a shipped name ({', '.join(available())}) or a checkpoint's path, not {name_or_path!r}"
         )
-    return path(name_or_path) if str(name_or_path) in available() else Path(name_or_path)
+    return path(str(name_or_path)) if str(name_or_path) in available() else Path(name_or_path)
 
 
 def reference(name_or_path: str | Path) -> str:
@@ -56,8 +56,8 @@ def reference(name_or_path: str | Path) -> str:
 
 def export(run: str | Path, out: str | Path, hardware: str, vae: str | None = None) -> Path:
     """A training run as a shipped checkpoint: the EMA weights in float16 (half the size, the same samples to the
-    eye) and the config trimmed to what a card cites: recipe, steps, seconds, processes, hardware, final loss. `vae`: for a
-    latent model, the name its VAE ships under (its fingerprint still has to match)."""
+    eye) and the config trimmed to what a card cites: recipe, steps, seconds, processes, hardware, final loss.
+    `vae`: for a latent model, the name its VAE ships under (its fingerprint still has to match)."""
     meta = checkpoint.read_meta(run)
     history = meta.get("history") or [float("nan")]
     kept = {

@@ -79,6 +79,7 @@ class Recipe:
         """A fresh, untrained model of this recipe's architecture; a decoder or consistency recipe's: the model it
         starts from (its `base`, or `base` given here, a path or shipped name), loaded."""
         if self.kind in TUNED:
+            assert self.base  # (a tuned recipe names its base: __post_init__)
             return checkpoint.load_model(pretrained.resolve(base or self.base))
         return VAE(VAEConfig(**self.model)) if self.kind == "vae" else UNet(UNetConfig(**self.model))
 
@@ -102,6 +103,7 @@ class Recipe:
         model = model or self.build()
         meta = {"recipe": self.name}
         if self.kind == "decoder":
+            assert isinstance(model, VAE)  # a decoder recipe retrains a VAE's decoder
             # the discriminator learns alone for the first tenth of a run (200 steps of a timed one)
             return DecoderTrainer(
                 model, lr=self.lr, warmup=200 if self.minutes else self.steps // 10, device=device, meta=meta, **speed

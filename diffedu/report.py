@@ -170,9 +170,9 @@ def guidance_table(curve: dict) -> str:
     ]
     rows.append(["real test images", real["n"], *fid_kid(real), f"{100 * real['accuracy']:.1f}%"])
     return (
-        f"**Classifier-free guidance** ({curve['samples']} samples per scale, DDIM {curve['steps']} steps, the classes in "
-        f"turn; FID/KID against {curve['reference']}, {SE_NOTE}; class accuracy by a linear probe on the same Inception "
-        f"features, {100 * curve['probe_train_accuracy']:.1f}% on the images it was fit on)\n\n"
+        f"**Classifier-free guidance** ({curve['samples']} samples per scale, DDIM {curve['steps']} steps, "
+        f"the classes in turn; FID/KID against {curve['reference']}, {SE_NOTE}; class accuracy by a linear probe "
+        f"on the same Inception features, {100 * curve['probe_train_accuracy']:.1f}% on the images it was fit on)\n\n"
         + table(["images", "n", "FID", "KID x 1000", "class accuracy"], rows)
     )
 

@@ -17,6 +17,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from . import checkpoint, data, distributed, env, pretrained
 from .errors import CheckpointError, DiffeduError
@@ -67,18 +68,19 @@ def train(
     """Train a model by a recipe into the checkpoint `out`, or continue the run saved there (`resume`), and
     return its Trainer (the trained network is `trainer.model`, its EMA `trainer.ema.model`).
 
-    `recipe`: a name or a Recipe; else, on `resume`, the saved run's; else `profile`'s recipe for `kind` (ddpm,
-    vae, latent, decoder). `vae`: for a latent run, the VAE whose latents it learns (default: the recipe's, else
-    runs/vae/model); for a decoder run, the VAE whose decoder it retrains (a consistency run: the flow model it tunes). `steps`, `minutes`, `batch_size`, `lr`,
-    `schedule` override the recipe's (on `resume`, `steps` counts more steps; default: what is left); `cond`
-    makes a ddpm or latent model class-conditional. `data_root`: CIFAR-10's folder, or images already loaded.
-    `out` is never overwritten without `force`. Saved every `save_every` steps, at the end, on Ctrl-C and at
-    `deadline` (a `time.monotonic()` value). `compile`: a torch.compile mode, "auto" (CUDA graphs on CUDA, none
-    on a CPU) or None; `channels_last` (default: on CUDA). `again`: the command that continues the run."""
+    `recipe`: a name or a Recipe; else, on `resume`, the saved run's; else `profile`'s recipe for `kind` (ddpm, vae,
+    latent, decoder). `vae`: for a latent run, the VAE whose latents it learns (default: the recipe's, else
+    runs/vae/model); for a decoder run, the VAE whose decoder it retrains (a consistency run: the flow model it
+    tunes). `steps`, `minutes`, `batch_size`, `lr`, `schedule` override the recipe's (on `resume`, `steps` counts
+    more steps; default: what is left); `cond` makes a ddpm or latent model class-conditional. `data_root`:
+    CIFAR-10's folder, or images already loaded. `out` is never overwritten without `force`. Saved every
+    `save_every` steps, at the end, on Ctrl-C and at `deadline` (a `time.monotonic()` value). `compile`: a
+    torch.compile mode, "auto" (CUDA graphs on CUDA, none on a CPU) or None; `channels_last` (default: on CUDA).
+    `again`: the command that continues the run."""
     steps, minutes, batch_size, lr, seed, save_every = _checked_numbers(
         steps, minutes, batch_size, lr, seed, save_every
     )
-    overrides = dict(steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, minutes=minutes)
+    overrides: dict[str, Any] = dict(steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, minutes=minutes)
     out = out_name(recipe, out, kind)
     recipe, saved = plan(
         recipe, out, kind=kind, profile=profile, vae=vae, cond=cond, resume=resume, force=force, **overrides
@@ -343,6 +345,7 @@ def fit(
     images, labels = cifar.images[: recipe.n_data], cifar.labels[: recipe.n_data]
     train_set = images
     if recipe.kind == "latent":  # learn the VAE's scaled latents, encoded once and cached
+        assert vae is not None  # (a latent run is given its VAE)
         # the images, then their mirror images; under torchrun encoded by process 0, read by the others
         train_set, labels = distributed.main_first(lambda: cached_latents(vae, images)), labels.repeat(2)
         trainer.meta |= {"vae": vae_ref, "vae_fingerprint": vae_fingerprint(vae)}
@@ -365,6 +368,7 @@ def fit(
             f"continue with: {again or f'python -m diffedu train --out {out} --resume'}"
         ) from None
     if recipe.kind == "vae" and trainer.step == goal:  # the scale factor belongs to the trained VAE: measured last
+        assert isinstance(trainer.ema.model, VAE)  # (a vae recipe's model)
         scale = calibrate(trainer.ema.model, images, progress=distributed.is_main())
         distributed.print_main(f"latent scale factor {scale:.4f}")
         trainer.save(out)
@@ -493,7 +497,8 @@ def draft_card(recipe: Recipe, meta: dict) -> str:
         f"{count_parameters(model) / 1e6:.2f}M parameters",
         "recipe": f"`{recipe.name}` in `diffedu/recipes.py`: batch {recipe.batch_size}, "
         + (
-            f"{recipe.minutes:g} minutes of training ({meta['step']:,} steps), lr annealed over them from {recipe.lr:g}, "
+            f"{recipe.minutes:g} minutes of training ({meta['step']:,} steps), "
+            f"lr annealed over them from {recipe.lr:g}, "
             if recipe.minutes
             else f"{recipe.steps:,} steps, AdamW lr {recipe.lr:g}, "
         )

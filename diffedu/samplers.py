@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from tqdm.auto import tqdm
 
 from .errors import DiffeduError
 from .schedules import Schedule, at
+
+if TYPE_CHECKING:
+    from .nets import UNet
 
 SPACINGS = ("uniform", "quadratic", "logsnr")
 # A flow or consistency run's most steps, as DDPM's T: its t is continuous, so nothing else bounds them, and past this
@@ -89,10 +92,10 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "uniform", alpha_bar: torc
 SAMPLERS: dict[str, type[Scheduler]] = {}  # by name: what `make_scheduler`, the pipelines and the command line offer
 
 
-def register(name: str, title: str) -> Callable[[type], type]:
+def register(name: str, title: str) -> Callable[[type[Scheduler]], type[Scheduler]]:
     """Make a scheduler class a sampler that can be asked for by `name` (`title`: its name in tables)."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: type[Scheduler]) -> type[Scheduler]:
         cls.name, cls.title = name, title
         SAMPLERS[name] = cls
         return cls
@@ -109,13 +112,16 @@ class Scheduler:
     order of its error in the step size as an ODE solver; `model_calls()` is how many calls one run makes."""
 
     name, title = "", ""
-    order = 1
+    order: int | None = 1
+    # DDPM's and DDIM's step from t given the model's answer, which this `sample_step` takes (Heun and
+    # DPM-Solver++ take their steps in a `sample_step` of their own, and have no such step)
+    step: Callable[..., StepOutput]
 
     def __init__(self, schedule: Schedule, clip_x0: bool = True) -> None:
         self.schedule, self.clip_x0 = schedule, clip_x0
         self.set_timesteps()
 
-    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> Scheduler:
+    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> Self:
         """Visit `steps` timesteps (None: all T), spaced uniformly, quadratically or evenly in log-SNR."""
         self.timesteps = ddim_timesteps(
             self.schedule.T, self.schedule.T if steps is None else steps, spacing, self.schedule.alpha_bar
@@ -167,7 +173,7 @@ class DDPMScheduler(Scheduler):
 
     order = None
 
-    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> DDPMScheduler:
+    def set_timesteps(self, steps: int | None = None, spacing: str = "uniform") -> Self:
         # steps and spacing choose which timesteps to visit; DDPM has no choice, so asking for one is a mistake
         every = f"DDPM visits every one of the T={self.schedule.T} steps"
         ddim = "DDIM (sampler 'ddim', DDIMScheduler)"
@@ -324,7 +330,7 @@ class Guided(nn.Module):
     unconditional model, w = 1 the conditional one (each a single call), w > 1 pushes samples further
     towards what distinguishes the class."""
 
-    def __init__(self, model: nn.Module, labels: torch.Tensor, guidance: float) -> None:
+    def __init__(self, model: UNet, labels: torch.Tensor, guidance: float) -> None:
         super().__init__()
         if not 0 <= guidance < float("inf"):
             raise DiffeduError(
@@ -368,7 +374,8 @@ class Snapshots(nn.Module):
 
     def __init__(self, model: nn.Module, alpha_bar: torch.Tensor, frames: int = 20) -> None:
         super().__init__()
-        self.model, self.alpha_bar, self.kept = model, alpha_bar, []
+        self.model, self.alpha_bar = model, alpha_bar
+        self.kept: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (t, x_t, predicted x_0) at each kept t
         self.keep = set(np.linspace(len(alpha_bar) - 1, 0, frames).round().astype(int).tolist())
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:

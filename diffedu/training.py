@@ -47,7 +47,8 @@ def _images_and_labels(
     """The losses' batch, unlabelled or (x0, labels): its images x0, and what the model is given after (x_t, t):
     nothing, or the labels with some dropped (`drop_labels` at rate `drop`, as `eps_loss` says why)."""
     x0, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
-    return x0, (() if labels is None else (drop_labels(labels, model.config.num_classes, drop),))
+    # config: a plain attribute (the model's, or its DDP wrapper's copy), not the Tensor | Module of torch's stubs
+    return x0, (() if labels is None else (drop_labels(labels, model.config.num_classes, drop),))  # type: ignore[union-attr]
 
 
 def eps_loss(
@@ -115,7 +116,7 @@ DIVERGED = 1000  # a loss this many times the untrained model's has blown up (--
 
 
 @contextmanager
-def _ctrl_c_between_steps():
+def _ctrl_c_between_steps() -> Iterator[list[bool]]:
     """Ctrl-C (and, from the command line, SIGTERM and SIGHUP, which it turns into Ctrl-C), while this holds, only
     marks the list it yields; the loop raises KeyboardInterrupt once the step in hand is finished, logged and
     saved. One landing in the middle of a step would leave the weights, the EMA, the step count and the loss
@@ -142,7 +143,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+        loss_fn: Callable[..., torch.Tensor] | None,
         *,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
@@ -158,8 +159,8 @@ class Trainer:
         self.meta = dict(meta or {})  # saved with every checkpoint, e.g. which noise schedule the model learned
         self.device = get_device(device)
         self.channels_last = channels_last
-        self.model = model.to(
-            self.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device).to(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
         )
         self.loss_fn, self.grad_clip, self.lr = loss_fn, grad_clip, lr
         self.optimizer = torch.optim.AdamW(
@@ -169,12 +170,14 @@ class Trainer:
         # What the loss calls: on several processes (torchrun) DDP's wrapper, which averages the gradients.
         # (A subclass with its own step, and no loss_fn, wraps what it trains itself.)
         self._net = distributed.wrap(self.model, self.device) if loss_fn else self.model
-        self.step, self.history, self.seconds = 0, [], 0.0
+        self.step, self.seconds = 0, 0.0
+        self.history: list[float] = []  # the loss at every step
         # The model stays uncompiled (its weights, names and checkpoints do not change); the loss calls it compiled.
         self.compile = compile
         self._loss = torch.compile(self._model_loss, mode=compile) if compile else self._model_loss
 
     def _model_loss(self, batch) -> torch.Tensor:
+        assert self.loss_fn is not None  # (a Trainer without one is a subclass with its own train_step)
         return self.loss_fn(self._net, batch)
 
     def fit(
@@ -190,10 +193,11 @@ class Trainer:
         deadline: float | None = None,
         budget_seconds: float | None = None,
     ) -> Trainer:
-        """Train for `steps` more steps, or until `time.monotonic()` passes `deadline` (seen at a log). Every `log_every`
-        steps: update the bar and call `callback(self)`; every `save_every` steps, at the end, and on Ctrl-C: save.
-        `budget_seconds`: train for this much training time in all (earlier runs' included) instead, the learning
-        rate decaying with the fraction of it used (see `budget_lr`), so that any machine ends with a finished model."""
+        """Train for `steps` more steps, or until `time.monotonic()` passes `deadline` (seen at a log). Every
+        `log_every` steps: update the bar and call `callback(self)`; every `save_every` steps, at the end, and on
+        Ctrl-C: save. `budget_seconds`: train for this much training time in all (earlier runs' included) instead,
+        the learning rate decaying with the fraction of it used (see `budget_lr`), so that any machine ends with a
+        finished model."""
         self.model.train()
         pending, start = [], time.perf_counter()
         optimizers = list(self.parts()[1].values())  # a timed run anneals every one of them
@@ -241,7 +245,7 @@ class Trainer:
                             bar.update(min(round(used), bar.total) - bar.n)
                         if callback:
                             callback(self)
-                    if saving:
+                    if saving and save_to:  # (saving implies save_to)
                         self._save_timed(save_to, start)
                         start = time.perf_counter()
                     if stop or interrupted:
@@ -284,14 +288,13 @@ class Trainer:
         self.save(path)
 
     def train_step(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            batch = _channels_last(batch)
+        inputs = _channels_last(batch) if self.channels_last else batch
         if self.compile:
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the CUDA graphs may reuse the last one's memory
         with torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.autocast and self.device.type == "cuda"
         ):
-            loss = self._loss(batch)
+            loss = self._loss(inputs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
@@ -341,7 +344,7 @@ class Trainer:
             tensors,
             {
                 "kind": checkpoint.model_kind(self.model),
-                "config": self.model.config.to_dict(),
+                "config": self.model.config.to_dict(),  # type: ignore[union-attr, operator]  # a plain attribute
                 "step": self.step,
                 "seconds": self.seconds,
                 "history": self.history,

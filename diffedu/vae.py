@@ -57,7 +57,7 @@ class VAE(nn.Module):
         self.config = cfg = config or VAEConfig(**overrides)
         widths = [cfg.channels * m for m in cfg.channel_mult]
 
-        enc = [nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)]
+        enc: list[nn.Module] = [nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)]
         c = widths[0]
         for level, w in enumerate(widths):
             for _ in range(cfg.num_res_blocks):
@@ -68,7 +68,7 @@ class VAE(nn.Module):
         enc += [norm(c), nn.SiLU(), nn.Conv2d(c, 2 * cfg.latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
 
-        dec = [nn.Conv2d(cfg.latent_channels, widths[-1], 3, padding=1)]
+        dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, widths[-1], 3, padding=1)]
         c = widths[-1]
         for level, w in reversed(list(enumerate(widths))):
             for _ in range(cfg.num_res_blocks):
@@ -84,7 +84,8 @@ class VAE(nn.Module):
         cfg = self.config
         if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
             raise DiffeduError(
-                f"this VAE encodes (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}) images, got {tuple(x.shape)}"
+                f"this VAE encodes (batch, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}) images, "
+                f"got {tuple(x.shape)}"
             )
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         return mean, logvar.clamp(-30, 20)  # keeps exp(logvar) finite
@@ -93,7 +94,8 @@ class VAE(nn.Module):
         cfg = self.config
         if z.shape[1:] != (cfg.latent_channels, cfg.latent_size, cfg.latent_size):
             raise DiffeduError(
-                f"this VAE decodes (batch, {cfg.latent_channels}, {cfg.latent_size}, {cfg.latent_size}) latents, got {tuple(z.shape)}"
+                f"this VAE decodes (batch, {cfg.latent_channels}, {cfg.latent_size}, {cfg.latent_size}) latents, "
+                f"got {tuple(z.shape)}"
             )
         return self.decoder(z)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as W
 import torch
@@ -29,7 +30,7 @@ def png(images: torch.Tensor, nrow: int = 8, zoom: int = 3) -> bytes:
 
 def _encode(array, zoom: int) -> bytes:
     picture = Image.fromarray(array)
-    picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.NEAREST)
+    picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -82,12 +83,15 @@ def trajectory_widget(trajectory: Trajectory, n: int = 8, decode: Callable | Non
     if n < 1:
         raise DiffeduError(f"n, the number of samples to show, must be at least 1, got {n}")
     n = min(n, trajectory.x_t.shape[1])
+
+    def show(z: torch.Tensor) -> torch.Tensor:  # latents' channels 0-2, of unit variance: +-3 std
+        return F.interpolate(z[:n, :3] / 3, size=32, mode="nearest")
+
     pngs = []
     for x_t, x0 in zip(trajectory.x_t, trajectory.x0):
         if decode is None:
             pngs.append(png(torch.cat([x_t[:n], x0[:n]]), nrow=n))
         else:  # latents are 8x8: enlarge them to the decoded images' size to stack the rows
-            show = lambda z: F.interpolate(z[:n, :3] / 3, size=32, mode="nearest")  # unit-variance latents, +-3 std
             pngs.append(png(torch.cat([show(x_t), show(x0), decode(x0[:n]).cpu()]), nrow=n))
     rows = (
         "Top: x_t. Bottom: the model's prediction of x_0."
@@ -150,7 +154,7 @@ def picker_widget(
     images: dict,
     pick: tuple[str, list[tuple[str, object]]],
     slide: tuple[str, list],
-    caption: Callable[[object, object], str],
+    caption: Callable[[Any, Any], str],
     start: int = 0,
 ) -> W.VBox:
     """Pick one thing from a list and slide along another: {(picked, slid): images} precomputed (from the same
@@ -186,8 +190,8 @@ def guidance_widget(images: dict, classes: list[str]) -> W.VBox:
 
     def caption(k: int, w: float) -> str:
         return f"{classes[k]}, w = {w:g}: " + {
-            0: "unconditional (the label is ignored)",
-            1: "conditional, no guidance",
+            0.0: "unconditional (the label is ignored)",
+            1.0: "conditional, no guidance",
         }.get(w, "guided")
 
     picks = [(classes[k], k) for k in sorted({k for k, _ in images})]

@@ -86,7 +86,7 @@ def exercise(reference: Callable, lesson: str, points: int = 1) -> Callable:
                 raise ExerciseError(message) from None
             print(message, file=sys.stderr)  # not an exception: Run All goes on to the end of the lesson
 
-        run.reference = reference
+        run.reference = reference  # type: ignore[attr-defined]  # check.<name>.reference: a function's attribute
         return run
 
     return wrap
@@ -188,7 +188,8 @@ class Spy(nn.Module):
 
     def __init__(self, answer: torch.Tensor) -> None:
         super().__init__()
-        self.answer, self.calls = answer, []
+        self.answer = answer
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # each call's (x, t)
 
     def forward(self, x, t) -> torch.Tensor:
         self.calls.append((x.detach().clone(), torch.as_tensor(t).detach().clone()))

@@ -36,7 +36,8 @@ alpha_bar = compared(
         ),
         "that is 1 - prod(beta_s); alpha_bar is prod(1 - beta_s)": lambda b: 1 - torch.cumprod(b, 0),
     },
-    verifies="equals diffedu's alpha_bar for the linear, cosine and a random schedule (linear: 0.9999 at t = 0, 4.0e-05 at t = 999)",
+    verifies="equals diffedu's alpha_bar for the linear, cosine and a random schedule (linear: "
+    "0.9999 at t = 0, 4.0e-05 at t = 999)",
 )
 
 
@@ -55,17 +56,18 @@ next_noise_variance = compared(
     cases=lambda: [(_ALPHA.clone(), _AB_PREV.clone())],
     expected=lambda: [1 - _ALPHA * _AB_PREV],
     mistakes={
-        "standard deviations added: independent noises add their variances, not their standard deviations": lambda a, p: (
+        "standard deviations added: "
+        "independent noises add their variances, not their standard deviations": lambda a, p: (
             (a * (1 - p)).sqrt() + (1 - a).sqrt()
         ),
-        "scaling x_{t-1} by sqrt(alpha_t) scales its noise's variance by alpha_t (the square of the factor), not sqrt(alpha_t)": lambda a, p: (
-            a.sqrt() * (1 - p) + (1 - a)
-        ),
+        "scaling x_{t-1} by sqrt(alpha_t) scales its noise's variance "
+        "by alpha_t (the square of the factor), not sqrt(alpha_t)": lambda a, p: a.sqrt() * (1 - p) + (1 - a),
         "the old noise shrinks too: it is inside x_{t-1}, which is multiplied by sqrt(alpha_t)": lambda a, p: (
             (1 - p) + (1 - a)
         ),
     },
-    verifies="alpha_t (1 - alpha_bar_{t-1}) + beta_t = 1 - alpha_bar_t: the noise stays one Gaussian, and the induction holds",
+    verifies="alpha_t (1 - alpha_bar_{t-1}) + beta_t = 1 - alpha_bar_t: "
+    "the noise stays one Gaussian, and the induction holds",
 )
 
 
@@ -86,10 +88,12 @@ q_sample = compared(
     cases=_q_sample_cases,
     expected=lambda: [LINEAR.q_sample(x0, t, noise) for x0, t, noise, _ in _q_sample_cases()],
     mistakes={
-        "the signal is scaled by sqrt(alpha_bar_t) and the noise by sqrt(1 - alpha_bar_t): the square roots are missing": lambda x0, t, n, ab: (
+        "the signal is scaled by sqrt(alpha_bar_t) "
+        "and the noise by sqrt(1 - alpha_bar_t): the square roots are missing": lambda x0, t, n, ab: (
             ab[t].view(-1, 1, 1, 1) * x0 + (1 - ab[t].view(-1, 1, 1, 1)) * n
         ),
-        "the noise's factor is sqrt(1 - alpha_bar_t), a standard deviation: its square root is missing": lambda x0, t, n, ab: (
+        "the noise's factor is sqrt(1 - alpha_bar_t), "
+        "a standard deviation: its square root is missing": lambda x0, t, n, ab: (
             ab[t].view(-1, 1, 1, 1).sqrt() * x0 + (1 - ab[t].view(-1, 1, 1, 1)) * n
         ),
         "off by one: alpha_bar[t] is the table's value at t (t counts from 0)": lambda x0, t, n, ab: _ref_q_sample(

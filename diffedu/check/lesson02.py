@@ -94,7 +94,8 @@ posterior = compared(
     mistakes={
         "the variance is beta-tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t): beta_t itself is Ho et al.'s "
         "other choice of sigma_t^2, an upper bound, not the posterior's": lambda b, ab: (*_ref_posterior(b, ab)[:2], b),
-        "alpha_bar_{t-1} where the formulas say t - 1: shift alpha_bar by one step, with alpha_bar_{-1} = 1": lambda b, ab: (
+        "alpha_bar_{t-1} where the formulas say t - 1: "
+        "shift alpha_bar by one step, with alpha_bar_{-1} = 1": lambda b, ab: (
             b * ab.sqrt() / (1 - ab),
             (1 - ab) * (1 - b).sqrt() / (1 - ab),
             b * (1 - ab) / (1 - ab),
@@ -104,7 +105,8 @@ posterior = compared(
             (1 - _prev(ab)) * (1 - b) / (1 - ab),
             _ref_posterior(b, ab)[2],
         ),
-        "the two mean coefficients are swapped: beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) multiplies x_0": lambda b, ab: (
+        "the two mean coefficients are swapped: "
+        "beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t) multiplies x_0": lambda b, ab: (
             _ref_posterior(b, ab)[1],
             _ref_posterior(b, ab)[0],
             _ref_posterior(b, ab)[2],
@@ -154,13 +156,16 @@ def ddpm_step(fn) -> str:
         _ddpm_cases,
         expected,
         {
-            "clip the predicted x_0 to [-1, 1] before the posterior mean: at large t the guess strays far outside the "
-            "pixel range (as Ho et al.'s code and diffusers run Algorithm 2; the paper's printout does not clip)": unclipped,
-            "the noise is scaled by the standard deviation sqrt(variance_t), not by the variance": lambda eps, t, x, n, ab, post: (
+            "clip the predicted x_0 to [-1, 1] before the posterior mean: "
+            "at large t the guess strays far outside the pixel range (as Ho et al.'s "
+            "code and diffusers run Algorithm 2; the paper's printout does not clip)": unclipped,
+            "the noise is scaled by the standard deviation "
+            "sqrt(variance_t), not by the variance": lambda eps, t, x, n, ab, post: (
                 _ref_ddpm_step(eps, t, x, n, ab, post) - post[2][t].sqrt() * n + post[2][t] * n
             ),
-            "x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): the square root on (1 - alpha_bar_t) is missing": lambda eps, t, x, n, ab, post: (
-                _ref_ddpm_step((1 - ab[t]).sqrt() * eps, t, x, n, ab, post)
+            "x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): "
+            "the square root on (1 - alpha_bar_t) is missing": lambda eps, t, x, n, ab, post: _ref_ddpm_step(
+                (1 - ab[t]).sqrt() * eps, t, x, n, ab, post
             ),
             "off by one: the tables are indexed at t itself": shifted,
         },
@@ -177,7 +182,7 @@ EXACT = GaussianDenoiser(SHORT, mean=0.2, std=0.3)  # the exact noise predictor 
 
 
 @torch.inference_mode()
-def _ddpm_loop(model, x_T, alpha_bar, posterior, generator=None, order="down", last=0, fresh=True) -> torch.Tensor:
+def _ddpm_loop(model, x_T, alpha_bar, posterior, generator=None, *, order="down", last=0, fresh=True) -> torch.Tensor:
     """Algorithm 2 as a loop, right, or with one of the mistakes the check names."""
     ts = list(range(len(alpha_bar) - 1, last - 1, -1))
     x, once = x_T, None if fresh else _noise(x_T, generator)
@@ -213,11 +218,11 @@ def sample_ddpm(fn) -> str:
             "the loop runs backwards in time, from t = T - 1 (pure noise) down to 0: range(T - 1, -1, -1)": lambda *a: (
                 _ddpm_loop(*a, order="up")
             ),
-            "the loop stops one step early: its last step is t = 0 (t counts from 0 here), range(T - 1, -1, -1)": lambda *a: (
-                _ddpm_loop(*a, last=1)
-            ),
-            "fresh noise at every step: one draw reused at every step makes all the steps' noises the same": lambda *a: (
-                _ddpm_loop(*a, fresh=False)
+            "the loop stops one step early: "
+            "its last step is t = 0 (t counts from 0 here), range(T - 1, -1, -1)": lambda *a: _ddpm_loop(*a, last=1),
+            "fresh noise at every step: "
+            "one draw reused at every step makes all the steps' noises the same": lambda *a: _ddpm_loop(
+                *a, fresh=False
             ),
         },
         "diffedu's DDPM sampler",

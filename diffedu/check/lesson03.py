@@ -47,8 +47,9 @@ ddim_sigma = compared(
         for eta in _ETAS
     ],
     mistakes={
-        "eta multiplies sigma: eta = 0 must give sigma = 0 (deterministic DDIM), eta = 1 DDPM's amount": lambda a, p, eta: (
-            _ref_ddim_sigma(a, p, 1.0)
+        "eta multiplies sigma: "
+        "eta = 0 must give sigma = 0 (deterministic DDIM), eta = 1 DDPM's amount": lambda a, p, eta: _ref_ddim_sigma(
+            a, p, 1.0
         ),
         "sigma is a standard deviation: take the square root of the product": lambda a, p, eta: (
             eta * ((1 - p) / (1 - a) * (1 - a / p))
@@ -57,7 +58,8 @@ ddim_sigma = compared(
             eta * ((1 - a) / (1 - p) * (1 - a / p)).sqrt()
         ),
     },
-    verifies="Song et al. eq. 16 at each step of a 10-step run for eta = 0, 0.5, 1 (0 on the last step, into the clean image)",
+    verifies="Song et al. eq. 16 at each step of a 10-step run for eta = 0, 0.5, 1 "
+    "(0 on the last step, into the clean image)",
 )
 
 
@@ -115,13 +117,15 @@ def ddim_step(fn) -> str:
         cases,
         expected,
         {
-            "eta multiplies sigma: with eta = 0 no noise is added and the step is deterministic": lambda eps, x, a, p, eta, n: (
-                _ref_ddim_step(eps, x, a, p, 1.0, n)
+            "eta multiplies sigma: "
+            "with eta = 0 no noise is added and the step is deterministic": lambda eps, x, a, p, eta, n: _ref_ddim_step(
+                eps, x, a, p, 1.0, n
             ),
-            "the direction term is sqrt(1 - alpha_bar_prev - sigma^2) eps: the noise's share of the variance comes out of it": direction_keeps_all,
+            "the direction term is sqrt(1 - alpha_bar_prev - sigma^2) eps: "
+            "the noise's share of the variance comes out of it": direction_keeps_all,
             "clip the predicted x_0 to [-1, 1] (pixels live there), then recompute eps from the clipped x_0": unclipped,
-            "after clipping x_0, recompute eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t), so that the step "
-            "stays consistent (diffusers' use_clipped_model_output)": eps_not_recomputed,
+            "after clipping x_0, recompute eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t), "
+            "so that the step stays consistent (diffusers' use_clipped_model_output)": eps_not_recomputed,
             "x_prev = sqrt(alpha_bar_prev) x_0 + ...: the square root is missing": lambda eps, x, a, p, eta, n: (
                 _ref_ddim_step(eps, x, a, p, eta, n) + (p - p.sqrt()) * _clipped_x0(eps, x, a)
             ),
@@ -157,7 +161,10 @@ def _against_diffusers_ddim(fn) -> str:
         want = theirs.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise).prev_sample
         if not _close(fn(eps, x, a, p, eta, noise), want, rtol=1e-8, atol=1e-10):
             raise Mistake(f"it differs from diffusers' DDIMScheduler.step at t = {t}, eta = {eta}")
-    return f", and to diffusers {_diffusers_version()}'s DDIMScheduler.step (its own timesteps 900, 800, ..., 0) on the same inputs"
+    return (
+        f", and to diffusers {_diffusers_version()}'s DDIMScheduler.step (its own timesteps 900, 800, ..., 0) "
+        "on the same inputs"
+    )
 
 
 def _ref_ddim_timesteps(T, steps, spacing="uniform") -> list[int]:
@@ -191,18 +198,30 @@ ddim_timesteps = compared(
         "largest first: sampling runs from t = T - 1 (pure noise) down to 0": lambda *c: _ddim_timesteps(*c)[::-1],
         "start at T - 1 = 999, where x_T is pure noise: range(0, T, T // steps) (diffusers' 'leading' spacing) "
         "never reaches it": _leading,
-        "quadratic spacing repeats timesteps near 0 (round((T-1) (i/(n-1))^2) is 0 several times): take max(t_i, i)": _no_fix,
+        "quadratic spacing repeats timesteps near 0 (round((T-1) (i/(n-1))^2) is 0 several times): "
+        "take max(t_i, i)": _no_fix,
         "np.linspace(T, 0, ...) starts at T, outside 0..T-1: end the range at T - 1": lambda T, n, s: (
             np.round(np.linspace(T, 0, n)).astype(int).tolist() if s == "uniform" else _ddim_timesteps(T, n, s)
         ),
     },
-    verifies="strictly decreasing from T - 1 to 0 for 1 to 1000 steps, uniform and quadratic, as diffedu's sampler visits them",
+    verifies="strictly decreasing from T - 1 to 0 for 1 to 1000 steps, "
+    "uniform and quadratic, as diffedu's sampler visits them",
 )
 
 
 @torch.inference_mode()
 def _ddim_loop(
-    model, x_T, alpha_bar, steps, eta=0.0, spacing="uniform", generator=None, prev="next", to_clean=True, order="down"
+    model,
+    x_T,
+    alpha_bar,
+    steps,
+    eta=0.0,
+    spacing="uniform",
+    generator=None,
+    *,
+    prev="next",
+    to_clean=True,
+    order="down",
 ) -> torch.Tensor:
     """The DDIM loop, right, or with one of the mistakes the check names."""
     ts = _ddim_timesteps(len(alpha_bar), steps, spacing)
@@ -251,16 +270,13 @@ def sample_ddim(fn) -> str:
         run,
         expected,
         {
-            "alpha_bar_prev is alpha_bar at the next timestep of the list, not at t - 1: DDIM jumps over the steps between": lambda *a: (
-                _ddim_loop(*a, prev="t-1")
-            ),
-            "the last step goes from the last timestep to the clean image, where alpha_bar = 1 (after t = 0 there is no "
-            "alpha_bar[t_prev] to look up): pair each timestep with the next, and the last with 'clean'": lambda *a: (
-                _ddim_loop(*a, to_clean=False)
-            ),
-            "visit the timesteps as ddim_timesteps gives them, largest first: sampling starts from pure noise": lambda *a: (
-                _ddim_loop(*a, order="up")
-            ),
+            "alpha_bar_prev is alpha_bar at the next timestep of the list, "
+            "not at t - 1: DDIM jumps over the steps between": lambda *a: _ddim_loop(*a, prev="t-1"),
+            "the last step goes from the last timestep to the clean image, "
+            "where alpha_bar = 1 (after t = 0 there is no alpha_bar[t_prev] to look up): "
+            "pair each timestep with the next, and the last with 'clean'": lambda *a: _ddim_loop(*a, to_clean=False),
+            "visit the timesteps as ddim_timesteps gives them, "
+            "largest first: sampling starts from pure noise": lambda *a: _ddim_loop(*a, order="up"),
         },
         "diffedu's DDIM sampler",
         not_finite=": after the smallest timestep comes the clean image, where "
@@ -297,16 +313,18 @@ ddim_invert_step = compared(
     mistakes={
         "that is the sampling step, from t down to t_prev: inversion goes up from t_prev to t, so the two alpha-bars "
         "swap roles": lambda eps, x, a, p: _ref_ddim_invert_step(eps, x, p, a),
-        "x_0 = (x - sqrt(1 - alpha_bar_prev) eps) / sqrt(alpha_bar_prev): subtract the noise, do not add it": lambda eps, x, a, p: (
+        "x_0 = (x - sqrt(1 - alpha_bar_prev) eps) / sqrt(alpha_bar_prev): "
+        "subtract the noise, do not add it": lambda eps, x, a, p: (
             a.sqrt() * (x + (1 - p).sqrt() * eps) / p.sqrt() + (1 - a).sqrt() * eps
         ),
-        "do not clip x_0 when inverting: clipping throws information away, and sampling can no longer find the way back": lambda eps, x, a, p: (
+        "do not clip x_0 when inverting: "
+        "clipping throws information away, and sampling can no longer find the way back": lambda eps, x, a, p: (
             a.sqrt() * ((x - (1 - p).sqrt() * eps) / p.sqrt()).clamp(-1, 1) + (1 - a).sqrt() * eps
         ),
         "the new noise term is sqrt(1 - alpha_bar_t) eps, at the step you move to": lambda eps, x, a, p: (
             a.sqrt() * (x - (1 - p).sqrt() * eps) / p.sqrt() + (1 - p).sqrt() * eps
         ),
     },
-    verifies="deterministic DDIM run backwards, from t_prev up to t, equal to diffedu's DDIMScheduler.invert_step at every "
-    "step of a 10-step run",
+    verifies="deterministic DDIM run backwards, from t_prev up to t, "
+    "equal to diffedu's DDIMScheduler.invert_step at every step of a 10-step run",
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..adversarial import hinge_d_loss as _hinge_d_loss
@@ -25,9 +27,8 @@ def reparameterize(fn) -> str:
         cases,
         [_reparameterize(mean, logvar, noise)],
         {
-            "exp(logvar) is the variance; the noise is scaled by the standard deviation exp(logvar / 2)": lambda m, lv, n: (
-                m + lv.exp() * n
-            ),
+            "exp(logvar) is the variance; "
+            "the noise is scaled by the standard deviation exp(logvar / 2)": lambda m, lv, n: m + lv.exp() * n,
             "logvar is the log of the variance, not the standard deviation: std = exp(0.5 * logvar)": lambda m, lv, n: (
                 m + lv * n
             ),
@@ -35,10 +36,8 @@ def reparameterize(fn) -> str:
         },
     )
     m, lv = mean.clone().requires_grad_(), logvar.clone().requires_grad_()
-    try:
+    with contextlib.suppress(RuntimeError):  # "does not require grad": the graph was cut
         fn(m, lv, noise).sum().backward()
-    except RuntimeError:  # "does not require grad": the graph was cut
-        pass
     if m.grad is None or lv.grad is None or not _close(lv.grad, 0.5 * (0.5 * logvar).exp() * noise):
         raise Mistake(
             "gradients must flow into mean and logvar: compute z from them with torch operations, without .detach()"
@@ -64,11 +63,13 @@ kl_divergence = compared(
     cases=_kl_cases,
     expected=lambda: [_kl_divergence(*case) for case in _kl_cases()],
     mistakes={
-        "summed: average over every latent value (and the batch), so the weight of the KL does not depend on the batch size": lambda m, lv: (
+        "summed: average over every latent value (and the batch), "
+        "so the weight of the KL does not depend on the batch size": lambda m, lv: (
             0.5 * (m**2 + lv.exp() - 1 - lv).sum()
         ),
-        "summed over each image's latent values, then averaged over the batch (most VAE code's convention): here the "
-        "KL is the mean over every value, as the L1 term is a mean over pixels, and its weight is set for that": lambda m, lv: (
+        "summed over each image's latent values, then averaged over the batch "
+        "(most VAE code's convention): here the KL is the mean over every value, "
+        "as the L1 term is a mean over pixels, and its weight is set for that": lambda m, lv: (
             0.5 * (m**2 + lv.exp() - 1 - lv).flatten(1).sum(1).mean()
         ),
         "the factor 1/2 is missing": lambda m, lv: (m**2 + lv.exp() - 1 - lv).mean(),
@@ -79,7 +80,8 @@ kl_divergence = compared(
             0.5 * (m**2 + (2 * lv).exp() - 1 - lv).mean()
         ),
     },
-    verifies="KL(N(mu, sigma^2) || N(0, 1)) = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2), averaged over values; 0 for N(0, 1) itself",
+    verifies="KL(N(mu, sigma^2) || N(0, 1)) = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2), "
+    "averaged over values; 0 for N(0, 1) itself",
 )
 
 
@@ -96,9 +98,8 @@ scale_factor = compared(
     expected=lambda: [measure_scale_factor(_MEANS)],
     answer=lambda out: float(out) if torch.as_tensor(out).numel() == 1 else out,
     mistakes={
-        "that is the standard deviation; the scale factor is its inverse, 1 / std, which brings the latents to unit variance": lambda m: (
-            m.std().item()
-        ),
+        "that is the standard deviation; the scale factor is its inverse, "
+        "1 / std, which brings the latents to unit variance": lambda m: m.std().item(),
         "1 / variance over-corrects: divide by the standard deviation, 1 / std": lambda m: 1 / m.var().item(),
         "one number for the whole latent space (as Stable Diffusion's 0.18215), not one per channel": lambda m: (
             1 / m.transpose(0, 1).flatten(1).std(dim=1)
@@ -106,7 +107,8 @@ scale_factor = compared(
         "the spread is the standard deviation, not the mean absolute value": lambda m: 1 / m.abs().mean().item(),
     },
     rtol=1e-4,
-    verifies=f"1 / std of the latents ({measure_scale_factor(_MEANS):.4f} here): multiplied by it, they have unit variance",
+    verifies=f"1 / std of the latents ({measure_scale_factor(_MEANS):.4f} here): "
+    "multiplied by it, they have unit variance",
 )
 
 
@@ -127,7 +129,8 @@ hinge_d_loss = compared(
     cases=_hinge_cases,
     expected=lambda: [_hinge_d_loss(*case) for case in _hinge_cases()],
     mistakes={
-        "the signs are swapped: real patches should score high, relu(1 - real), and decoded ones low, relu(1 + fake)": lambda r, f: (
+        "the signs are swapped: "
+        "real patches should score high, relu(1 - real), and decoded ones low, relu(1 + fake)": lambda r, f: (
             0.5 * (_relu(1 + r).mean() + _relu(1 - f).mean())
         ),
         "the relu goes on each patch, inside the mean: relu(1 - real).mean(). Outside it, patches far beyond their "

@@ -35,7 +35,8 @@ def _tiny_latent_models() -> tuple[UNet, VAE]:
                 in_channels=4, image_size=8, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=()
             )
         )
-        nn.init.normal_(unet.head[-1].weight, std=0.05)  # a zero head would predict eps = 0 and hide mistakes
+        # a zero head would predict eps = 0 and hide mistakes
+        nn.init.normal_(unet.head[-1].get_parameter("weight"), std=0.05)
         vae = VAE(VAEConfig(channels=8, scale_factor=0.5))
     return unet.eval(), vae.eval()
 
@@ -72,9 +73,8 @@ def sample_latents(fn) -> str:
         run,
         expected,
         {
-            "divide the latents by vae.config.scale_factor before decoding: the decoder was trained on unscaled latents": loop(
-                unscale=False
-            ),
+            "divide the latents by vae.config.scale_factor before decoding: "
+            "the decoder was trained on unscaled latents": loop(unscale=False),
             "multiplied by the scale factor where it divides: the UNet's latents are the VAE's times scale_factor, so "
             "decoding takes x / vae.config.scale_factor": loop(multiply=True),
             "step from the largest timestep down: for t in scheduler.timesteps": loop(forward=False),

@@ -56,7 +56,8 @@ frechet_distance = compared(
         "the cross term is 2 Tr((S1 S2)^(1/2)): the 2 is missing": lambda m1, s1, m2, s2: (
             _mean_term(m1, s1, m2, s2) + float(torch.trace(s1 + s2 - _sqrtm(_sqrtm(s1) @ s2 @ _sqrtm(s1))))
         ),
-        "(S1 S2)^(1/2) is a matrix square root (scipy.linalg.sqrtm, or eigenvalues), not the square root of each entry": lambda m1, s1, m2, s2: (
+        "(S1 S2)^(1/2) is a matrix square root (scipy.linalg.sqrtm, or eigenvalues), "
+        "not the square root of each entry": lambda m1, s1, m2, s2: (
             _mean_term(m1, s1, m2, s2) + float(torch.trace(s1 + s2) - 2 * (s1 @ s2).diagonal().sqrt().sum())
         ),
         "|mu1 - mu2|^2 is the squared distance between the means: square the norm": lambda m1, s1, m2, s2: (
@@ -104,9 +105,8 @@ mmd2_unbiased = compared(
     expected=lambda: [metrics.mmd2_unbiased(*case) for case in _mmd_cases()],
     answer=float,
     mistakes={
-        "unbiased: leave k(x_i, x_i) out of the within-set means (sum over i != j, divided by m (m - 1))": lambda x, y: (
-            _mmd(x, y, unbiased=False)
-        ),
+        "unbiased: leave k(x_i, x_i) out of the within-set means "
+        "(sum over i != j, divided by m (m - 1))": lambda x, y: _mmd(x, y, unbiased=False),
         "the kernel is (x . y / d + 1)^3: divide the dot product by the feature dimension d": lambda x, y: _mmd(
             x, y, scale=False
         ),

@@ -21,7 +21,8 @@ def drop_labels(fn) -> str:
     got = run()
     if got.shape != labels.shape or got.is_floating_point():
         raise Mistake(
-            f"it should return the {n} labels as integers, shape ({n},); it returned {got.dtype} of shape {tuple(got.shape)}"
+            f"it should return the {n} labels as integers, shape ({n},); "
+            f"it returned {got.dtype} of shape {tuple(got.shape)}"
         )
     if not torch.equal(got, run()):
         raise Mistake(
@@ -100,13 +101,13 @@ guided_eps = compared(
     cases=_guidance_cases,
     expected=lambda: [_ref_guided_eps(*case) for case in _guidance_cases()],
     mistakes={
-        "the roles are swapped: start from the unconditional prediction and move towards the conditional one": lambda u, c, w: (
-            c + w * (u - c)
-        ),
+        "the roles are swapped: "
+        "start from the unconditional prediction and move towards the conditional one": lambda u, c, w: c + w * (u - c),
         "here w = 1 is the plain conditional model: eps_uncond + w (eps_cond - eps_uncond); (1 + w) eps_cond - w "
         "eps_uncond is the other convention, where w = 0 is conditional": lambda u, c, w: (1 + w) * c - w * u,
         "the difference is added to the unconditional prediction, not used alone": lambda u, c, w: w * (c - u),
         "w scales the difference between the two predictions, not the conditional one alone": lambda u, c, w: u + w * c,
     },
-    verifies="eps_uncond + w (eps_cond - eps_uncond): w = 0 the unconditional prediction, w = 1 the conditional one, more beyond it",
+    verifies="eps_uncond + w (eps_cond - eps_uncond): "
+    "w = 0 the unconditional prediction, w = 1 the conditional one, more beyond it",
 )

@@ -26,7 +26,8 @@ class _Slope:
     timesteps (a discrete-time model knows no others), recording each call."""
 
     def __init__(self) -> None:
-        self.exact, self.calls = GaussianDenoiser(LINEAR, *_ODE_DATA), []
+        self.exact = GaussianDenoiser(LINEAR, *_ODE_DATA)
+        self.calls: list[float] = []  # each call's sigma
         self.t_of = {round(float(_sigma_of(t)), 9): t for t in _ODE_STEPS}
 
     def __call__(self, x_tilde: torch.Tensor, sigma) -> torch.Tensor:
@@ -97,9 +98,10 @@ def heun_step(fn: Callable) -> str:
         exact = model.flow(x_T, _ODE_STEPS[0], -1)
         euler = sample(model, make_scheduler("ddim", LINEAR, 12, clip_x0=False), x_T.clone(), progress=False)
         return (
-            "Heun's step (EDM's Algorithm 1), Euler's into the clean image, over 12 steps: equal to diffedu's HeunScheduler "
-            f"{_against_diffusers('HeunDiscreteScheduler', x_T, got)}; it lands {(got - exact).abs().max():.1e} from the "
-            f"ODE's exact solution, DDIM's Euler steps {(euler - exact).abs().max():.1e}"
+            "Heun's step (EDM's Algorithm 1), Euler's into the clean image, over 12 steps: "
+            f"equal to diffedu's HeunScheduler {_against_diffusers('HeunDiscreteScheduler', x_T, got)}; "
+            f"it lands {(got - exact).abs().max():.1e} from the ODE's exact solution, "
+            f"DDIM's Euler steps {(euler - exact).abs().max():.1e}"
         )
     for message, wrong in {
         "the second slope is asked where the Euler step lands, x' = x + (sigma_prev - sigma) d, not at x": _heun_with(
@@ -199,9 +201,8 @@ _DPM_MISTAKES = {
     "the factor is exp(-h) - 1 (torch.expm1(-h)), negative: x0's weight grows as the noise falls": _dpm_with(
         growth=True
     ),
-    "x is scaled by sqrt(1 - alpha_bar_prev) / sqrt(1 - alpha_bar_t), the ratio of the noise levels, which falls": _dpm_with(
-        ratio_inverted=True
-    ),
+    "x is scaled by sqrt(1 - alpha_bar_prev) / sqrt(1 - alpha_bar_t), "
+    "the ratio of the noise levels, which falls": _dpm_with(ratio_inverted=True),
 }
 
 

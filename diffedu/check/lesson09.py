@@ -106,13 +106,11 @@ fm_sample = compared(
     cases=_fm_cases,
     expected=lambda: [_ref_fm_sample(*case) for case in _fm_cases()],
     mistakes={
-        "time runs from 1 (noise) down to 0 (data), so each step is x + (t_next - t) v with t_next < t: the sign is flipped": _fm_with(
-            sign=-1.0
-        ),
+        "time runs from 1 (noise) down to 0 (data), so each step "
+        "is x + (t_next - t) v with t_next < t: the sign is flipped": _fm_with(sign=-1.0),
         "Euler asks the velocity where the step starts, v(x, t), not where it ends": _fm_with(at_next=True),
-        "the last step must reach t = 0, the data: `steps` steps need steps + 1 times, torch.linspace(1, 0, steps + 1)": _fm_with(
-            grid="short"
-        ),
+        "the last step must reach t = 0, the data: "
+        "`steps` steps need steps + 1 times, torch.linspace(1, 0, steps + 1)": _fm_with(grid="short"),
         "that takes steps - 1 steps: `steps` steps need steps + 1 times, torch.linspace(1, 0, steps + 1)": _fm_with(
             grid="one fewer"
         ),

@@ -42,12 +42,12 @@ consistency_fn = compared(
     mistakes={
         "f = x_t - t v: the velocity v = eps - x_0 points from the data to the noise, so going back to the data "
         "subtracts it (the sign is flipped)": lambda model, x, t: x + _per_image(t, x) * model(x, t),
-        "f = x_t - t v, with t, not 1 - t: at t = 0 (the data end) f must be x_t itself, whatever the network says": lambda model, x, t: (
+        "f = x_t - t v, with t, not 1 - t: "
+        "at t = 0 (the data end) f must be x_t itself, whatever the network says": lambda model, x, t: (
             x - (1 - _per_image(t, x)) * model(x, t)
         ),
-        "f is x_t minus t times the network's answer, not the answer itself (c_skip = 1, c_out = -t)": lambda model, x, t: (
-            model(x, t)
-        ),
+        "f is x_t minus t times the network's answer, "
+        "not the answer itself (c_skip = 1, c_out = -t)": lambda model, x, t: model(x, t),
     },
     verifies="f(x_t, t) = x_t - t v(x_t, t) at t = 0, between and at 1, on two networks: at t = 0 it is x_t whatever "
     "the network says, and on the exact consistency model of N(0.2, 0.3^2) data it is the flow's solution map",
@@ -60,7 +60,8 @@ class _Recorder(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.a, self.calls = nn.Parameter(torch.tensor(0.8, dtype=F64)), []
+        self.a = nn.Parameter(torch.tensor(0.8, dtype=F64))
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # each call's (x, t)
 
     def forward(self, x, t) -> torch.Tensor:
         self.calls.append((x.detach().clone(), torch.as_tensor(t).detach().clone()))
@@ -127,16 +128,14 @@ def ct_loss(fn: Callable) -> str:
             "1 / (sigma_t - sigma_r): the loss's value and its gradient"
         )
     for message, (value, gradient) in {
-        "the target f(x_r, r) must be under stop-gradient (torch.no_grad() or .detach()): else the model also learns to "
-        "move its easier answer towards its harder one": loss_of(on_t, on_r, weight),
+        "the target f(x_r, r) must be under stop-gradient (torch.no_grad() or .detach()): "
+        "else the model also learns to move its easier answer towards its harder one": loss_of(on_t, on_r, weight),
         "the stop-gradient is on the wrong side: the target is the answer nearer the data, f(x_r, r) with r < t; "
         "the online answer f(x_t, t) is the one that learns": loss_of(frozen(on_t), on_r, weight),
-        "the weight is 1 / (sigma_t - sigma_r), which grows as the two points come closer, not sigma_t - sigma_r": loss_of(
-            on_t, frozen(on_r), 1 / weight
-        ),
-        "the weight is in EDM's noise level, 1 / (sigma_t - sigma_r) with sigma = t / (1 - t), not 1 / (t - r)": loss_of(
-            on_t, frozen(on_r), 1 / (t - r)
-        ),
+        "the weight is 1 / (sigma_t - sigma_r), "
+        "which grows as the two points come closer, not sigma_t - sigma_r": loss_of(on_t, frozen(on_r), 1 / weight),
+        "the weight is in EDM's noise level, 1 / (sigma_t - sigma_r) "
+        "with sigma = t / (1 - t), not 1 / (t - r)": loss_of(on_t, frozen(on_r), 1 / (t - r)),
         "weight each image's gap by 1 / (sigma_t - sigma_r): without it the loss shrinks as the curriculum brings r "
         "nearer t": loss_of(on_t, frozen(on_r), torch.ones_like(t)),
     }.items():
@@ -145,8 +144,8 @@ def ct_loss(fn: Callable) -> str:
     if _close(loss.detach(), right[0]):
         raise Mistake("the value is right but its gradient is not: put only the target under stop-gradient")
     raise Mistake(
-        f"the loss should be mean(||f(x_t, t) - stopgrad f(x_r, r)||^2 / (sigma_t - sigma_r)), each image's squared gap "
-        f"averaged over its pixels: {right[0].item():.6g}; it returned {loss.item():.6g}"
+        "the loss should be mean(||f(x_t, t) - stopgrad f(x_r, r)||^2 / (sigma_t - sigma_r)), "
+        f"each image's squared gap averaged over its pixels: {right[0].item():.6g}; it returned {loss.item():.6g}"
     )
 
 
@@ -189,11 +188,10 @@ def consistency_sample(fn: Callable) -> str:
         run,
         expected,
         {
-            "re-noise with fresh noise at each step (torch.randn with the generator): the first noise x1 is already spent "
-            "on the first jump": _consistency_with(noise="first"),
-            "each step puts the image back on a line at t, x_t = (1 - t) x_0 + t z, before asking f again": _consistency_with(
-                renoise=False
-            ),
+            "re-noise with fresh noise at each step (torch.randn with the generator): "
+            "the first noise x1 is already spent on the first jump": _consistency_with(noise="first"),
+            "each step puts the image back on a line at t, "
+            "x_t = (1 - t) x_0 + t z, before asking f again": _consistency_with(renoise=False),
             "x_t = (1 - t) x_0 + t z: at t near 1 mostly noise (the weights are swapped)": _consistency_with(swap=True),
         },
         "diffedu's multistep consistency sampler",
