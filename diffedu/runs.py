@@ -19,8 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import checkpoint, data, distributed, env, pretrained
-from .errors import CheckpointError, DiffeduError
+from .errors import CheckpointError, DataError, DiffeduError
 from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
 from .pipelines import load_vae, real, whole
@@ -349,6 +351,8 @@ def fit(
         # the images, then their mirror images; under torchrun encoded by process 0, read by the others
         train_set, labels = distributed.main_first(lambda: cached_latents(vae, images)), labels.repeat(2)
         trainer.meta |= {"vae": vae_ref, "vae_fingerprint": vae_fingerprint(vae)}
+    if recipe.kind in ("ddpm", "flow", "latent"):
+        trainer.watch(_watched_batches(cifar, train_set, vae))
     batches = data.batches(
         train_set,
         recipe.batch_size,
@@ -372,6 +376,30 @@ def fit(
         scale = calibrate(trainer.ema.model, images, progress=distributed.is_main())
         distributed.print_main(f"latent scale factor {scale:.4f}")
         trainer.save(out)
+
+
+WATCHED = 256  # images in each fixed batch whose loss a run logs (Trainer.watch)
+
+
+def _watched_batches(cifar: data.ImageSet, train_set: torch.Tensor, vae: VAE | None) -> dict[str, torch.Tensor]:
+    """The fixed batches a diffusion run's loss is watched on: its first training images (or latents) and as many of
+    CIFAR-10's test images, which it never trains on; none when the test images cannot be read beside the training
+    ones (images given in memory, or a folder without test_batch)."""
+    try:
+        test = data.load_cifar10(cifar.source, train=False) if cifar.source else None
+    except DataError:
+        test = None
+    if test is None or len(test) < 2:
+        return {}
+    n = min(WATCHED, len(test), len(train_set))
+    images = test.images[:n]
+    if vae is None:  # pixels
+        return {"training": data.to_float(train_set[:n]), "held-out": data.to_float(images)}
+    # latents, encoded once (by process 0 under torchrun)
+    return {
+        "training": train_set[:n],
+        "held-out": distributed.main_first(lambda: cached_latents(vae, images, flips=False)),
+    }
 
 
 def _check_vae(vae: VAE, name: str, saved: dict | None) -> None:

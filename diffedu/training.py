@@ -172,9 +172,36 @@ class Trainer:
         self._net = distributed.wrap(self.model, self.device) if loss_fn else self.model
         self.step, self.seconds = 0, 0.0
         self.history: list[float] = []  # the loss at every step
+        self.watching: dict[str, torch.Tensor] = {}  # fixed batches whose loss is logged as training goes (`watch`)
+        self.watch_every = 100
+        self.watched: list[dict[str, float]] = []  # {"step": s, "training": loss, "held-out": loss}, ...
         # The model stays uncompiled (its weights, names and checkpoints do not change); the loss calls it compiled.
         self.compile = compile
         self._loss = torch.compile(self._model_loss, mode=compile) if compile else self._model_loss
+
+    def watch(self, batches: dict[str, torch.Tensor], every: int = 100) -> None:
+        """Log the EMA model's loss on these fixed batches (of one size) every `every` steps, at the start and at the
+        end of each `fit`, into `watched`: with {"training": some training images, "held-out": as many it never
+        trains on}, the two curves part when the model starts to fit its data rather than learn from it."""
+        self.watching, self.watch_every = {name: batch.to(self.device) for name, batch in batches.items()}, every
+
+    def watched_losses(self) -> dict[str, float]:
+        """The EMA model's loss on each watched batch now: with dropout off, and the same timesteps and noise for
+        every batch at every step (seeded, the global random state left as it was), so that only the model changes."""
+        assert self.loss_fn is not None
+        model, was_training = self.ema.model, self.ema.model.training
+        model.eval()
+        losses = {}
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for name, batch in self.watching.items():
+                torch.manual_seed(0)
+                losses[name] = self.loss_fn(model, batch).item()
+        model.train(was_training)
+        return losses
+
+    def _watch(self) -> None:
+        if self.watching and (not self.watched or self.watched[-1]["step"] != self.step):
+            self.watched.append({"step": self.step, **self.watched_losses()})
 
     def _model_loss(self, batch) -> torch.Tensor:
         assert self.loss_fn is not None  # (a Trainer without one is a subclass with its own train_step)
@@ -199,6 +226,7 @@ class Trainer:
         the learning rate decaying with the fraction of it used (see `budget_lr`), so that any machine ends with a
         finished model."""
         self.model.train()
+        self._watch()  # where this fit starts
         pending, start = [], time.perf_counter()
         optimizers = list(self.parts()[1].values())  # a timed run anneals every one of them
         # a timed run's bar counts the budget's seconds (its steps are not known in advance), any other's the steps
@@ -229,9 +257,10 @@ class Trainer:
                     else:
                         bar.update(1)
                     loss = self.train_step(next(batches))
-                    pending.append(
-                        loss.detach().clone()
-                    )  # a copy: a CUDA graph's output is overwritten by its next run
+                    # a copy: a CUDA graph's output is overwritten by its next run
+                    pending.append(loss.detach().clone())
+                    if self.step % self.watch_every == 0:
+                        self._watch()
                     saving = bool(save_to and save_every and self.step % save_every == 0)
                     stop = False
                     if len(pending) == log_every or i == steps - 1 or saving:  # a save holds the whole history
@@ -259,6 +288,7 @@ class Trainer:
             raise
         if pending:  # what a budget's end left unlogged
             self._log(pending, bar, log_every)
+        self._watch()  # where it ends
         bar.close()
         self.seconds += time.perf_counter() - start
         if save_to:
@@ -348,6 +378,7 @@ class Trainer:
                 "step": self.step,
                 "seconds": self.seconds,
                 "history": self.history,
+                **({"watched": self.watched} if self.watched else {}),
                 "optimizer": groups.pop("optim"),
                 **({"optimizers": groups} if groups else {}),
                 **self.meta,
@@ -371,6 +402,7 @@ class Trainer:
                 {"state": state, "param_groups": [{**g, "betas": tuple(g["betas"])} for g in groups[prefix]]}
             )
         self.step, self.history, self.seconds = meta["step"], meta["history"], meta.get("seconds", 0.0)
+        self.watched = meta.get("watched", [])
         return self
 
 

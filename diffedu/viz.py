@@ -54,11 +54,16 @@ def smooth(values, window: int = 20) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def plot_loss(history, ax=None, title: str = "training loss") -> plt.Axes:
+def plot_loss(history, ax=None, title: str = "training loss", watched: list[dict] | None = None) -> plt.Axes:
+    """The loss of every batch and its moving average; with `watched` (Trainer.watched), the EMA model's loss on
+    fixed batches, training and held-out, as training went: where they part, the model fits its data."""
     ax = ax or plt.subplots(figsize=(6, 3))[1]
     ax.plot(history, alpha=0.3, label="per batch")
     window = max(1, len(history) // 20)
     ax.plot(np.arange(len(smooth(history, window))) + window - 1, smooth(history, window), label=f"mean of {window}")
+    watched = watched or []  # the fixed batches' losses (Trainer.watch)
+    for name in [key for key in (watched[0] if watched else {}) if key != "step"]:
+        ax.plot([w["step"] for w in watched], [w[name] for w in watched], "o-", ms=3, label=f"{name}, fixed batch")
     ax.set(xlabel="step", ylabel="loss", yscale="log", title=title)
     ax.legend()
     return ax
@@ -74,7 +79,7 @@ class LiveLoss:
         from IPython.display import display
 
         fig, ax = plt.subplots(figsize=(6, 3))
-        plot_loss(trainer.history, ax, f"{self.title} (step {trainer.step})")
+        plot_loss(trainer.history, ax, f"{self.title} (step {trainer.step})", trainer.watched)
         fig.tight_layout()
         if self.handle is None:
             self.handle = display(fig, display_id=True)

@@ -229,3 +229,39 @@ def test_the_train_command_is_one_call_of_runs_train(monkeypatch, tmp_path):
     ((args, kwargs),) = calls
     assert args == (None, str(tmp_path / "v")) and kwargs["kind"] == "vae" and kwargs["profile"] == "smoke"
     assert (kwargs["steps"], kwargs["seed"], kwargs["compile"]) == (3, 4, "auto")
+
+
+# Overfitting, measured: the EMA model's loss on fixed training and held-out batches, logged as training goes.
+def test_watched_losses_use_the_same_draws_for_every_batch_and_leave_the_random_state_alone(tmp_path):
+    t = trainer()
+    x = next(batches(8, seed=1))
+    t.watch({"training": x, "held-out": x.clone(), "other": next(batches(8, seed=2))}, every=3)
+    state = torch.get_rng_state()
+    first = t.watched_losses()
+    assert torch.equal(torch.get_rng_state(), state)  # the training's own draws go on as if nothing was asked
+    assert first["training"] == first["held-out"] != first["other"]  # same batch, same t and noise: the same loss
+    assert t.watched_losses() == first  # and again at the same weights: dropout off, draws seeded
+    t.fit(batches(), 7, progress=False, save_to=tmp_path / "run")
+    assert [w["step"] for w in t.watched] == [0, 3, 6, 7]  # the start, every 3 steps, the end
+    assert t.watched[0] == {"step": 0, **first} and t.watched[-1]["training"] != first["training"]
+    assert checkpoint.read_meta(tmp_path / "run")["watched"] == t.watched  # kept in the checkpoint's history
+    assert trainer().load(tmp_path / "run").watched == t.watched
+
+
+@pytest.mark.parametrize("recipe", ["smoke-ddpm", "smoke-latent"])
+def test_a_run_watches_its_loss_on_training_and_held_out_images(recipe, tiny_cifar, tmp_path):
+    vae = None
+    if recipe == "smoke-latent":
+        runs.train("smoke-vae", tmp_path / "vae", data_root=tiny_cifar)
+        vae = str(tmp_path / "vae")
+    runs.train(recipe, tmp_path / "run", data_root=tiny_cifar, vae=vae)
+    watched = checkpoint.read_meta(tmp_path / "run")["watched"]
+    assert watched[0]["step"] == 0 and watched[-1]["step"] == checkpoint.read_meta(tmp_path / "run")["step"]
+    assert all(set(w) == {"step", "training", "held-out"} for w in watched)
+    # (at step 0 the UNet answers 0 whatever it is shown, as initialised: the same loss on both batches)
+    assert watched[0]["training"] == watched[0]["held-out"] and watched[-1]["training"] != watched[-1]["held-out"]
+    if recipe == "smoke-ddpm":
+        assert runs.train(recipe, tmp_path / "mem", data_root=data.load_cifar10(tiny_cifar), steps=1).watched
+        images = data.load_cifar10(tiny_cifar)
+        images.source = ""  # images from memory, whose test images are nowhere: not watched, and no error
+        assert runs.train(recipe, tmp_path / "bare", data_root=images, steps=1).watched == []

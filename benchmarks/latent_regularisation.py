@@ -1,0 +1,74 @@
+"""The latent UNet regularised, at equal compute: ldm-cifar10's recipe with other dropout rates and one change of
+depth, each trained for the same minutes of training time on this machine, then scored as the quality table scores
+"latent DDIM 50" (the same seeded noise for every model, so the differences are paired), with how near its samples
+sit to the training images and where its held-out loss ended against its training loss (Trainer.watch).
+
+    .venv/bin/python benchmarks/latent_regularisation.py --minutes 7.5 --out data/bench/latent_regularisation.json
+    .venv/bin/python benchmarks/latent_regularisation.py --minutes 2 --samples 100 --variants "dropout 0.1" "dropout 0"
+
+Run it on a quiet machine, one variant after another: the budget is training time, so anything else running takes
+steps from the runs. The first variant is the one the others are compared with.
+"""
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffedu import data, env, metrics, report, runs  # noqa: E402
+from diffedu.evaluation import sample_images  # noqa: E402
+from diffedu.pipelines import load_pipeline  # noqa: E402
+from diffedu.recipes import get_recipe  # noqa: E402
+
+VARIANTS = {  # what each changes in ldm-cifar10's UNet
+    "dropout 0.1": {},  # the shipped recipe
+    "dropout 0": {"dropout": 0.0},
+    "dropout 0.2": {"dropout": 0.2},
+    "1 block a level": {"num_res_blocks": 1},  # half the depth, the same width
+}
+
+
+def nearest(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Each row's Euclidean distance to its nearest row of `reference`."""
+    return torch.cat([torch.cdist(chunk.double(), reference.double()).min(dim=1).values for chunk in x.split(250)])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--minutes", type=float, default=7.5, help="training time for each (default: 7.5, the recipe's)")
+    p.add_argument("--samples", type=int, default=500, help="images per score (default: 500, the quality table's)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--runs", type=Path, default=Path("runs/latent_regularisation"))
+    p.add_argument("--out", type=Path, help="write the scores (with their influences) here as JSON")
+    args = p.parse_args()
+    device = env.get_device(args.device)
+    train, test = data.load_cifar10(), data.load_cifar10(train=False)
+    reference = metrics.Reference(metrics.cached_features(train.images, device=device))
+    train_pixels, real = data.to_float(train.images).flatten(1), data.to_float(test.images[: args.samples])
+    real_nn = nearest(real.flatten(1), train_pixels).median().item()
+    base = get_recipe("ldm-cifar10")
+    table: dict = {"samples": args.samples, "minutes": args.minutes, "rows": {}}
+    for name in args.variants:
+        recipe = replace(base, model={**base.model, **VARIANTS[name]}, minutes=args.minutes)
+        out = args.runs / name.replace(" ", "-")
+        trainer = runs.train(recipe, out, data_root=train, force=True, device=device)
+        pipe = load_pipeline(out, device)
+        images = sample_images(pipe, args.samples, steps=50, sampler="ddim")
+        scores = metrics.scores_of(metrics.inception_features(images, device=device), reference, influence=True)
+        distance = nearest(images.cpu().flatten(1), train_pixels).median().item() / real_nn
+        last = trainer.watched[-1] if trainer.watched else {}
+        table["rows"][name] = {**scores, "steps": trainer.step, "nearest_training": distance, "watched": last}
+        gap = f", held-out loss {last['held-out'] / last['training']:.3f}x training" if last else ""
+        print(f"{name}: {trainer.step} steps, nearest training image {distance:.2f}x real test images'{gap}")
+    first, *others = args.variants
+    print(report.compare(table, *[(first, other) for other in others]))
+    if args.out:
+        env.write_json({**table, "machine": env.machine(device)}, args.out)
+
+
+if __name__ == "__main__":
+    main()
