@@ -100,7 +100,8 @@ def test_cli_trains_a_vae_then_a_latent_model_and_samples_images(cifar_root, tmp
     assert checkpoint.read_meta(vae)["config"]["scale_factor"] != 1.0  # measured on the data after training
     assert cli.main(["train", "latent", *common, "--vae", str(vae), "--out", str(latent)]) == 0
     assert checkpoint.read_meta(latent)["vae"] == str(vae.resolve())  # absolute: it resolves from any folder
-    assert len(list((tmp_path / "data" / "latents").glob("*.safetensors"))) == 1
+    # the training images' latents, and the held-out test images' its loss is watched on
+    assert len(list((tmp_path / "data" / "latents").glob("*.safetensors"))) == 2
     png = tmp_path / "latent.png"
     assert cli.main(["sample", "--ckpt", str(latent), "--steps", "4", "--samples", "2", "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and "wrote 2 images" in capsys.readouterr().out
