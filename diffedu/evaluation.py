@@ -10,6 +10,8 @@
   models for every sampler and step count, and of the yardsticks (real test images, VAE reconstructions), at
   500 images against all the training images.
 - The **guidance curve** (`guidance_curve`): a class-conditional model's FID/KID and class accuracy against w.
+- The **denoising gap** (`denoising_gap`): how much better a model denoises its training data than data it never
+  saw, timestep by timestep; where it is well above 1 the model has started to memorise its data.
 Timing lives in `diffedu.bench`; the scores themselves in `diffedu.metrics`.
 """
 
@@ -226,6 +228,44 @@ QUALITY_METHODS = (
     "flow Euler 1",
 )
 QUALITY_ROWS = (*YARDSTICKS, L1_RECONSTRUCTIONS, *QUALITY_METHODS)  # in the table's order
+
+
+GAP_TIMESTEPS = (10, 50, 100, 200, 400, 700, 999)
+
+
+@torch.no_grad()
+def denoising_gap(
+    pipe: Diffusion, seen: torch.Tensor, unseen: torch.Tensor, timesteps=GAP_TIMESTEPS, batch_size: int = 256
+) -> list[dict[str, float]]:
+    """DDPM's simple loss on data the model trained on (`seen`: images in [-1, 1], or a latent model's scaled
+    latents) and on as much it never saw (`unseen`), at each timestep: the same noise for the i-th of both, so that
+    only the data differ. Each row holds the two mean losses and the held-out loss over the training loss, with its
+    standard error over the data (the delta method; the two sets are independent draws). A model that learns from
+    its data denoises both alike (ratio 1); one that memorises it denoises its own better (ratio above 1)."""
+    if pipe.schedule is None:
+        raise DiffeduError("denoising_gap measures a noise-predicting (DDPM) model; a flow model has no schedule")
+    if seen.shape != unseen.shape or len(seen) < 2:
+        raise DiffeduError(f"give as many training as held-out samples, at least 2: got {len(seen)} and {len(unseen)}")
+    rows = []
+    for t in timesteps:
+        noise = torch.randn(seen.shape, generator=torch.Generator().manual_seed(t))
+        a, b = (_losses(pipe, x, t, noise, batch_size) for x in (seen, unseen))
+        ratio = b.mean() / a.mean()
+        se = ratio * (a.var() / (len(a) * a.mean() ** 2) + b.var() / (len(b) * b.mean() ** 2)).sqrt()
+        rows.append(
+            {"t": t, "training": a.mean().item(), "held-out": b.mean().item(), "ratio": ratio.item(), "se": se.item()}
+        )
+    return rows
+
+
+def _losses(pipe: Diffusion, x0: torch.Tensor, t: int, noise: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Each sample's squared error in predicting its noise at step t (as `training.eps_loss` scores a batch)."""
+    out = []
+    for x, eps in zip(x0.split(batch_size), noise.split(batch_size)):
+        x, eps = x.to(pipe.device, pipe.dtype), eps.to(pipe.device, pipe.dtype)
+        ts = torch.full((len(x),), t, device=pipe.device)
+        out.append((pipe.unet(pipe.schedule.q_sample(x, ts, eps), ts) - eps).float().pow(2).flatten(1).mean(1).cpu())
+    return torch.cat(out)
 
 
 def quality_row_images(

@@ -426,7 +426,8 @@ if profile.name == "smoke":
 #   takes less time per step, and the two levers multiply.
 # - **Where latent diffusion loses, here.** The latent model is cheaper per image, and the pairs above say how
 #   its quality compares. Its samples sit well above its decoder's floor: the latent UNet's own error is what is
-#   left to win. Its card says what has been tried.
+#   left to win. Lesson 05 showed that it has begun to memorise its small latent data set; its card says what has
+#   been tried.
 # - **Small images are latent diffusion's worst case.** At CIFAR's size the pixel UNet is already cheap, and the
 #   encoder and decoder are fixed costs that the saving must pay for. At high resolution the saving is far
 #   larger, above all in attention: that is where latent diffusion wins outright, and why Stable Diffusion uses

@@ -265,3 +265,42 @@ def test_a_run_watches_its_loss_on_training_and_held_out_images(recipe, tiny_cif
         images = data.load_cifar10(tiny_cifar)
         images.source = ""  # images from memory, whose test images are nowhere: not watched, and no error
         assert runs.train(recipe, tmp_path / "bare", data_root=images, steps=1).watched == []
+
+
+class AnalyticDenoiser:
+    """A pipeline whose `unet` is the best noise prediction, in closed form, for one of two data distributions:
+    Gaussian N(0, s^2 I) data (`s`), or the uniform distribution over the points `memorised` (the posterior mean of
+    x0 given x_t is a softmax-weighted mean of those points: a model that has memorised its training set)."""
+
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def __init__(self, s: float = 0.5, memorised: torch.Tensor | None = None) -> None:
+        self.schedule, self.s, self.memorised = Schedule.linear(), s, memorised
+
+    def unet(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = self.schedule.alpha_bar[t[0]].float()
+        if self.memorised is None:
+            x0 = ab.sqrt() * self.s**2 * x_t / (ab * self.s**2 + 1 - ab)
+        else:
+            points = self.memorised.flatten(1)
+            logits = -(torch.cdist(x_t.flatten(1).double(), ab.sqrt() * points.double()) ** 2) / (2 * (1 - ab))
+            x0 = (logits.softmax(1) @ points.double()).float().view_as(x_t)
+        return self.schedule.predict_eps(x_t, t, x0)
+
+
+def test_denoising_gap_is_one_for_a_model_that_learned_the_distribution_and_large_for_one_that_memorised():
+    from diffedu.evaluation import denoising_gap
+
+    g = torch.Generator().manual_seed(0)
+    seen, unseen = (0.5 * torch.randn(400, 3, 4, 4, generator=g) for _ in range(2))
+    for row in denoising_gap(AnalyticDenoiser(0.5), seen, unseen, timesteps=(10, 100, 500, 999)):
+        assert abs(row["ratio"] - 1) < 4 * row["se"] + 1e-3, row  # only the data differ, drawn alike
+        assert 0 < row["se"] < 0.1
+    memoriser = denoising_gap(AnalyticDenoiser(memorised=seen), seen, unseen, timesteps=(10, 100, 999))
+    assert memoriser[0]["training"] < 1e-3 < 0.5 < memoriser[0]["held-out"]  # its own points, denoised exactly
+    assert memoriser[1]["ratio"] > 10 * memoriser[1]["se"] + 1  # a gap far beyond its error bar
+    assert abs(memoriser[2]["ratio"] - 1) < 0.05  # at pure noise there is nothing to recognise
+    same = denoising_gap(AnalyticDenoiser(memorised=seen), seen, seen.clone(), timesteps=(100,))[0]
+    assert same["ratio"] == 1 and same["training"] == same["held-out"]  # the same noise for the i-th of both
+    with pytest.raises(DiffeduError, match="as many"):
+        denoising_gap(AnalyticDenoiser(), seen, unseen[:10])
