@@ -28,6 +28,7 @@ VARIANTS = {  # what each changes in ldm-cifar10's UNet
     "dropout 0": {"dropout": 0.0},
     "dropout 0.2": {"dropout": 0.2},
     "1 block a level": {"num_res_blocks": 1},  # half the depth, the same width
+    "channels 32": {"channels": 32},  # half the width, a quarter of the parameters
 }
 
 
@@ -61,13 +62,20 @@ def main() -> None:
         scores = metrics.scores_of(metrics.inception_features(images, device=device), reference, influence=True)
         distance = nearest(images.cpu().flatten(1), train_pixels).median().item() / real_nn
         last = trainer.watched[-1] if trainer.watched else {}
-        table["rows"][name] = {**scores, "steps": trainer.step, "nearest_training": distance, "watched": last}
+        parameters = sum(w.numel() for w in trainer.model.parameters())
+        table["rows"][name] = {
+            **scores,
+            "steps": trainer.step,
+            "parameters": parameters,
+            "nearest_training": distance,
+            "watched": trainer.watched,  # the held-out and training losses as it trained
+        }
         gap = f", held-out loss {last['held-out'] / last['training']:.3f}x training" if last else ""
         print(f"{name}: {trainer.step} steps, nearest training image {distance:.2f}x real test images'{gap}")
+        if args.out:  # after each variant, so that a stopped comparison keeps what it measured
+            env.write_json({**table, "machine": env.machine(device)}, args.out)
     first, *others = args.variants
     print(report.compare(table, *[(first, other) for other in others]))
-    if args.out:
-        env.write_json({**table, "machine": env.machine(device)}, args.out)
 
 
 if __name__ == "__main__":
