@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffedu import data, env, metrics, report, runs  # noqa: E402
 from diffedu.evaluation import sample_images  # noqa: E402
+from diffedu.nets import count_parameters  # noqa: E402
 from diffedu.pipelines import load_pipeline  # noqa: E402
 from diffedu.recipes import get_recipe  # noqa: E402
 
@@ -62,11 +63,10 @@ def main() -> None:
         scores = metrics.scores_of(metrics.inception_features(images, device=device), reference, influence=True)
         distance = nearest(images.cpu().flatten(1), train_pixels).median().item() / real_nn
         last = trainer.watched[-1] if trainer.watched else {}
-        parameters = sum(w.numel() for w in trainer.model.parameters())
         table["rows"][name] = {
             **scores,
             "steps": trainer.step,
-            "parameters": parameters,
+            "parameters": count_parameters(trainer.model),
             "nearest_training": distance,
             "watched": trainer.watched,  # the held-out and training losses as it trained
         }

@@ -246,6 +246,8 @@ def denoising_gap(
         raise DiffeduError("denoising_gap measures a noise-predicting (DDPM) model; a flow model has no schedule")
     if seen.shape != unseen.shape or len(seen) < 2:
         raise DiffeduError(f"give as many training as held-out samples, at least 2: got {len(seen)} and {len(unseen)}")
+    if not all(isinstance(t, int) and 0 <= t < pipe.schedule.T for t in timesteps):
+        raise DiffeduError(f"timesteps must be whole numbers from 0 to {pipe.schedule.T - 1}, got {timesteps!r}")
     rows = []
     for t in timesteps:
         noise = torch.randn(seen.shape, generator=torch.Generator().manual_seed(t))

@@ -304,3 +304,5 @@ def test_denoising_gap_is_one_for_a_model_that_learned_the_distribution_and_larg
     assert same["ratio"] == 1 and same["training"] == same["held-out"]  # the same noise for the i-th of both
     with pytest.raises(DiffeduError, match="as many"):
         denoising_gap(AnalyticDenoiser(), seen, unseen[:10])
+    with pytest.raises(DiffeduError, match="timesteps"):
+        denoising_gap(AnalyticDenoiser(), seen, unseen, timesteps=(1000,))
