@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from diffedu import checkpoint, cli, env, evaluation
+from diffedu import checkpoint, cli, distributed, env, evaluation
 from diffedu.nets import UNet, UNetConfig
 from diffedu.schedules import Schedule
 from diffedu.training import Trainer, eps_loss
@@ -200,14 +200,14 @@ def test_a_stop_during_the_command_saves_and_says_how_to_resume(stop, tiny_cifar
         "--device",
         "cpu",
     ]
-    # as from a terminal: SIGINT at its default, which Python turns into KeyboardInterrupt (a shell's background
-    # job inherits it ignored, and Python then leaves it ignored)
+    # as from a terminal: the stop signals at their defaults (a shell's background job inherits SIGINT ignored, a
+    # job under nohup SIGHUP, and a run honours what it was told to ignore)
     child = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: [signal.signal(signum, signal.SIG_DFL) for signum in distributed.STOP_SIGNALS],
     )
     request.addfinalizer(child.kill)  # never leave a training running, whatever fails below
     assert "steps 0 -> 1000000" in child.stdout.readline()  # printed just before training starts
