@@ -10,6 +10,7 @@ import torch
 
 from diffedu import checkpoint, data, runs
 from diffedu.errors import CheckpointError, DiffeduError
+from diffedu.evaluation import denoising_gap
 from diffedu.latent import vae_fingerprint
 from diffedu.nets import UNet, UNetConfig
 from diffedu.pipelines import load_pipeline, load_vae
@@ -289,8 +290,6 @@ class AnalyticDenoiser:
 
 
 def test_denoising_gap_is_one_for_a_model_that_learned_the_distribution_and_large_for_one_that_memorised():
-    from diffedu.evaluation import denoising_gap
-
     g = torch.Generator().manual_seed(0)
     seen, unseen = (0.5 * torch.randn(400, 3, 4, 4, generator=g) for _ in range(2))
     for row in denoising_gap(AnalyticDenoiser(0.5), seen, unseen, timesteps=(10, 100, 500, 999)):
