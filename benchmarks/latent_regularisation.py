@@ -6,6 +6,7 @@ denoising gap at t = 100 (evaluation.denoising_gap), where the shipped UNet's is
 
     .venv/bin/python benchmarks/latent_regularisation.py --minutes 7.5 --out data/bench/latent_regularisation.json
     .venv/bin/python benchmarks/latent_regularisation.py --minutes 2 --samples 100 --variants "dropout 0.1" "dropout 0"
+    .venv/bin/python benchmarks/latent_regularisation.py --device cpu --minutes 95 --variants "channels 32"
 
 Run it on a quiet machine, one variant after another: the budget is training time, so anything else running takes
 steps from the runs. The first variant is the one the others are compared with.
