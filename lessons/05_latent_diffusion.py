@@ -280,7 +280,7 @@ for name, (model, _, _) in models.items():
 # %% [markdown]
 # The shipped latent UNet has more parameters than its data has numbers; the pixel UNet has far fewer. Twelve times
 # fewer values per image is what makes each latent step cheap, and it also leaves the latent model less to learn
-# from. Its card says what has been tried against it: a UNet a quarter its size does not memorise, but it has not
+# from. Its card says what has been tried against it: a UNet a quarter its size memorises far less, but it has not
 # yet matched the shipped one's scores.
 
 # %% [markdown]
