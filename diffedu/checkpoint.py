@@ -25,6 +25,7 @@ from . import env
 from .errors import CheckpointError, DiffeduError
 from .nets import UNet, UNetConfig
 from .schedules import Schedule
+from .text import CLIP, CLIPConfig
 from .vae import VAE, VAEConfig
 
 FORMAT = "diffedu-checkpoint-1"
@@ -32,6 +33,7 @@ HEADER_KEY = "diffedu"  # the config's key in the safetensors header
 KINDS = {
     "unet": (UNet, UNetConfig),
     "vae": (VAE, VAEConfig),
+    "clip": (CLIP, CLIPConfig),
 }  # the "kind" in a checkpoint's config -> (model class, config class)
 _TRAIN = "train one with `python -m diffedu train` and pass the path it prints"
 

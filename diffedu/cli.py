@@ -3,6 +3,7 @@
     python -m diffedu train ddpm --profile cpu --steps 2000       # -> runs/ddpm/model
     python -m diffedu train --out runs/ddpm/model --resume        # continue it (Ctrl-C saves first)
     python -m diffedu sample --ckpt runs/ddpm/model --steps 50 --out samples.png
+    python -m diffedu sample --ckpt sd-cifar10 --prompt "a photo of a red car"   # text to image (lesson 11)
     python -m diffedu train vae --profile cpu                     # -> runs/vae/model
     python -m diffedu train latent --vae runs/vae/model           # -> runs/latent/model
     python -m diffedu train --recipe ldm-cifar10                  # a shipped model's recipe
@@ -11,6 +12,7 @@
     python -m diffedu fid --ckpt ddpm-cifar10 --steps 100 --samples 1000   # FID/KID of a model
     python -m diffedu bench --profile cpu                         # pixel vs latent, measured -> data/bench/cpu.json
     python -m diffedu quality --rows "DDIM 50" "latent DDIM 50"    # FID/KID per sampler at 500 images, resumable
+    python -m diffedu adherence --ckpt sd-cifar10                 # does the image obey its prompt? (lesson 11)
     python -m diffedu student --out student                       # the lessons without the exercises' solutions
     python -m diffedu course --out course                         # an nbgrader course folder, lessons released
 
@@ -35,10 +37,23 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import bench, checkpoint, data, distributed, env, evaluation, metrics, pretrained, report, runs
+from . import (
+    adherence,
+    bench,
+    checkpoint,
+    data,
+    distributed,
+    env,
+    evaluation,
+    metrics,
+    pretrained,
+    report,
+    runs,
+    text,
+)
 from .classroom import course_folder, student_edition
 from .errors import CheckpointError, DiffeduError
-from .pipelines import Consistency, Diffusion, FlowMatching, load_pipeline, load_vae
+from .pipelines import Consistency, Diffusion, FlowMatching, TextToImage, load_pipeline, load_vae
 from .profiles import PROFILES, get_profile
 from .recipes import KINDS, RECIPES, get_recipe
 from .samplers import CONSISTENCY, FLOW_SAMPLERS, SAMPLERS, SPACINGS
@@ -271,9 +286,14 @@ def parser() -> argparse.ArgumentParser:
         "--class", dest="class_", metavar="CLASS", help="for a class-conditional model: a class name (horse) or index"
     )
     s.add_argument(
+        "--prompt",
+        help="for a text-to-image model (sd-cifar10): what to draw, in its words, e.g. 'a photo of a red car'",
+    )
+    s.add_argument(
         "--guidance",
         type=finite_float,
-        help="with --class: the guidance scale w (0 unconditional, 1 conditional, more: stronger; default 3)",
+        help="with --class or --prompt: the guidance scale w (0 unconditional, 1 conditional, more: stronger; "
+        "default 3)",
     )
     s.add_argument("--out", type=image_out, default="samples.png", help="the image grid to write (.png, .jpg, ...)")
     s.add_argument("--force", action="store_true", help="replace a file at --out that this command did not write")
@@ -319,6 +339,28 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help=device_help)
     g.add_argument("--out", type=file_out, help="JSON file to write (default: data/bench/guidance-<name>.json)")
     g.add_argument("--force", action="store_true", help="replace a file at --out that is not a guidance curve")
+
+    a = sub.add_parser(
+        "adherence", help="a text-to-image model's prompt adherence: class, colour and brightness against w (lesson 11)"
+    )
+    a.add_argument("--ckpt", required=True, help="a text-to-image checkpoint (e.g. sd-cifar10)")
+    a.add_argument(
+        "--baseline",
+        default="ldm-cifar10-cond",
+        help="a class-conditional model sampled from the same noise, "
+        "scored alike (default: ldm-cifar10-cond; 'none' for none)",
+    )
+    a.add_argument("--samples", type=scored_count, default=500, help="class-only prompts' images per w (default: 500)")
+    a.add_argument("--scales", type=finite_float, nargs="+", default=list(adherence.SCALES), help="guidance scales w")
+    a.add_argument("--steps", type=positive, default=50, help="DDIM steps (default: 50)")
+    a.add_argument("--data", type=path_text, help=data_help)
+    a.add_argument("--device", help=device_help)
+    a.add_argument("--out", type=file_out, help="JSON file to write (default: data/bench/adherence-<name>.json)")
+    a.add_argument("--force", action="store_true", help="replace a file at --out that is not an adherence table")
+
+    z = sub.add_parser("zeroshot", help="a text encoder's zero-shot classification and colour retrieval (lesson 11)")
+    z.add_argument("--ckpt", required=True, help="a CLIP checkpoint (e.g. clip-cifar10)")
+    z.add_argument("--data", type=path_text, help=data_help)
 
     q = sub.add_parser("quality", help="the shipped models' FID/KID for every sampler and step count, resumably")
     q.add_argument("--samples", type=scored_count, default=500, help="images per row (default: 500)")
@@ -557,15 +599,20 @@ def launch(args) -> int:
 
 
 def sample_cmd(args) -> None:
-    if args.guidance is not None and args.class_ is None:
+    if args.guidance is not None and args.class_ is None and not args.prompt:
         raise DiffeduError(
-            "--guidance weighs the model's prediction for --class: give a class too (e.g. --class horse)"
+            "--guidance weighs the model's prediction for --class or --prompt: give one too (e.g. --class horse)"
         )
+    if args.class_ is not None and args.prompt is not None:
+        raise DiffeduError("give --class or --prompt, not both: a model is conditioned on one or the other")
     note = env.check_replaceable(args.out, ours_image, args.force)  # before the sampling, which can take minutes
     pipe = load_pipeline(args.ckpt, args.device, args.vae)
     classes = class_arg(args.class_)
     guidance = 3.0 if args.guidance is None else args.guidance
     sampler = args.sampler or pipe.default_sampler
+    if args.prompt is not None:  # checked (the model reads prompts, knows the words) before any sampling
+        pipe.guided(pipe.noise(1), None, guidance if args.prompt.strip() else 1.0, args.prompt)
+    conditioned = classes is not None or bool(args.prompt and args.prompt.strip())
     images = pipe.sample(
         args.samples,
         args.steps,
@@ -574,13 +621,15 @@ def sample_cmd(args) -> None:
         spacing=args.spacing,
         generator=torch.Generator().manual_seed(args.seed),
         classes=classes,
-        guidance=guidance if classes is not None else 1.0,
+        guidance=guidance if conditioned else 1.0,
+        prompt=args.prompt,
     )
     exif = Image.Exif()
     exif[SOFTWARE] = MADE_BY  # how a later run knows the file is its own to replace
     image = Image.fromarray(grid(images, nrow=8))
     env.write_whole(args.out, lambda partial: image.save(partial, format=image_format(args.out), exif=exif))
     which = f", class {args.class_}, guidance {guidance:g}" if args.class_ else ""
+    which = f", prompt {args.prompt!r}, guidance {guidance:g}" if conditioned and args.prompt else which
     print(
         f"wrote {args.samples} images ({describe(pipe, sampler, args.steps, args.eta, args.spacing)}{which}) "
         f"to {args.out}" + (f"; {note}" if note else "")
@@ -704,6 +753,42 @@ def guidance_cmd(args) -> None:
     print(f"\nwrote {env.write_json(curve, out)}" + (f"; {note}" if note else ""))
 
 
+def adherence_cmd(args) -> None:
+    out = Path(args.out or env.home() / "bench" / f"adherence-{Path(args.ckpt).name}.json")
+    note = env.check_replaceable(out, env.json_result("scales", "ceiling"), args.force)
+    env.check_writable(env.home() / "fid" / "features")
+    if len(set(args.scales)) != len(args.scales) or min(args.scales) < 0:
+        raise DiffeduError(f"--scales must be different guidance scales of 0 or more, got {args.scales}")
+    pipe = load_pipeline(args.ckpt, args.device)
+    if not isinstance(pipe, TextToImage):
+        raise DiffeduError(f"{args.ckpt} is not a text-to-image model: it takes no prompts to adhere to")
+    baseline = None if args.baseline == "none" else load_pipeline(args.baseline, args.device)
+    if baseline is not None and not baseline.classes:
+        raise DiffeduError(f"--baseline {args.baseline} is not class-conditional: give one that is, or 'none'")
+    train, test = data.load_cifar10(args.data), data.load_cifar10(args.data, train=False)
+    table = adherence.adherence_table(
+        pipe,
+        train,
+        test,
+        baseline=baseline,
+        scales=args.scales,
+        samples=args.samples,
+        steps=args.steps,
+        device=args.device,
+    )
+    table["baseline_model"] = None if baseline is None else args.baseline
+    print(report.adherence_table(table))
+    print(f"\nwrote {env.write_json(table, out)}" + (f"; {note}" if note else ""))
+
+
+def zeroshot_cmd(args) -> None:
+    test = data.load_cifar10(args.data, train=False)
+    scores = text.evaluate(pretrained.load_clip(args.ckpt), test.images, test.labels)
+    for name in ("zero-shot", "colour"):
+        cell = scores[name]
+        print(f"{name}: {100 * cell['accuracy']:.1f}% ± {100 * cell['se']:.1f} of {cell['n']} test images")
+
+
 def quality_cmd(args) -> None:
     out = Path(args.out or env.home() / "bench" / "quality.json")
     note = env.check_replaceable(out, env.json_result("rows", "reference"), args.force)
@@ -762,6 +847,8 @@ COMMANDS = {
     "fid": fid_cmd,
     "bench": bench_cmd,
     "guidance": guidance_cmd,
+    "adherence": adherence_cmd,
+    "zeroshot": zeroshot_cmd,
     "quality": quality_cmd,
     "export": export_cmd,
     "student": student_cmd,

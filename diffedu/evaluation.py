@@ -99,6 +99,7 @@ def sample_images(
     spacing: str = "uniform",
     eta: float = 0.0,
     classes: torch.Tensor | None = None,
+    prompts: list[str] | None = None,
     guidance: float = 1.0,
     batch_size: int = 100,
     seed: int = 0,
@@ -106,7 +107,8 @@ def sample_images(
 ) -> torch.Tensor:
     """n images in [-1, 1] on the CPU, drawn `batch_size` at a time, batch k from the seed `seed + k * batch_size`:
     the protocol of every FID/KID the course ships. `classes`: one class per image, for a class-conditional
-    pipeline, with classifier-free guidance of scale `guidance`. `progress`: a bar per sampling loop."""
+    pipeline, or `prompts`, one per image, for a text-to-image one, with classifier-free guidance of scale
+    `guidance`. `progress`: a bar per sampling loop."""
     starts = range(0, n, batch_size)
     return torch.cat(
         [
@@ -118,6 +120,7 @@ def sample_images(
                 spacing=spacing,
                 progress=progress,
                 classes=None if classes is None else classes[start : start + batch_size],
+                **({} if prompts is None else {"prompt": prompts[start : start + batch_size]}),
                 guidance=guidance,
                 generator=torch.Generator().manual_seed(seed + start),
             )

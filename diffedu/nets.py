@@ -82,6 +82,37 @@ class Attention(nn.Module):
         return x + self.out(y.transpose(-1, -2).reshape(b, c, h, w))
 
 
+class CrossAttention(nn.Module):
+    """Cross-attention (Rombach et al. 2022, as in Stable Diffusion): queries from the feature map's pixels, keys
+    and values from the text encoder's token states, padding masked, so that each pixel reads the words it needs.
+    A residual whose output projection starts at zero: added to a trained UNet, it changes nothing until trained."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 1) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = norm(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.out = nn.Conv2d(channels, channels, 1)
+        for p in self.out.parameters():
+            nn.init.zeros_(p)
+        self.maps: list[torch.Tensor] | None = None  # a list: each call appends its attention weights (record_maps)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (b, c, h, w); context (b, L, context_dim) token states; mask (b, L), True for the real tokens."""
+        b, c, h, w = x.shape
+        q = self.q(self.norm(x)).reshape(b, self.heads, c // self.heads, h * w).transpose(-1, -2)
+        k, v = self.kv(context).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        keep = mask[:, None, None, :]  # (b, 1, 1, L): every head and pixel ignores the padding
+        if self.maps is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        else:  # the same, spelled out, to keep the weights: (b, heads, h*w, L)
+            weights = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~keep, float("-inf")).softmax(-1)
+            self.maps.append(weights.detach())
+            y = weights @ v
+        return x + self.out(y.transpose(-1, -2).reshape(b, c, h, w))
+
+
 @dataclass
 class UNetConfig:
     """Everything needed to rebuild a UNet: stored as JSON beside its weights."""
@@ -102,6 +133,8 @@ class UNetConfig:
     # refuse a schedule of another T. 1000, every recipe's, for the checkpoints saved before it was recorded; a
     # flow-matching model, whose t is in [0, 1], has no use for it
     T: int = 1000
+    # > 0: text-conditioned, with cross-attention to token states of this width after every block (lesson 11)
+    context_dim: int = 0
 
     def __post_init__(self) -> None:
         self.channel_mult, self.attn_resolutions = tuple(self.channel_mult), tuple(self.attn_resolutions)
@@ -118,6 +151,10 @@ class UNetConfig:
             raise DiffeduError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
             raise DiffeduError(f"image_size {self.image_size} cannot be halved {len(self.channel_mult) - 1} times")
+        if not isinstance(self.context_dim, int) or isinstance(self.context_dim, bool) or self.context_dim < 0:
+            raise DiffeduError(f"context_dim must be 0 (no text) or a positive whole number, got {self.context_dim!r}")
+        if self.num_classes and self.context_dim:
+            raise DiffeduError("a UNet is conditioned on classes or on text, not both")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 0:
             raise DiffeduError(
                 f"num_classes must be 0 (unconditional) or a positive whole number, got {self.num_classes!r}"
@@ -134,7 +171,9 @@ class UNetConfig:
 class UNet(nn.Module):
     """eps_theta(x_t, t): predicts the noise that was added to make x_t (trained by flow matching: the velocity
     v_theta(x_t, t), the same network). With `num_classes`, eps_theta(x_t, t, y):
-    a learned embedding of the class y is added to the time embedding, so every block knows what to draw."""
+    a learned embedding of the class y is added to the time embedding, so every block knows what to draw. With
+    `context_dim`, eps_theta(x_t, t, context=..., mask=...): every block is followed by cross-attention to a
+    prompt's token states, as in Stable Diffusion."""
 
     def __init__(self, config: UNetConfig | None = None, **overrides) -> None:
         super().__init__()
@@ -147,7 +186,8 @@ class UNet(nn.Module):
 
         def stage(c_in, c_out, res) -> nn.ModuleList:
             attn = Attention(c_out, cfg.heads) if res in cfg.attn_resolutions else nn.Identity()
-            return nn.ModuleList([ResBlock(c_in, c_out, t_dim, cfg.dropout), attn])
+            cross = [CrossAttention(c_out, cfg.context_dim, cfg.heads)] if cfg.context_dim else []
+            return nn.ModuleList([ResBlock(c_in, c_out, t_dim, cfg.dropout), attn, *cross])
 
         # Down: each level's blocks, then a stride-2 conv (except at the last level).
         self.down, widths, c, res = nn.ModuleList(), [ch], ch, cfg.image_size
@@ -162,6 +202,7 @@ class UNet(nn.Module):
                 res //= 2
         self.mid = nn.ModuleList(
             [ResBlock(c, c, t_dim, cfg.dropout), Attention(c, cfg.heads), ResBlock(c, c, t_dim, cfg.dropout)]
+            + ([CrossAttention(c, cfg.context_dim, cfg.heads)] if cfg.context_dim else [])
         )
         # Up: mirror of down, one more block per level, each eating one skip connection.
         self.up = nn.ModuleList()
@@ -179,8 +220,17 @@ class UNet(nn.Module):
             nn.init.zeros_(p)
         self.head = nn.Sequential(norm(c), nn.SiLU(), out)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x_t, t (one for all or one per image), and for a class-conditional UNet the classes y (None: "no label")."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x_t, t (one for all or one per image), and for a class-conditional UNet the classes y (None: "no label");
+        for a text-conditioned one a prompt's token states `context` (batch, tokens, context_dim) and the `mask` of
+        its real tokens (batch, tokens)."""
         cfg = self.config
         if x.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
             raise DiffeduError(
@@ -193,18 +243,38 @@ class UNet(nn.Module):
             emb = emb + self.class_emb(self.labels(y, len(x), x.device))
         elif y is not None:
             raise DiffeduError("this UNet is not class-conditional: it takes no labels")
+        text = self.check_context(context, mask, len(x))
+
+        def stage(layer: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:  # a ResBlock, attention or not, the text
+            h = layer[1](layer[0](h, emb))
+            return layer[2](h, *text) if len(layer) == 3 else h
+
         h = self.stem(x)
         skips = [h]
-        for layer in self.down:  # a stage (a ResBlock, then attention or not), or a stride-2 conv
-            h = layer[1](layer[0](h, emb)) if isinstance(layer, nn.ModuleList) else layer(h)
+        for layer in self.down:  # a stage, or a stride-2 conv
+            h = stage(layer, h) if isinstance(layer, nn.ModuleList) else layer(h)
             skips.append(h)
         h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        h = self.mid[3](h, *text) if len(self.mid) == 4 else h
         for layer in self.up:  # a stage, or an upsampling
-            if isinstance(layer, nn.ModuleList):
-                h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
-            else:
-                h = layer(h)
+            h = stage(layer, torch.cat([h, skips.pop()], dim=1)) if isinstance(layer, nn.ModuleList) else layer(h)
         return self.head(h)
+
+    def check_context(self, context, mask, n: int) -> tuple[torch.Tensor, torch.Tensor] | tuple[()]:
+        """(context, mask) for a text-conditioned UNet, checked; () for any other, which must be given none."""
+        dim = self.config.context_dim
+        if not dim:
+            if context is not None or mask is not None:
+                raise DiffeduError("this UNet is not text-conditioned: it takes no prompt (context)")
+            return ()
+        if context is None or mask is None:
+            raise DiffeduError("this UNet is text-conditioned: give the prompt's token states (context) and mask")
+        if context.dim() != 3 or context.shape[0] != n or context.shape[2] != dim or mask.shape != context.shape[:2]:
+            raise DiffeduError(
+                f"context must be ({n}, tokens, {dim}) and mask ({n}, tokens), got {tuple(context.shape)} and "
+                f"{tuple(mask.shape)}"
+            )
+        return context, mask.bool()
 
     def labels(self, y, n: int, device=None) -> torch.Tensor:
         """Class indices for n images: y for all or one each; None is "no label" (index num_classes)."""
@@ -215,6 +285,22 @@ class UNet(nn.Module):
                 f"class labels must be in 0..{k - 1} ({k} for no label), got {y.min().item()}..{y.max().item()}"
             )
         return y
+
+
+def text_conditioned(base: UNet, context_dim: int) -> UNet:
+    """A UNet with cross-attention to token states of width `context_dim`, made from a trained `base`: every weight
+    of the base is kept, and since each cross-attention adds zero at first, the new UNet predicts exactly what the
+    base predicts with no label, for any prompt. A class-conditional base's "no label" embedding is added to the
+    time embedding's bias (it was added to every image's embedding), and its class embedding left behind."""
+    cfg = UNetConfig(**{**base.config.to_dict(), "num_classes": 0, "context_dim": context_dim})
+    unet = UNet(cfg).to(next(base.parameters()).device)
+    weights = {k: v for k, v in base.state_dict().items() if not k.startswith("class_emb.")}
+    if base.config.num_classes:
+        weights["t_mlp.2.bias"] = weights["t_mlp.2.bias"] + base.class_emb.weight[base.config.num_classes]
+    missing, unexpected = unet.load_state_dict(weights, strict=False)
+    cross = {name for name, module in unet.named_modules() if isinstance(module, CrossAttention)}
+    assert not unexpected and all(k.rsplit(".", 2)[0] in cross for k in missing), (missing, unexpected)
+    return unet
 
 
 def check_positive(config, *names: str) -> None:

@@ -28,12 +28,13 @@ from .consistency import consistency_fn
 from .data import CLASSES
 from .errors import CheckpointError, DiffeduError
 from .latent import decode_latents, encode_latents, vae_fingerprint
-from .nets import UNet
+from .nets import CrossAttention, UNet
 from .samplers import (
     CONSISTENCY,
     DEFAULT_STEPS,
     FLOW_SAMPLERS,
     Guided,
+    PromptGuided,
     Scheduler,
     Trajectory,
     consistency_sample,
@@ -44,6 +45,7 @@ from .samplers import (
     sample_trajectory,
 )
 from .schedules import Schedule
+from .text import CLIP, text_fingerprint
 from .vae import VAE
 
 MAX_IMAGES = 50_000  # the most images one call makes, as the command line's: 600 MB of CIFAR-sized images in float32
@@ -215,8 +217,13 @@ class Diffusion:
             indices.append(index)
         return self.unet.labels(torch.tensor(indices, device=self.device), n, self.device)
 
-    def guided(self, x_T: torch.Tensor, classes, guidance: float) -> nn.Module:
+    def guided(self, x_T: torch.Tensor, classes, guidance: float, prompt=None) -> nn.Module:
         """The model the sampler calls: the UNet, or for the given `classes` its classifier-free guided mix."""
+        if prompt is not None:
+            raise DiffeduError(
+                "this model has no text conditioning: it takes no prompt. Prompts are for a text-to-image model "
+                "(load_pipeline('sd-cifar10')); a class-conditional one takes classes='horse'"
+            )
         guidance = real(guidance, "guidance")
         if classes is None and guidance != 1.0:
             raise DiffeduError(
@@ -238,6 +245,7 @@ class Diffusion:
         progress: bool = True,
         classes=None,
         guidance: float = 1.0,
+        prompt=None,
     ) -> Trajectory:
         """Sample from x_T (a tensor or numpy array; default: fresh noise for n images, 16 if n is left out),
         keeping `frames` snapshots of x_t and the predicted x_0 (at most one a step); `images` are the decoded
@@ -247,7 +255,8 @@ class Diffusion:
         scheduler, frames = self.scheduler(sampler, steps, eta, spacing), whole(frames, "frames", 0)
         generator = seeded(generator)  # once: the noise and the sampler's draws come from one generator
         x_T = self.start(n, x_T, generator)
-        trajectory = sample_trajectory(self.guided(x_T, classes, guidance), scheduler, x_T, frames, generator, progress)
+        model = self.guided(x_T, classes, guidance, prompt)
+        trajectory = sample_trajectory(model, scheduler, x_T, frames, generator, progress)
         trajectory.images = finite(self.decode(trajectory.images), real(guidance, "guidance"))
         return trajectory
 
@@ -294,6 +303,7 @@ class FlowMatching(Diffusion):
         progress: bool = True,
         classes=None,
         guidance: float = 1.0,
+        prompt=None,
     ) -> Trajectory:
         """n images (from `x_T`, default fresh noise, as `Diffusion`'s) in `steps` steps (None: 50, at most 1,000)
         of 'euler' or 'heun'. No snapshots are kept (`frames` must be 0), and `eta` and `spacing` are the
@@ -311,7 +321,7 @@ class FlowMatching(Diffusion):
                 f"{' or '.join(map(repr, FLOW_SAMPLERS))} on evenly spaced t"
             )
         x_T = self.start(n, x_T, seeded(generator))
-        run = flow_sample(self.guided(x_T, classes, guidance), x_T, self.steps(steps), sampler, progress)
+        run = flow_sample(self.guided(x_T, classes, guidance, prompt), x_T, self.steps(steps), sampler, progress)
         run.images = finite(run.images, real(guidance, "guidance")).clamp(-1, 1)  # in [-1, 1], as every pipeline's
         return run
 
@@ -343,6 +353,7 @@ class Consistency(FlowMatching):
         progress: bool = True,
         classes=None,
         guidance: float = 1.0,
+        prompt=None,
     ) -> Trajectory:
         """n images (from `x_T`, default fresh noise, as `Diffusion`'s) in `steps` model calls (None: 1, at most
         1,000). The other samplers' knobs (eta, spacing, snapshots, classes) are refused."""
@@ -352,6 +363,7 @@ class Consistency(FlowMatching):
             f"{spacing!r} spacing": spacing != "uniform",
             "snapshots (frames)": bool(frames),
             "classes": classes is not None or guidance != 1.0,
+            "prompt": prompt is not None,
         }
         wrong = [what for what, refuse in refused.items() if refuse]
         if wrong:
@@ -391,6 +403,87 @@ class LatentDiffusion(Diffusion):
         return decode_latents(self.vae, latents)
 
 
+class TextToImage(LatentDiffusion):
+    """Stable Diffusion in miniature (lesson 11): a text-conditioned latent UNet, the frozen CLIP whose text encoder
+    reads its prompts, a VAE and a noise schedule.
+
+        pipe = load_pipeline("sd-cifar10")
+        images = pipe.sample(8, prompt="a red car", guidance=3, steps=50)
+
+    A prompt is one string for every image or one per image; the empty prompt (or none) is the unconditional model,
+    which classifier-free guidance mixes with the prompted one."""
+
+    def __init__(self, vae: VAE, unet: UNet, schedule: Schedule, clip: CLIP) -> None:
+        if unet.config.context_dim != clip.config.width:
+            raise DiffeduError(
+                f"the UNet attends to token states of width {unet.config.context_dim}, but this text encoder's are "
+                f"{clip.config.width} wide: pass the text encoder it was trained with"
+            )
+        super().__init__(vae, unet, schedule)
+        self.clip, self._said_empty = clip.eval(), False
+
+    @property
+    def words(self) -> list[str]:
+        """The words its prompts may use."""
+        return list(self.clip.tokenizer.words[2:])
+
+    def prompts(self, prompt, n: int) -> list[str]:
+        """n prompts from one for all or one per image, each checked by the tokenizer (unknown words, length)."""
+        texts = [prompt] * n if isinstance(prompt, str) else prompt
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(text, str) for text in texts):
+            raise DiffeduError(f"prompt must be a string, or a list of one string per image, got {prompt!r}")
+        if len(texts) != n:
+            raise DiffeduError(f"give one prompt for all {n} images or one per image, not {len(texts)}")
+        for text in dict.fromkeys(texts):
+            self.clip.tokenizer.split(text)  # an unknown word or too long a prompt: one clear error, before sampling
+        return list(texts)
+
+    def guided(self, x_T: torch.Tensor, classes, guidance: float, prompt=None) -> nn.Module:
+        """The UNet guided towards the prompts (classifier-free guidance of scale `guidance` against the empty
+        prompt)."""
+        if classes is not None:
+            raise DiffeduError(
+                "this model reads prompts, not classes: ask for prompt='a photo of a horse', without classes"
+            )
+        guidance = real(guidance, "guidance")
+        texts = self.prompts("" if prompt is None else prompt, len(x_T))
+        if not any(text.strip() for text in texts):
+            if guidance != 1.0:
+                raise DiffeduError("guidance weighs the prompt's prediction: give a prompt too, or leave guidance out")
+            if not self._said_empty:
+                print("the empty prompt: these are the model's unconditional samples")
+                self._said_empty = True
+        with torch.inference_mode():
+            prompts, empty = self.clip.encode_prompts(texts), self.clip.encode_prompts([""] * len(texts))
+        return PromptGuided(self.unet, prompts, empty, guidance)
+
+    def attention_maps(
+        self, prompt: str, n: int = 4, guidance: float = 3.0, steps: int = 50, generator=None, progress: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """n images for one prompt, and where each of its words was looked at: the cross-attention weights of its
+        tokens, averaged over the heads, the layers (each brought to the latent's size) and the steps. Returns the
+        images, the maps (n, words, latent size, latent size), each word's share of the attention, and the words."""
+        words = self.clip.tokenizer.split(prompt)
+        if real(guidance, "guidance") == 0:  # only the empty prompt is run: no word of this one is looked at
+            raise DiffeduError("at w = 0 the model ignores the prompt, so no word is looked at: set w above 0")
+        layers = [m for m in self.unet.modules() if isinstance(m, CrossAttention)]
+        for layer in layers:
+            layer.maps = []
+        try:
+            images = self.sample(n, steps, prompt=prompt, guidance=guidance, generator=generator, progress=progress)
+            size = self.unet.config.image_size
+            total = torch.zeros(n, len(words), size, size)
+            for layer in layers:
+                for weights in layer.maps or []:  # (batch, heads, h*w, tokens): the prompted half comes first
+                    side = math.isqrt(weights.shape[2])
+                    w = weights[:n].float().mean(1)[..., : len(words)].transpose(1, 2).reshape(n, -1, side, side)
+                    total += torch.nn.functional.interpolate(w.cpu(), size=size, mode="nearest")
+        finally:
+            for layer in layers:
+                layer.maps = None
+        return images, total / total.flatten(2).sum(-1).clamp_min(1e-12)[..., None, None], words
+
+
 def load_pipeline(
     name_or_path: str | Path, device: str | torch.device | int | None = None, vae: str | Path | None = None
 ) -> Diffusion:
@@ -404,6 +497,11 @@ def load_pipeline(
         raise DiffeduError(
             f"{name_or_path} is a pixel model: it makes images without a VAE, so there is none to "
             "replace. Leave the VAE out"
+        )
+    if meta.get("kind") == "clip":
+        raise CheckpointError(
+            f"{name_or_path} is a text encoder (a CLIP), not a diffusion model: sample a text-to-image model "
+            "(e.g. sd-cifar10), which reads its prompts with it"
         )
     if meta.get("kind") == "vae":
         raise CheckpointError(
@@ -432,7 +530,17 @@ def load_pipeline(
             f"the VAE at {vae_ref} has changed since {name_or_path} was trained on its latents: "
             "decoding with it would give garbage. Retrain the latent model, or pass the original VAE"
         )
-    return LatentDiffusion(vae_model, unet, schedule)
+    if not unet.config.context_dim:
+        return LatentDiffusion(vae_model, unet, schedule)
+    if not isinstance(meta.get("text_encoder"), str):
+        raise CheckpointError(f"{name_or_path} is text-conditioned but names no text encoder: the file is damaged")
+    clip = pretrained.load_clip(meta["text_encoder"]).to(device)
+    if meta.get("text_fingerprint") not in (None, text_fingerprint(clip)):
+        raise CheckpointError(
+            f"the text encoder {meta['text_encoder']} has changed since {name_or_path} learned to read it: "
+            "retrain the text-to-image model on it, or pass the original"
+        )
+    return TextToImage(vae_model, unet, schedule, clip)
 
 
 def load_vae(name_or_path: str | Path, device: str | torch.device | int | None = None) -> VAE:

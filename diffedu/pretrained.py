@@ -22,6 +22,7 @@ from torch import nn
 
 from . import checkpoint
 from .errors import DiffeduError
+from .text import CLIP
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
@@ -54,19 +55,21 @@ def reference(name_or_path: str | Path) -> str:
     return str(name_or_path) if str(name_or_path) in available() else str(Path(name_or_path).resolve())
 
 
-def export(run: str | Path, out: str | Path, hardware: str, vae: str | None = None) -> Path:
+def export(
+    run: str | Path, out: str | Path, hardware: str, vae: str | None = None, text_encoder: str | None = None
+) -> Path:
     """A training run as a shipped checkpoint: the EMA weights in float16 (half the size, the same samples to the
     eye) and the config trimmed to what a card cites: recipe, steps, seconds, processes, hardware, final loss.
-    `vae`: for a latent model, the name its VAE ships under (its fingerprint still has to match)."""
+    `vae`: for a latent model, the name its VAE ships under (its fingerprint still has to match); `text_encoder`:
+    likewise for a text-to-image model's CLIP."""
     meta = checkpoint.read_meta(run)
     history = meta.get("history") or [float("nan")]
-    kept = {
-        k: meta[k]
-        for k in ("schedule", "T", "objective", "recipe", "step", "seconds", "processes", "vae", "vae_fingerprint")
-        if k in meta
-    }
+    names = ("schedule", "T", "objective", "recipe", "step", "seconds", "processes", "vae", "vae_fingerprint")
+    kept = {k: meta[k] for k in (*names, "text_encoder", "text_fingerprint") if k in meta}
     if vae and "vae" in kept:
         kept["vae"] = vae
+    if text_encoder and "text_encoder" in kept:
+        kept["text_encoder"] = text_encoder
     return checkpoint.save_model(
         out,
         checkpoint.load_model(run),
@@ -75,6 +78,17 @@ def export(run: str | Path, out: str | Path, hardware: str, vae: str | None = No
         hardware=hardware,
         final_loss=sum(history[-50:]) / len(history[-50:]),
     )
+
+
+def load_clip(name_or_path: str | Path) -> CLIP:
+    """A trained CLIP by shipped name or path, frozen, refusing checkpoints of another kind."""
+    file = resolve(name_or_path)
+    kind = checkpoint.read_meta(file).get("kind")
+    if kind != "clip":
+        raise DiffeduError(f"{name_or_path} holds a {kind} model, not a text encoder: pass a CLIP (e.g. clip-cifar10)")
+    clip = checkpoint.load_model(file)
+    assert isinstance(clip, CLIP)  # (its kind was checked above)
+    return clip.requires_grad_(False)
 
 
 def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
@@ -99,6 +113,18 @@ def guidance_curve(name: str) -> dict:
         raise DiffeduError(
             f"{name} ships no guidance curve: it is not class-conditional, or measure one with "
             f"`python -m diffedu guidance --ckpt {name}`"
+        )
+    return json.loads(file.read_text())
+
+
+def adherence_table(name: str) -> dict:
+    """A text-to-image model's measured prompt adherence (`python -m diffedu adherence`, diffedu.adherence), shipped
+    beside it: lesson 11 and its card print it."""
+    file = CHECKPOINTS / f"{path(name).name}.adherence.json"
+    if not file.exists():
+        raise DiffeduError(
+            f"{name} ships no adherence table: it is not a text-to-image model, or measure one with "
+            f"`python -m diffedu adherence --ckpt {name}`"
         )
     return json.loads(file.read_text())
 

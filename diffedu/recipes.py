@@ -8,6 +8,10 @@
                       frozen (diffedu.adversarial): the same latents, decoded sharper
              "consistency" a flow model tuned into a consistency model by ECT (diffedu.consistency): images
                       in one or two model calls
+             "clip"   a small CLIP (diffedu.text): a text and an image encoder trained contrastively on the
+                      captions of diffedu.captions
+             "text"   a latent UNet given cross-attention to a frozen CLIP's token states and fine-tuned on
+                      captioned latents: Stable Diffusion in miniature (lesson 11)
 
 A recipe trains for `steps`, or, with `minutes`, for that much training time (the learning rate
 annealed over the fraction of it used): a finished model on any machine.
@@ -24,13 +28,14 @@ from functools import partial
 
 from torch import nn
 
-from . import checkpoint, pretrained
+from . import checkpoint, env, pretrained
 from .adversarial import DecoderTrainer
 from .consistency import ConsistencyTrainer, ct_loss
 from .errors import DiffeduError
-from .nets import UNet, UNetConfig
+from .nets import UNet, UNetConfig, text_conditioned
 from .schedules import Schedule
-from .training import Trainer, eps_loss, flow_loss
+from .text import CLIP, CLIPConfig, clip_loss, text_fingerprint
+from .training import Trainer, eps_loss, flow_loss, text_eps_loss
 from .vae import VAE, VAEConfig, vae_loss
 
 KINDS = {
@@ -40,8 +45,11 @@ KINDS = {
     "latent": "a UNet on a VAE's latents",
     "decoder": "a VAE's decoder retrained adversarially, its encoder kept",
     "consistency": "a flow model tuned into a consistency model",
+    "clip": "a text encoder and an image encoder trained together, as CLIP is",
+    "text": "a latent UNet fine-tuned to follow prompts through cross-attention",
 }
-TUNED = ("decoder", "consistency")  # the kinds that start from a trained model (a recipe's `base`)
+TUNED = ("decoder", "consistency", "text")  # the kinds that start from a trained model (a recipe's `base`)
+LATENT = ("latent", "text")  # the kinds that learn a VAE's latents
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class Recipe:
     )
     stage_steps: int = 0  # consistency: steps per stage of ECT's curriculum (sigma_t - sigma_r halves each stage)
     teacher: str | None = None  # consistency: distil from this flow model's ODE (None: consistency training)
+    text_encoder: str | None = None  # text: the CLIP whose frozen text encoder reads the prompts
     minutes: float | None = None  # train for this much training time (steps: then only an upper bound)
     note: str = ""
 
@@ -74,14 +83,27 @@ class Recipe:
             )
         if (self.kind == "consistency") != (self.stage_steps > 0):
             raise DiffeduError(f"recipe {self.name}: a consistency recipe, and no other, has stage_steps > 0")
+        if (self.kind == "text") != bool(self.text_encoder):
+            raise DiffeduError(f"recipe {self.name}: a text recipe, and no other, names its text_encoder")
 
     def build(self, base: str | None = None) -> nn.Module:
         """A fresh, untrained model of this recipe's architecture; a decoder or consistency recipe's: the model it
         starts from (its `base`, or `base` given here, a path or shipped name), loaded."""
+        if self.kind == "text":  # the base UNet with cross-attention added, as wide as the text encoder's states
+            unet = checkpoint.load_model(pretrained.resolve(base or self.base))
+            assert isinstance(unet, UNet) and self.text_encoder
+            return text_conditioned(unet, self.clip().config.width)
         if self.kind in TUNED:
             assert self.base  # (a tuned recipe names its base: __post_init__)
             return checkpoint.load_model(pretrained.resolve(base or self.base))
+        if self.kind == "clip":
+            return CLIP(CLIPConfig(**self.model))
         return VAE(VAEConfig(**self.model)) if self.kind == "vae" else UNet(UNetConfig(**self.model))
+
+    def clip(self) -> CLIP:
+        """A text recipe's frozen CLIP."""
+        assert self.text_encoder
+        return pretrained.load_clip(self.text_encoder)
 
     def finished(self, meta: dict) -> bool:
         """Whether a run's checkpoint has trained all of this recipe: its steps, or its minutes."""
@@ -122,29 +144,38 @@ class Recipe:
             )
         if self.kind == "vae":
             return Trainer(model, loss_fn or vae_loss, lr=self.lr, device=device, meta=meta, **speed)
+        if self.kind == "clip":
+            return Trainer(model, loss_fn or clip_loss, lr=self.lr, device=device, meta=meta, **speed)
         if self.kind == "flow":  # no noise schedule: the path is the straight line, and the model's t is in [0, 1]
             loss_fn = loss_fn or partial(flow_loss, drop=self.label_dropout)
             return Trainer(model, loss_fn, lr=self.lr, device=device, meta={**meta, "objective": "flow"}, **speed)
         schedule = self.noise_schedule()
+        meta |= {"schedule": schedule.name, "T": schedule.T}
+        if self.kind == "text":  # prompts read by the frozen text encoder, dropped (the empty prompt) as labels are
+            clip = self.clip().to(env.get_device(device))  # where the Trainer puts the model
+            loss_fn = loss_fn or partial(text_eps_loss, schedule=schedule, clip=clip, drop=self.label_dropout)
+            meta |= {
+                "text_encoder": pretrained.reference(self.text_encoder),
+                "text_fingerprint": text_fingerprint(clip),
+            }
         loss_fn = loss_fn or partial(eps_loss, schedule=schedule, drop=self.label_dropout)
-        return Trainer(
-            model,
-            loss_fn,
-            lr=self.lr,
-            device=device,
-            meta={**meta, "schedule": schedule.name, "T": schedule.T},
-            **speed,
-        )
+        return Trainer(model, loss_fn, lr=self.lr, device=device, meta=meta, **speed)
 
     @property
     def conditional(self) -> bool:
         """Whether the model takes class labels (and trains on (images, labels) batches)."""
         return self.kind in ("ddpm", "flow", "latent") and self.model.get("num_classes", 0) > 0
 
+    @property
+    def captioned(self) -> bool:
+        """Whether it trains on (images, attributes) batches, each image's class, colour and brightness, from which
+        its captions are written as it trains."""
+        return self.kind in ("clip", "text")
+
     def with_classes(self, num_classes: int = 10) -> Recipe:
         """The same recipe for a class-conditional model (CIFAR-10: 10 classes)."""
-        if self.kind in ("vae", "decoder"):
-            raise DiffeduError("a VAE takes no classes: --cond is for ddpm, flow and latent models")
+        if self.kind not in ("ddpm", "flow", "latent"):
+            raise DiffeduError(f"a {self.kind} model takes no classes: --cond is for ddpm, flow and latent models")
         return replace(self, model={**self.model, "num_classes": num_classes})
 
 
@@ -271,6 +302,34 @@ _RECIPES = [
         teacher="fm-cifar10",
         note="fm-cifar10 distilled into a consistency model (ECT's recipe, the target one Euler step of its own ODE)",
     ),
+    # Stable Diffusion in miniature (lesson 11): a small CLIP trained on the captions diffedu.captions writes, then
+    # ldm-cifar10-cond given cross-attention to its frozen text encoder's token states and fine-tuned on captioned
+    # latents, each caption replaced by the empty prompt 10% of the time. Both timed for a 2-core CPU.
+    Recipe(
+        "clip-cifar10",
+        "clip",
+        {},
+        steps=UNLIMITED,
+        batch_size=128,
+        lr=1e-3,
+        minutes=12,
+        note="a small CLIP (a 3-layer text transformer of width 128, a 4-level residual image encoder) trained "
+        "contrastively on CIFAR-10 images and the captions written from them",
+    ),
+    Recipe(
+        "sd-cifar10",
+        "text",
+        {},
+        steps=UNLIMITED,
+        batch_size=128,
+        lr=3e-4,
+        vae="vae-cifar10-gan",
+        base="ldm-cifar10-cond",
+        text_encoder="clip-cifar10",
+        minutes=50,
+        note="ldm-cifar10-cond with cross-attention to clip-cifar10's frozen text encoder after every block, "
+        "fine-tuned on captioned latents (captions dropped 10% of the time): prompts in, images out",
+    ),
     # Lesson-sized ones, one of each kind per profile (diffedu.profiles).
     Recipe(
         "smoke-ddpm",
@@ -313,6 +372,39 @@ _RECIPES = [
         stage_steps=1,
     ),
     Recipe(
+        "smoke-clip",
+        "clip",
+        dict(width=16, layers=1, heads=2, image_channels=8, embed=16),
+        steps=4,
+        batch_size=8,
+        lr=1e-3,
+        n_data=SMOKE_DATA,
+    ),
+    Recipe(
+        "smoke-text",
+        "text",
+        {},
+        steps=4,
+        batch_size=8,
+        lr=1e-3,
+        n_data=SMOKE_DATA,
+        vae="vae-cifar10-gan",
+        base="ldm-cifar10-cond",
+        text_encoder="clip-cifar10",
+    ),
+    Recipe("cpu-clip", "clip", {}, steps=150, batch_size=64, lr=1e-3),
+    Recipe(
+        "cpu-text",
+        "text",
+        {},
+        steps=60,
+        batch_size=64,
+        lr=3e-4,
+        vae="vae-cifar10-gan",
+        base="ldm-cifar10-cond",
+        text_encoder="clip-cifar10",
+    ),
+    Recipe(
         "cpu-ddpm",
         "ddpm",
         _unet(channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
@@ -343,6 +435,18 @@ _RECIPES = [
     Recipe("gpu-decoder", "decoder", {}, steps=2000, batch_size=64, lr=2e-4, base="gpu-vae"),
     Recipe(
         "gpu-consistency", "consistency", {}, steps=2000, batch_size=128, lr=1e-4, base="fm-cifar10", stage_steps=250
+    ),
+    Recipe("gpu-clip", "clip", {}, steps=3000, batch_size=256, lr=1e-3),
+    Recipe(
+        "gpu-text",
+        "text",
+        {},
+        steps=3000,
+        batch_size=128,
+        lr=3e-4,
+        vae="vae-cifar10-gan",
+        base="ldm-cifar10-cond",
+        text_encoder="clip-cifar10",
     ),
     Recipe(
         "gpu-latent",

@@ -8,6 +8,7 @@ verdict. Every measured number a learner reads comes from its home through here,
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .bench import CIFAR_TRAIN_IMAGES
 from .env import rewrite_block
 from .errors import DiffeduError
 from .metrics import standard_error
+from .nets import count_parameters
 from .viz import SPACES, quality_rows
 
 # What the measurements stand beside: the course's source material, its numbers and where they come from ("source").
@@ -305,6 +307,7 @@ SHIPPED = {  # each shipped model: what it is, and the quality-table row that sc
     "ldm-cifar10": ("the latent UNet of lesson 05, decoded by vae-cifar10-gan", "latent DDIM 50"),
 }
 GUIDED = ("ldm-cifar10-cond", 3.0)  # the class-conditional model (lesson 07), scored on its guidance curve at this w
+TEXT = ("sd-cifar10", 3.0)  # the text-to-image model (lesson 11), scored on its adherence table's class-only prompts
 
 
 def models_table(quality: dict, curve: dict) -> str:
@@ -331,9 +334,121 @@ def models_table(quality: dict, curve: dict) -> str:
             f"{1000 * guided['kid']:.1f}",
         ]
     )
+    prompted = pretrained.adherence_table(TEXT[0])["scales"][str(TEXT[1])]
+    rows.append(
+        [
+            f"`{TEXT[0]}`",
+            f"ldm-cifar10-cond fine-tuned to follow prompts (lesson 11): class accuracy "
+            f"{100 * prompted['class-only prompts']['class']['accuracy']:.0f}% on 'a photo of a {{class}}'",
+            f"latent DDIM 50, w = {TEXT[1]:g}",
+            f"{prompted['class-only prompts']['fid']:.1f}",
+            f"{1000 * prompted['class-only prompts']['kid']:.1f}",
+        ]
+    )
     return f"{quality['samples']} images per row against {quality['reference']}; lower is better.\n\n" + table(
         ["model", "what", "scored on", "FID", "KID x 1000"], rows
     )
+
+
+def _percent(cell: dict) -> str:
+    return f"{100 * cell['accuracy']:.1f}% ± {100 * cell['se']:.1f}"
+
+
+ADHERENCE_SETS = ("class-only prompts", "colour, seen pairs", "colour, held-out pairs", "brightness")
+
+
+def adherence_table(measured: dict) -> str:
+    """A text-to-image model's adherence table (diffedu.adherence) in markdown: a row per guidance scale and prompt
+    set, each attribute asked for as a share of the images with its standard error, beside its base rate."""
+    lines = []
+    for row in measured["scales"].values():
+        for name in ADHERENCE_SETS:
+            cell = row[name]
+            asked = [
+                f"{_percent(cell[a])} ({100 * cell[a]['base_rate']:.0f}%)" if a in cell else "" for a in ATTRIBUTES
+            ]
+            lines.append([f"{row['guidance']:g}", name, _percent(cell["class"]), *asked, _percent(cell["all"])])
+    lines += [["", name, _percent(cell), "", "", ""] for name, cell in measured["ceiling"].items()]
+    header = ["w", "prompts", "class", "colour (base rate)", "brightness (base rate)", "all asked for"]
+    return table(header, lines)
+
+
+ATTRIBUTES = ("colour", "brightness")
+
+
+def accuracy_verdict(a: dict, b: dict) -> str:
+    """'above', 'below' or 'level with': accuracy a against accuracy b of independent sets, by the course's rule
+    (within LEVEL standard errors of the difference is level)."""
+    difference, se = a["accuracy"] - b["accuracy"], math.hypot(a["se"], b["se"])
+    return "level with" if abs(difference) <= LEVEL * se else "above" if difference > 0 else "below"
+
+
+def adherence_in_words(measured: dict, w: float = 3.0) -> str:
+    """What an adherence table says at guidance w, in sentences that follow from its numbers: class accuracy against
+    the class-conditional baseline's, FID/KID paired with it, each attribute against its base rate, held-out pairs
+    against seen ones."""
+    row = measured["scales"][str(float(w))]
+    ours, seen, unseen = row["class-only prompts"], row["colour, seen pairs"], row["colour, held-out pairs"]
+    said = [f"At w = {w:g}, class accuracy on class-only prompts is {_percent(ours['class'])}"]
+    if "baseline" in row:
+        said[0] += (
+            f", {accuracy_verdict(ours['class'], row['baseline']['class'])} the class-conditional model's "
+            f"({_percent(row['baseline']['class'])}); against its images from the same noise these are "
+            f"{in_words(row['paired'])} (FID {_signed(row['paired'], 'fid', 1)}, KID x 1000 "
+            f"{_signed(row['paired'], 'kid', 1000)})"
+        )
+    for what, cell in (
+        ("a colour, on seen pairs", seen["colour"]),
+        ("a colour, on held-out pairs", unseen["colour"]),
+        ("dark or bright", row["brightness"]["brightness"]),
+    ):
+        said.append(
+            f"Asked for {what}, {_percent(cell)} of the images have it: {cell['lift']:.1f} times the "
+            f"{100 * cell['base_rate']:.0f}% of training images of those classes"
+        )
+    said.append(
+        f"Held-out pairs are {accuracy_verdict(unseen['colour'], seen['colour'])} seen ones on colour, and "
+        f"{accuracy_verdict(unseen['all'], seen['all'])} them on class and colour together "
+        f"({_percent(unseen['all'])} against {_percent(seen['all'])})"
+    )
+    return ". ".join(said) + "."
+
+
+# Stable Diffusion v1's parts, from its paper (Rombach et al. 2022) and CompVis' code: lessons 07 and 11 set the
+# course's beside them
+STABLE_DIFFUSION = {
+    "autoencoder": "VAE, f = 8, L1 + LPIPS perceptual + patch-GAN losses, KL weight 1e-6; scale factor 0.18215",
+    "noise schedule": "scaled-linear betas (linear in sqrt(beta)) from 0.00085 to 0.012, T = 1000",
+    "denoiser": "UNet, 860M parameters, attention at several latent resolutions",
+    "conditioning": "cross-attention to the CLIP text encoder's embeddings of the prompt",
+    "text encoder": "CLIP ViT-L/14's text transformer (12 layers, width 768, 123M parameters), trained "
+    "contrastively on 400M image-text pairs by OpenAI, frozen; byte-pair tokens, 49,408 of them, 77 per prompt",
+    '"no label"': "the empty prompt's embedding, captions dropped 10% of the time",
+    "guidance": "classifier-free, default w = 7.5",
+    "sampler": "PNDM/PLMS by default; DDIM, Euler, DPM-Solver++",
+    "data": "LAION: hundreds of millions of captioned images",
+}
+
+
+def stable_diffusion_parts(pipe) -> str:
+    """Lesson 11's map: each part of a text-to-image pipeline (diffedu.pipelines.TextToImage), read from the models
+    themselves, beside Stable Diffusion v1's."""
+    clip, vae, schedule = pipe.clip.config, pipe.vae.config, pipe.schedule
+    ours = {
+        "autoencoder": f"VAE, f = 4, L1 + KL, then the decoder retrained with a patch-GAN loss; scale factor "
+        f"{vae.scale_factor:.4f}, measured",
+        "noise schedule": f"linear betas from {schedule.betas[0]:.4f} to {schedule.betas[-1]:.2f}, T = {schedule.T}",
+        "denoiser": f"UNet, {count_parameters(pipe.unet) / 1e6:.1f}M parameters, self-attention at 4x4",
+        "conditioning": "cross-attention to the text encoder's token states after every block, at 8x8 and 4x4",
+        "text encoder": f"a causal transformer ({clip.layers} layers, width {clip.width}, "
+        f"{count_parameters(pipe.clip.text) / 1e6:.1f}M parameters), trained contrastively with a small image "
+        f"encoder on CIFAR-10's captions, frozen; a word per token, {len(clip.words)} words, {clip.context} per prompt",
+        '"no label"': "the empty prompt's token states, captions dropped 10% of the time",
+        "guidance": "classifier-free, w = 3 in the samples above",
+        "sampler": "DDPM, DDIM",
+        "data": "CIFAR-10 images with captions written from their pixels",
+    }
+    return table(["part", "this course", "Stable Diffusion v1"], [[k, ours[k], STABLE_DIFFUSION[k]] for k in ours])
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,6 +464,16 @@ BLOCKS = {  # the generated parts of the course's pages: (file, start marker, en
         "<!-- models: python -m diffedu.report writes them -->",
         "<!-- end of models -->",
         lambda: models_table(pretrained.quality_table(), pretrained.guidance_curve(GUIDED[0])),
+    ),
+    "adherence": (
+        pretrained.CHECKPOINTS / f"{TEXT[0]}.md",
+        "<!-- adherence: python -m diffedu.report writes it -->",
+        "<!-- end of adherence -->",
+        lambda: (
+            adherence_table(pretrained.adherence_table(TEXT[0]))
+            + "\n\n"
+            + adherence_in_words(pretrained.adherence_table(TEXT[0]), TEXT[1])
+        ),
     ),
 }
 

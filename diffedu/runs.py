@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 
-from . import checkpoint, data, distributed, env, pretrained
+from . import captions, checkpoint, data, distributed, env, pretrained
 from .errors import CheckpointError, DataError, DiffeduError
 from .latent import cached_latents, calibrate, vae_fingerprint
 from .nets import count_parameters
 from .pipelines import load_vae, real, whole
 from .profiles import get_profile
-from .recipes import RECIPES, TUNED, UNLIMITED, Recipe, get_recipe
+from .recipes import LATENT, RECIPES, TUNED, UNLIMITED, Recipe, get_recipe
 from .training import Trainer
 from .vae import VAE
 
@@ -39,8 +39,10 @@ SHIPPED = (
     "ddpm-cifar10",
     "fm-cifar10",
     "ect-cifar10",
+    "clip-cifar10",
+    "sd-cifar10",
 )  # each after what it needs
-_ORDER = ("vae", "decoder", "latent", "ddpm", "flow", "consistency")
+_ORDER = ("vae", "decoder", "latent", "ddpm", "flow", "consistency", "clip", "text")
 
 
 def train(
@@ -127,7 +129,7 @@ def plan(
     _check_kind(asked, kind)  # before anything is built or written
     saved = _check_out(out, resume, force)
     recipe = _choose_recipe(asked, kind, profile, saved, cond, overrides)
-    if vae is not None and recipe.kind not in ("latent", *TUNED):
+    if vae is not None and recipe.kind not in (*LATENT, *TUNED):
         raise DiffeduError(
             f"--vae (vae=) names the VAE of a latent model, or the base of a decoder or consistency run; "
             f"a {recipe.kind} model has none: drop it"
@@ -157,13 +159,12 @@ def _train(
     device = distributed.setup(env.get_device(device))  # under torchrun: join the others, take this process's GPU
     distributed.rows(recipe.batch_size)  # (checked again: a script may have joined the processes itself)
     env.seed_everything(seed)  # the same seed on every process: their per-image draws are cut from the same ones
-    model = checkpoint.build_model(saved, out) if saved else recipe.build(vae) if recipe.kind in TUNED else None
+    base = None if recipe.kind == "text" else vae  # (a text run's --vae is its VAE; its base is the recipe's)
+    model = checkpoint.build_model(saved, out) if saved else recipe.build(base) if recipe.kind in TUNED else None
     trainer = recipe.trainer(device, model, **_speed(device, **speed))
     trainer.meta["processes"] = max(distributed.WORLD, (saved or {}).get("processes", 1))  # the most that trained it
     cifar = data_root if isinstance(data_root, data.ImageSet) else data.load_cifar10(data_root)
-    vae_model, vae_ref = (
-        _vae_for_latent(vae, recipe, saved, trainer.device) if recipe.kind == "latent" else (None, None)
-    )
+    vae_model, vae_ref = _vae_for_latent(vae, recipe, saved, trainer.device) if recipe.kind in LATENT else (None, None)
     if saved:
         trainer.load(out)
         for group in trainer.optimizer.param_groups if lr else []:
@@ -346,18 +347,20 @@ def fit(
     `again`: the command that continues the run, for the Ctrl-C message."""
     images, labels = cifar.images[: recipe.n_data], cifar.labels[: recipe.n_data]
     train_set = images
-    if recipe.kind == "latent":  # learn the VAE's scaled latents, encoded once and cached
+    if recipe.captioned:  # each image's class, colour and brightness, its captions' words (a mirror's are the same)
+        labels = torch.stack([labels, *captions.attributes(images)], 1)
+    if recipe.kind in LATENT:  # learn the VAE's scaled latents, encoded once and cached
         assert vae is not None  # (a latent run is given its VAE)
         # the images, then their mirror images; under torchrun encoded by process 0, read by the others
-        train_set, labels = distributed.main_first(lambda: cached_latents(vae, images)), labels.repeat(2)
+        train_set, labels = distributed.main_first(lambda: cached_latents(vae, images)), torch.cat([labels, labels])
         trainer.meta |= {"vae": vae_ref, "vae_fingerprint": vae_fingerprint(vae)}
     if recipe.kind in ("ddpm", "flow", "latent"):
         trainer.watch(_watched_batches(cifar, train_set, vae))
     batches = data.batches(
         train_set,
         recipe.batch_size,
-        labels=labels if recipe.conditional else None,
-        flip=recipe.kind != "latent",
+        labels=labels if recipe.conditional or recipe.captioned else None,
+        flip=recipe.kind not in LATENT,
         device=trainer.device,
         seed=seed + trainer.step,
     )
@@ -444,6 +447,9 @@ def retrain(
     cifar = data.load_cifar10(data_root)
     for recipe in recipes:
         out, shipped = runs / recipe.name, export_to / recipe.name
+        if recipe.kind == "text":  # it starts from, and reads prompts with, the models exported beside it
+            beside = {key: str(export_to / getattr(recipe, key)) for key in ("base", "text_encoder")}
+            recipe = replace(recipe, **{key: path for key, path in beside.items() if Path(path).name in names})
         saved = checkpoint.read_meta(out) if checkpoint.exists(out) else None
         if saved and saved.get("recipe") != recipe.name:
             raise CheckpointError(
@@ -472,7 +478,11 @@ def retrain(
             export_to.mkdir(parents=True, exist_ok=True)
             card = _card_path(recipe, shipped)  # (read before the export replaces the draft it is compared with)
             pretrained.export(
-                out, shipped, env.hardware(), vae=_vae_of(recipe, recipes) if recipe.kind == "latent" else None
+                out,
+                shipped,
+                env.hardware(),
+                vae=_vae_of(recipe, recipes) if recipe.kind in LATENT else None,
+                text_encoder=get_recipe(recipe.name).text_encoder,
             )
             card.write_text(draft_card(recipe, checkpoint.read_meta(shipped)))
             print(
@@ -488,9 +498,9 @@ def retrain(
 
 
 def _vae_arg(recipe: Recipe, recipes: list[Recipe], names: list[str], export_to: Path) -> str | None:
-    """The VAE a latent recipe learns, or the model a decoder or consistency recipe starts from: the one exported
-    beside it when that is retrained too."""
-    name = recipe.base if recipe.kind in TUNED else _vae_of(recipe, recipes) if recipe.kind == "latent" else None
+    """The VAE a latent or text recipe learns, or the model a decoder or consistency recipe starts from: the one
+    exported beside it when that is retrained too."""
+    name = _vae_of(recipe, recipes) if recipe.kind in LATENT else recipe.base if recipe.kind in TUNED else None
     return str(export_to / name) if name in names else name
 
 
@@ -536,6 +546,12 @@ def draft_card(recipe: Recipe, meta: dict) -> str:
             if recipe.kind == "consistency"
             else ""
         )
+        + (
+            f"from `{recipe.base}` with cross-attention added, prompts read by `{recipe.text_encoder}` (frozen), "
+            f"captions dropped {recipe.label_dropout:.0%} of the time, "
+            if recipe.kind == "text"
+            else ""
+        )
         + "gradient clipping at 1.0, EMA 0.999 (the weights shipped are the EMA's)"
         + (f", on the latents of `{meta['vae']}`" if meta.get("vae") else ""),
         "reproduce": f"`python -m diffedu retrain {recipe.name}`",
@@ -544,6 +560,13 @@ def draft_card(recipe: Recipe, meta: dict) -> str:
         "final loss": f"{meta.get('final_loss', float('nan')):.4f} (mean of the last 50 steps)",
         "stored as": "float16 safetensors",
         "FID / KID": f"not measured yet: {fid} on a machine with the data",
+        **(
+            {"FID / KID": "none (it makes no images); zero-shot: `python -m diffedu zeroshot --ckpt PATH`"}
+            if recipe.kind == "clip"
+            else {"adherence": f"`python -m diffedu adherence --ckpt {recipe.name}`"}
+            if recipe.kind == "text"
+            else {}
+        ),
     }
     table = "\n".join(f"| {key} | {value} |" for key, value in rows.items())
     return f"# {recipe.name}\n\n{recipe.note}\n\n| | |\n| --- | --- |\n{table}\n"

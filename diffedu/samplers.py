@@ -330,7 +330,7 @@ class Guided(nn.Module):
     unconditional model, w = 1 the conditional one (each a single call), w > 1 pushes samples further
     towards what distinguishes the class."""
 
-    def __init__(self, model: UNet, labels: torch.Tensor, guidance: float) -> None:
+    def __init__(self, model: UNet, labels: torch.Tensor | None, guidance: float) -> None:
         super().__init__()
         if not 0 <= guidance < float("inf"):
             raise DiffeduError(
@@ -338,17 +338,33 @@ class Guided(nn.Module):
             )
         self.model, self.labels, self.guidance = model, labels, guidance
 
+    def conditions(self) -> tuple[dict, dict]:
+        """The model's keyword arguments for the conditional and for the unconditional prediction."""
+        assert self.labels is not None
+        return {"y": self.labels}, {"y": torch.full_like(self.labels, self.model.config.num_classes)}
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond, uncond = self.conditions()
         if self.guidance == 0:
-            return self.model(x, t, None)
+            return self.model(x, t, **uncond)
         if self.guidance == 1:
-            return self.model(x, t, self.labels)
+            return self.model(x, t, **cond)
         t = torch.as_tensor(t, device=x.device).expand(len(x))
-        unlabelled = torch.full_like(self.labels, self.model.config.num_classes)
-        eps_cond, eps_uncond = self.model(
-            torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.labels, unlabelled])
-        ).chunk(2)
+        both = {key: torch.cat([cond[key], uncond[key]]) for key in cond}
+        eps_cond, eps_uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
         return eps_uncond + self.guidance * (eps_cond - eps_uncond)
+
+
+class PromptGuided(Guided):
+    """Classifier-free guidance for a text-conditioned UNet (lesson 11): the conditional prediction attends to the
+    prompts' token states, the unconditional one to the empty prompt's, as Stable Diffusion's."""
+
+    def __init__(self, model: UNet, prompt: tuple[torch.Tensor, torch.Tensor], empty, guidance: float) -> None:
+        super().__init__(model, None, guidance)
+        self.prompt, self.empty = prompt, empty  # each (token states, mask)
+
+    def conditions(self) -> tuple[dict, dict]:
+        return dict(zip(("context", "mask"), self.prompt)), dict(zip(("context", "mask"), self.empty))
 
 
 def _t_batch(t: int, x: torch.Tensor) -> torch.Tensor:

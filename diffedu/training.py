@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
+from .captions import random_captions
 from .env import get_device
 from .measure import synchronize
 from .schedules import Schedule
@@ -86,6 +87,22 @@ def flow_loss(
     noise = distributed.randn_like(x0)
     t_ = t.view(-1, *[1] * (x0.dim() - 1)).to(x0.dtype)
     return F.mse_loss(model((1 - t_) * x0 + t_ * noise, t, *labels), noise - x0)
+
+
+def text_eps_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], schedule: Schedule, clip: nn.Module, drop: float = 0.1
+) -> torch.Tensor:
+    """`eps_loss` for a text-conditioned UNet (lesson 11), on (latents, attributes) batches: each latent gets a
+    random caption written from its image's class, colour and brightness (diffedu.captions), replaced by the empty
+    prompt with probability `drop`, read by the frozen text encoder of `clip`; the UNet attends to its token states."""
+    x0, attrs = batch
+    texts = random_captions(*attrs.cpu().T)
+    dropped = (distributed.rand(len(texts)) < drop).tolist()
+    with torch.no_grad():
+        context, mask = clip.encode_prompts(["" if d else text for text, d in zip(texts, dropped)])
+    t = distributed.randint(schedule.T, len(x0), device=x0.device)
+    noise = distributed.randn_like(x0)
+    return F.mse_loss(model(schedule.q_sample(x0, t, noise), t, context=context, mask=mask), noise)
 
 
 class EMA:

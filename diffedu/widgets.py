@@ -207,3 +207,51 @@ def sampler_widget(images: dict, model_calls: dict) -> W.VBox:
 
     picks = [(SAMPLERS[name].title, name) for name in dict.fromkeys(name for name, _ in images)]
     return picker_widget(images, ("sampler", picks), ("steps", sorted({steps for _, steps in images})), caption)
+
+
+def attention_png(images: torch.Tensor, maps: torch.Tensor, words: list[str]) -> bytes:
+    """Images (n, 3, H, W) in [-1, 1] in the top row, and below, a row per word: where its cross-attention looked
+    (maps (n, words, h, w), each map scaled to its own maximum), labelled with the word."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    figure, axes = plt.subplots(1 + len(words), n, figsize=(1.1 * n + 0.6, 1.1 * (1 + len(words))), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(((images[i].float().cpu().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
+        for k in range(len(words)):
+            m = maps[i, k].float()
+            axes[k + 1, i].imshow((m / m.max().clamp_min(1e-12)).numpy(), cmap="magma", vmin=0, vmax=1)
+    for row, label in zip(axes, ["image", *words]):
+        row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    figure.subplots_adjust(wspace=0.05, hspace=0.05, left=0.15, right=0.99, top=0.99, bottom=0.01)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def prompt_widget(pipe, prompt: str = "a photo of a red car", n: int = 4, steps: int = 50, guidance: float = 3.0):
+    """Type a prompt (Enter draws), set the guidance scale and the seed: `n` images of a text-to-image pipeline
+    (diffedu.pipelines.TextToImage) and, under them, the cross-attention map of each word of the prompt, averaged
+    over the steps. A word the model does not know is said in the status line, and the last images stay."""
+    text = W.Text(value=prompt, description="prompt", continuous_update=False, layout=W.Layout(width="420px"))
+    scale = W.FloatSlider(value=guidance, min=0, max=7, step=0.5, description="guidance w", continuous_update=False)
+    seed = W.BoundedIntText(value=0, min=0, max=2**31 - 1, description="seed", layout=W.Layout(width="180px"))
+    status, picture = W.HTML(), W.Image(format="png")
+
+    def draw(_=None) -> None:
+        status.value = f"drawing {n} images ..."
+        try:
+            images, maps, words = pipe.attention_maps(text.value, n, scale.value, steps, generator=seed.value)
+        except DiffeduError as error:
+            status.value = f"<span style='color:#b00'>{error}</span>"
+            return
+        picture.value = attention_png(images, maps, words)
+        status.value = f"{text.value!r}, w = {scale.value:g}, seed {seed.value}, DDIM {steps} steps"
+
+    for control in (text, scale, seed):
+        control.observe(draw, names="value")
+    draw()
+    return W.VBox([W.HBox([text, seed]), scale, status, picture])
