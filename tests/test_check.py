@@ -5,6 +5,8 @@ answer, or blames the wrong mistake, is a bug. And every check must pass diffedu
 The catalogue runs as nbgrader grades, where a failed check raises; a learner's failed check prints instead.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -1015,3 +1017,103 @@ def test_a_learners_consistency_sample_passes(capsys):
 )
 def test_consistency_sample_catalogue(wrong, message):
     rejects("consistency_sample", wrong, message)
+
+
+# ---- lesson 11: written as a learner would, each with one mistake -----------------------------------------------
+
+
+def contrastive_with(targets="shared", scale=True, directions="both", reduce="mean", normalise=True, caption_axis=0):
+    def loss(image_emb, text_emb, scale_, same):
+        if normalise:
+            image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+        logits = (scale_ if scale else 1.0) * image_emb @ text_emb.T
+        goal = {
+            "shared": same.float() / same.float().sum(1, keepdim=True),
+            "by columns": same.float() / same.float().sum(0, keepdim=True),
+            "diagonal": torch.arange(len(logits)),
+            "unnormalised": same.float(),
+        }[targets]
+        to_captions = F.cross_entropy(logits, goal)
+        if directions == "image to caption":
+            return to_captions
+        # the caption-to-image direction: a cross-entropy over each column, the images (axis 0), as logits.T gives
+        to_images = F.cross_entropy(logits.T if caption_axis == 0 else logits, goal.T if goal.dim() == 2 else goal)
+        return (to_captions + to_images) / 2 if reduce == "mean" else to_captions + to_images
+
+    return loss
+
+
+def test_a_learners_contrastive_loss_passes(capsys):
+    check.contrastive_loss(contrastive_with())
+    assert "✓ contrastive_loss" in capsys.readouterr().out
+
+
+def test_a_contrastive_loss_whose_targets_are_normalised_by_columns_passes(capsys):
+    """Not a mistake: captions i and j are the same words, an equivalence, so where same[i, j] is true rows i and j
+    have the same sum, and same / same.sum(0) is the same numbers as same / same.sum(1) for any `same` there can be."""
+    check.contrastive_loss(contrastive_with(targets="by columns"))
+    assert "✓ contrastive_loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (contrastive_with(targets="diagonal"), "identical captions are counted as negatives"),
+        (contrastive_with(scale=False), "the temperature is missing"),
+        (contrastive_with(directions="image to caption"), "the two directions are not averaged"),
+        (contrastive_with(reduce="sum"), "the two directions are added, not averaged"),
+        (contrastive_with(normalise=False), "the logits are not normalised"),
+        # the caption direction over the captions again: twice the first direction, halved, so only it
+        (contrastive_with(caption_axis=1), "the caption-to-image one (the logits transposed)"),
+        (contrastive_with(targets="unnormalised"), "the targets do not sum to 1"),
+    ],
+)
+def test_contrastive_loss_catalogue(wrong, message):
+    rejects("contrastive_loss", wrong, message)
+
+
+def cross_attention_with(keys="context", scale="sqrt", dim=-1, masked=True, fill=float("-inf"), keep="mask", out="all"):
+    def attend(x, context, mask, w_q, w_k, w_v):
+        source = context if keys == "context" else x
+        q, k, v = x @ w_q, source @ w_k, source @ w_v
+        d = q.shape[-1]
+        divisor = {"sqrt": math.sqrt(d), "none": 1.0, "d": d, "sqrt of the context's": math.sqrt(context.shape[-1])}
+        scores = q @ k.transpose(-1, -2) / divisor[scale]
+        if masked:
+            hidden = ~mask if keep == "mask" else mask
+            scores = scores.masked_fill(hidden[:, None, :], fill)
+        weights = scores.softmax(dim)
+        return {"all": weights @ v, "first": (weights @ v)[0], "transposed": (weights @ v).transpose(1, 2)}[out]
+
+    return attend
+
+
+def test_a_learners_cross_attention_passes(capsys):
+    check.cross_attention(cross_attention_with())
+    assert "✓ cross_attention" in capsys.readouterr().out
+
+
+def test_a_learners_cross_attention_masking_with_a_large_negative_number_passes(capsys):
+    check.cross_attention(cross_attention_with(fill=-1e9))  # exp(-1e9) is 0 as exp(-inf) is
+    assert "✓ cross_attention" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (cross_attention_with(keys="image", masked=False), "the keys and values come from the image"),
+        # masked as well, its (b, n, n) scores do not take the (b, L) mask: the crash is reported
+        (cross_attention_with(keys="image"), "calling it raised RuntimeError: The size of tensor a (5)"),
+        (cross_attention_with(scale="none"), "the scores are not scaled"),
+        (cross_attention_with(scale="sqrt of the context's"), "d in sqrt(d) is the width of the queries"),
+        (cross_attention_with(dim=1), "the softmax runs over the wrong axis"),
+        (cross_attention_with(dim=-2), "the softmax runs over the wrong axis"),
+        (cross_attention_with(masked=False), "the padding is not masked"),
+        (cross_attention_with(keep="real tokens"), "the mask is inverted"),
+        (cross_attention_with(scale="d"), "wrong on test case 1 of 2"),  # by 4, not 2: located, not named
+        (cross_attention_with(out="first"), "it returned shape (6, 4) where (2, 6, 4) is expected"),
+        (cross_attention_with(out="transposed"), "it returned shape (2, 4, 6) where (2, 6, 4) is expected"),
+    ],
+)
+def test_cross_attention_catalogue(wrong, message):
+    rejects("cross_attention", wrong, message)

@@ -19,7 +19,7 @@ verifies); the others are code (`@exercise`). The lessons' nbgrader cells, docs/
 held to the registry.
 
 The machinery is in `core` (the registry, `exercise`, `_guard`, nbgrader's mode, shared inputs) and `compare`
-(comparing answers, `compared`, diffusers); each lesson's checks are in its own module, `lesson01` ... `lesson10`.
+(comparing answers, `compared`, diffusers); each lesson's checks are in its own module, `lesson01` ... `lesson11`.
 """
 
 from .compare import compared
@@ -36,6 +36,7 @@ from .lesson07 import drop_labels, guided_eps
 from .lesson08 import dpm_solver_step, heun_step
 from .lesson09 import _ref_fm_sample, fm_loss, fm_sample  # _ref_fm_sample: the flow's Euler sampler, for tests
 from .lesson10 import consistency_fn, consistency_sample, ct_loss
+from .lesson11 import contrastive_loss, cross_attention
 
 __all__ = [  # the registry and its tools, then what each lesson calls, check.<name>(fn)
     "EXERCISES",
@@ -75,4 +76,6 @@ __all__ = [  # the registry and its tools, then what each lesson calls, check.<n
     "consistency_fn",
     "ct_loss",
     "consistency_sample",
+    "contrastive_loss",
+    "cross_attention",
 ]

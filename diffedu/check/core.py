@@ -169,7 +169,9 @@ def _hint(error: Exception) -> str:
     if isinstance(error, IndexError):
         return " (a timestep outside 0..T-1? t counts from 0 here)"
     if isinstance(error, RuntimeError) and "size of tensor" in str(error):
-        return " (a table value per image has shape (B,): reshape it to (B, 1, 1, 1) to scale whole images)"
+        if "dimension 3" in str(error) or "dimension 1" in str(error):  # a (B,) value against (B, C, H, W) images
+            return " (a table value per image has shape (B,): reshape it to (B, 1, 1, 1) to scale whole images)"
+        return " (two tensors whose shapes do not fit: print the shapes of what you combine)"
     return ""
 
 
