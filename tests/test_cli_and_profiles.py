@@ -130,16 +130,20 @@ def test_cli_fid_scores_real_images_reconstructions_and_samples(cifar_root, tmp_
 def test_every_recipe_knows_its_kind_and_builds_its_model():
     from diffedu.nets import UNet
     from diffedu.recipes import RECIPES
+    from diffedu.text import CLIP
     from diffedu.vae import VAE
 
-    diffusion = ("ddpm", "latent")
+    diffusion = ("ddpm", "latent", "text")
     for recipe in RECIPES.values():
         model = (
             recipe.build("vae-cifar10") if recipe.kind == "decoder" else recipe.build()
         )  # a decoder starts from a VAE
-        assert isinstance(model, UNet if recipe.kind in (*diffusion, "flow", "consistency") else VAE), recipe.name
-        if recipe.kind == "latent":
+        kind = CLIP if recipe.kind == "clip" else UNet if recipe.kind in (*diffusion, "flow", "consistency") else VAE
+        assert isinstance(model, kind), recipe.name
+        if recipe.kind in ("latent", "text"):
             assert (model.config.in_channels, model.config.image_size) == (4, 8)
+        if recipe.kind == "text":  # it reads the token states of the text encoder it names
+            assert model.config.context_dim == recipe.clip().config.width and not model.config.num_classes
         trainer = recipe.trainer("cpu", model)
         assert trainer.meta["recipe"] == recipe.name and ("schedule" in trainer.meta) == (recipe.kind in diffusion)
         objective = {"flow": "flow", "consistency": "consistency"}.get(recipe.kind)
@@ -148,7 +152,7 @@ def test_every_recipe_knows_its_kind_and_builds_its_model():
             model, UNet
         ):  # a flow model's t is in [0, 1], embedded as 1000 t (a consistency model's: tuned from one)
             assert (model.config.time_scale == 1000) == (recipe.kind in ("flow", "consistency"))
-    kinds = ("ddpm", "vae", "latent", "decoder", "consistency")
+    kinds = ("ddpm", "vae", "latent", "decoder", "consistency", "clip", "text")
     for profile in PROFILES.values():  # a profile names one lesson-sized recipe per kind, and sizes nothing else
         assert [profile.recipe(k).name for k in kinds] == [f"{profile.name}-{k}" for k in kinds]
     assert {"ddpm-cifar10", "vae-cifar10", "ldm-cifar10"} <= set(RECIPES)

@@ -80,8 +80,40 @@ def test_the_latent_models_decode_with_the_adversarial_decoder_on_the_encoder_th
         )
 
 
+TEXT = ["clip-cifar10", "sd-cifar10"]  # Stable Diffusion in miniature (lesson 11): no FID of their own in the table
+
+
+@pytest.mark.parametrize("name", TEXT)
+def test_the_text_models_ship_with_a_card_and_their_recipe(name):
+    card, meta, recipe = pretrained.card(name), checkpoint.read_meta(pretrained.path(name)), get_recipe(name)
+    for fact in ("data", "recipe", "reproduce", "hardware"):
+        assert fact in card
+    assert meta["recipe"] == name and recipe.finished(meta) and meta["kind"] == ("clip" if name == TEXT[0] else "unet")
+    if name == "sd-cifar10":  # it names what it reads and decodes with, and they are the shipped ones
+        from diffedu.text import text_fingerprint
+
+        clip = pretrained.load_clip(meta["text_encoder"])
+        assert meta["text_encoder"] == recipe.text_encoder and meta["text_fingerprint"] == text_fingerprint(clip)
+        assert meta["vae"] == recipe.vae and "python -m diffedu adherence" in card
+        assert pretrained.adherence_table(name)["format"] == 1
+
+
+def test_the_text_encoders_card_states_what_it_measures_on_the_test_images():
+    from diffedu.data import load_cifar10
+    from diffedu.text import evaluate
+
+    test = load_cifar10(train=False)
+    scores = evaluate(pretrained.load_clip("clip-cifar10"), test.images, test.labels)
+    stated = re.search(
+        r"zero-shot classification.*?([\d.]+)% ±.*?colour retrieval.*?([\d.]+)% ±", pretrained.card("clip-cifar10")
+    )
+    assert stated, "the card states its zero-shot and colour accuracies"
+    for name, value in zip(("zero-shot", "colour"), stated.groups()):  # within a test image or so of the card's
+        assert abs(100 * scores[name]["accuracy"] - float(value)) < 0.2, name
+
+
 def test_shipped_checkpoints_fit_the_size_budget():
-    total = sum(pretrained.path(n).with_suffix(".safetensors").stat().st_size for n in SHIPPED)
+    total = sum(pretrained.path(n).with_suffix(".safetensors").stat().st_size for n in SHIPPED + TEXT)
     assert total < 40 * 2**20
 
 
