@@ -4,9 +4,10 @@ For each lesson, in the smoke profile: open it (no "Select Kernel" dialog, not m
 from JupyterLab's own Run menu, wait until the kernel is done, and fail on any error output, naming the lesson and
 the cell, or on an output that shows a path of this machine. Then move each slider of its widgets with the
 keyboard, check from screenshots that the picture changed, and time the change (from the key press to the new
-image on screen). A screenshot of each lesson goes to browser-screenshots/ for a person to look at. A lesson's .py
-opens as a notebook, and saving either file of a pair updates the other, as docs/teaching.md says. And in the
-student edition, Run All goes past the exercises to the last cell.
+image on screen); type a prompt into each text box and see the picture redrawn. A screenshot of each lesson goes
+to browser-screenshots/ for a person to look at. A lesson's .py opens as a notebook, and saving either file of a
+pair updates the other, as docs/teaching.md says. And in the student edition, Run All goes past the exercises to
+the last cell.
 
     make browser-test
 """
@@ -210,6 +211,27 @@ def move_sliders(page, lesson: str) -> list[float]:
     return latencies
 
 
+def type_prompts(page, lesson: str) -> None:
+    """Type a prompt into each text box of a widget (lesson 11's prompt widget) and press Enter: its status line must
+    name the new prompt and its picture (the images and each word's attention map) must change. A word the model does
+    not know must be said in the status line, the picture kept."""
+    boxes = page.locator(".jp-OutputArea-output .widget-text input")
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        widget = box.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-output')][1]")
+        picture, status = widget.locator(".widget-image").first, widget.locator(".widget-html").first
+        box.scroll_into_view_if_needed()
+        before = picture.screenshot()
+        for prompt, said in (("a bright picture of a white ship", "white ship', w ="), ("a crimson car", "vocabulary")):
+            box.fill(prompt)
+            box.press("Enter")
+            deadline = time.monotonic() + 60
+            while said not in status.inner_text():  # "drawing ..." until the images are there
+                assert time.monotonic() < deadline, f"{lesson}: typing {prompt!r} gave {status.inner_text()!r}"
+                page.wait_for_timeout(250)
+        assert picture.screenshot() != before, f"{lesson}: typing a prompt did not redraw its images and maps"
+
+
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_lesson_runs_from_jupyterlab_and_its_widgets_respond(lesson, lab, browser):
     page = open_notebook(browser, lab, f"{lesson}.ipynb")
@@ -228,6 +250,7 @@ def test_lesson_runs_from_jupyterlab_and_its_widgets_respond(lesson, lab, browse
         shown_paths(lab[2], f"{lesson}.ipynb")
     )
     LATENCIES[lesson] = move_sliders(page, lesson)
+    type_prompts(page, lesson)
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{lesson}.png"))
     print(f"{lesson}: slider moves to new picture, ms: {[round(v) for v in LATENCIES[lesson]]}")

@@ -45,10 +45,10 @@ class Tokenizer:
         words = [word.strip(".,;:!?") for word in text.lower().split()]
         unknown = [word for word in words if word not in self.index or word in (PAD, END)]
         if unknown:
-            near = difflib.get_close_matches(unknown[0], self.words[2:], n=3, cutoff=0.0)
+            near = difflib.get_close_matches(unknown[0], self.words[2:], n=3, cutoff=0.6)
             raise DiffeduError(
                 f"the word {unknown[0]!r} is not in this model's vocabulary of {len(self.words) - 2} words; "
-                f"the nearest it knows: {', '.join(near)}"
+                + (f"the nearest it knows: {', '.join(near)}" if near else f"it knows: {' '.join(self.words[2:])}")
             )
         if len(words) > self.context - 1:  # one place is the end token's
             raise DiffeduError(

@@ -173,6 +173,7 @@ assert x.min() >= -1 and x.max() <= 1
 # | lesson 08 | the ODE view: the score, and samplers of higher order |
 # | lesson 09 | flow matching: a straight path from noise to data |
 # | lesson 10 | consistency models: an image in one or two model calls |
+# | lesson 11 | Stable Diffusion in miniature: captions, a text encoder trained as CLIP is, cross-attention, prompts |
 #
 # One switch, `DIFFEDU_PROFILE`, sizes what each lesson does: `smoke` only checks that the code runs, `cpu` suits
 # a laptop, and `gpu` trains bigger models.

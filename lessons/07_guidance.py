@@ -332,21 +332,11 @@ ours = {
     "sampler": "DDPM, DDIM",
     "data": f"{len(train):,} CIFAR-10 images",
 }
-stable_diffusion = {
-    "autoencoder": "VAE, f = 8, L1 + LPIPS perceptual + patch-GAN losses, KL weight 1e-6; scale factor 0.18215",
-    "noise schedule": "scaled-linear betas (linear in sqrt(beta)) from 0.00085 to 0.012, T = 1000",
-    "denoiser": "UNet, 860M parameters, attention at several latent resolutions",
-    "conditioning": "cross-attention to the CLIP text encoder's embeddings of the prompt",
-    '"no label"': "the empty prompt's embedding, captions dropped 10% of the time",
-    "guidance": "classifier-free, default w = 7.5",
-    "sampler": "PNDM/PLMS by default; DDIM, Euler, DPM-Solver++",
-    "data": "LAION: hundreds of millions of captioned images",
-}
 display(
     Markdown(
         report.table(
             ["part", "this course", "Stable Diffusion v1"],
-            [[part, ours[part], stable_diffusion[part]] for part in ours],
+            [[part, ours[part], report.STABLE_DIFFUSION[part]] for part in ours],
         )
     )
 )
@@ -354,8 +344,8 @@ display(
 # %% [markdown]
 # What changes at high resolution is mostly scale. A latent makes training and sampling affordable at all, and
 # attention over latent positions saves far more than values do. Text needs a text encoder and cross-attention
-# where a class needs one embedding vector. The schedule differs too, as the table shows, and so does the
-# autoencoder's loss. The rest is what you built.
+# where a class needs one embedding vector: lesson 11 builds both. The schedule differs too, as the table shows,
+# and so does the autoencoder's loss. The rest is what you built.
 #
 # ## Recap
 #
