@@ -527,3 +527,53 @@ def test_in_markdown_has_a_row_per_scale_and_prompt_set():
     assert "| 3 | colour, seen pairs | 50.0% ± 5.0 | 60.0% ± 5.0 (20%) |  | 30.0% ± 5.0 |" in lines
     assert "| 3 | brightness | 50.0% ± 5.0 |  | 80.0% ± 5.0 (30%) | 40.0% ± 5.0 |" in lines
     assert lines[-1] == "|  | VAE reconstructions | 85.0% ± 1.0 |  |  |  |"
+
+
+# The command line
+
+
+@pytest.fixture
+def saved_text_model(tmp_path):
+    """A tiny text-to-image checkpoint as a run exports it: naming its CLIP (by path), its VAE and the fingerprints."""
+    from diffedu.latent import vae_fingerprint
+
+    clip, unet, vae = tiny_clip(), tiny_text_unet(), pretrained.load("vae-cifar10-gan")
+    checkpoint.save_model(tmp_path / "clip", clip)
+    meta = dict(schedule="linear", T=1000, vae="vae-cifar10-gan", vae_fingerprint=vae_fingerprint(vae))
+    meta |= dict(text_encoder=str(tmp_path / "clip"), text_fingerprint=text_fingerprint(clip))
+    return checkpoint.save_model(tmp_path / "sd", unet, **meta)
+
+
+def test_sample_draws_a_prompt_and_refuses_bad_ones_before_sampling(saved_text_model, tmp_path, capsys):
+    from diffedu import cli
+
+    out = tmp_path / "grid.png"
+    argv = ["sample", "--ckpt", str(saved_text_model), "--steps", "2", "--samples", "2", "--out", str(out)]
+    assert cli.main([*argv, "--prompt", "a red car"]) == 0 and out.exists()
+    assert "prompt 'a red car', guidance 3" in capsys.readouterr().out
+    assert isinstance(load_pipeline(saved_text_model), TextToImage)
+    for extra, said in (
+        (["--prompt", "a crimson car"], "'crimson' is not in this model's vocabulary"),
+        (["--prompt", " ".join(["a"] * 16)], "reads at most 15"),
+        (["--prompt", "a red car", "--class", "car"], "not both"),
+        (["--class", "car"], "reads prompts, not classes"),
+        (["--prompt", "", "--guidance", "3"], "give one too"),
+    ):
+        out.unlink(missing_ok=True)
+        code = cli.main([*argv, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err and not out.exists(), (extra, err)
+    assert cli.main(["sample", "--ckpt", "ldm-cifar10", "--prompt", "a red car", "--out", str(out)]) == 2
+    assert "no text conditioning" in capsys.readouterr().err
+    assert cli.main(["adherence", "--ckpt", "ldm-cifar10", "--out", str(tmp_path / "a.json")]) == 2
+    assert "not a text-to-image model" in capsys.readouterr().err
+
+
+def test_a_text_model_refuses_a_changed_text_encoder(saved_text_model):
+    meta = checkpoint.read_meta(saved_text_model)
+    clip = pretrained.load_clip(meta["text_encoder"])
+    with torch.no_grad():
+        clip.text.norm.weight.add_(1)
+    checkpoint.save_model(meta["text_encoder"], clip)
+    with pytest.raises(CheckpointError, match="has changed since"):
+        load_pipeline(saved_text_model)
