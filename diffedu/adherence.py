@@ -99,6 +99,7 @@ def adherence_table(
     *,
     baseline: Diffusion | None = None,
     scales=SCALES,
+    baseline_scales=(3.0,),
     samples: int = 500,
     steps: int = 50,
     batch_size: int = 100,
@@ -108,8 +109,8 @@ def adherence_table(
     """At each guidance scale: `samples` images for the class-only prompts 'a photo of a {class}' (the classes in
     turn, scored by class accuracy and by FID/KID against the training images), then the colour and brightness
     prompts (`prompt_sets`), all in `steps` DDIM steps from the same seeded noise at every scale. With `baseline`,
-    a class-conditional pipeline (ldm-cifar10-cond): its samples of the same classes from the same noise at each
-    scale, scored alike, and the paired differences. Also the time per image of both at w = 3."""
+    a class-conditional pipeline (ldm-cifar10-cond): at each of `baseline_scales`, its samples of the same classes
+    from the same noise, scored alike, and the paired differences; and the time per image of both at w = 3."""
     device = env.get_device(device)
     train_features = metrics.cached_features(train.images, device=device)
     reference, probe = metrics.Reference(train_features), metrics.LinearProbe(train_features, train.labels)
@@ -123,7 +124,7 @@ def adherence_table(
         images = sample_images(pipe, samples, prompts=class_prompts, **draw)
         row, features = judge(images, probe, classes, none, none, rates, device)
         row = {"guidance": w, "class-only prompts": {**row, **metrics.scores_of(features, reference)}}
-        if baseline is not None:
+        if baseline is not None and w in baseline_scales:
             theirs = sample_images(baseline, samples, classes=classes, **draw)
             their_row, their_features = judge(theirs, probe, classes, none, none, rates, device)
             row["baseline"] = {**their_row, **metrics.scores_of(their_features, reference)}

@@ -411,6 +411,12 @@ def adherence_in_words(measured: dict, w: float = 3.0) -> str:
         f"{accuracy_verdict(unseen['all'], seen['all'])} them on class and colour together "
         f"({_percent(unseen['all'])} against {_percent(seen['all'])})"
     )
+    timed = measured.get("seconds_per_image")
+    if timed:
+        said.append(
+            f"An image at w = 3 takes {timed['text']:.3f} s, {timed['text'] / timed['baseline']:.2f} times the "
+            f"class-conditional model's {timed['baseline']:.3f} s ({timed['device']})"
+        )
     return ". ".join(said) + "."
 
 
