@@ -121,6 +121,10 @@ def json_result(*keys: str) -> Callable[[Path], bool]:
     return ours
 
 
+LOCK_TEXT = re.compile(r"(\d+ on [^\n]*)?")  # what a lock holds: its holder's process id and machine, or nothing yet
+_NOT_OURS = "it is left as it is; choose another --out, or move that file away"
+
+
 @contextmanager
 def held(path: str | Path, what: str = "run"):
     """Hold `path` (a run's output) for this process while the block runs: a second process asking for it is
@@ -132,7 +136,14 @@ def held(path: str | Path, what: str = "run"):
     lock = Path(f"{path}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link, and never a file of someone else's (`train --out poetry` and poetry.lock)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as error:
+            raise DiffeduError(f"{lock} is a link or cannot be opened ({error.strerror}): {_NOT_OURS}") from None
+        if not LOCK_TEXT.fullmatch(os.read(fd, 200).decode(errors="replace")):
+            os.close(fd)
+            raise DiffeduError(f"{lock} is not a lock of diffedu's: {_NOT_OURS}")
+        os.lseek(fd, 0, os.SEEK_SET)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

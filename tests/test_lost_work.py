@@ -420,3 +420,19 @@ def test_a_second_run_on_the_same_out_is_refused_at_once(tiny_cifar, tmp_path, c
     assert f"(process {os.getpid()} on" in capsys.readouterr().err and not checkpoint.exists(out)
     Path(f"{out}.lock").write_text("12345 on a crashed machine")  # a lock file left behind holds nothing
     assert train(tiny_cifar, out) == 0 and not Path(f"{out}.lock").exists()
+
+
+# 8b. A run's lock never touches a file it did not make: `--out poetry` beside one's poetry.lock, or a lock that is a
+# link to a file elsewhere.
+def test_a_runs_lock_leaves_other_files_alone(tiny_cifar, tmp_path, capsys):
+    mine = tmp_path / "poetry.lock"
+    mine.write_text("[[package]]\nname = 'numpy'\n")
+    assert train(tiny_cifar, tmp_path / "poetry") == 2
+    assert "poetry.lock is not a lock of diffedu's" in capsys.readouterr().err
+    assert mine.read_text() == "[[package]]\nname = 'numpy'\n" and not checkpoint.exists(tmp_path / "poetry")
+    elsewhere = tmp_path / "notes.txt"
+    elsewhere.write_text("my notes")
+    (tmp_path / "m.lock").symlink_to(elsewhere)
+    assert train(tiny_cifar, tmp_path / "m") == 2
+    assert "m.lock is a link" in capsys.readouterr().err
+    assert elsewhere.read_text() == "my notes" and (tmp_path / "m.lock").is_symlink()
