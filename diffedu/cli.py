@@ -599,6 +599,11 @@ def launch(args) -> int:
 
 
 def sample_cmd(args) -> None:
+    with env.held(args.out, "sample"):  # a second sample onto the same --out is refused, not mixed with this one
+        _sample(args)
+
+
+def _sample(args) -> None:
     if args.guidance is not None and args.class_ is None and not args.prompt:
         raise DiffeduError(
             "--guidance weighs the model's prediction for --class or --prompt: give one too (e.g. --class horse)"

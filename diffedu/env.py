@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import re
+import secrets
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,7 +140,9 @@ def held(path: str | Path, what: str = "run"):
         try:  # never through a link, and never a file of someone else's (`train --out poetry` and poetry.lock)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as error:
-            raise DiffeduError(f"{lock} is a link or cannot be opened ({error.strerror}): {_NOT_OURS}") from None
+            if lock.is_symlink():
+                raise DiffeduError(f"{lock} is a link: {_NOT_OURS}") from None
+            raise DiffeduError(f"cannot write {lock} ({error.strerror or error}): choose another place") from None
         if not LOCK_TEXT.fullmatch(os.read(fd, 200).decode(errors="replace")):
             os.close(fd)
             raise DiffeduError(f"{lock} is not a lock of diffedu's: {_NOT_OURS}")
@@ -264,7 +267,9 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     if need be."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.partial")  # (one name: what a killed write left, the next one replaces)
+    # its own name: two writers at once never share one (the last rename wins, whole); what a killed one left has
+    # this process's id in its name
+    partial = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         write(partial)
         with open(partial, "rb") as f:

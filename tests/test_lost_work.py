@@ -436,3 +436,17 @@ def test_a_runs_lock_leaves_other_files_alone(tiny_cifar, tmp_path, capsys):
     assert train(tiny_cifar, tmp_path / "m") == 2
     assert "m.lock is a link" in capsys.readouterr().err
     assert elsewhere.read_text() == "my notes" and (tmp_path / "m.lock").is_symlink()
+
+
+# 8c. Two writers of one file: each writes its own temporary file, and a second `sample` onto the same --out is
+# refused while the first holds it.
+def test_two_writers_never_share_a_temporary_file_and_a_second_sample_is_refused(tmp_path, capsys):
+    target, seen = tmp_path / "grid.png", []
+    for _ in range(2):
+        env.write_whole(target, lambda partial: (seen.append(partial.name), partial.write_bytes(b"x")))
+    assert len(set(seen)) == 2 and target.read_bytes() == b"x" and not leftovers(tmp_path)
+    with env.held(target, "sample"):  # a first `sample` writing grid.png
+        assert (
+            cli.main(["sample", "--ckpt", "ddpm-cifar10", "--steps", "1", "--samples", "1", "--out", str(target)]) == 2
+        )
+    assert "another sample (process" in capsys.readouterr().err and target.read_bytes() == b"x"
