@@ -106,15 +106,20 @@ def finite_float(text: str) -> float:
     return value
 
 
-def seed(text: str) -> int:
+def seed(text: str, bits: int = 32) -> int:
     """argparse type: a random seed every generator accepts (NumPy's too), 0 to 2^32 - 1."""
     try:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^32 - 1, got {text!r}")
+    if not 0 <= value < 2**bits:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^{bits} - 1, got {text!r}")
     return value
+
+
+def torch_seed(text: str) -> int:
+    """argparse type: a seed for torch's generator alone (sampling), 0 to 2^64 - 1."""
+    return seed(text, 64)
 
 
 def path_text(text: str) -> str:
@@ -298,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=image_out, default="samples.png", help="the image grid to write (.png, .jpg, ...)")
     s.add_argument("--force", action="store_true", help="replace a file at --out that this command did not write")
     s.add_argument("--device", help=device_help)
-    s.add_argument("--seed", type=seed, default=0)
+    s.add_argument("--seed", type=torch_seed, default=0)
 
     f = sub.add_parser("fid", help="FID/KID of a model's samples, a VAE's reconstructions, or real test images")
     f.add_argument(

@@ -176,13 +176,24 @@ def check_writable(path: str | Path) -> None:
     """Fail now, not after an hour of work, when a file cannot be written at `path` (its folder is
     made if need be)."""
     path = Path(path)
-    probe = path.with_name(f"{path.name}.{os.getpid()}.probe")  # processes checking at once each probe their own
+    check_name(path)
+    probe = path.with_name(f"diffedu-{os.getpid()}.probe")  # processes checking at once each probe their own
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
         raise DiffeduError(f"cannot write {path} ({error.strerror or error}): choose another place") from error
+
+
+def check_name(path: str | Path) -> None:
+    """An error that says so when a file's name is longer than its file system allows (usually 255 bytes)."""
+    path, longest = Path(path), 255
+    folder = next((p for p in path.absolute().parents if p.is_dir()), None)
+    if folder is not None and hasattr(os, "pathconf"):
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    if len(os.fsencode(path.name)) > longest:
+        raise DiffeduError(f"cannot write {path}: its name is longer than this folder allows ({longest}): shorten it")
 
 
 # ---- computed once, kept on disk ------------------------------------------------
@@ -269,12 +280,19 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # its own name: two writers at once never share one (the last rename wins, whole); what a killed one left has
     # this process's id in its name
-    partial = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    partial = path.with_name(f"diffedu-{os.getpid()}-{secrets.token_hex(4)}.partial")  # short: any name fits beside
     try:
         write(partial)
+        partial.chmod(0o666 & ~_umask())  # the mode any file of the user's gets (safetensors writes 0600)
         with open(partial, "rb") as f:
             os.fsync(f.fileno())  # on the disk before it takes the old file's place
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -217,6 +217,8 @@ def out_name(recipe: str | Recipe | None, out: str | Path | None, kind: str | No
     if out is not None and (not str(out).strip() or str(out).endswith(("/", "\\")) or Path(out).is_dir()):
         raise DiffeduError(f"out={str(out)!r} is not a checkpoint name: name the checkpoint, e.g. runs/ddpm/model")
     if out is not None:
+        for file in checkpoint.paths(out):  # before anything asks the file system about a name it cannot hold
+            env.check_name(file)
         return str(out)
     asked = recipe if isinstance(recipe, Recipe) or recipe is None else get_recipe(recipe)
     return str(Path("runs") / (asked.kind if asked else kind or "ddpm") / "model")

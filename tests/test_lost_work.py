@@ -450,3 +450,19 @@ def test_two_writers_never_share_a_temporary_file_and_a_second_sample_is_refused
             cli.main(["sample", "--ckpt", "ddpm-cifar10", "--steps", "1", "--samples", "1", "--out", str(target)]) == 2
         )
     assert "another sample (process" in capsys.readouterr().err and target.read_bytes() == b"x"
+
+
+# 8d. No false refusals: a long --out whose checkpoint names fit, a seed only torch draws from, and files the class
+# can read (safetensors writes 0600; what the tools write gets the mode the user's umask gives).
+def test_a_long_name_a_large_seed_and_readable_files_are_fine(tiny_cifar, tmp_path, capsys):
+    out = tmp_path / ("m" * 235)  # its .safetensors is 247 characters long: it fits
+    assert train(tiny_cifar, out) == 0 and checkpoint.exists(out)
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in checkpoint.paths(out):
+        assert file.stat().st_mode & 0o777 == 0o666 & ~mask, file.name
+    assert train(tiny_cifar, tmp_path / ("m" * 250)) == 2  # its .safetensors would be 262 characters long
+    assert "longer than this folder allows" in capsys.readouterr().err
+    grid = tmp_path / "grid.png"
+    argv = ["sample", "--ckpt", "ddpm-cifar10", "--steps", "1", "--samples", "1", "--seed", str(2**32), "--out"]
+    assert cli.main([*argv, str(grid)]) == 0 and grid.stat().st_mode & 0o777 == 0o666 & ~mask
