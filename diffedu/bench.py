@@ -50,6 +50,11 @@ def methods(ddim_steps: tuple[int, ...] = (100, 50), also: tuple[str, ...] = ())
         Method.named(label) for label in ("DDPM 1000", *(f"DDIM {s}" for s in ddim_steps), "latent DDIM 50", *also)
     ]
     for method in chosen:
+        if method.vae:  # the bench decodes with the profile's own VAE: the row would be timed under another label
+            raise DiffeduError(
+                f"the bench decodes with the profile's VAE, so it cannot time '{method.label}': measure it with "
+                f"python -m diffedu quality --rows '{method.label}'"
+            )
         if method.space == "flow":  # the bench times the profile's own pixel and latent models
             raise DiffeduError(
                 f"the bench times the profile's pixel and latent models, not the flow model: measure "

@@ -530,6 +530,8 @@ def retrain_cmd(args) -> int | None:
     for name in names:
         distributed.check_split(get_recipe(name).batch_size, args.processes)
     out = Path(args.export or Path(args.runs) / "shipped")
+    if out.resolve() == Path(args.runs).resolve():  # the exports would be taken for runs, and never be written
+        raise DiffeduError(f"--export {out} is the --runs folder: export into another folder (default <runs>/shipped)")
     for folder in (Path(args.runs), out):  # before any training
         env.check_writable(folder / names[0])
     if args.processes > 1:
@@ -743,6 +745,8 @@ def guidance_cmd(args) -> None:
     out = Path(args.out or env.home() / "bench" / f"guidance-{Path(args.ckpt).name}.json")
     note = env.check_replaceable(out, env.json_result("scales"), args.force)
     env.check_writable(env.home() / "fid" / "features")
+    if len(set(args.scales)) != len(args.scales) or min(args.scales) < 0:
+        raise DiffeduError(f"--scales must be different guidance scales of 0 or more, got {args.scales}")
     pipe = load_pipeline(args.ckpt, args.device)
     if not pipe.classes:
         raise DiffeduError(f"{args.ckpt} is not class-conditional: there is no guidance to measure")

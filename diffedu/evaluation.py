@@ -74,6 +74,7 @@ class Method:
             or found[2] not in titles
             or (found[2] == "DDPM" and found[4])
             or (space in ("flow", "consistency") and (found[4] or found[5]))
+            or (space == "pixel" and found[5])  # a pixel model has no decoder to swap
         ):
             raise DiffeduError(
                 f"no sampling method {label!r}: name one like 'DDPM 1000', 'DDIM 50', 'DDIM 20 quadratic', "

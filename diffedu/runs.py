@@ -134,6 +134,13 @@ def plan(
             f"--vae (vae=) names the VAE of a latent model, or the base of a decoder or consistency run; "
             f"a {recipe.kind} model has none: drop it"
         )
+    if vae is not None and recipe.kind == "consistency" and not saved:  # it would tune any UNet as a flow model
+        objective = checkpoint.read_meta(pretrained.resolve(vae)).get("objective")
+        if objective != "flow":
+            raise DiffeduError(
+                f"a consistency run tunes a flow-matching model (e.g. fm-cifar10); {vae} is "
+                f"{'a ' + objective + ' model' if objective else 'not one'}: give a flow model's checkpoint"
+            )
     distributed.check_split(recipe.batch_size, processes or distributed.WORLD)
     return recipe, saved
 
