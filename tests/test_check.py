@@ -1117,3 +1117,9 @@ def test_a_learners_cross_attention_masking_with_a_large_negative_number_passes(
 )
 def test_cross_attention_catalogue(wrong, message):
     rejects("cross_attention", wrong, message)
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_an_answer_that_is_text_is_told_what_it_returned(name):
+    # it used to be told "the same inputs gave two different answers: it draws random numbers of its own"
+    rejects(name, lambda *args, **kwargs: "x", "it returned a str ('x')")

@@ -104,6 +104,8 @@ def _guard(fn: Callable, reference: Callable) -> Callable:
         result = fn(*my_args, **my_kwargs)
         if result is None:
             raise Mistake(f"it returned None where {kind} was expected: did you forget `return`?")
+        if isinstance(result, (str, bytes, dict, set)):  # no answer of any exercise: say so, not what it leads to
+            raise Mistake(f"it returned a {type(result).__name__} ({result!r:.40}) where {kind} was expected")
         given = [*zip(names, args, my_args), *((key, kwargs[key], my_kwargs[key]) for key in kwargs)]
         changed = next((name for name, value, mine in given if _changed(value, mine)), None)
         if changed is not None:  # a caller that uses its tensor afterwards (a batch, a schedule) would find it altered
