@@ -114,7 +114,7 @@ def guidance_curve(name: str) -> dict:
             f"{name} ships no guidance curve: it is not class-conditional, or measure one with "
             f"`python -m diffedu guidance --ckpt {name}`"
         )
-    return json.loads(file.read_text())
+    return measurements(file)
 
 
 def adherence_table(name: str) -> dict:
@@ -126,10 +126,23 @@ def adherence_table(name: str) -> dict:
             f"{name} ships no adherence table: it is not a text-to-image model, or measure one with "
             f"`python -m diffedu adherence --ckpt {name}`"
         )
-    return json.loads(file.read_text())
+    return measurements(file)
 
 
 def quality_table() -> dict:
     """FID/KID of the shipped models at 500 samples, per sampler and step count, measured by
     `python -m diffedu quality --out diffedu/checkpoints/quality.json` (lessons 03 and 06 plot it)."""
-    return json.loads((CHECKPOINTS / "quality.json").read_text())
+    return measurements(CHECKPOINTS / "quality.json")
+
+
+def measurements(file: Path) -> dict:
+    """A shipped measurement's JSON, or an error that names the file and says how to get it back."""
+    try:
+        measured = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise DiffeduError(
+            f"{file} could not be read ({error}): restore it (git checkout -- {file.name}) or measure it again"
+        ) from None
+    if not isinstance(measured, dict):
+        raise DiffeduError(f"{file} holds no table: restore it (git checkout -- {file.name}) or measure it again")
+    return measured

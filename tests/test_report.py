@@ -2,6 +2,8 @@
 the one computed from their features, the verdict follows the course's two-standard-error rule, and the README's
 headline claims are the ones the shipped table makes."""
 
+import json
+
 import pytest
 import torch
 
@@ -84,3 +86,43 @@ def test_the_pages_state_the_numbers_the_shipped_measurements_make(block):
     assert text[text.index(start) + len(start) : text.index(end)].strip() == make().strip(), (
         f"{path.name}'s numbers differ from their source: run python -m diffedu.report"
     )
+
+
+def test_the_report_tool_on_damaged_tables_says_which_and_changes_no_page(tmp_path, monkeypatch):
+    import shutil
+
+    from diffedu import pretrained
+
+    shipped = tmp_path / "checkpoints"
+    shutil.copytree(pretrained.CHECKPOINTS, shipped, ignore=shutil.ignore_patterns("*.safetensors"))
+    monkeypatch.setattr(pretrained, "CHECKPOINTS", shipped)
+    monkeypatch.setattr(pretrained, "available", lambda: ["ldm-cifar10-cond", "sd-cifar10"])
+    pages = {}
+    for name, (path, start, end, make) in report.BLOCKS.items():  # copies of the pages, so that nothing real changes
+        pages[name] = tmp_path / f"{name}-{path.name}"
+        pages[name].write_text(path.read_text())
+        monkeypatch.setitem(report.BLOCKS, name, (pages[name], start, end, make))
+    before = {name: page.read_text() for name, page in pages.items()}
+    table = json.loads((shipped / "quality.json").read_text())
+    damages = {
+        "truncated": lambda: (shipped / "quality.json").write_text(json.dumps(table)[:5000]),
+        "no KID influences": lambda: (shipped / "quality.json").write_text(
+            json.dumps(
+                {
+                    **table,
+                    "rows": {
+                        k: {**r, "influence": {"fid": r["influence"]["fid"]}} if "influence" in r else r
+                        for k, r in table["rows"].items()
+                    },
+                }
+            )
+        ),
+        "a row the README cites missing": lambda: (shipped / "quality.json").write_text(
+            json.dumps({**table, "rows": {k: r for k, r in table["rows"].items() if k != "latent DDIM 50"}})
+        ),
+    }
+    for what, damage in damages.items():
+        damage()
+        said = report.main()
+        assert isinstance(said, str) and said.startswith("error: ") and "quality.json" in said, (what, said)
+        assert "\n" not in said and {name: page.read_text() for name, page in pages.items()} == before, what
