@@ -188,14 +188,16 @@ class _Folder:
 
     def state(self, name: str, text: str | None = None) -> str:
         """What `name` holds: "ours" (nothing, what this module wrote there, or `text`), "damaged" (a write of
-        `text` cut short, by a full disk say, or a notebook that is not whole: nobody's work) or "changed"."""
+        `text` cut short, by a full disk say: nobody's work) or "changed" (anything else: someone's)."""
         file = self.path / name
         if not file.exists():
             return "ours"
         data, new = file.read_bytes(), None if text is None else text.encode()
         if _digest(data) in self.digests.get(name, []) or data == new:
             return "ours"
-        if (new and new.startswith(data)) or (name.endswith(".ipynb") and not _is_notebook(data)):
+        # cut short: what would be written, its tail missing (or zeros where it was, as a crash can leave); a file
+        # that differs anywhere else, or is longer, is someone's work, whole or not (a line appended, a merge's markers)
+        if new is not None and new.startswith(data.rstrip(b"\0")):
             return "damaged"
         return "changed"
 
@@ -228,15 +230,6 @@ def _say(file: Path, state: str) -> None:
         print(f"rewrote {file}: it was not a whole file (a write cut short, by a full disk say), so nobody's work")
     elif state == "changed":
         print(f"replaced {file} (--force): it was not what was last written there")
-
-
-def _is_notebook(data: bytes) -> bool:
-    """Whether `data` reads as a notebook: JSON with cells and a format version, as every notebook editor saves."""
-    try:
-        notebook = json.loads(data)
-    except ValueError:  # not JSON (cut short), or not UTF-8
-        return False
-    return isinstance(notebook, dict) and isinstance(notebook.get("cells"), list) and "nbformat" in notebook
 
 
 def _digest(data: bytes) -> str:

@@ -278,9 +278,10 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
     if need be."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # its own name: two writers at once never share one (the last rename wins, whole); what a killed one left has
-    # this process's id in its name
-    partial = path.with_name(f"diffedu-{os.getpid()}-{secrets.token_hex(4)}.partial")  # short: any name fits beside
+    # its own name: two writers at once never share one (the last rename wins, whole); what a killed one left names
+    # its file and this process, or only the process where the file's own name is near the longest allowed
+    mine = f"{os.getpid()}-{secrets.token_hex(4)}.partial"
+    partial = path.with_name(f"{path.name}.{mine}" if len(os.fsencode(path.name)) < 200 else f"diffedu-{mine}")
     try:
         write(partial)
         partial.chmod(0o666 & ~_umask())  # the mode any file of the user's gets (safetensors writes 0600)

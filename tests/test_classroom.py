@@ -187,6 +187,22 @@ def test_a_lesson_cut_short_is_rewritten_and_a_damaged_record_gives_no_traceback
     assert "my answer" in answered.read_text() and (out / "02_ddpm.ipynb").read_bytes() == whole["02_ddpm.ipynb"]
 
 
+def test_someones_edit_is_never_taken_for_a_write_cut_short(tmp_path, capsys):
+    """A student notebook with a line appended, or a merge conflict's markers in it, no longer parses: it is still
+    someone's work, kept without --force (in `course`'s release/ too, which writes through the same folder)."""
+    out = tmp_path / "student"
+    student_edition(LESSONS, out)
+    appended, merged = out / "01_forward_process.ipynb", out / "02_ddpm.ipynb"
+    appended.write_bytes(appended.read_bytes() + b"\nmy note\n")
+    text = merged.read_text()
+    merged.write_text("<<<<<<< HEAD\n" + text[:3000] + "=======\n" + text[3000:] + ">>>>>>> theirs\n")
+    edited = {p: p.read_bytes() for p in (appended, merged)}
+    assert cli.main(["student", "--lessons", str(LESSONS), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "kept 2 as they were" in said and "rewrote" not in said
+    assert {p: p.read_bytes() for p in (appended, merged)} == edited
+
+
 def no_nbgrader(monkeypatch) -> list:
     """nbgrader is not started: the list that comes back collects the command lines that would have started it."""
     started = []
