@@ -502,8 +502,8 @@ def rewrite_pages() -> list[Path]:
             raise
         except (KeyError, IndexError, TypeError, ValueError) as error:  # a table that lacks a row, a list, a number
             raise DiffeduError(
-                f"{', '.join(SOURCES[name])} in diffedu/checkpoints, behind {path.name}'s {name}, lack {error}: measure "
-                "again, or restore them (git checkout -- diffedu/checkpoints); no page was changed"
+                f"{', '.join(SOURCES[name])} in diffedu/checkpoints, behind {path.name}'s {name}, lack {error}: "
+                "measure again, or restore them (git checkout -- diffedu/checkpoints); no page was changed"
             ) from None
     return [path for name, (path, start, end, _) in BLOCKS.items() if rewrite_block(path, start, end, made[name])]
 
