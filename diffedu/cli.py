@@ -881,7 +881,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt as interrupt:
-        distributed.print_main(f"\n{interrupt or 'interrupted'}", file=sys.stderr)  # once, not once per process
+        if distributed.launched_main():  # once, not once per process (known from torchrun's RANK, before set-up too)
+            print(f"\n{str(interrupt) or 'interrupted'}", file=sys.stderr)
         return 130
     # Expected failures (bad input, files, a missing package, a diverging loss) are one line, said once under
     # torchrun (by process 0: each process meets the same); anything else is a bug and keeps its traceback.

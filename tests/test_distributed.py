@@ -228,3 +228,27 @@ def test_a_refusal_on_every_process_is_said_once(launcher, extra, tmp_path):
     assert len(re.findall(r"^error: ", done.stderr, re.MULTILINE)) == 1, done.stderr[-3000:]
     if launcher == DIFFEDU:  # (torchrun itself adds its ChildFailedError traceback)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_ctrl_c_before_set_up_is_said_by_process_0_alone(monkeypatch, capsys, tmp_path):
+    """Under plain torchrun, Ctrl-C during start-up (before the processes join) used to be said by each process."""
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "sample", stopped)
+    for rank, said in (("1", ""), ("0", "\ninterrupted\n")):
+        monkeypatch.setenv("RANK", rank)
+        assert cli.main(["sample", "--ckpt", "ddpm-cifar10", "--out", str(tmp_path / "x.png")]) == 130
+        assert capsys.readouterr().err == said
+    # and while `python -m diffedu` is still importing torch
+    child = subprocess.Popen(
+        [sys.executable, "-m", "diffedu", "--help"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RANK": "1"},
+        start_new_session=True,
+    )
+    time.sleep(1.0)
+    os.killpg(child.pid, signal.SIGINT)
+    assert "interrupted" not in child.communicate(timeout=60)[1]
