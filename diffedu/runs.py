@@ -134,6 +134,10 @@ def plan(
             f"--vae (vae=) names the VAE of a latent model, or the base of a decoder or consistency run; "
             f"a {recipe.kind} model has none: drop it"
         )
+    if vae is not None and recipe.kind == "decoder" and not saved:  # it retrains a VAE's decoder
+        kind = checkpoint.read_meta(pretrained.resolve(vae)).get("kind")
+        if kind != "vae":
+            raise DiffeduError(f"a decoder run retrains a VAE's decoder; {vae} holds a {kind} model: give a VAE")
     if vae is not None and recipe.kind == "consistency" and not saved:  # it would tune any UNet as a flow model
         objective = checkpoint.read_meta(pretrained.resolve(vae)).get("objective")
         if objective != "flow":

@@ -577,3 +577,41 @@ def test_a_text_model_refuses_a_changed_text_encoder(saved_text_model):
     checkpoint.save_model(meta["text_encoder"], clip)
     with pytest.raises(CheckpointError, match="has changed since"):
         load_pipeline(saved_text_model)
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["sample", "--ckpt", "clip-cifar10"], "is a text encoder (a CLIP), not a diffusion model"),
+        (["fid", "--ckpt", "clip-cifar10", "--samples", "2"], "is a text encoder"),
+        (["zeroshot", "--ckpt", "ldm-cifar10"], "holds a unet model, not a text encoder"),
+        (["train", "latent", "--vae", "clip-cifar10"], "holds a clip model, not a VAE"),
+        (["train", "decoder", "--vae", "clip-cifar10"], "holds a clip model: give a VAE"),
+        (["train", "consistency", "--vae", "clip-cifar10"], "tunes a flow-matching model"),
+        (["train", "--recipe", "smoke-text", "--vae", "ldm-cifar10"], "not a VAE"),
+        (["guidance", "--ckpt", "clip-cifar10"], "is a text encoder"),
+    ],
+)
+def test_a_text_models_checkpoint_where_another_is_expected_is_one_line(argv, said, tmp_path, monkeypatch, capsys):
+    from diffedu import cli
+
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and "Traceback" not in err, err
+
+
+def test_a_text_to_image_checkpoint_where_another_model_is_expected_is_one_line(saved_text_model, capsys):
+    from diffedu import cli
+
+    sd = str(saved_text_model)
+    for argv, said in (
+        (["guidance", "--ckpt", sd], "is not class-conditional"),
+        (["train", "decoder", "--vae", sd], "holds a unet model: give a VAE"),
+        (["train", "consistency", "--vae", sd], "tunes a flow-matching model"),
+        (["train", "latent", "--vae", sd], "not a VAE"),
+        (["zeroshot", "--ckpt", sd], "not a text encoder"),
+    ):
+        code = cli.main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err, (argv, err)
