@@ -223,6 +223,7 @@ def cached_tensor(path: str | Path, compute: Callable[[], torch.Tensor]) -> torc
         f"{path.name}.{os.getpid()}.partial"
     )  # processes computing it at once each write their own
     save_file({"tensor": value.contiguous()}, str(partial))
+    partial.chmod(0o666 & ~_umask())  # as write_whole's files (safetensors writes 0600)
     partial.replace(path)  # appears whole or not at all
     return value
 
