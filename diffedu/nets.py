@@ -303,6 +303,15 @@ def text_conditioned(base: UNet, context_dim: int) -> UNet:
     return unet
 
 
+def train_only_cross_attention(unet: UNet) -> int:
+    """Freeze every weight of `unet` but its cross-attention's (a fine-tuning that cannot unlearn what the base
+    knew); returns how many stay trainable."""
+    new = {id(p) for module in unet.modules() if isinstance(module, CrossAttention) for p in module.parameters()}
+    for p in unet.parameters():
+        p.requires_grad_(id(p) in new)
+    return sum(p.numel() for p in unet.parameters() if p.requires_grad)
+
+
 def check_positive(config, *names: str) -> None:
     """Each named field a positive whole number, or a non-empty tuple of them. A config read from a file
     may hold anything, and a wrong size must fail here, by name, not deep inside torch."""

@@ -399,7 +399,7 @@ _RECIPES = [
         {},
         steps=60,
         batch_size=64,
-        lr=3e-4,
+        lr=1e-3,
         vae="vae-cifar10-gan",
         base="ldm-cifar10-cond",
         text_encoder="clip-cifar10",

@@ -615,3 +615,21 @@ def test_a_text_to_image_checkpoint_where_another_model_is_expected_is_one_line(
         code = cli.main(argv)
         err = capsys.readouterr().err
         assert code == 2 and said in err and "Traceback" not in err, (argv, err)
+
+
+def test_training_only_the_cross_attention_leaves_every_other_weight_as_it_was():
+    from diffedu.nets import train_only_cross_attention
+
+    unet = tiny_text_unet().train()
+    before = {name: p.detach().clone() for name, p in unet.named_parameters()}
+    cross = {n for n, m in unet.named_modules() if isinstance(m, CrossAttention)}
+    trained = train_only_cross_attention(unet)
+    assert trained == sum(p.numel() for n, p in unet.named_parameters() if n.rsplit(".", 2)[0] in cross) > 0
+    optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-2)
+    context, mask = torch.randn(2, 5, 6), torch.ones(2, 5, dtype=torch.bool)
+    for _ in range(3):
+        optimizer.zero_grad()
+        unet(torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), context=context, mask=mask).square().mean().backward()
+        optimizer.step()
+    for name, p in unet.named_parameters():
+        assert torch.equal(p, before[name]) != (name.rsplit(".", 2)[0] in cross), name
