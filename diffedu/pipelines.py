@@ -462,7 +462,8 @@ class TextToImage(LatentDiffusion):
     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """n images for one prompt, and where each of its words was looked at: the cross-attention weights of its
         tokens, averaged over the heads, the layers (each brought to the latent's size) and the steps. Returns the
-        images, the maps (n, words, latent size, latent size), each word's share of the attention, and the words."""
+        images, the maps (n, words, latent size, latent size), each word's summing to 1 over the positions, and the
+        words."""
         words = self.clip.tokenizer.split(prompt)
         if real(guidance, "guidance") == 0:  # only the empty prompt is run: no word of this one is looked at
             raise DiffeduError("at w = 0 the model ignores the prompt, so no word is looked at: set w above 0")
