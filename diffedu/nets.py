@@ -96,9 +96,8 @@ class CrossAttention(nn.Module):
         self.out = nn.Conv2d(channels, channels, 1)
         for p in self.out.parameters():
             nn.init.zeros_(p)
-        self.maps: list[torch.Tensor] | None = (
-            None  # a list (TextToImage.attention_maps): each call appends its weights
-        )
+        # set to a list (TextToImage.attention_maps), it collects each call's attention weights
+        self.maps: list[torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (b, c, h, w); context (b, L, context_dim) token states; mask (b, L), True for the real tokens."""
