@@ -633,3 +633,20 @@ def test_training_only_the_cross_attention_leaves_every_other_weight_as_it_was()
         optimizer.step()
     for name, p in unet.named_parameters():
         assert torch.equal(p, before[name]) != (name.rsplit(".", 2)[0] in cross), name
+
+
+def test_retrain_trains_the_text_model_on_the_clip_exported_beside_it(tiny_cifar, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from diffedu import recipes, runs
+
+    tiny_text = replace(recipes.get_recipe("smoke-text"), name="smoke-text-on-smoke-clip", text_encoder="smoke-clip")
+    monkeypatch.setitem(recipes.RECIPES, tiny_text.name, tiny_text)
+    out = tmp_path / "runs"
+    assert runs.retrain([tiny_text.name, "smoke-clip"], out, data_root=str(tiny_cifar), device="cpu")  # CLIP first
+    clip = pretrained.load_clip(out / "shipped" / "smoke-clip")
+    run, shipped = checkpoint.read_meta(out / tiny_text.name), checkpoint.read_meta(out / "shipped" / tiny_text.name)
+    assert run["text_encoder"] == str((out / "shipped" / "smoke-clip").resolve())  # it read the exported CLIP
+    assert run["text_fingerprint"] == shipped["text_fingerprint"] == text_fingerprint(clip)
+    assert shipped["text_encoder"] == "smoke-clip" and shipped["config"]["context_dim"] == clip.config.width
+    assert "adherence" in (out / "shipped" / f"{tiny_text.name}.md").read_text()
