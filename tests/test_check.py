@@ -935,13 +935,17 @@ def test_consistency_fn_catalogue(wrong, message):
     rejects("consistency_fn", wrong, message)
 
 
-def ct_loss_with(noises=1, stopgrad="r", weight="sigma", reduce="mean", calls="two"):
+def ct_loss_with(noises=1, stopgrad="r", weight="sigma", reduce="mean", calls="two", shared="", times="(B,)"):
     def fn(f, x0, t, r):
         tt, rr = t.view(-1, 1, 1, 1), r.view(-1, 1, 1, 1)
-        noise = torch.randn_like(x0)
+        noise = {
+            "": lambda: torch.randn_like(x0),
+            "per image": lambda: torch.randn(len(x0), 1, 1, 1, dtype=x0.dtype).expand_as(x0),
+            "batch": lambda: torch.randn(1, *x0.shape[1:], dtype=x0.dtype).expand_as(x0),
+        }[shared]()
         other = noise if noises == 1 else torch.randn_like(x0)
         x_t, x_r = (1 - tt) * x0 + tt * noise, (1 - rr) * x0 + rr * other
-        online, target = f(x_t, t), f(x_r, r)
+        online, target = (f(x_t, tt), f(x_r, rr)) if times == "(B, 1, 1, 1)" else (f(x_t, t), f(x_r, r))
         if stopgrad == "r":
             target = target.detach()
         elif stopgrad == "t":
@@ -976,6 +980,9 @@ def test_a_learners_ct_loss_passes(capsys):
         (ct_loss_with(weight="none"), "without it the loss shrinks"),
         (ct_loss_with(reduce="sum"), "the loss should be mean("),
         (ct_loss_with(calls="per image"), "call it twice"),
+        (ct_loss_with(shared="per image"), "one number per image, the same at every pixel"),
+        (ct_loss_with(shared="batch"), "one noise for the whole batch"),
+        (ct_loss_with(times="(B, 1, 1, 1)"), "give f one time per image as it comes, shape (B,)"),
     ],
 )
 def test_ct_loss_catalogue(wrong, message):
@@ -991,6 +998,8 @@ def consistency_sample_with(noise="fresh", renoise=True, swap=False, seeded=True
             z = (
                 x1
                 if noise == "first"
+                else torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.dtype)
+                if noise == "float32"
                 else torch.randn(x0.shape, generator=generator if seeded else None, dtype=x0.dtype)
             )
             x_t = ((t * x0 + (1 - t) * z) if swap else ((1 - t) * x0 + t * z)) if renoise else x0
@@ -1013,6 +1022,7 @@ def test_a_learners_consistency_sample_passes(capsys):
         (consistency_sample_with(swap=True), "the weights are swapped"),
         (consistency_sample_with(seeded=False), "draw every random number from the generator"),
         (consistency_sample_with(keep="x_t"), "differs from diffedu's multistep consistency sampler"),
+        (consistency_sample_with(noise="float32"), "in the images' own dtype (here float64)"),
     ],
 )
 def test_consistency_sample_catalogue(wrong, message):

@@ -91,6 +91,11 @@ def ct_loss(fn: Callable) -> str:
         which: [x for x, when in f.calls if when.shape == (n,) and torch.equal(when, time)]
         for which, time in (("t", t), ("r", r))
     }
+    if len(f.calls) == 2 and any(when.shape != (n,) and when.numel() == n for _, when in f.calls):
+        raise Mistake(
+            "give f one time per image as it comes, shape (B,): f reshapes it to scale whole images itself "
+            "(a t of shape (B, 1, 1, 1) is for your own x_t = (1 - t) x_0 + t eps)"
+        )
     if len(f.calls) != 2 or len(at["t"]) != 1 or len(at["r"]) != 1:
         raise Mistake(
             f"it called f {len(f.calls)} times: call it twice, once at (x_t, t) and once at (x_r, r), each with "
@@ -99,6 +104,12 @@ def ct_loss(fn: Callable) -> str:
     (x_t,), (x_r,) = at["t"], at["r"]
     noise_t = (x_t - (1 - _per_image(t, x0)) * x0) / _per_image(t, x0)
     noise_r = (x_r - (1 - _per_image(r, x0)) * x0) / _per_image(r, x0).clamp_min(1e-12)
+    if torch.allclose(noise_t, noise_t[:1].expand_as(noise_t)):
+        raise Mistake("one noise for the whole batch: each image needs its own, torch.randn_like(x0)")
+    if torch.allclose(noise_t, noise_t.flatten(1)[:, :1, None, None].expand_as(noise_t)):
+        raise Mistake(
+            "the noise is one number per image, the same at every pixel: draw one per pixel, torch.randn_like(x0)"
+        )
     if not _gaussian(noise_t) or not _gaussian(noise_r):
         raise Mistake("x_t = (1 - t) x_0 + t eps and x_r = (1 - r) x_0 + r eps, with Gaussian eps (torch.randn_like)")
     if not torch.allclose(noise_t, noise_r):
@@ -163,7 +174,10 @@ def _consistency_with(noise="fresh", renoise=True, swap=False) -> Callable:
     def run(f, x1, times, generator) -> torch.Tensor:
         x0 = f(x1, torch.full((len(x1),), times[0], dtype=x1.dtype))
         for t in times[1:]:
-            z = x1 if noise == "first" else _noise(x0, generator)
+            if noise == "float32":  # drawn in float32, then cast to the images' dtype
+                z = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.dtype)
+            else:
+                z = x1 if noise == "first" else _noise(x0, generator)
             a, b = (t, 1 - t) if swap else (1 - t, t)
             x_t = a * x0 + b * z if renoise else x0
             x0 = f(x_t, torch.full((len(x1),), t, dtype=x1.dtype))
@@ -193,6 +207,10 @@ def consistency_sample(fn: Callable) -> str:
             "each step puts the image back on a line at t, "
             "x_t = (1 - t) x_0 + t z, before asking f again": _consistency_with(renoise=False),
             "x_t = (1 - t) x_0 + t z: at t near 1 mostly noise (the weights are swapped)": _consistency_with(swap=True),
+            "draw the fresh noise in the images' own dtype (here float64), torch.randn(x0.shape, generator=generator, "
+            "dtype=x0.dtype): the same seed drawn in float32 and cast gives other numbers": _consistency_with(
+                noise="float32"
+            ),
         },
         "diffedu's multistep consistency sampler",
     )
