@@ -431,8 +431,8 @@ STABLE_DIFFUSION = {
     "contrastively on 400M image-text pairs by OpenAI, frozen; byte-pair tokens, 49,408 of them, 77 per prompt",
     '"no label"': "the empty prompt's embedding, captions dropped 10% of the time",
     "guidance": "classifier-free, default w = 7.5",
-    "sampler": "PNDM/PLMS by default; DDIM, Euler, DPM-Solver++",
-    "data": "LAION: hundreds of millions of captioned images",
+    "sampler": "DDIM in CompVis' script (PLMS with --plms), PNDM in diffusers' pipeline; Euler, DPM-Solver++",
+    "data": "LAION-2B-en first, then LAION's aesthetic subsets: hundreds of millions of captioned images",
 }
 
 

@@ -113,8 +113,8 @@ check.drop_labels(drop_labels)
 # %% [markdown]
 # The training loss (`diffedu.training.eps_loss`, lesson 02's, given batches of images and labels) takes your
 # dropout. We train on lesson 05's cached latents, each with its image's label. A short live run shows the loss.
-# The samples below come from the shipped `ldm-cifar10-cond` in the `cpu` profile (the same recipe, trained on a
-# GPU; its card says how), and from this run elsewhere.
+# The samples below come from the shipped `ldm-cifar10-cond` in the `cpu` profile (a model of the same kind,
+# trained by its own, longer recipe on a GPU; its card says how), and from this run elsewhere.
 
 # %%
 vae = load_vae("vae-cifar10-gan", device)  # the shipped VAE in every profile: this lesson is about the UNet
@@ -158,10 +158,11 @@ print(
 # $(1 + w')\,\varepsilon_\theta(x_t, t, y) - w'\,\varepsilon_\theta(x_t, t, \varnothing)$, so their $w'$ is our
 # $w - 1$.
 #
-# Why it works: the difference of the two predictions is proportional to the gradient of $\log p(y \mid x_t)$, an
-# implicit classifier. Guidance follows that gradient further. Ho & Salimans found that it trades sample
-# diversity for fidelity. Both predictions come from one batched model call per step, and the sampler stays as
-# it was.
+# Why it works: the difference of the two predictions is $-\sqrt{1 - \bar\alpha_t}$ times the gradient of
+# $\log p(y \mid x_t)$, an implicit classifier. The predicted noise points away from the class, so removing it
+# moves towards the class, and guidance follows that gradient further. Ho & Salimans found that it trades sample
+# diversity for fidelity. Both predictions come from one batched model call per step, on twice the batch: twice
+# the work of an unguided step. The sampler stays as it was.
 #
 # ### Exercise 7.2: the guided prediction
 
