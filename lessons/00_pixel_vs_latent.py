@@ -23,8 +23,8 @@
 #
 # 1. **Latent diffusion is cheaper.** Diffusing in a small latent space costs far less than diffusing pixels,
 #    and the aim is comparable quality.
-# 2. **DDIM is faster.** A DDIM sampler needs ten to a hundred times fewer steps than DDPM, from the same
-#    trained model.
+# 2. **DDIM is faster.** A DDIM sampler needs 10 to 50 times fewer steps than DDPM (its paper's range), from the
+#    same trained model.
 #
 # The course ships small trained models and a table of their measured quality. Here is what that table says
 # about the two claims today. Lessons 03 and 06 explain every part of it, so do not worry yet about what FID and
@@ -61,8 +61,8 @@ display(Markdown(report.headline(quality)))
 display(Markdown(report.compare(quality, ("latent DDIM 50", "DDIM 50"), ("DDIM 20", "DDPM 1000"))))
 
 # %% [markdown]
-# So the first claim holds for speed, and only partly for quality: closing that gap is open work. The second
-# claim holds. Now to the arithmetic behind the first.
+# Each verdict above rests on the paired differences under it: read a claim only as far as they go. Now to the
+# arithmetic behind the first claim.
 #
 # ## How many numbers does a diffusion model push around?
 #
@@ -88,8 +88,8 @@ assert values(32, 32, 3) // values(8, 8, 4) == 12
 #
 # A factor $f$ shrinks each side $f$ times, so the count of values falls $f^2$ times. Three channels becoming
 # four takes a little back: the ratio is $3f^2/4$ at every size. Self-attention compares every position with
-# every other, so its cost grows with the *square* of the positions. For attention layers the saving is squared
-# again.
+# every other, so its cost grows with the *square* of the positions. The positions fall $f^2$ times, so for
+# attention layers the saving is $f^4$.
 
 # %% tags=["nbval-check-output"]
 sizes = [32, 64, 128, 256, 512, 1024]
@@ -126,7 +126,9 @@ plt.show()
 # CIFAR-10 holds sixty thousand small photos in ten classes: fifty thousand to train on, ten thousand to test.
 # `load_cifar10` downloads it into `data/` the first time, or reads a copy you already have if `DIFFEDU_DATA`
 # points at it. It returns the whole set as **one uint8 tensor**. That is small enough to keep in memory, so
-# batches come straight from it, with no per-image loading pipeline.
+# batches come straight from it, with no per-image loading pipeline. The shipped models were trained on a sample
+# of the training set, the one these course machines hold; the models' cards say how many images. Below, the
+# count is of the copy on your machine.
 
 # %%
 train = load_cifar10()
@@ -191,7 +193,7 @@ assert x.min() >= -1 and x.max() <= 1
 # | $\tilde\beta_t$ | `posterior_variance` | the variance of the posterior $q(x_{t-1} \mid x_t, x_0)$ | lesson 02 |
 # | $\sigma_t$ | `variance[t].sqrt()` | the standard deviation of DDPM's reverse step: $\sqrt{\tilde\beta_t}$ here, or $\sqrt{\beta_t}$ | lesson 02 |
 # | $\sigma_t(\eta)$ | `ddim_sigma` | the standard deviation of the noise a DDIM step adds; $\eta = 0$ adds none | lesson 03 |
-# | $\mu_\phi(x)$, $\sigma_\phi(x)$ | `mean`, `logvar` | the encoder's mean and standard deviation of a latent | lesson 04 |
+# | $\mu_\phi(x)$, $\log\sigma^2_\phi(x)$ | `mean`, `logvar` | the encoder's mean of a latent, and the log of its variance | lesson 04 |
 # | $w$ | `guidance` | the classifier-free guidance scale; $w = 1$ is the plain conditional model | lesson 07 |
 # | $\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}$ | `sigma` | the ODE's noise level, with $\tilde x = x/\sqrt{\bar\alpha} = x_0 + \sigma\varepsilon$ | lesson 08 |
 # | $\lambda = \log\big(\sqrt{\bar\alpha}/\sqrt{1-\bar\alpha}\big)$ | `lam` | half the log signal-to-noise ratio: DPM-Solver's time | lesson 08 |
