@@ -424,7 +424,8 @@ check.hinge_d_loss(hinge_d_loss)
 # only seen perfect latents may turn those errors into mush; this one learns to draw a clean image anyway.
 #
 # A short run, with your hinge loss for the discriminator (`DecoderTrainer` in `diffedu.adversarial`). The
-# discriminator learns alone for the first tenth of the steps.
+# adversarial term waits for the first tenth of the steps: meanwhile the decoder trains on L1 alone, and the
+# discriminator learns to tell real images from its reconstructions.
 
 # %%
 import copy
