@@ -143,11 +143,13 @@ check.ddim_step(ddim_step)
 # ### Exercise 3.3: which timesteps to visit
 #
 # Return `steps` timesteps from $T-1$ (pure noise) down to $0$, strictly decreasing. **Uniform** spacing
-# spreads them evenly: $\mathrm{round}\big((T-1)\,i/(n-1)\big)$ for $i = 0..n-1$, largest first. **Quadratic**
-# spacing, the DDIM paper's choice for CIFAR-10, uses $\mathrm{round}\big((T-1)\,(i/(n-1))^2\big)$. That puts
-# more of them near $t = 0$, where fine detail is decided. Near zero the formula repeats values, so take
-# $\max(t_i, i)$ to keep them distinct. With one step, visit just $T-1$. (diffusers' default, "leading" spacing,
-# is `range(0, T, T // n)`: it never starts at $T-1$.)
+# spreads them evenly: $\mathrm{round}\big((T-1)\,i/(n-1)\big)$ for $i = 0..n-1$. **Quadratic** spacing, the
+# DDIM paper's choice for CIFAR-10, uses $\mathrm{round}\big((T-1)\,(i/(n-1))^2\big)$. That puts more of them
+# near $t = 0$, where fine detail is decided. (DDIM's released code ends its quadratic grid at $0.8\,T$; ours runs
+# to $T-1$, like the uniform grid.) In this order: compute the grid in ascending order, $i = 0..n-1$; near zero
+# it repeats values, so take $\max(t_i, i)$ to keep them distinct; then reverse it, largest first. With one step,
+# visit just $T-1$. (diffusers' default, "leading" spacing, is `range(0, T, T // n)`: for $n \le T/2$ it never
+# starts at $T-1$.)
 
 
 # %% nbgrader={"grade": false, "grade_id": "ddim_timesteps", "locked": false, "schema_version": 3, "solution": true, "task": false}
