@@ -13,7 +13,7 @@
 #
 # - Write FID and KID, the two standard measures of how close samples are to real images.
 # - Measure FID's bias, and check that a score's standard error means what it says.
-# - Time DDPM, DDIM and latent DDIM on your machine, and set the result beside the course's source material.
+# - Time DDPM, DDIM and latent DDIM on your machine, and set the result beside a tutorial's reported numbers.
 # - Read the shipped quality table: where each claim holds, and where it does not yet.
 #
 # **Time:** about 2 minutes of computing in the `cpu` profile.
@@ -155,8 +155,9 @@ print(
 # A score from $n$ samples is itself random: draw another $n$ samples from the same model and it moves. How much
 # is its **standard error**, and it can be estimated from the samples at hand, as for a mean.
 #
-# Give sample $i$ a little more weight, and the score moves by its *influence*. To first order, a score is the
-# mean of its samples' influences, so its standard error is $\mathrm{std}(\text{influence})/\sqrt n$. For KID the
+# Give sample $i$ a little more weight, and the score moves by its *influence*. To first order, a score is its
+# expected value plus the mean of its samples' influences, so its standard error is
+# $\mathrm{std}(\text{influence})/\sqrt n$. For KID the
 # influence of sample $i$ is $2(a_i - b_i)$: $a_i$ is its mean kernel with the other samples, and $b_i$ with the
 # reference images. FID's has a closed form too (`diffedu.metrics.fid_and_influence`). The reference images are
 # the same for every model scored, so only the samples' randomness counts.
@@ -225,10 +226,9 @@ assert list(sampling) == ["DDPM 1000", "DDIM 100", "DDIM 50", "latent DDIM 50"]
 # %% [markdown]
 # ## The tables
 #
-# All of it, as the bench prints it. The reference columns are the course's source material
-# (`diffedu/reference_numbers.json`, which cites it): images sampled on one GPU, and models trained on the full
-# CIFAR-10. How many samples its FIDs used is not recorded, and FID falls as the count grows, so its FIDs and
-# ours compare only loosely.
+# All of it, as the bench prints it. The reference columns are a tutorial's reported numbers for a run on one
+# GPU, 100 epochs of the full CIFAR-10 (`diffedu/reference_numbers.json`). Its code and the number of samples
+# behind its FIDs are not known, and FID falls as the count grows, so its FIDs and ours compare only loosely.
 
 # %%
 display(Markdown(report.tables(result)))
@@ -279,8 +279,10 @@ plt.show()
 # - **VAE reconstructions** of those images: the floor under latent diffusion. The latent model can at best
 #   produce what the decoder can draw.
 #
-# The short bench scores only a few images per row. At that count FID says nothing: its bias is larger than every
-# difference between the rows. KID is unbiased, so its mean is right at any count, but its error bar is wide.
+# The short bench scores only a few images per row. At that count FID says little. A bias shared by every row
+# would cancel in their differences, but this is worse: with fewer images than Inception's 2,048 features, the
+# fitted covariance is rank-deficient, and the distance mostly measures what so few images cannot estimate. KID
+# is unbiased, so its mean is right at any count, but its error bar is wide.
 # So we plot KID with its error bar here, and turn to the shipped table for FID.
 
 # %%
@@ -391,7 +393,7 @@ plt.show()
 # %% [markdown]
 # ## What this run says
 #
-# The ratios from this run, beside the source material's:
+# The ratios from this run, beside the tutorial's:
 
 # %%
 ddpm, ddim100, ddim50, latent50 = (
@@ -401,15 +403,21 @@ pixel_rate, cached_rate, encoded_rate = (
     training[name]["images_per_second"] for name in ("pixel", "latent, cached latents", "latent, encoder run per batch")
 )
 sizes = result["sizes"]
-print(f"DDIM 100 samples {ddpm / ddim100:.1f}x faster than DDPM 1000 (reference: 13.5x), DDIM 50 {ddpm / ddim50:.1f}x.")
+reference, hours = report.REFERENCE["sample_64_seconds"], report.REFERENCE["train_hours_per_100_epochs"]
 print(
-    f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 (reference: 7.9x) "
+    f"DDIM 100 samples {ddpm / ddim100:.1f}x faster than DDPM 1000 "
+    f"(reference: {reference['DDPM 1000'] / reference['DDIM 100']:.1f}x), DDIM 50 {ddpm / ddim50:.1f}x."
+)
+print(
+    f"Latent DDIM 50 samples {ddpm / latent50:.1f}x faster than DDPM 1000 "
+    f"(reference: {reference['DDPM 1000'] / reference['latent DDIM 50']:.1f}x) "
     f"and {ddim50 / latent50:.1f}x faster than pixel DDIM 50, with a UNet of "
     f"{sizes['latent UNet']['params'] / sizes['pixel UNet']['params']:.1f}x the parameters."
 )
 print(
     f"Latent training from cached latents runs at {cached_rate / pixel_rate:.2f}x the pixel rate "
-    f"(reference: 1.3x); with the encoder run per batch at {encoded_rate / pixel_rate:.2f}x."
+    f"(reference: {hours['pixel'] / hours['latent']:.1f}x); with the encoder run per batch at "
+    f"{encoded_rate / pixel_rate:.2f}x."
 )
 for name, q in scores.items():
     fid, kid = report.fid_kid(q)
