@@ -110,10 +110,13 @@ check.consistency_fn(consistency_fn)
 # ## Two points, one answer
 #
 # Take one image $x_0$ and one noise $\varepsilon$, and two times $r < t$. The points $x_t$ and $x_r$ lie on one
-# line, and as $r$ nears $t$ they lie on one path. So $f$ must give them one answer. ECT's loss asks for that:
+# line, and as $r$ nears $t$ they lie on one path. So $f$ must give them one answer. Our loss asks for that:
 #
 # $$\mathcal L = \frac{\lVert f(x_t, t) - \operatorname{stopgrad} f(x_r, r)\rVert^2}{\sigma_t - \sigma_r},
 # \qquad \sigma = \frac{t}{1-t}.$$
+#
+# It is ECT's weighting with a squared distance. ECT itself divides a plain, unsquared distance (pseudo-Huber with
+# $c = 0$) by the same gap, which its paper writes $t - r$ in EDM's noise levels.
 #
 # The answer at $r$ is nearer the data, so it is the easier one. The stop-gradient makes the model move its
 # harder answer towards its easier one, never the reverse. Without it, the cheapest way to agree is for both
@@ -150,9 +153,9 @@ check.ct_loss(ct_loss)
 # ## The curriculum of r
 #
 # How far apart should the two points be? Far apart, the target is easy to trust but says little about the path.
-# Close together, it is exact but the signal is weak. ECT starts with $r = 0$, where the target is the clean
-# image itself: that is plain diffusion training, which the model already knows. Then it halves the gap, stage
-# after stage. Here is its mapping from $t$ to $r$, in $\sigma$, for the stages after the first, where $r$ is
+# Close together, it is exact but the signal is weak. We start with $r = 0$, where the target is the clean
+# image itself: that is plain diffusion training, which the model already knows. (ECT's own first stage already
+# has $r > 0$; this stage is the course's.) Then the gap halves, stage after stage. Here is its mapping from $t$ to $r$, in $\sigma$, for the stages after the first, where $r$ is
 # still $0$:
 
 # %%
@@ -194,7 +197,7 @@ assert abs(pulls[0]) < abs(pulls[1]) / 10  # by the last stage, the exact map is
 # Now the real thing, briefly. `ConsistencyTrainer` draws $t$ for each image as ECT does, takes $r$ from the
 # stage its step count has reached, and calls **your** `ct_loss` on the model's consistency function. Both calls
 # of $f$ get the same dropout masks, so the two answers differ only by where they were asked. It trains in
-# float32: ECT's users found half precision gives NaNs here.
+# float32: half precision without loss scaling gave NaNs here.
 
 # %%
 recipe = profile.recipe("consistency")
