@@ -6,6 +6,8 @@ lessons use them as ground truth.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -18,8 +20,10 @@ class GaussianDenoiser(nn.Module):
 
     Then x_t ~ N(sqrt(ab) mean, ab std^2 + 1 - ab) and the best guess of the noise
     is linear in x_t:  E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mean) / (ab std^2 + 1 - ab).
-    A sampler driven by it must return N(mean, std^2) samples: that is how the
-    samplers are tested, with no training involved.
+    The probability-flow ODE driven by it (`flow`; DDIM at eta = 0, as its steps grow many) carries N(0, 1) noise
+    to N(mean, std^2) exactly. DDPM's ancestral sampler does not quite: its fixed variance leaves out the spread of
+    x_0 given x_t at every step, so its samples come out a little narrower (`ancestral_moments` says by how much).
+    That is how the samplers are tested, with no training involved.
     """
 
     def __init__(self, schedule: Schedule, mean: float, std: float) -> None:
@@ -29,6 +33,21 @@ class GaussianDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ab = at(self.schedule.alpha_bar, torch.as_tensor(t).expand(len(x)), x)
         return (1 - ab).sqrt() * (x - ab.sqrt() * self.mean) / (ab * self.std**2 + 1 - ab)
+
+    def ancestral_moments(self, variance: torch.Tensor | None = None) -> tuple[float, float]:
+        """The mean and standard deviation of what DDPM's ancestral sampler returns from x_T ~ N(0, 1) with this
+        exact noise prediction and a fixed variance per step (default: the posterior's, beta-tilde), without
+        clipping: each step is linear, x_{t-1} = a_t x_t + b_t + sqrt(variance_t) z, so the moments follow exactly."""
+        s = self.schedule
+        variance = s.posterior_variance if variance is None else variance
+        m, v = 0.0, 1.0
+        for t in reversed(range(s.T)):
+            ab = s.alpha_bar[t].item()
+            k = math.sqrt(1 - ab) / (ab * self.std**2 + 1 - ab)  # eps = k (x_t - sqrt(ab) mean)
+            x0_a, x0_b = (1 - math.sqrt(1 - ab) * k) / math.sqrt(ab), math.sqrt(1 - ab) * k * self.mean  # x0 = a x + b
+            a = s.posterior_coef_x0[t].item() * x0_a + s.posterior_coef_xt[t].item()
+            m, v = a * m + s.posterior_coef_x0[t].item() * x0_b, a * a * v + variance[t].item()
+        return m, math.sqrt(v)
 
     def flow(self, x: torch.Tensor, t: int, t_to: int) -> torch.Tensor:
         """The exact solution of the probability-flow ODE from x at timestep t to timestep t_to (-1: the clean

@@ -311,9 +311,12 @@ check.sample_ddpm(sample_ddpm)
 
 # %% [markdown]
 # First, a test with a model we know is exact. If every pixel is drawn from $\mathcal N(m, s^2)$, the best
-# possible noise prediction has a closed form (`GaussianDenoiser`). A correct sampler driven by it must return
-# samples with mean $m$ and standard deviation $s$. We pick data well inside $[-1, 1]$, so that the clip does not
-# matter.
+# possible noise prediction has a closed form (`GaussianDenoiser`). Even so, ancestral sampling is not exact. Each
+# step adds noise of a fixed variance, which leaves out how unsure $x_0$ still is given $x_t$. So the samples come
+# out a little narrower than $s$. Each step is linear here, so the exact spread follows step by step
+# (`ancestral_moments`), and a correct sampler must match it. We pick data well inside $[-1, 1]$, so that the
+# clip does not matter. (The course's DDPM uses the posterior's variance $\tilde\beta_t$. Ho et al.'s CIFAR-10
+# result used $\beta_t$, and DDIM's Table 1 finds $\tilde\beta_t$ the weaker choice at 1000 steps.)
 
 # %%
 exact_schedule = Schedule.linear()
@@ -321,8 +324,10 @@ exact = GaussianDenoiser(exact_schedule, mean=0.2, std=0.3)
 exact_tables = posterior(exact_schedule.betas, exact_schedule.alpha_bar)
 x_T = torch.randn(4000, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 result = sample_ddpm(exact, x_T, exact_schedule.alpha_bar, exact_tables, torch.Generator().manual_seed(1))
-print(f"your sampler with the exact denoiser: mean {result.mean():.3f} (want 0.2), std {result.std():.3f} (want 0.3)")
-assert abs(result.mean() - 0.2) < 0.01 and abs(result.std() - 0.3) < 0.01
+mean, std = exact.ancestral_moments()
+print(f"your sampler with the exact denoiser: mean {result.mean():.3f}, std {result.std():.4f}")
+print(f"the exact recursion:                  mean {mean:.3f}, std {std:.4f} (the data's: 0.2 and 0.3)")
+assert abs(result.mean() - mean) < 0.01 and abs(result.std() - std) < 0.005
 
 # %% [markdown]
 # Now with a trained model, using its EMA weights. A couple of minutes of CPU training cannot make a good image

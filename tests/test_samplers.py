@@ -43,10 +43,13 @@ def noise(n=4000, seed=0):
     return torch.randn(n, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
 
-def test_ddpm_with_the_exact_denoiser_returns_the_data_distribution(schedule, exact):
+def test_ddpm_with_the_exact_denoiser_returns_the_moments_of_its_exact_recursion(schedule, exact):
+    """Not quite the data's: the fixed variance leaves out Var(x_0 | x_t) at every step (std 0.4961 for S = 0.5)."""
     x = ddpm_sample(exact, schedule, noise(), clip_x0=False, progress=False, generator=torch.Generator().manual_seed(1))
-    assert x.mean().item() == pytest.approx(M, abs=0.01)
-    assert x.std().item() == pytest.approx(S, rel=0.02)
+    mean, std = exact.ancestral_moments()
+    assert x.mean().item() == pytest.approx(mean, abs=0.01) and mean == pytest.approx(M, abs=1e-5)
+    se = std / (2 * x.numel()) ** 0.5  # the sample standard deviation's standard error
+    assert abs(x.std().item() - std) < 4 * se and std < S - 0.003  # the recursion's, a little under the data's
 
 
 def ddim_prediction(schedule, x_T, steps, spacing):
