@@ -39,17 +39,23 @@ if "google.colab" in sys.modules and importlib.util.find_spec("diffedu") is None
 
 # %%
 
+import time
+
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
 from diffedu import check, pretrained, report
+from diffedu.data import load_cifar10, to_float
 from diffedu.env import get_device
+from diffedu.metrics import fine_detail
 from diffedu.oracles import GaussianDenoiser
+from diffedu.pipelines import load_pipeline
 from diffedu.profiles import get_profile
 from diffedu.samplers import SAMPLERS, make_scheduler, sample, sample_trajectory
 from diffedu.schedules import Schedule
 from diffedu.viz import quality_plot
+from diffedu.widgets import sampler_widget
 
 profile, device = get_profile(), get_device()
 print(profile.note, f"Device: {device}.")
@@ -324,7 +330,8 @@ display(
 # %% [markdown]
 # Heun does badly here, and DPM-Solver++ gains on FID more than on KID. `benchmarks/sampler_detail.py` says why.
 # Both land about as close to the ODE's solution as their order promises. But their images are *sharper than
-# real ones*: both lean on the model where these timesteps treat it worst. Heun's last correction asks the model
+# real ones* (the last section prints their fine detail beside real images'): both lean on the model where these
+# timesteps treat it worst. Heun's last correction asks the model
 # at the smallest noise level, and adds that answer times half the last step's length. DPM-Solver++ extrapolates
 # $\hat x_0$ across the last step, by far the longest in $\lambda$: a weight above one on the newest prediction
 # and a negative one on the last, which acts as an unsharp mask.
@@ -361,6 +368,24 @@ display(
 #
 # Pick a sampler and move its steps, on evenly spaced timesteps. The starting noise is the same each time, so what
 # changes is the sampler alone. Printed first: each run's fine detail (lesson 04), beside real test images'.
+
+# %%
+pipe = load_pipeline("ddpm-cifar10", device)
+n = min(profile.n_samples, 8)
+noise = pipe.noise(n, torch.Generator().manual_seed(0))
+start, images, calls = time.perf_counter(), {}, {}
+for name in ("ddim", "dpmpp2m", "heun"):
+    for steps in (3, 5, 10, 20):
+        run = pipe.sample_trajectory(steps=steps, sampler=name, x_T=noise, frames=0, progress=False)
+        images[name, steps], calls[name, steps] = run.images.cpu(), run.model_calls
+print(f"{len(images)} runs of {n} images, {sum(calls.values())} model calls: {time.perf_counter() - start:.0f} s")
+print(f"{'real test images':>17} fine detail: {fine_detail(to_float(load_cifar10(train=False).images[:500])):.2f}")
+for name in ("ddim", "dpmpp2m", "heun"):
+    print(
+        f"{SAMPLERS[name].title:>17} fine detail at 3, 5, 10, 20 steps: "
+        + ", ".join(f"{fine_detail(images[name, steps]):.2f}" for steps in (3, 5, 10, 20))
+    )
+sampler_widget(images, calls)
 
 # %% [markdown]
 # ## Recap
