@@ -90,8 +90,9 @@ class Recipe:
         """A fresh, untrained model of this recipe's architecture; a decoder or consistency recipe's: the model it
         starts from (its `base`, or `base` given here, a path or shipped name), loaded."""
         if self.kind == "text":  # the base UNet with cross-attention added, as wide as the text encoder's states
+            assert self.base  # (a tuned recipe names its base: __post_init__)
             unet = checkpoint.load_model(pretrained.resolve(base or self.base))
-            assert isinstance(unet, UNet) and self.text_encoder
+            assert isinstance(unet, UNet)
             return text_conditioned(unet, self.clip().config.width)
         if self.kind in TUNED:
             assert self.base  # (a tuned recipe names its base: __post_init__)
@@ -123,7 +124,7 @@ class Recipe:
         model's checkpoints record the noise schedule, because a sampler must use the one the model learned.
         `speed`: the Trainer's `compile` and `channels_last` options."""
         model = model or self.build()
-        meta = {"recipe": self.name}
+        meta: dict[str, object] = {"recipe": self.name}
         if self.kind == "decoder":
             assert isinstance(model, VAE)  # a decoder recipe retrains a VAE's decoder
             # the discriminator learns alone for the first tenth of a run (200 steps of a timed one)
@@ -154,6 +155,7 @@ class Recipe:
         if self.kind == "text":  # prompts read by the frozen text encoder, dropped (the empty prompt) as labels are
             clip = self.clip().to(env.get_device(device))  # where the Trainer puts the model
             loss_fn = loss_fn or partial(text_eps_loss, schedule=schedule, clip=clip, drop=self.label_dropout)
+            assert self.text_encoder  # (a text recipe names it: __post_init__)
             meta |= {
                 "text_encoder": pretrained.reference(self.text_encoder),
                 "text_fingerprint": text_fingerprint(clip),

@@ -461,8 +461,11 @@ def retrain(
     for recipe in recipes:
         out, shipped = runs / recipe.name, export_to / recipe.name
         if recipe.kind == "text":  # it starts from, and reads prompts with, the models exported beside it
-            beside = {key: str(export_to / getattr(recipe, key)) for key in ("base", "text_encoder")}
-            recipe = replace(recipe, **{key: path for key, path in beside.items() if Path(path).name in names})
+
+            def beside(name: str | None) -> str | None:
+                return str(export_to / name) if name in names else name
+
+            recipe = replace(recipe, base=beside(recipe.base), text_encoder=beside(recipe.text_encoder))
         saved = checkpoint.read_meta(out) if checkpoint.exists(out) else None
         if saved and saved.get("recipe") != recipe.name:
             raise CheckpointError(

@@ -192,7 +192,8 @@ def clip_loss(model: CLIP, batch: tuple[torch.Tensor, torch.Tensor], keep: float
     the right target all the same, and stays right for an encoder whose identical captions could embed apart.)"""
     images, attrs = batch
     clip = getattr(model, "module", model)  # a CLIP, or DDP's wrapper of one (torchrun)
-    texts = captions.random_captions(*attrs.cpu().T, keep=keep)
+    labels, colours, brightness = attrs.cpu().T
+    texts = captions.random_captions(labels, colours, brightness, keep=keep)
     ids = clip.tokenizer(texts)[0]
     same = (ids[:, None] == ids[None]).all(-1).to(images.device)
     return contrastive_loss(clip.embed_images(images), clip.embed_text(texts), clip.scale, same)

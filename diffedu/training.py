@@ -32,6 +32,7 @@ from .captions import random_captions
 from .env import get_device
 from .measure import synchronize
 from .schedules import Schedule
+from .text import CLIP
 
 
 def drop_labels(
@@ -90,7 +91,7 @@ def flow_loss(
 
 
 def text_eps_loss(
-    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], schedule: Schedule, clip: nn.Module, drop: float = 0.1
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], schedule: Schedule, clip: CLIP, drop: float = 0.1
 ) -> torch.Tensor:
     """`eps_loss` for a text-conditioned UNet (lesson 11), on (latents, attributes) batches: each latent gets a
     random caption written from its image's class, colour and brightness (diffedu.captions), replaced by the empty
