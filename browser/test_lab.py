@@ -215,7 +215,7 @@ def type_prompts(page, lesson: str) -> None:
     """Type a prompt into each text box of a widget (lesson 11's prompt widget) and press Enter: its status line must
     name the new prompt and its picture (the images and each word's attention map) must change. A word the model does
     not know must be said in the status line, the picture kept."""
-    boxes = page.locator(".jp-OutputArea-output .widget-text input")
+    boxes = page.locator(".jp-OutputArea-output .widget-text input[type='text']")
     for i in range(boxes.count()):
         box = boxes.nth(i)
         widget = box.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-output')][1]")
