@@ -17,7 +17,7 @@
 # - Fine-tune that UNet to follow prompts for a moment, then type prompts to the shipped one.
 # - Measure how well the images obey their prompts, with judges that never saw the prompts.
 #
-# **Time:** about 3 minutes of computing in the `cpu` profile.
+# **Time:** about 1 minute of computing in the `cpu` profile.
 #
 # Stable Diffusion is four parts: a VAE, a UNet on its latents, a fast sampler, and text conditioning from CLIP.
 # The course has built the first three. This lesson builds the fourth, from nothing but CIFAR-10.
