@@ -10,6 +10,7 @@ results computed once and kept there, the device and the machine, and seeds.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -291,7 +292,29 @@ def write_whole(path: str | Path, write: Callable[[Path], object]) -> Path:
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+    _clear_left(path)
     return path
+
+
+def _clear_left(path: Path) -> None:
+    """Remove what writes of `path` by processes that are gone (killed mid-write) left behind; a live writer's
+    temporary file stays."""
+    for left in path.parent.glob(f"{glob.escape(path.name)}.*.partial"):
+        pid = left.name[len(path.name) + 1 :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            left.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # (there os.kill would end the process: leave its file)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _umask() -> int:
