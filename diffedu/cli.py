@@ -741,12 +741,17 @@ def bench_cmd(args) -> None:
     print(f"\nwrote {env.write_json(result, out)}" + (f"; {note}" if note else ""))
 
 
+def different_scales(scales: list[float]) -> None:
+    """--scales: each guidance scale once (a repeat would be measured once, and said as asked), none below 0."""
+    if len(set(scales)) != len(scales) or min(scales) < 0:
+        raise DiffeduError(f"--scales must be different guidance scales of 0 or more, got {scales}")
+
+
 def guidance_cmd(args) -> None:
     out = Path(args.out or env.home() / "bench" / f"guidance-{Path(args.ckpt).name}.json")
     note = env.check_replaceable(out, env.json_result("scales"), args.force)
     env.check_writable(env.home() / "fid" / "features")
-    if len(set(args.scales)) != len(args.scales) or min(args.scales) < 0:
-        raise DiffeduError(f"--scales must be different guidance scales of 0 or more, got {args.scales}")
+    different_scales(args.scales)
     pipe = load_pipeline(args.ckpt, args.device)
     if not pipe.classes:
         raise DiffeduError(f"{args.ckpt} is not class-conditional: there is no guidance to measure")
@@ -771,8 +776,7 @@ def adherence_cmd(args) -> None:
     out = Path(args.out or env.home() / "bench" / f"adherence-{Path(args.ckpt).name}.json")
     note = env.check_replaceable(out, env.json_result("scales", "ceiling"), args.force)
     env.check_writable(env.home() / "fid" / "features")
-    if len(set(args.scales)) != len(args.scales) or min(args.scales) < 0:
-        raise DiffeduError(f"--scales must be different guidance scales of 0 or more, got {args.scales}")
+    different_scales(args.scales)
     pipe = load_pipeline(args.ckpt, args.device)
     if not isinstance(pipe, TextToImage):
         raise DiffeduError(f"{args.ckpt} is not a text-to-image model: it takes no prompts to adhere to")

@@ -108,24 +108,20 @@ def card(name: str, history: bool = True) -> str:
 
 def guidance_curve(name: str) -> dict:
     """A class-conditional model's measured guidance curve (`python -m diffedu guidance`), shipped beside it."""
-    file = CHECKPOINTS / f"{path(name).name}.guidance.json"
-    if not file.exists():
-        raise DiffeduError(
-            f"{name} ships no guidance curve: it is not class-conditional, or measure one with "
-            f"`python -m diffedu guidance --ckpt {name}`"
-        )
-    return measurements(file)
+    return _measured_beside(name, "guidance", "guidance curve: it is not class-conditional")
 
 
 def adherence_table(name: str) -> dict:
     """A text-to-image model's measured prompt adherence (`python -m diffedu adherence`, diffedu.adherence), shipped
     beside it: lesson 11 and its card print it."""
-    file = CHECKPOINTS / f"{path(name).name}.adherence.json"
+    return _measured_beside(name, "adherence", "adherence table: it is not a text-to-image model")
+
+
+def _measured_beside(name: str, command: str, what: str) -> dict:
+    """What `python -m diffedu <command>` measured of a shipped model, kept beside it as <name>.<command>.json."""
+    file = CHECKPOINTS / f"{path(name).name}.{command}.json"
     if not file.exists():
-        raise DiffeduError(
-            f"{name} ships no adherence table: it is not a text-to-image model, or measure one with "
-            f"`python -m diffedu adherence --ckpt {name}`"
-        )
+        raise DiffeduError(f"{name} ships no {what}, or measure one with `python -m diffedu {command} --ckpt {name}`")
     return measurements(file)
 
 
