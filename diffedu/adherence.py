@@ -26,6 +26,7 @@ from . import captions, data, env, metrics
 from .captions import BRIGHTNESS, CLASS_WORDS, COLOURS, HELD_OUT, NONE
 from .evaluation import reconstruct_images, sample_images
 from .pipelines import Diffusion, TextToImage
+from .text import CLIP, class_prompts, colour_retrieval, zero_shot
 
 FORMAT = 1
 SCALES = (0.0, 1.0, 3.0, 5.0)
@@ -40,6 +41,15 @@ def share(hits: torch.Tensor) -> dict:
     """An accuracy with its standard error (binomial) and count."""
     n, p = len(hits), hits.float().mean().item() if len(hits) else math.nan
     return {"accuracy": p, "se": math.sqrt(p * (1 - p) / n) if n else math.nan, "n": n}
+
+
+def text_encoder_scores(clip: CLIP, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """A text encoder's tests on held-out images (`python -m diffedu zeroshot`): zero-shot classification by 'a photo
+    of a {class}', and colour retrieval; each an accuracy with its binomial standard error and count."""
+    right = zero_shot(clip, images, class_prompts()) == labels
+    named, picked = colour_retrieval(clip, images, labels)
+    matched = picked == captions.attributes(images[named])[0]
+    return {"zero-shot": share(right), "colour": share(matched), "colour chance": 1 / len(COLOURS)}
 
 
 def base_rates(images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

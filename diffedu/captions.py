@@ -31,10 +31,16 @@ TEMPLATES = ("a photo of {}", "a picture of {}", "{}")
 HELD_OUT = (("car", "blue"), ("dog", "white"), ("frog", "yellow"))
 
 
+def _unit_rgb(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images, or floats in [-1, 1], as floats in [0, 1]."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else (images.float() + 1) / 2
+    return x.clamp(0, 1)
+
+
 def hsv(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hue in degrees [0, 360), saturation and value in [0, 1], of uint8 (or [-1, 1] float) RGB images."""
-    x = images.float() / 255 if images.dtype == torch.uint8 else (images.float() + 1) / 2
-    r, g, b = x.clamp(0, 1).unbind(-3)
+    x = _unit_rgb(images)
+    r, g, b = x.unbind(-3)
     v, _ = x.max(-3)
     c = v - x.min(-3).values  # chroma
     safe = c.clamp_min(1e-8)
@@ -58,8 +64,7 @@ def colour_votes(images: torch.Tensor) -> torch.Tensor:
 
 def luma(images: torch.Tensor) -> torch.Tensor:
     """Each image's mean brightness in [0, 1] (ITU-R BT.601's weights, as in JPEG)."""
-    x = images.float() / 255 if images.dtype == torch.uint8 else (images.float() + 1) / 2
-    r, g, b = x.clamp(0, 1).unbind(-3)
+    r, g, b = _unit_rgb(images).unbind(-3)
     return (0.299 * r + 0.587 * g + 0.114 * b).flatten(1).mean(1)
 
 

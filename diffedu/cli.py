@@ -49,7 +49,6 @@ from . import (
     pretrained,
     report,
     runs,
-    text,
 )
 from .classroom import course_folder, student_edition
 from .errors import CheckpointError, DiffeduError
@@ -801,7 +800,7 @@ def adherence_cmd(args) -> None:
 
 def zeroshot_cmd(args) -> None:
     test = data.load_cifar10(args.data, train=False)
-    scores = text.evaluate(pretrained.load_clip(args.ckpt), test.images, test.labels)
+    scores = adherence.text_encoder_scores(pretrained.load_clip(args.ckpt), test.images, test.labels)
     for name in ("zero-shot", "colour"):
         cell = scores[name]
         print(f"{name}: {100 * cell['accuracy']:.1f}% ± {100 * cell['se']:.1f} of {cell['n']} test images")

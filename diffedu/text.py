@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import captions, env
+from .data import to_float
 from .errors import DiffeduError
 from .nets import ResBlock, check_positive, norm
 
@@ -206,7 +207,7 @@ def zero_shot(model: CLIP, images: torch.Tensor, prompts: list[str], batch_size:
     text = F.normalize(model.embed_text(prompts), dim=-1)
     picks = []
     for chunk in images.split(batch_size):
-        chunk = chunk.float() / 127.5 - 1 if chunk.dtype == torch.uint8 else chunk
+        chunk = to_float(chunk) if chunk.dtype == torch.uint8 else chunk
         picks.append((F.normalize(model.embed_images(chunk), dim=-1) @ text.T).argmax(1).cpu())
     return torch.cat(picks)
 
@@ -225,21 +226,7 @@ def colour_retrieval(model: CLIP, images: torch.Tensor, labels: torch.Tensor) ->
     k = len(captions.COLOURS)
     prompts = [captions.caption(y, c, template=2) for y in range(len(captions.CLASS_WORDS)) for c in range(k)]
     text = F.normalize(model.embed_text(prompts), dim=-1).view(len(captions.CLASS_WORDS), k, -1)
-    chunk = images[named].float() / 127.5 - 1 if images.dtype == torch.uint8 else images[named]
+    chunk = to_float(images[named]) if images.dtype == torch.uint8 else images[named]
     image = F.normalize(model.embed_images(chunk), dim=-1)
     similarity = (text[labels[named].to(text.device)] @ image[:, :, None]).squeeze(-1)  # (n, colours)
     return named, similarity.argmax(1).cpu()
-
-
-def evaluate(model: CLIP, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    """A text encoder's tests on held-out images: zero-shot classification by 'a photo of a {class}', and colour
-    retrieval; each an accuracy with its binomial standard error and count."""
-    right = (zero_shot(model, images, class_prompts()) == labels).float()
-    named, picked = colour_retrieval(model, images, labels)
-    matched = (picked == captions.attributes(images[named])[0]).float()
-
-    def share(hits: torch.Tensor) -> dict:
-        p = hits.mean().item()
-        return {"accuracy": p, "se": math.sqrt(p * (1 - p) / len(hits)), "n": len(hits)}
-
-    return {"zero-shot": share(right), "colour": share(matched), "colour chance": 1 / len(captions.COLOURS)}

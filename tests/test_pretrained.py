@@ -99,11 +99,11 @@ def test_the_text_models_ship_with_a_card_and_their_recipe(name):
 
 
 def test_the_text_encoders_card_states_what_it_measures_on_the_test_images():
+    from diffedu.adherence import text_encoder_scores
     from diffedu.data import load_cifar10
-    from diffedu.text import evaluate
 
     test = load_cifar10(train=False)
-    scores = evaluate(pretrained.load_clip("clip-cifar10"), test.images, test.labels)
+    scores = text_encoder_scores(pretrained.load_clip("clip-cifar10"), test.images, test.labels)
     stated = re.search(
         r"zero-shot classification.*?([\d.]+)% ±.*?colour retrieval.*?([\d.]+)% ±", pretrained.card("clip-cifar10")
     )
