@@ -195,7 +195,22 @@ class DDPMScheduler(Scheduler):
         if t == 0:
             return StepOutput(mean, x0)  # the posterior variance at t = 0 is 0
         noise = _noise_like(x_t, generator) if noise is None else noise
-        return StepOutput(mean + at(s.posterior_variance, t, x_t).sqrt() * noise, x0)
+        return StepOutput(mean + self.variance(t, x_t).sqrt() * noise, x0)
+
+    def variance(self, t: int, like: torch.Tensor) -> torch.Tensor:
+        """The variance of the noise the step from t adds: the true posterior's, beta-tilde_t (diffusers'
+        variance_type="fixed_small"), the smaller of Ho et al.'s two choices."""
+        return at(self.schedule.posterior_variance, t, like)
+
+
+@register("ddpm_large", "DDPM-large")
+class DDPMLargeScheduler(DDPMScheduler):
+    """Ancestral sampling with the larger of Ho et al.'s two variances, sigma_t^2 = beta_t (diffusers'
+    variance_type="fixed_large"): the one their CIFAR-10 result used. Both are right at the two extremes of the data
+    (beta-tilde for a single point, beta_t for data of unit variance); DDIM's Table 1 has beta_t ahead at 1000 steps."""
+
+    def variance(self, t: int, like: torch.Tensor) -> torch.Tensor:
+        return at(self.schedule.betas, t, like)
 
 
 def ddim_update(
@@ -480,8 +495,8 @@ def make_scheduler(
     spacing: str = "uniform",
     clip_x0: bool = True,
 ) -> Scheduler:
-    """A sampler by its registered name (`SAMPLERS`): 'ddpm' (always all T steps), or 'ddim', 'heun', 'dpmpp2m' in
-    `steps` steps (None: DEFAULT_STEPS). `eta` is DDIM's alone."""
+    """A sampler by its registered name (`SAMPLERS`): 'ddpm' or 'ddpm_large' (always all T steps), or 'ddim',
+    'heun', 'dpmpp2m' in `steps` steps (None: DEFAULT_STEPS). `eta` is DDIM's alone."""
     if name not in tuple(SAMPLERS):  # (a tuple: an unhashable name is unknown too, not a TypeError)
         raise DiffeduError(f"unknown sampler {name!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
     if eta and name != "ddim":
@@ -489,8 +504,8 @@ def make_scheduler(
             f"eta is DDIM's knob (0: deterministic, 1: as noisy as DDPM); {SAMPLERS[name].title} has none. "
             "Leave eta out, or sample with DDIM"
         )
-    if name == "ddpm":
-        return DDPMScheduler(schedule, clip_x0).set_timesteps(steps, spacing)
+    if issubclass(SAMPLERS[name], DDPMScheduler):  # all T steps, whatever the default
+        return SAMPLERS[name](schedule, clip_x0).set_timesteps(steps, spacing)
     scheduler = DDIMScheduler(schedule, eta, clip_x0) if name == "ddim" else SAMPLERS[name](schedule, clip_x0)
     return scheduler.set_timesteps(DEFAULT_STEPS if steps is None else steps, spacing)
 

@@ -52,6 +52,37 @@ def test_ddpm_with_the_exact_denoiser_returns_the_moments_of_its_exact_recursion
     assert abs(x.std().item() - std) < 4 * se and std < S - 0.003  # the recursion's, a little under the data's
 
 
+def test_ddpm_large_is_exact_for_unit_variance_data_and_brackets_the_spread_with_ddpm(schedule):
+    """sigma_t^2 = beta_t is the true reverse variance when the data is N(0, 1) (Ho et al., section 3.2): its
+    recursion keeps the spread, but for the one skipped noise at t = 0. For narrower data it overshoots a little,
+    where beta-tilde undershoots: the two bracket the data's spread."""
+    variance = schedule.betas.clone()
+    variance[0] = 0  # the last step adds no noise, in either sampler
+    assert GaussianDenoiser(schedule, 0.0, 1.0).ancestral_moments(variance)[1] == pytest.approx(1, abs=1e-4)
+    small, large = (GaussianDenoiser(schedule, M, S).ancestral_moments(v)[1] for v in (None, variance))
+    assert small < S < large
+    x = sample(
+        GaussianDenoiser(schedule, M, S),
+        make_scheduler("ddpm_large", schedule, clip_x0=False),
+        noise(),
+        generator=torch.Generator().manual_seed(1),
+        progress=False,
+    )
+    assert abs(x.std().item() - large) < 4 * large / (2 * x.numel()) ** 0.5
+
+
+@pytest.mark.parametrize(("name", "variance_type"), [("ddpm", "fixed_small"), ("ddpm_large", "fixed_large")])
+def test_both_ddpm_variances_match_diffusers_step_for_step(schedule, name, variance_type):
+    diffusers = pytest.importorskip("diffusers")
+    theirs = diffusers.DDPMScheduler(num_train_timesteps=1000, variance_type=variance_type, clip_sample=False)
+    theirs.betas, theirs.alphas, theirs.alphas_cumprod = schedule.betas, schedule.alphas, schedule.alpha_bar  # float64
+    ours = make_scheduler(name, schedule, clip_x0=False)
+    x, eps = noise(8), noise(8, seed=1)
+    for t in (999, 500, 1, 0):
+        want = theirs.step(eps, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
+        assert torch.allclose(ours.step(eps, t, x, generator=torch.Generator().manual_seed(t)).prev, want, atol=1e-10)
+
+
 def ddim_prediction(schedule, x_T, steps, spacing):
     """Deterministic DDIM in closed form for Gaussian data. With x0_hat = E[x0 | x_t] and
     eps_hat = E[eps | x_t], each step is the affine map
@@ -178,7 +209,7 @@ def test_bad_sampler_settings_say_what_is_allowed(schedule):
         DDIMScheduler(schedule, eta=1.5)
     with pytest.raises(ValueError, match="DDIMScheduler"):
         DDPMScheduler(schedule).set_timesteps(50)
-    with pytest.raises(ValueError, match="one of 'ddpm', 'ddim', 'heun', 'dpmpp2m'"):
+    with pytest.raises(ValueError, match="one of 'ddpm', 'ddpm_large', 'ddim', 'heun', 'dpmpp2m'"):
         make_scheduler("euler", schedule)
     with pytest.raises(ValueError, match="eta is DDIM's knob"):
         make_scheduler("heun", schedule, 10, eta=0.5)
