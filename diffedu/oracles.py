@@ -115,6 +115,26 @@ class GaussianVelocity(nn.Module):
         return mu_to + (variance_to / variance).sqrt() * (x - mu)
 
 
+class MixtureVelocity(nn.Module):
+    """The exact flow-matching velocity when the data is an equal mixture of N(c_k, std^2 I) clusters, for points
+    x of shape (N, D) and centres of shape (K, D): lesson 09's two-dimensional picture of the learned ODE.
+
+    Given the cluster, x_t is Gaussian as in GaussianVelocity, with mean (1 - t) c_k and variance V; the clusters'
+    answers are averaged with each one's posterior weight given x_t (a softmax of its log-density), so the
+    velocity bends where clusters compete, though every conditional path is straight."""
+
+    def __init__(self, centres: torch.Tensor, std: float) -> None:
+        super().__init__()
+        self.centres, self.std = centres, std
+
+    def forward(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        variance = (1 - t) ** 2 * self.std**2 + t**2
+        offset = x[:, None, :] - (1 - t) * self.centres.to(x)[None]  # (N, K, D): x_t from each cluster's mean
+        weight = torch.softmax(-offset.pow(2).sum(-1) / (2 * variance), dim=1)[..., None]
+        velocity = (t - (1 - t) * self.std**2) * offset / variance - self.centres.to(x)[None]  # each cluster's
+        return (weight * velocity).sum(1)
+
+
 class GaussianConsistency(GaussianVelocity):
     """The exact consistency model of N(mean, std^2 I) data, in the form a consistency-tuned flow model has
     (lesson 10): a network F whose f(x_t, t) = x_t - t F(x_t, t) is the flow's exact solution map to the data end,

@@ -7,7 +7,7 @@ import torch
 from diffedu import check, checkpoint, evaluation, runs
 from diffedu.errors import DiffeduError
 from diffedu.nets import UNet, UNetConfig
-from diffedu.oracles import GaussianVelocity
+from diffedu.oracles import GaussianVelocity, MixtureVelocity
 from diffedu.pipelines import FlowMatching, load_pipeline
 from diffedu.samplers import flow_model_calls, flow_sample
 from diffedu.training import flow_loss
@@ -106,3 +106,17 @@ def test_the_shipped_table_shows_each_models_rows_by_space():
     assert {label for label, row in flow.items() if row.get("space")} == {
         label for label in evaluation.QUALITY_ROWS if label.startswith("flow ")
     }
+
+
+def test_the_mixture_velocity_is_the_gaussians_for_one_cluster_and_steps_to_the_mean_from_noise():
+    x = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    one = MixtureVelocity(torch.tensor([[0.2, 0.2]], dtype=torch.float64), 0.3)
+    for t in (0.1, 0.5, 0.9):
+        assert torch.allclose(one(x, t), GaussianVelocity(0.2, 0.3)(x, t), atol=1e-12)
+    centres = torch.tensor([[-1.0, 0.5], [1.0, 0.5], [0.0, -1.0]], dtype=torch.float64)
+    mixture = MixtureVelocity(centres, 0.1)
+    # at t = 1 every cluster is equally likely, so one Euler step from noise lands on the data's mean, for any noise
+    assert torch.allclose(x - mixture(x, 1.0), centres.mean(0).expand_as(x), atol=1e-12)
+    # near the clean end, a point by a cluster moves as that cluster alone would move it
+    near = (1 - 0.05) * centres[0] + 0.05 * x[:4]
+    assert torch.allclose(mixture(near, 0.05), GaussianVelocity(centres[0], 0.1)(near, 0.05), atol=1e-9)
