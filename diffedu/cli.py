@@ -814,8 +814,11 @@ def quality_cmd(args) -> None:
     table = evaluation.quality_table(
         out, samples=args.samples, labels=args.rows, device=args.device, data_root=args.data, batch_size=args.batch_size
     )
-    print(report.quality_table(table))
-    print(f"\nwrote {out}")
+    for against in pretrained.REFERENCES:
+        print(report.quality_table(pretrained.scored_against(table, against)), end="\n\n")
+    if table.get("format_3_rows"):
+        print(f"{len(table['format_3_rows'])} rows of the format-3 table wait to be migrated: run this again")
+    print(f"wrote {out}")
 
 
 def export_cmd(args) -> None:

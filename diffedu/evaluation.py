@@ -8,7 +8,8 @@
 - `Method`: a way to make images, named by its label ("DDPM 1000", "DDIM 20 quadratic", "latent DDIM 50").
 - The **quality table** (`quality_table`, shipped as `diffedu/checkpoints/quality.json`): FID/KID of the shipped
   models for every sampler and step count, and of the yardsticks (real test images, VAE reconstructions), at
-  500 images against all the training images.
+  500 images against two references: all the training images, and the test images the yardstick does not use
+  (held out: a model that copied its training images gains nothing there).
 - The **guidance curve** (`guidance_curve`): a class-conditional model's FID/KID and class accuracy against w.
 - The **denoising gap** (`denoising_gap`): how much better a model denoises its training data than data it never
   saw, timestep by timestep; where it is well above 1 the model has started to memorise its data.
@@ -18,6 +19,7 @@ Timing lives in `diffedu.bench`; the scores themselves in `diffedu.metrics`.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +35,10 @@ from .samplers import CONSISTENCY, FLOW_SAMPLERS, SAMPLERS
 from .vae import VAE
 from .viz import MODELS  # the model each space's rows sample: "pixel" is ddpm-cifar10, ...
 
-FORMAT = 3  # of the quality table and the guidance curve; tables of another format are measured again, not read
+# Of the quality table: 4, each row scored against held-out test images too (its "held_out" scores); a table of
+# format 3 (against the training images only) is migrated: its rows' images made again, and scored against both.
+FORMAT = 4
+GUIDANCE_FORMAT = 3  # of a guidance curve
 YARDSTICKS = ("real test images", "VAE reconstructions of them")  # the reconstructions of the latent model's VAE
 L1_DECODER = "vae-cifar10"  # the VAE before its decoder stage (diffedu.adversarial): the quality table keeps its rows
 L1_RECONSTRUCTIONS = "L1-decoder reconstructions"
@@ -194,7 +199,7 @@ def guidance_curve(
             "accuracy": probe.accuracy(features, classes),
         }
     return {
-        "format": FORMAT,
+        "format": GUIDANCE_FORMAT,
         "samples": samples,
         "steps": steps,
         "reference": f"{'all' if reference == len(train) else 'the first'} {reference} CIFAR-10 training images",
@@ -226,6 +231,7 @@ QUALITY_METHODS = (
     *(f"consistency {s}" for s in (1, 2, 4)),
     "DDIM 2",
     "DDIM 1",
+    "DPM-Solver++(2M) 4",
     "DPM-Solver++(2M) 3",
     "DPM-Solver++(2M) 2",
     "flow Euler 2",
@@ -317,48 +323,105 @@ def quality_table(
     batch_size: int = 100,
 ) -> dict:
     """FID and KID of the shipped models' samples (ddpm-cifar10, ldm-cifar10, fm-cifar10) for each sampler, of the
-    reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of real test
-    images, all at `samples` images against all the training images, with the seconds per image each sampler
-    took here. Each row keeps its images' influences on both scores, so that any two rows can be compared by their
-    paired difference (diffedu.report.paired). Resumable: rows already in `out` are kept, and each new row is
-    written as soon as it is measured; a table measured at another count or on other data is refused before any work."""
+    reconstructions of ldm-cifar10's VAE and of vae-cifar10 (the L1 decoder it replaced), and of the first `samples`
+    real test images, all at `samples` images against all the training images and against the other test images
+    (held out), with the seconds per image each sampler took here. Each row keeps its images' influences on each
+    score, so that any two rows can be compared by their paired difference (diffedu.report.paired). Resumable: rows
+    already in `out` are kept, and each new row is written as soon as it is measured; a table measured at another
+    count or on other data is refused before any work, and one of format 3 is migrated row by row."""
     device = env.get_device(device)
     train, test = data.load_cifar10(data_root), data.load_cifar10(data_root, train=False)
-    reference = f"all {len(train)} CIFAR-10 training images"  # (the source's path would name this machine's folders)
+    if len(test) < samples + 2:
+        raise DiffeduError(
+            f"the quality table needs more test images than --samples {samples}: the first {samples} are the "
+            f"real-image yardstick, the rest the held-out reference; this data has {len(test)}: ask for fewer samples"
+        )
     labels = labels or list(QUALITY_ROWS)
     unknown = [label for label in labels if label not in QUALITY_ROWS]
     if unknown:
         raise DiffeduError(f"no quality row {unknown[0]!r}; rows: {', '.join(QUALITY_ROWS)}")
-    table: dict = {"format": FORMAT, "samples": samples, "reference": reference, "rows": {}}
-    saved = _saved_table(out)
-    if saved and saved["rows"]:  # its rows are kept: hours of measurement, which a table of one protocol cannot mix
-        protocol = {key: saved.get(key) for key in ("format", "samples", "reference")}
-        if protocol != {key: table[key] for key in protocol}:
-            raise DiffeduError(
-                f"{out} holds {len(saved['rows'])} rows measured at {protocol['samples']} images against "
-                f"{protocol['reference']} (format {protocol['format']}), not at {samples} against "
-                f"{reference} (format {FORMAT}): measure them with --samples {protocol['samples']} and the "
-                "same data, or write this table elsewhere (--out)"
-            )
-        table = saved
-    reference_features = metrics.Reference(metrics.cached_features(train.images, device=device))
+    table = _resumed(out, _protocol(samples, len(train), len(test)))
+    references = [
+        metrics.Reference(metrics.cached_features(images, device=device))
+        for images in (train.images, test.images[samples:])
+    ]
     pipes: dict[tuple[str, str | None], Diffusion] = {}  # by (model, VAE): loaded once
+    earlier = table.get("format_3_rows", {})  # a format-3 table's rows, until each is migrated
     for label in tqdm([label for label in labels if label not in table["rows"]], desc="quality rows"):
         start = time.perf_counter()
         images, row = quality_row_images(label, test.images[:samples], device, batch_size=batch_size, pipes=pipes)
         row["seconds_per_image"] = (time.perf_counter() - start) / samples
-        features = metrics.inception_features(images, device=device)
-        table["rows"][label] = {
+        scored = {
             **row,
-            **metrics.scores_of(features, reference_features, influence=True),
+            **scores_against(metrics.inception_features(images, device=device), *references),
             "machine": env.machine(device),
             "date": time.strftime("%Y-%m-%d"),
         }
+        table["rows"][label] = migrated(label, earlier.pop(label), scored) if label in earlier else scored
         table["rows"] = {
             label: table["rows"][label] for label in QUALITY_ROWS if label in table["rows"]
         }  # the table's order
+        if not earlier:
+            table.pop("format_3_rows", None)
         env.write_json(table, out)
     return table
+
+
+def _protocol(samples: int, train: int, test: int) -> dict:
+    """What a quality table's rows are measured by: the count, and the two references (named by their size, not the
+    source's path, which would name this machine's folders)."""
+    return {
+        "format": FORMAT,
+        "samples": samples,
+        "reference": f"all {train} CIFAR-10 training images",
+        "held_out_reference": f"the {test - samples} CIFAR-10 test images after the first {samples}",
+    }
+
+
+def scores_against(features: torch.Tensor, training: metrics.Reference, held_out: metrics.Reference) -> dict:
+    """A quality row's scores: against the training images, and under "held_out" against the held-out ones, each
+    with every image's influence (diffedu.report.paired compares rows by them)."""
+    return {
+        **metrics.scores_of(features, training, influence=True),
+        "held_out": metrics.scores_of(features, held_out, influence=True),
+    }
+
+
+def migrated(label: str, earlier: dict, scored: dict) -> dict:
+    """A format-3 row with the held-out scores of its images made again. Only if they are the same images: their
+    scores against the training images must come out as the row's (to 1e-4 of themselves), or the row is measured
+    anew by another command."""
+    if not math.isclose(scored["fid"], earlier["fid"], rel_tol=1e-4):
+        raise DiffeduError(
+            f"{label!r} made again scores FID {scored['fid']:.4f} against the training images, where its row says "
+            f"{earlier['fid']:.4f}: these are not the images it measured (another model, sampler or library). "
+            "Measure the whole table afresh into another --out"
+        )
+    return {
+        **earlier,
+        "held_out": scored["held_out"],
+        "migrated": f"{scored['date']}: its images made again by the same protocol, and scored against the "
+        "held-out images too",
+    }
+
+
+def _resumed(out: str | Path, protocol: dict) -> dict:
+    """The table to measure into: the one at `out` if it has the same protocol (its rows are kept: hours of
+    measurement, which one table cannot mix), a format-3 one made ready to migrate, or a new one."""
+    table: dict = {**protocol, "rows": {}}
+    saved = _saved_table(out)
+    if not saved or not (saved["rows"] or saved.get("format_3_rows")):
+        return table
+    if saved.get("format") == 3 and all(saved.get(key) == protocol[key] for key in ("samples", "reference")):
+        return {**table, "format_3_rows": saved["rows"]}  # measured in full: its rows migrate one by one
+    if {key: saved.get(key) for key in protocol} != protocol:
+        raise DiffeduError(
+            f"{out} holds {len(saved['rows'])} rows measured at {saved.get('samples')} images against "
+            f"{saved.get('reference')} (format {saved.get('format')}), not at {protocol['samples']} against "
+            f"{protocol['reference']} (format {FORMAT}): measure them with --samples {saved.get('samples')} and "
+            "the same data, or write this table elsewhere (--out)"
+        )
+    return saved
 
 
 def _saved_table(out: str | Path) -> dict | None:

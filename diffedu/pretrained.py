@@ -125,10 +125,32 @@ def _measured_beside(name: str, command: str, what: str) -> dict:
     return measurements(file)
 
 
-def quality_table() -> dict:
+def quality_table(against: str = "training") -> dict:
     """FID/KID of the shipped models at 500 samples, per sampler and step count, measured by
-    `python -m diffedu quality --out diffedu/checkpoints/quality.json` (lessons 03 and 06 plot it)."""
-    return measurements(CHECKPOINTS / "quality.json")
+    `python -m diffedu quality --out diffedu/checkpoints/quality.json` (lessons 03 and 06 plot it), against the
+    training images, or `against="held-out"` (see `scored_against`)."""
+    return scored_against(measurements(CHECKPOINTS / "quality.json"), against)
+
+
+REFERENCES = ("training", "held-out")  # what a quality table's scores can be against
+
+
+def scored_against(table: dict, against: str) -> dict:
+    """A quality table whose rows' scores (FID, KID, their standard errors and influences) are those against
+    `against`: "training", all the training images (the table as it is), or "held-out", test images that no
+    model trained on and the real-image yardstick does not use: a model that copied its training images would
+    gain nothing there."""
+    if against not in REFERENCES:
+        raise DiffeduError(f"a quality table is scored against {' or '.join(map(repr, REFERENCES))}, not {against!r}")
+    if against == "training":
+        return table
+    if "held_out_reference" not in table or any("held_out" not in row for row in table["rows"].values()):
+        raise DiffeduError(
+            f"this quality table (format {table.get('format')}) has no held-out scores: migrate it with "
+            "python -m diffedu quality --out <its file>"
+        )
+    rows = {label: {**row, **row["held_out"]} for label, row in table["rows"].items()}
+    return {**table, "reference": table["held_out_reference"], "rows": rows}
 
 
 def measurements(file: Path) -> dict:

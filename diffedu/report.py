@@ -262,18 +262,103 @@ def _signed(difference: dict, key: str, scale: float) -> str:
 
 
 def compare(quality: dict, *pairs: tuple[str, str]) -> str:
-    """Pairs of quality-table rows as a markdown table: both rows' FID and KID, their paired difference with its
-    standard error, and the verdict by the course's rule (LEVEL)."""
+    """Pairs of quality-table rows as a markdown table: both rows' FID and KID against the table's reference, their
+    paired difference with its standard error, and the verdict by the course's rule (LEVEL); then, where the table
+    has held-out scores beside, the verdict against them, and a sentence on where the two references disagree."""
     rows, lines = quality["rows"], []
+    held_out = _held_out(quality)
     for a, b in pairs:
         d, cells = paired(quality, a, b), [f"{a} vs {b}"]
         for key, _, scale in METRICS:
             cells += [f"{scale * rows[a][key]:.1f} vs {scale * rows[b][key]:.1f}", _signed(d, key, scale)]
-        lines.append(cells + [in_words(d)])
+        lines.append(cells + [in_words(d)] + ([in_words(paired(held_out, a, b))] if held_out else []))
+    header = ["first vs second", "FID", "difference", "KID x 1000", "difference", "the first is"]
     return (
         f"**Paired comparisons** ({quality['samples']} images each, from the same noise where one model made both; "
-        f"lower is better; within {LEVEL:g} standard errors is level)\n\n"
-        + table(["first vs second", "FID", "difference", "KID x 1000", "difference", "the first is"], lines)
+        f"scores against {quality['reference']}; lower is better; within {LEVEL:g} standard errors is level)\n\n"
+        + table(header + (["against held-out images"] if held_out else []), lines)
+        + (f"\n\n{references_agree(quality, *pairs)}" if held_out else "")
+    )
+
+
+def _held_out(quality: dict) -> dict | None:
+    """The table scored against its held-out images, if it has them (a format-4 table does) and is not that already."""
+    has = quality.get("held_out_reference") not in (None, quality["reference"])
+    return pretrained.scored_against(quality, "held-out") if has else None
+
+
+def references_agree(quality: dict, *pairs: tuple[str, str]) -> str:
+    """Whether held-out test images give each pair the verdict the training images give, in a sentence."""
+    held_out = pretrained.scored_against(quality, "held-out")
+    changed = [
+        f"{a} vs {b} is {after} (against the training images: {before})"
+        for a, b in pairs
+        if (before := in_words(paired(quality, a, b))) != (after := in_words(paired(held_out, a, b)))
+    ]
+    against = "Against held-out test images"
+    if not changed:
+        return f"{against} every verdict is the same."
+    return f"{against} {len(changed)} of {len(pairs)} verdicts change: {'; '.join(changed)}."
+
+
+def rankings_agree(quality: dict) -> str:
+    """Whether the two references rank the quality table's rows alike, in a sentence: the pairs of rows one reference
+    calls better and the other worse, each beyond LEVEL standard errors (named, up to three), per score."""
+    held_out, labels = pretrained.scored_against(quality, "held-out"), list(quality["rows"])
+    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
+    said = []
+    for key, name, _ in METRICS:
+        flipped = []
+        for a, b in pairs:
+            sides = {verdict(d[key], d[f"{key}_se"]) for d in (paired(quality, a, b), paired(held_out, a, b))}
+            if sides == {"better", "worse"}:
+                flipped.append(f"{a} vs {b}")
+        shown = "; ".join(flipped[:3]) + ("; ..." if len(flipped) > 3 else "")
+        said.append(f"{len(flipped)} on {name.split()[0]}" + (f" ({shown})" if flipped else ""))
+    return (
+        f"Of the {len(pairs):,} pairs of rows, the held-out images rank the other way round, beyond {LEVEL:g} "
+        f"standard errors each way: {' and '.join(said)}."
+    )
+
+
+def verdicts(quality: dict, groups: dict[str, list[tuple[str, str]]]) -> str:
+    """The paired comparisons of every group (`compare`), then what each group's say (`tally`)."""
+    return f"{compare(quality, *(pair for pairs in groups.values() for pair in pairs))}\n\n{tally(quality, groups)}"
+
+
+def tally(quality: dict, groups: dict[str, list[tuple[str, str]]]) -> str:
+    """What groups of paired comparisons say, one sentence a group, written from their verdicts: {"At five calls,
+    the flow model": [(a, b), (c, d)]} -> "At five calls, the flow model is better on FID in both pairs, and level
+    on KID in 1 of 2 pairs and worse in 1." For sentences that conclude from a comparison, so that they follow the
+    table."""
+    said = []
+    for subject, pairs in groups.items():
+        found = [
+            {name.split()[0]: verdict(d[key], d[f"{key}_se"]) for key, name, _ in METRICS}
+            for d in (paired(quality, a, b) for a, b in pairs)
+        ]
+        by_metric = {name: _counted([v[name] for v in found]) for name in found[0]}
+        if len(set(by_metric.values())) == 1:  # the same count on both metrics
+            clause = _on("on both", next(iter(by_metric.values())))
+        else:
+            clause = ", and ".join(_on(f"on {name}", counted) for name, counted in by_metric.items())
+        said.append(f"{subject} is {clause}.")
+    return " ".join(said)
+
+
+def _counted(verdicts: list[str]) -> tuple[tuple[str, int], ...]:
+    order = ("better", "level", "worse")
+    return tuple((word, verdicts.count(word)) for word in order if word in verdicts)
+
+
+def _on(metric: str, counted: tuple[tuple[str, int], ...]) -> str:
+    """'better on FID in both pairs', 'better on FID in 2 of 3 pairs and level in 1'."""
+    total = sum(n for _, n in counted)
+    (first, n), rest = counted[0], counted[1:]
+    if not rest:
+        return f"{first} {metric}" + {1: "", 2: " in both pairs"}.get(total, f" in all {total} pairs")
+    return f"{first} {metric} in {n} of {total} pairs" + "".join(
+        f"{' and' if i == len(rest) - 1 else ','} {word} in {m}" for i, (word, m) in enumerate(rest)
     )
 
 
@@ -290,8 +375,9 @@ def headline(quality: dict) -> str:
         f"- **DDIM is faster.** From the same trained model, DDIM in {ddim['steps']} steps makes "
         f"{ddpm['model_calls'] // ddim['model_calls']}x fewer model calls than DDPM's {ddpm['steps']}, and is "
         f"{in_words(paired(quality, 'DDIM 20', 'DDPM 1000'))}.\n\n"
-        f"Measured on {quality['samples']} images per sampler by FID and KID, which lesson 03 introduces. A "
-        f"difference within {LEVEL:g} standard errors counts as level."
+        f"Measured by FID and KID (lesson 03 introduces them) on {quality['samples']} images per sampler, against "
+        f"the training images. A difference within {LEVEL:g} standard errors counts as level. "
+        + references_agree(quality, ("latent DDIM 50", "DDIM 50"), ("DDIM 20", "DDPM 1000"))
     )
 
 
@@ -345,8 +431,10 @@ def models_table(quality: dict, curve: dict) -> str:
             f"{1000 * prompted['class-only prompts']['kid']:.1f}",
         ]
     )
-    return f"{quality['samples']} images per row against {quality['reference']}; lower is better.\n\n" + table(
-        ["model", "what", "scored on", "FID", "KID x 1000"], rows
+    return (
+        f"{quality['samples']} images per row against {quality['reference']}; lower is better. The quality table "
+        "scores each row against held-out test images too (below).\n\n"
+        + table(["model", "what", "scored on", "FID", "KID x 1000"], rows)
     )
 
 

@@ -101,7 +101,7 @@ _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
     ("pixel DPM-Solver++(2M), log-SNR steps", "v:", "C4", _pixel("dpmpp2m", "logsnr")),
     ("pixel Heun", "P-", "C5", _pixel("heun", "uniform")),
     ("pixel Heun, log-SNR steps", "P:", "C5", _pixel("heun", "logsnr")),
-    ("pixel DDPM 1000", "s", "C3", lambda r: r.get("space") == "pixel" and r["sampler"] == "ddpm"),
+    ("pixel DDPM 1000", "s", "C3", _pixel("ddpm", "uniform")),
     ("latent DDIM", "D-", "C2", lambda r: r.get("space") == "latent" and not r.get("vae")),
     (
         "latent DDIM, L1 decoder",
@@ -182,5 +182,41 @@ def quality_plot(
             title=f"{name}, {table['samples']} images each",
         )
     axes[1].legend(fontsize=8)
+    fig.suptitle(f"scored against {table['reference']}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def references_plot(training: dict, held_out: dict) -> plt.Figure:
+    """Each row of a quality table scored against the training images (across) and against held-out images (up),
+    FID and KID, with standard errors; the yardsticks named. Where the points keep their order along both axes, the
+    two references rank the rows alike. Pass diffedu.pretrained.quality_table() and quality_table("held-out")."""
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.4))
+    for ax, key, name, scale in ((axes[0], "fid", "FID", 1), (axes[1], "kid", "KID x 1000", 1000)):
+        for label, row in training["rows"].items():
+            other, yardstick = held_out["rows"][label], "sampler" not in row
+            ax.errorbar(
+                scale * row[key],
+                scale * other[key],
+                xerr=scale * row[f"{key}_se"],
+                yerr=scale * other[f"{key}_se"],
+                fmt="s" if yardstick else "o",
+                color="k" if yardstick else "C0",
+                ms=3,
+                lw=0.8,
+            )
+            if yardstick:
+                ax.annotate(
+                    label,
+                    (scale * row[key], scale * other[key]),
+                    fontsize=7,
+                    xytext=(4, -8),
+                    textcoords="offset points",
+                )
+        ax.set(
+            xlabel=f"{name} against the training images",
+            ylabel=f"{name} against held-out images",
+            title=f"{name}: the two references, {training['samples']} images per row",
+        )
     fig.tight_layout()
     return fig

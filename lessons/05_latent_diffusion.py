@@ -229,11 +229,19 @@ for name, value in details.items():
 # %%
 quality = pretrained.quality_table()
 display(
-    Markdown(report.compare(quality, ("latent DDIM 50", "DDIM 50"), ("latent DDIM 50", "VAE reconstructions of them")))
+    Markdown(
+        report.verdicts(
+            quality,
+            {
+                "The latent model, against the pixel model,": [("latent DDIM 50", "DDIM 50")],
+                "Against its floor, it": [("latent DDIM 50", "VAE reconstructions of them")],
+            },
+        )
+    )
 )
 
 # %% [markdown]
-# The latent samples are well above their floor, so the latent UNet, not the decoder, now holds the latent model
+# Where the latent samples score worse than their floor, the latent UNet, not the decoder, holds the latent model
 # back. How that UNet was trained, and what more training did and did not buy, is in its card (`ldm-cifar10`).
 #
 # ## Does the latent UNet learn, or memorise?
@@ -254,6 +262,8 @@ for name, (model, seen, unseen) in models.items():
     gap = denoising_gap(model, seen, unseen)
     t, ratio, se = ([row[key] for row in gap] for key in ("t", "ratio", "se"))
     plt.errorbar(t, ratio, yerr=[2 * e for e in se], marker="o", capsize=3, label=name)
+    above = [row["t"] for row in gap if row["ratio"] - 1 > 2 * row["se"]]
+    print(f"{name}: held-out loss above training loss by over two standard errors at t = {above or 'none'}")
 plt.axhline(1, color="grey", lw=0.8)
 plt.xscale("log")
 plt.xlabel("timestep t (more noise to the right)")
@@ -263,10 +273,10 @@ plt.legend()
 plt.show()
 
 # %% [markdown]
-# With the shipped models the latent curve rises well above 1 at low and middle noise, where the loss is about the
-# details of one particular image: the latent UNet denoises its own latents better than new ones. It has started
-# to memorise them. At high noise little of any image is left to recognise, and the two losses agree. The pixel
-# UNet's curve stays at 1.
+# Where a curve rises above 1 by more than its error bars, the model denoises its own data better than new data:
+# it has started to memorise it. The printout names those timesteps. Low and middle noise is where to look, for
+# there the loss is about the details of one particular image. At high noise little of any image is left to
+# recognise, and the two losses agree.
 #
 # One reason is size. Set each model's parameters beside the numbers in the data it learned from (mirror images
 # included):

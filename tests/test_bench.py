@@ -9,6 +9,7 @@ from torch import nn
 
 from diffedu import bench, checkpoint, env, evaluation, measure, pretrained, report
 from diffedu.cli import main
+from diffedu.errors import DiffeduError
 
 
 def test_flops_of_a_linear_layer_and_a_convolution_match_their_closed_forms():
@@ -174,6 +175,44 @@ def test_the_quality_table_measures_rows_resumably(tiny_cifar, tmp_path, monkeyp
     assert "no quality row 'DDIM 7'" in capsys.readouterr().err
 
 
+def test_a_quality_table_scores_against_held_out_images_and_migrates_format_3(
+    tiny_cifar, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("DIFFEDU_HOME", str(tmp_path))
+    out = tmp_path / "quality.json"
+    args = ["quality", "--samples", "4", "--data", str(tiny_cifar), "--device", "cpu", "--out", str(out), "--rows"]
+    assert main([*args, "real test images", "VAE reconstructions of them"]) == 0
+    measured = json.loads(out.read_text())
+    assert measured["format"] == 4 and measured["held_out_reference"] == "the 4 CIFAR-10 test images after the first 4"
+    assert all(len(row["held_out"]["influence"]["kid"]) == 4 for row in measured["rows"].values())
+    assert measured["rows"]["real test images"]["held_out"]["fid"] != measured["rows"]["real test images"]["fid"]
+    # the same table as format 3 wrote it (the training images its only reference) migrates row by row
+    old = {key: measured[key] for key in ("samples", "reference")} | {"format": 3}
+    old["rows"] = {label: {k: v for k, v in row.items() if k != "held_out"} for label, row in measured["rows"].items()}
+    out.write_text(json.dumps(old))
+    assert main([*args, "real test images"]) == 0
+    halfway = json.loads(out.read_text())
+    assert list(halfway["rows"]) == ["real test images"] and list(halfway["format_3_rows"]) == [
+        "VAE reconstructions of them"
+    ]
+    with pytest.raises(DiffeduError, match="has no held-out scores"):
+        pretrained.scored_against({**halfway, "rows": old["rows"]}, "held-out")
+    assert main([*args, "VAE reconstructions of them"]) == 0
+    migrated = json.loads(out.read_text())
+    assert "format_3_rows" not in migrated and migrated["format"] == 4
+    for label, row in migrated["rows"].items():
+        assert row["held_out"] == measured["rows"][label]["held_out"] and "made again" in row["migrated"]
+        assert row["date"] == measured["rows"][label]["date"]  # the rest of the row as it was
+    held_out = pretrained.scored_against(migrated, "held-out")
+    assert held_out["reference"] == migrated["held_out_reference"]
+    assert held_out["rows"]["real test images"]["fid"] == migrated["rows"]["real test images"]["held_out"]["fid"]
+    # a format-3 row whose images come out otherwise is not migrated: another model, sampler or library made them
+    old["rows"]["real test images"]["fid"] += 1
+    out.write_text(json.dumps(old))
+    assert main([*args, "real test images"]) == 2
+    assert "these are not the images it measured" in capsys.readouterr().err and json.loads(out.read_text()) == old
+
+
 def test_the_shipped_quality_table_is_one_protocol():
     table = pretrained.quality_table()
     assert table["samples"] == 500 and table["reference"].startswith("all 5170 CIFAR-10 training images")
@@ -181,7 +220,8 @@ def test_the_shipped_quality_table_is_one_protocol():
         list(table["rows"]) == [label for label in evaluation.QUALITY_ROWS if label in table["rows"]]
         and "real test images" in table["rows"]
     )
-    assert all(row["n"] == 500 for row in table["rows"].values())
+    assert all(row["n"] == row["held_out"]["n"] == 500 for row in table["rows"].values())
+    assert table["held_out_reference"] == "the 517 CIFAR-10 test images after the first 500"
     assert table["format"] == evaluation.FORMAT and all(
         row["fid_se"] > 0 and row["kid_se"] > 0 for row in table["rows"].values()
     )
