@@ -306,12 +306,12 @@ def rankings_agree(quality: dict) -> str:
     calls better and the other worse, each beyond LEVEL standard errors (named, up to three), per score."""
     held_out, labels = pretrained.scored_against(quality, "held-out"), list(quality["rows"])
     pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
+    differences = {(a, b): (paired(quality, a, b), paired(held_out, a, b)) for a, b in pairs}  # once, for both scores
     said = []
     for key, name, _ in METRICS:
         flipped = []
-        for a, b in pairs:
-            sides = {verdict(d[key], d[f"{key}_se"]) for d in (paired(quality, a, b), paired(held_out, a, b))}
-            if sides == {"better", "worse"}:
+        for (a, b), both in differences.items():
+            if {verdict(d[key], d[f"{key}_se"]) for d in both} == {"better", "worse"}:
                 flipped.append(f"{a} vs {b}")
         shown = "; ".join(flipped[:3]) + ("; ..." if len(flipped) > 3 else "")
         said.append(f"{len(flipped)} on {name.split()[0]}" + (f" ({shown})" if flipped else ""))
