@@ -77,7 +77,7 @@ class Method:
         if (
             not found
             or found[2] not in titles
-            or (found[2] == "DDPM" and found[4])
+            or (titles[found[2]] in ("ddpm", "ddpm_large") and found[4])  # DDPM always takes all T steps
             or (space in ("flow", "consistency") and (found[4] or found[5]))
             or (space == "pixel" and found[5])  # a pixel model has no decoder to swap
         ):
@@ -216,6 +216,7 @@ def guidance_curve(
 
 QUALITY_METHODS = (
     "DDPM 1000",
+    "DDPM-large 1000",
     *(f"DDIM {s}" for s in (250, 100, 50, 20, 10, 5)),
     *(f"DDIM {s} quadratic" for s in (100, 50, 20, 10)),
     *(f"DPM-Solver++(2M) {s}" for s in (50, 20, 10, 5)),

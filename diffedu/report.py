@@ -195,6 +195,7 @@ def quality_table(
             r.get("model_calls", r.get("steps", "")),
             *fid_kid(r),
             f"{1000 * r['seconds_per_image']:.0f}" if r.get("space") else "",
+            r["date"] if r.get("space") else "",
         ]  # a sampler's row, not a yardstick
         for label, r in kept.items()
     ]
@@ -204,10 +205,13 @@ def quality_table(
         if len(machines) == 1
         else "the machine each row of the JSON names"
     )
+    days = {r["date"] for r in kept.values() if r.get("space")}
+    # a shared machine's speed drifts from day to day, so times compare surely only within one day
+    drift = "; times measured on different days compare loosely" if len(days) > 1 else ""
     return (
         f"**FID / KID at {curves['samples']} images** against {curves['reference']} ({SE_NOTE}); sampling "
-        f"time per image measured on {where}, batches of 100\n\n"
-        + table(["images", "steps", "model calls", "FID", "KID x 1000", "ms / image"], rows)
+        f"time per image measured on {where}, batches of 100{drift}\n\n"
+        + table(["images", "steps", "model calls", "FID", "KID x 1000", "ms / image", "measured"], rows)
     )
 
 

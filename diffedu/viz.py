@@ -101,7 +101,8 @@ _FAMILIES = (  # (label, line style, colour, which rows of the quality table)
     ("pixel DPM-Solver++(2M), log-SNR steps", "v:", "C4", _pixel("dpmpp2m", "logsnr")),
     ("pixel Heun", "P-", "C5", _pixel("heun", "uniform")),
     ("pixel Heun, log-SNR steps", "P:", "C5", _pixel("heun", "logsnr")),
-    ("pixel DDPM 1000", "s", "C3", _pixel("ddpm", "uniform")),
+    (r"pixel DDPM 1000, variance $\tilde\beta_t$", "s", "C3", _pixel("ddpm", "uniform")),
+    (r"pixel DDPM 1000, variance $\beta_t$", "d", "C3", _pixel("ddpm_large", "uniform")),
     ("latent DDIM", "D-", "C2", lambda r: r.get("space") == "latent" and not r.get("vae")),
     (
         "latent DDIM, L1 decoder",

@@ -344,7 +344,8 @@ for name, variance in (
 # %% [markdown]
 # The two bracket the data's spread, one a little narrow, one a little wide. DDIM's Table 1 finds $\tilde\beta_t$
 # the weaker of the two on CIFAR-10 at 1000 steps. `diffedu` has both: `sampler="ddpm"` uses $\tilde\beta_t$, and
-# `sampler="ddpm_large"` uses $\beta_t$ (diffusers' name for it is `variance_type="fixed_large"`).
+# `sampler="ddpm_large"` uses $\beta_t$ (diffusers' name for it is `variance_type="fixed_large"`). Lesson 03's
+# quality table measures both on the shipped model.
 
 # %% [markdown]
 # Now with a trained model, using its EMA weights. A couple of minutes of CPU training cannot make a good image

@@ -248,11 +248,12 @@ def test_a_method_is_named_by_its_label_and_a_wrong_label_says_what_is_meant():
     )
     assert evaluation.Method.named("latent DDIM 50, L1 decoder").vae == evaluation.L1_DECODER
     assert evaluation.Method.named("DDPM 1000").sampler == "ddpm"
+    assert evaluation.Method.named("DDPM-large 1000").sampler == "ddpm_large"
     assert evaluation.Method.named("DPM-Solver++(2M) 10 log-SNR").spacing == "logsnr"
     assert evaluation.Method.named("latent DPM-Solver++(2M) 10 quadratic") == evaluation.Method(
         "latent DPM-Solver++(2M) 10 quadratic", "latent", "dpmpp2m", 10, "quadratic"
     )
-    for wrong in ("DDPM 1000 quadratic", "ddim 50", "DDIM fifty", "Euler 10"):
+    for wrong in ("DDPM 1000 quadratic", "DDPM-large 1000 log-SNR", "ddim 50", "DDIM fifty", "Euler 10"):
         with pytest.raises(evaluation.DiffeduError, match="no sampling method"):
             evaluation.Method.named(wrong)
     with pytest.raises(evaluation.DiffeduError, match="quality --rows 'flow Euler 10'"):
