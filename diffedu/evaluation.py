@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, env, metrics, pretrained
 from .errors import DiffeduError
 from .pipelines import Diffusion, load_pipeline, load_vae
-from .samplers import CONSISTENCY, FLOW_SAMPLERS, SAMPLERS
+from .samplers import ALL_STEPS, CONSISTENCY, FLOW_SAMPLERS, SAMPLERS
 from .vae import VAE
 from .viz import MODELS  # the model each space's rows sample: "pixel" is ddpm-cifar10, ...
 
@@ -77,7 +77,7 @@ class Method:
         if (
             not found
             or found[2] not in titles
-            or (titles[found[2]] in ("ddpm", "ddpm_large") and found[4])  # DDPM always takes all T steps
+            or (titles[found[2]] in ALL_STEPS and found[4])  # DDPM visits every step: nothing to space
             or (space in ("flow", "consistency") and (found[4] or found[5]))
             or (space == "pixel" and found[5])  # a pixel model has no decoder to swap
         ):

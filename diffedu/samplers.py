@@ -485,6 +485,7 @@ def ddim_sample(
 
 
 DEFAULT_STEPS = 50  # a sampler's steps when none are asked for (DDPM's excepted: always all T)
+ALL_STEPS = tuple(name for name, sampler in SAMPLERS.items() if issubclass(sampler, DDPMScheduler))  # no choice
 
 
 def make_scheduler(
@@ -504,7 +505,7 @@ def make_scheduler(
             f"eta is DDIM's knob (0: deterministic, 1: as noisy as DDPM); {SAMPLERS[name].title} has none. "
             "Leave eta out, or sample with DDIM"
         )
-    if issubclass(SAMPLERS[name], DDPMScheduler):  # all T steps, whatever the default
+    if name in ALL_STEPS:  # all T steps, whatever the default
         return SAMPLERS[name](schedule, clip_x0).set_timesteps(steps, spacing)
     scheduler = DDIMScheduler(schedule, eta, clip_x0) if name == "ddim" else SAMPLERS[name](schedule, clip_x0)
     return scheduler.set_timesteps(DEFAULT_STEPS if steps is None else steps, spacing)
