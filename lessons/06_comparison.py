@@ -154,8 +154,8 @@ for table in (quality, pretrained.quality_table("held-out")):
 #
 # Why two references? A model that copied its training images would beat the real images against the training
 # images, for it would match them exactly. Against held-out images copying gains nothing. Lesson 05 measured how
-# far the latent UNet has begun to memorise, and every row is scored against both. The training images are ten times as many, which
-# makes their FID the less biased of the two.
+# far the latent UNet has begun to memorise, and every row is scored against both. The training images outnumber
+# the held-out ones, which makes their FID the less biased of the two.
 
 # %% [markdown]
 # ## An error bar that means what it says
